@@ -1,0 +1,11 @@
+"""Placeholder: `olmo` subcommands for data."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(commands: Any) -> None:
+    """Add this module's subcommands to the `olmo` parser."""
+    del commands

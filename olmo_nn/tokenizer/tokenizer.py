@@ -1,0 +1,320 @@
+"""The lab's tokenizer: OLMo's by default, any Hugging Face ``tokenizer.json`` by path.
+
+Byte-level BPE tokenizers (OLMo's, GPT-2's, Pythia's, Llama 3's) run on a tiktoken engine
+compiled from the JSON (see :mod:`olmo_nn.tokenizer.bpe`), which gives the ids that
+transformers' fast tokenizer gives, several times faster; anything else runs on the
+``tokenizers`` library itself. Encoding never adds BOS/EOS: callers append EOS where a
+format wants it (token shards do).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tokenizers
+
+from olmo_nn.tokenizer.bpe import FastBPE, compile_fast_bpe, token_bytes
+
+__all__ = ["DEFAULT_TOKENIZER", "Tokenizer"]
+
+#: The tokenizer OLMo 1 was trained with (GPT-NeoX-20B BPE plus PII tokens), shipped here.
+DEFAULT_TOKENIZER = "allenai/gpt-neox-olmo-dolma-v1_5"
+_DATA = Path(__file__).parent / "data"
+_SHIPPED = {
+    DEFAULT_TOKENIZER: _DATA / "allenai_gpt-neox-olmo-dolma-v1_5.json",
+    "gpt-neox-olmo-dolma-v1_5": _DATA / "allenai_gpt-neox-olmo-dolma-v1_5.json",
+    "olmo": _DATA / "allenai_gpt-neox-olmo-dolma-v1_5.json",
+}
+# OLMo's tokenizer JSON does not say which token ends a document; OLMo's configs do.
+_KNOWN_IDS = {DEFAULT_TOKENIZER: {"eos": 50279, "pad": 1}}
+_EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "<|im_end|>")
+_PAD_CANDIDATES = ("<|padding|>", "<pad>", "<|pad|>")
+_BOS_CANDIDATES = ("<s>", "<|begin_of_text|>", "<bos>")
+# Below this many characters a batch is encoded on the calling thread.
+_MIN_PARALLEL_CHARS = 1 << 16
+
+
+def _resolve(name_or_path: str | os.PathLike[str]) -> tuple[str, Path]:
+    text = str(name_or_path)
+    if text in _SHIPPED:
+        path = _SHIPPED[text]
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"the shipped tokenizer file {path} is missing from this installation; "
+                "reinstall the package (`make install`) or pass a tokenizer.json by path"
+            )
+        return DEFAULT_TOKENIZER if text != "gpt-neox-olmo-dolma-v1_5" else text, path
+    path = Path(text).expanduser()
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    if path.is_file():
+        return text, path
+    shipped = ", ".join(sorted(_SHIPPED))
+    raise FileNotFoundError(
+        f"tokenizer {text!r} is neither a tokenizer.json file, a folder holding one, nor a "
+        f"shipped tokenizer ({shipped}). Nothing is downloaded at run time: on a machine with "
+        "network access run `python -c \"import tokenizers; "
+        f"tokenizers.Tokenizer.from_pretrained('{text}').save('tokenizer.json')\"` "
+        "and pass the saved file's path."
+    )
+
+
+def _token_id(spec: dict[str, Any], candidates: Iterable[str]) -> int | None:
+    added = {t["content"]: t["id"] for t in spec.get("added_tokens", [])}
+    vocab = spec.get("model", {}).get("vocab", {})
+    for name in candidates:
+        if name in added:
+            return int(added[name])
+        if isinstance(vocab, dict) and name in vocab:
+            return int(vocab[name])
+    return None
+
+
+def _config_token(folder: Path, key: str, spec: dict[str, Any]) -> int | None:
+    """eos/pad/bos from a transformers ``tokenizer_config.json`` beside the JSON, if any."""
+    config_path = folder / "tokenizer_config.json"
+    if not config_path.is_file():
+        return None
+    value = json.loads(config_path.read_text(encoding="utf-8")).get(key)
+    if isinstance(value, dict):
+        value = value.get("content")
+    return _token_id(spec, [value]) if isinstance(value, str) else None
+
+
+class Tokenizer:
+    """Encode text to token ids and back.
+
+    Build one with :meth:`from_name_or_path`; ``encode_batch_arrays`` is the data pipeline's
+    hot path (uint32 arrays, all cores, no per-token Python objects).
+    """
+
+    def __init__(
+        self,
+        spec_json: str,
+        *,
+        name: str,
+        eos_token_id: int | None = None,
+        pad_token_id: int | None = None,
+        bos_token_id: int | None = None,
+        engine: str = "auto",
+        num_threads: int | None = None,
+    ) -> None:
+        if engine not in ("auto", "tiktoken", "tokenizers"):
+            raise ValueError(f"engine={engine!r}: expected 'auto', 'tiktoken' or 'tokenizers'")
+        self.name = name
+        self.json_text = spec_json
+        spec = json.loads(spec_json)
+        self._spec = spec
+        self._hf = tokenizers.Tokenizer.from_str(spec_json)
+        self._fast: FastBPE | None = None
+        if engine != "tokenizers":
+            self._fast = compile_fast_bpe(spec)
+            if self._fast is None and engine == "tiktoken":
+                raise ValueError(
+                    f"tokenizer {name!r} cannot run on the tiktoken engine (not a byte-level "
+                    "BPE in merge order); use engine='auto' or 'tokenizers'"
+                )
+        known = _KNOWN_IDS.get(name, {})
+        self.eos_token_id = eos_token_id if eos_token_id is not None else known.get("eos")
+        if self.eos_token_id is None:
+            self.eos_token_id = _token_id(spec, _EOS_CANDIDATES)
+        self.pad_token_id = pad_token_id if pad_token_id is not None else known.get("pad")
+        if self.pad_token_id is None:
+            self.pad_token_id = _token_id(spec, _PAD_CANDIDATES)
+        self.bos_token_id = bos_token_id if bos_token_id is not None else known.get("bos")
+        if self.bos_token_id is None and "bos" not in known:
+            self.bos_token_id = _token_id(spec, _BOS_CANDIDATES)
+        self.num_threads = num_threads or os.cpu_count() or 1
+        self._pool: ThreadPoolExecutor | None = None
+        added = spec.get("added_tokens", [])
+        self._special_ids = frozenset(int(t["id"]) for t in added if t.get("special"))
+        raw_specials = [t["content"] for t in added if not t.get("normalized", True)]
+        self._raw_special_re = (
+            re.compile("(" + "|".join(re.escape(s) for s in sorted(raw_specials, key=len)[::-1]) + ")")
+            if raw_specials
+            else None
+        )
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_name_or_path(
+        cls,
+        name_or_path: str | os.PathLike[str] | None = None,
+        *,
+        eos_token_id: int | None = None,
+        pad_token_id: int | None = None,
+        engine: str = "auto",
+    ) -> Tokenizer:
+        """OLMo's tokenizer by default; a shipped name, a ``tokenizer.json`` or its folder."""
+        name, path = _resolve(name_or_path if name_or_path is not None else DEFAULT_TOKENIZER)
+        spec_json = path.read_text(encoding="utf-8")
+        spec = json.loads(spec_json)
+        if eos_token_id is None:
+            eos_token_id = _config_token(path.parent, "eos_token", spec)
+        if pad_token_id is None:
+            pad_token_id = _config_token(path.parent, "pad_token", spec)
+        bos = _config_token(path.parent, "bos_token", spec)
+        return cls(
+            spec_json,
+            name=name,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+            bos_token_id=bos,
+            engine=engine,
+        )
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def engine(self) -> str:
+        """``"tiktoken"`` (compiled byte-level BPE) or ``"tokenizers"`` (the HF library)."""
+        return "tiktoken" if self._fast is not None else "tokenizers"
+
+    @cached_property
+    def vocab_size(self) -> int:
+        """Number of token ids (largest id + 1), added tokens included."""
+        return int(self._hf.get_vocab_size(with_added_tokens=True))
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha256 of the tokenizer JSON: token shards record it so mismatches are caught."""
+        return hashlib.sha256(self.json_text.encode("utf-8")).hexdigest()
+
+    @cached_property
+    def _id_to_bytes(self) -> list[bytes]:
+        table = [b""] * self.vocab_size
+        for token, token_id in self._hf.get_vocab(with_added_tokens=False).items():
+            raw = token_bytes(token)
+            table[token_id] = raw if raw is not None else token.encode("utf-8")
+        for added in self._spec.get("added_tokens", []):
+            table[added["id"]] = added["content"].encode("utf-8")
+        return table
+
+    # ----------------------------------------------------------------- encoding
+    def _encode_one(self, text: str) -> list[int]:
+        fast = self._fast
+        assert fast is not None
+        if fast.normalize_nfc and not unicodedata.is_normalized("NFC", text):
+            return self._encode_unnormalized(text)
+        return fast.encoding.encode(text, allowed_special="all")
+
+    def _encode_unnormalized(self, text: str) -> list[int]:
+        # Hugging Face splits on non-normalized special tokens *before* normalizing.
+        assert self._fast is not None
+        if self._raw_special_re is None:
+            return self._fast.encoding.encode(unicodedata.normalize("NFC", text), allowed_special="all")
+        ids: list[int] = []
+        specials = self._fast.special_tokens
+        for i, part in enumerate(self._raw_special_re.split(text)):
+            if i % 2:
+                ids.append(specials[part])
+            elif part:
+                ids.extend(
+                    self._fast.encoding.encode(unicodedata.normalize("NFC", part), allowed_special="all")
+                )
+        return ids
+
+    def _encode_chunk(self, texts: Sequence[str]) -> list[list[int]]:
+        return [self._encode_one(t) for t in texts]
+
+    def _map_parallel(self, texts: Sequence[str], fn: Any) -> list[Any]:
+        total = sum(map(len, texts))
+        if self.num_threads <= 1 or len(texts) < 2 or total < _MIN_PARALLEL_CHARS:
+            return list(fn(texts))
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="tokenize")
+        # A few chunks per thread keeps them busy without per-text scheduling overhead.
+        num_chunks = min(len(texts), self.num_threads * 4)
+        bounds = np.linspace(0, len(texts), num_chunks + 1).astype(int)
+        chunks = [texts[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+        out: list[Any] = []
+        for part in self._pool.map(fn, chunks):
+            out.extend(part)
+        return out
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of one text (no BOS/EOS added)."""
+        if self._fast is not None:
+            return self._encode_one(text)
+        return list(self._hf.encode(text, add_special_tokens=False).ids)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of many texts, on all cores."""
+        if self._fast is not None:
+            return self._map_parallel(texts, self._encode_chunk)
+        return [list(e.ids) for e in self._hf.encode_batch(list(texts), add_special_tokens=False)]
+
+    def encode_batch_arrays(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Token ids of many texts as uint32 arrays (the data pipeline's hot path)."""
+        if self._fast is None:
+            return [np.asarray(ids, dtype=np.uint32) for ids in self.encode_batch(texts)]
+
+        def chunk(part: Sequence[str]) -> list[np.ndarray]:
+            return [self._encode_one_array(t) for t in part]
+
+        return self._map_parallel(texts, chunk)
+
+    def _encode_one_array(self, text: str) -> np.ndarray:
+        fast = self._fast
+        assert fast is not None
+        if fast.normalize_nfc and not unicodedata.is_normalized("NFC", text):
+            return np.asarray(self._encode_unnormalized(text), dtype=np.uint32)
+        return fast.encoding.encode_to_numpy(text, allowed_special="all")
+
+    # ----------------------------------------------------------------- decoding
+    def decode(self, ids: Iterable[int], *, skip_special_tokens: bool = False) -> str:
+        """Text of token ids; invalid UTF-8 (a split character) becomes U+FFFD."""
+        table = self._id_to_bytes
+        special = self._special_ids
+        parts = []
+        for token_id in ids:
+            token_id = int(token_id)
+            if not 0 <= token_id < len(table):
+                raise ValueError(f"token id {token_id} is outside the vocabulary (0..{len(table) - 1})")
+            if skip_special_tokens and token_id in special:
+                continue
+            parts.append(table[token_id])
+        return b"".join(parts).decode("utf-8", errors="replace")
+
+    def decode_batch(
+        self, batch: Iterable[Iterable[int]], *, skip_special_tokens: bool = False
+    ) -> list[str]:
+        return [self.decode(ids, skip_special_tokens=skip_special_tokens) for ids in batch]
+
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Write ``tokenizer.json`` into a folder (for Hugging Face exports); returns its path."""
+        path = Path(folder) / "tokenizer.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.json_text, encoding="utf-8")
+        return path
+
+    def __repr__(self) -> str:
+        return (
+            f"Tokenizer(name={self.name!r}, vocab_size={self.vocab_size}, "
+            f"eos_token_id={self.eos_token_id}, engine={self.engine!r})"
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Picklable for process pools: rebuild engines on the other side.
+        return {
+            "spec_json": self.json_text,
+            "name": self.name,
+            "eos_token_id": self.eos_token_id,
+            "pad_token_id": self.pad_token_id,
+            "bos_token_id": self.bos_token_id,
+            "engine": self.engine,
+            "num_threads": self.num_threads,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        spec_json = state.pop("spec_json")
+        self.__init__(spec_json, **state)  # type: ignore[misc]
