@@ -1,0 +1,5 @@
+"""Checkpoint formats (unsharded safetensors here; sharded DCP with the trainer)."""
+
+from olmo_nn.checkpoint.unsharded import load_checkpoint_config, load_model, save_checkpoint
+
+__all__ = ["load_checkpoint_config", "load_model", "save_checkpoint"]

@@ -1,0 +1,123 @@
+"""Unsharded checkpoints: a folder with ``config.yaml`` and ``model.safetensors``.
+
+``config.yaml`` holds the resolved run config; its ``model`` section is the full
+:class:`TransformerConfig`. Other sections (training state, data position) are carried through
+untouched, so the trainer can add what it needs. Loading reads safetensors only: nothing is
+ever unpickled. Writes are atomic: the folder is assembled under a temporary name and renamed
+into place, so a crash never leaves a checkpoint that looks complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from olmo_nn.model.config import TransformerConfig
+from olmo_nn.model.transformer import OLMo
+
+__all__ = [
+    "CONFIG_FILE",
+    "WEIGHTS_FILE",
+    "load_checkpoint_config",
+    "load_model",
+    "load_state_dict_into",
+    "save_checkpoint",
+]
+
+CONFIG_FILE = "config.yaml"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def _checkpoint_dir(path: str | os.PathLike[str]) -> Path:
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"checkpoint folder {folder} does not exist")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(
+                f"{folder} is not an unsharded checkpoint: {name} is missing "
+                f"(expected {CONFIG_FILE} and {WEIGHTS_FILE}; for a Hugging Face folder use "
+                "`olmo import-hf`)"
+            )
+    return folder
+
+
+def load_checkpoint_config(path: str | os.PathLike[str]) -> tuple[TransformerConfig, dict[str, Any]]:
+    """The model config and the whole config mapping of a checkpoint folder."""
+    folder = _checkpoint_dir(path)
+    data = yaml.safe_load((folder / CONFIG_FILE).read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise ValueError(f"{folder / CONFIG_FILE} has no 'model' section with the model config")
+    return TransformerConfig.from_dict(data["model"], _where="model"), data
+
+
+def load_state_dict_into(model: OLMo, tensors: dict[str, torch.Tensor], *, source: str) -> None:
+    """Copy named tensors into ``model``, naming any missing, unexpected or misshapen tensor."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{source} does not match its config: missing tensors {missing or 'none'}, "
+            f"unexpected tensors {unexpected or 'none'}"
+        )
+    for name, tensor in tensors.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise ValueError(
+                f"{source}: tensor {name!r} has shape {tuple(tensor.shape)} but the config "
+                f"implies {tuple(expected[name].shape)}"
+            )
+    model.load_state_dict(tensors, strict=True)
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+) -> OLMo:
+    """The model of an unsharded checkpoint folder, in eval mode."""
+    folder = _checkpoint_dir(path)
+    config, _ = load_checkpoint_config(folder)
+    model = OLMo(config, init_device="meta")
+    tensors = load_file(str(folder / WEIGHTS_FILE), device=str(device))
+    model.to_empty(device=device)
+    load_state_dict_into(model, tensors, source=str(folder / WEIGHTS_FILE))
+    if dtype is not None:
+        model.to(dtype=dtype)
+    return model.eval()
+
+
+def save_checkpoint(
+    model: OLMo,
+    path: str | os.PathLike[str],
+    *,
+    config: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model`` (and the rest of the run ``config``) as an unsharded checkpoint."""
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} already exists; pass overwrite=True to replace it")
+    full_config = dict(config or {})
+    full_config["model"] = model.config.to_dict()
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
+        (staging / CONFIG_FILE).write_text(yaml.safe_dump(full_config, sort_keys=False), encoding="utf-8")
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target

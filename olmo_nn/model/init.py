@@ -1,0 +1,57 @@
+"""Weight initialization schemes, applied to a built model.
+
+``mitchell`` (OLMo 1): truncated normal at +-3 sigma with std 1/sqrt(d_model) for the
+embedding and the input projections (QKV, SwiGLU input, untied output), 1/sqrt(2 d (l+1))
+for block l's attention output and 1/sqrt(2 hidden (l+1)) for its MLP output.
+``normal`` (OLMo 2): every weight N(0, init_std) truncated at +-3 sigma. Norm weights are 1.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from olmo_nn.model.transformer import OLMo
+
+__all__ = ["init_weights"]
+
+
+def _trunc_normal(
+    weight: torch.Tensor, std: float, cutoff: float, generator: torch.Generator | None
+) -> None:
+    nn.init.trunc_normal_(weight, mean=0.0, std=std, a=-cutoff * std, b=cutoff * std, generator=generator)
+
+
+@torch.no_grad()
+def init_weights(model: OLMo, *, generator: torch.Generator | None = None) -> None:
+    """Initialize ``model`` in place, in a fixed parameter order (so a seed reproduces it)."""
+    config = model.config
+    cutoff = config.init_cutoff_factor
+    d, hidden = config.d_model, config.hidden_size
+
+    def std_for(kind: str, layer_id: int = 0) -> float:
+        if config.init == "normal":
+            return config.init_std
+        if kind == "input":
+            return 1.0 / math.sqrt(d)
+        if kind == "attn_out":
+            return 1.0 / math.sqrt(2 * d * (layer_id + 1))
+        return 1.0 / math.sqrt(2 * hidden * (layer_id + 1))  # mlp_out
+
+    _trunc_normal(model.embeddings.weight, std_for("input"), cutoff, generator)
+    for block in model.blocks:
+        layer = block.layer_id
+        for norm in (block.attn_norm, block.q_norm, block.k_norm, block.ff_norm):
+            if norm is not None:
+                norm.reset_parameters()
+        _trunc_normal(block.att_proj.weight, std_for("input"), cutoff, generator)
+        _trunc_normal(block.attn_out.weight, std_for("attn_out", layer), cutoff, generator)
+        _trunc_normal(block.ff_proj.weight, std_for("input"), cutoff, generator)
+        _trunc_normal(block.ff_out.weight, std_for("mlp_out", layer), cutoff, generator)
+    model.final_norm.reset_parameters()
+    if model.lm_head is not None:
+        _trunc_normal(model.lm_head.weight, std_for("input"), cutoff, generator)

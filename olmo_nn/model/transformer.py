@@ -1,0 +1,191 @@
+"""OLMo's decoder-only transformer as a plain ``nn.Module``.
+
+No parallelism or precision logic lives here: FSDP, activation checkpointing and
+``torch.compile`` are applied from outside. Norms and RoPE run in fp32 whatever the autocast
+dtype; attention goes through ``scaled_dot_product_attention`` (flash kernels on GPU).
+
+Parameter names (OLMo's own): ``embeddings.weight``, ``blocks.{i}.att_proj.weight`` (fused
+QKV), ``blocks.{i}.attn_out.weight``, ``blocks.{i}.ff_proj.weight`` (fused SwiGLU input: the
+first half is the value, **the second half is the gate**), ``blocks.{i}.ff_out.weight``,
+``lm_head.weight`` (absent when tied), and norm weights where the config has them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from olmo_nn.model.config import TransformerConfig
+from olmo_nn.model.init import init_weights
+
+__all__ = ["Block", "Norm", "OLMo", "RotaryEmbedding"]
+
+
+def _no_autocast(device: torch.device) -> torch.autocast:
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+class Norm(nn.Module):
+    """LayerNorm without affine parameters (OLMo 1) or RMSNorm with a weight (OLMo 2), in fp32."""
+
+    def __init__(self, size: int, *, norm_type: str, affine: bool, eps: float) -> None:
+        super().__init__()
+        self.size = size
+        self.norm_type = norm_type
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(size)) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with _no_autocast(x.device):
+            h = x.float()
+            if self.norm_type == "layernorm":
+                weight = self.weight.float() if self.weight is not None else None
+                h = F.layer_norm(h, (self.size,), weight=weight, eps=self.eps)
+            else:
+                h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+                if self.weight is not None:
+                    h = self.weight.float() * h
+            return h.to(x.dtype)
+
+    def reset_parameters(self) -> None:
+        if self.weight is not None:
+            nn.init.ones_(self.weight)
+
+    def extra_repr(self) -> str:
+        return f"{self.size}, type={self.norm_type}, affine={self.weight is not None}, eps={self.eps}"
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding, rotate-half convention, computed in fp32."""
+
+    def __init__(self, head_dim: int, theta: float) -> None:
+        super().__init__()
+        self.head_dim = head_dim
+        self.theta = theta
+
+    def _cos_sin(self, seq_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        with _no_autocast(device):
+            exponent = torch.arange(0, self.head_dim, 2, device=device, dtype=torch.float32)
+            inv_freq = 1.0 / (self.theta ** (exponent / self.head_dim))
+            positions = torch.arange(seq_len, device=device, dtype=torch.float32)
+            freqs = torch.outer(positions, inv_freq)  # (T, head_dim / 2)
+            angles = torch.cat((freqs, freqs), dim=-1)  # (T, head_dim)
+            return angles.cos(), angles.sin()
+
+    @staticmethod
+    def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+        first, second = x.chunk(2, dim=-1)
+        return torch.cat((-second, first), dim=-1)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotate q, k of shape (B, n_heads, T, head_dim)."""
+        cos, sin = self._cos_sin(q.shape[-2], q.device)  # (T, head_dim)
+        with _no_autocast(q.device):
+            q32, k32 = q.float(), k.float()
+            q_rot = q32 * cos + self._rotate_half(q32) * sin
+            k_rot = k32 * cos + self._rotate_half(k32) * sin
+        return q_rot.to(q.dtype), k_rot.to(k.dtype)
+
+
+class Block(nn.Module):
+    """One transformer block: causal self-attention and a SwiGLU MLP, each with a residual."""
+
+    def __init__(self, layer_id: int, config: TransformerConfig) -> None:
+        super().__init__()
+        self.layer_id = layer_id
+        self.config = config
+        d, hidden = config.d_model, config.hidden_size
+
+        def norm(size: int) -> Norm:
+            return Norm(size, norm_type=config.norm_type, affine=config.norm_affine, eps=config.norm_eps)
+
+        self.attn_norm = norm(d)
+        self.att_proj = nn.Linear(d, 3 * d, bias=False)
+        self.q_norm = norm(d) if config.qk_norm else None
+        self.k_norm = norm(d) if config.qk_norm else None
+        self.attn_out = nn.Linear(d, d, bias=False)
+        self.ff_norm = norm(d)
+        self.ff_proj = nn.Linear(d, 2 * hidden, bias=False)
+        self.ff_out = nn.Linear(hidden, d, bias=False)
+        self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta)
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        batch, seq, d = x.shape
+        n_heads, head_dim = self.config.n_heads, self.config.head_dim
+        qkv = self.att_proj(x)  # (B, T, 3 * d)
+        if self.config.clip_qkv is not None:
+            qkv = qkv.clamp(min=-self.config.clip_qkv, max=self.config.clip_qkv)
+        q, k, v = qkv.split(d, dim=-1)  # each (B, T, d)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = q.view(batch, seq, n_heads, head_dim).transpose(1, 2)  # (B, n_heads, T, head_dim)
+        k = k.view(batch, seq, n_heads, head_dim).transpose(1, 2)
+        v = v.view(batch, seq, n_heads, head_dim).transpose(1, 2)
+        q, k = self.rotary(q, k)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, n_heads, T, head_dim)
+        out = out.transpose(1, 2).reshape(batch, seq, d)
+        return self.attn_out(out)
+
+    def mlp(self, x: torch.Tensor) -> torch.Tensor:
+        value, gate = self.ff_proj(x).chunk(2, dim=-1)  # each (B, T, hidden)
+        return self.ff_out(F.silu(gate) * value)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.norm_placement == "pre":
+            h = x + self.attention(self.attn_norm(x))
+            return h + self.mlp(self.ff_norm(h))
+        h = x + self.attn_norm(self.attention(x))
+        return h + self.ff_norm(self.mlp(h))
+
+
+class OLMo(nn.Module):
+    """The language model: token ids (B, T) -> logits (B, T, padded vocabulary)."""
+
+    def __init__(self, config: TransformerConfig, *, init_device: str | torch.device = "cpu") -> None:
+        super().__init__()
+        self.config = config
+        with torch.device(init_device):
+            self.embeddings = nn.Embedding(config.padded_vocab_size, config.d_model)
+            self.blocks = nn.ModuleList(Block(i, config) for i in range(config.n_layers))
+            self.final_norm = Norm(
+                config.d_model, norm_type=config.norm_type, affine=config.norm_affine, eps=config.norm_eps
+            )
+            self.lm_head = (
+                None
+                if config.weight_tying
+                else nn.Linear(config.d_model, config.padded_vocab_size, bias=False)
+            )
+        if torch.device(init_device).type != "meta":
+            self.init_weights()
+
+    def init_weights(self, *, seed: int | None = None) -> None:
+        """(Re)initialize every parameter with the config's scheme; ``seed`` makes it repeatable."""
+        generator = None
+        if seed is not None:
+            device = self.embeddings.weight.device
+            generator = torch.Generator(device=device if device.type != "meta" else "cpu")
+            generator.manual_seed(seed)
+        init_weights(self, generator=generator)
+
+    def output_weight(self) -> torch.Tensor:
+        return self.embeddings.weight if self.lm_head is None else self.lm_head.weight
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, padded vocab) for token ids (B, T)."""
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
+        h = self.embeddings(input_ids)  # (B, T, d_model)
+        for block in self.blocks:
+            h = block(h)
+        h = self.final_norm(h)
+        if self.lm_head is None:
+            return F.linear(h, self.embeddings.weight)  # (B, T, padded vocab)
+        return self.lm_head(h)
+
+    def num_params(self, *, include_embedding: bool = True) -> int:
+        """Counted from the actual tensors (tied weights once)."""
+        total = sum(p.numel() for p in self.parameters())
+        if not include_embedding:
+            total -= self.embeddings.weight.numel()
+        return total
