@@ -39,9 +39,15 @@ def _best_seconds(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--code-mb", type=float, default=16.0, help="MB of stdlib source to include")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (best is kept)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--code-mb", type=float, default=16.0, help="MB of stdlib source to include"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="runs per measurement (best is kept)"
+    )
     args = parser.parse_args()
 
     ours = Tokenizer.from_name_or_path()
@@ -64,7 +70,10 @@ def main() -> None:
         our_arrays: list[Any] = []
         for _ in range(args.repeats):  # interleaved so both see the same background load
             t, peer_ids = _best_seconds(
-                lambda texts=texts: [e.ids for e in peer.encode_batch(texts, add_special_tokens=False)], 1
+                lambda texts=texts: [
+                    e.ids for e in peer.encode_batch(texts, add_special_tokens=False)
+                ],
+                1,
             )
             peer_s = min(peer_s, t)
             t, our_arrays = _best_seconds(lambda texts=texts: ours.encode_batch_arrays(texts), 1)
@@ -78,7 +87,9 @@ def main() -> None:
         )
 
     ids = peer_ids  # the "all" corpus
-    peer_dec_s, peer_text = _best_seconds(lambda: peer.decode_batch(ids, skip_special_tokens=False), args.repeats)
+    peer_dec_s, peer_text = _best_seconds(
+        lambda: peer.decode_batch(ids, skip_special_tokens=False), args.repeats
+    )
     ours_dec_s, our_text = _best_seconds(lambda: ours.decode_batch(ids), args.repeats)
     num_tokens = sum(map(len, ids))
     print(

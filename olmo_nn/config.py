@@ -44,7 +44,9 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
         if isinstance(value, annotation):
             return value
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping for {annotation.__name__}, got {value!r}")
+            raise ConfigError(
+                f"{where}: expected a mapping for {annotation.__name__}, got {value!r}"
+            )
         return annotation.from_dict(value, _where=where)
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         try:
@@ -115,7 +117,9 @@ class Config:
     def from_yaml(cls, text: str) -> Self:
         data = yaml.safe_load(text) or {}
         if not isinstance(data, Mapping):
-            raise ConfigError(f"expected a YAML mapping for {cls.__name__}, got {type(data).__name__}")
+            raise ConfigError(
+                f"expected a YAML mapping for {cls.__name__}, got {type(data).__name__}"
+            )
         return cls.from_dict(data)
 
     @classmethod

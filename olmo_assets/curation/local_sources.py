@@ -15,12 +15,13 @@ sorted order, so the same machine always produces the same corpus.
 
 from __future__ import annotations
 
+import email.message
 import importlib.metadata
 import json
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 __all__ = [
     "code_documents",
@@ -44,7 +45,10 @@ def code_documents(*, max_bytes: int | None = None) -> Iterator[Document]:
     total = 0
     for path in sorted(root.rglob("*.py")):
         relative = path.relative_to(root).as_posix()
-        if relative.startswith(("site-packages/", "test/", "idlelib/idle_test/")) or "/tests/" in relative:
+        if (
+            relative.startswith(("site-packages/", "test/", "idlelib/idle_test/"))
+            or "/tests/" in relative
+        ):
             continue
         try:
             text = path.read_text(encoding="utf-8")
@@ -53,7 +57,12 @@ def code_documents(*, max_bytes: int | None = None) -> Iterator[Document]:
         if not text.strip():
             continue
         total += len(text.encode("utf-8"))
-        yield {"id": f"stdlib/{relative}", "text": text, "source": "code", "metadata": {"path": relative}}
+        yield {
+            "id": f"stdlib/{relative}",
+            "text": text,
+            "source": "code",
+            "metadata": {"path": relative},
+        }
         if max_bytes is not None and total >= max_bytes:
             return
 
@@ -63,20 +72,28 @@ def prose_documents() -> Iterator[Document]:
     from pydoc_data.topics import topics
 
     for name in sorted(topics):
-        yield {"id": f"pydoc/{name}", "text": topics[name], "source": "prose", "metadata": {"topic": name}}
+        yield {
+            "id": f"pydoc/{name}",
+            "text": topics[name],
+            "source": "prose",
+            "metadata": {"topic": name},
+        }
 
 
 def markdown_documents() -> Iterator[Document]:
     """Long descriptions (README markdown or reST) of the installed distributions."""
     seen: set[str] = set()
-    dists = sorted(importlib.metadata.distributions(), key=lambda d: (d.metadata["Name"] or "").lower())
+    dists = sorted(
+        importlib.metadata.distributions(), key=lambda d: (d.metadata["Name"] or "").lower()
+    )
     for dist in dists:
-        name = (dist.metadata["Name"] or "").lower()
-        body = dist.metadata.get_payload()  # type: ignore[attr-defined]
+        metadata = cast(email.message.Message, dist.metadata)
+        name = (metadata["Name"] or "").lower()
+        body = metadata.get_payload()
         if not name or name in seen or not isinstance(body, str) or len(body.strip()) < 200:
             continue
         seen.add(name)
-        content_type = dist.metadata.get("Description-Content-Type") or "text/plain"
+        content_type = metadata.get("Description-Content-Type") or "text/plain"
         yield {
             "id": f"pypi/{name}",
             "text": body,

@@ -49,7 +49,9 @@ def _checkpoint_dir(path: str | os.PathLike[str]) -> Path:
     return folder
 
 
-def load_checkpoint_config(path: str | os.PathLike[str]) -> tuple[TransformerConfig, dict[str, Any]]:
+def load_checkpoint_config(
+    path: str | os.PathLike[str],
+) -> tuple[TransformerConfig, dict[str, Any]]:
     """The model config and the whole config mapping of a checkpoint folder."""
     folder = _checkpoint_dir(path)
     data = yaml.safe_load((folder / CONFIG_FILE).read_text(encoding="utf-8")) or {}
@@ -113,7 +115,9 @@ def save_checkpoint(
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
-        (staging / CONFIG_FILE).write_text(yaml.safe_dump(full_config, sort_keys=False), encoding="utf-8")
+        (staging / CONFIG_FILE).write_text(
+            yaml.safe_dump(full_config, sort_keys=False), encoding="utf-8"
+        )
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)

@@ -16,15 +16,25 @@ def register(commands: Any) -> None:
 
     init = verbs.add_parser("init", help="write a randomly initialized unsharded checkpoint")
     _add_config_arguments(init)
-    init.add_argument("--output", type=Path, help="checkpoint folder to create (required unless --dry-run)")
-    init.add_argument("--seed", type=int, default=0, help="seed for the initial weights (default 0)")
-    init.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint folder")
-    init.add_argument("--dry-run", action="store_true", help="print the resolved config and sizes only")
+    init.add_argument(
+        "--output", type=Path, help="checkpoint folder to create (required unless --dry-run)"
+    )
+    init.add_argument(
+        "--seed", type=int, default=0, help="seed for the initial weights (default 0)"
+    )
+    init.add_argument(
+        "--overwrite", action="store_true", help="replace an existing checkpoint folder"
+    )
+    init.add_argument(
+        "--dry-run", action="store_true", help="print the resolved config and sizes only"
+    )
     init.set_defaults(func=_init)
 
     show = verbs.add_parser("show", help="print a model's config, parameter count and FLOPs/token")
     _add_config_arguments(show)
-    show.add_argument("--checkpoint", type=Path, help="describe this checkpoint instead of a preset")
+    show.add_argument(
+        "--checkpoint", type=Path, help="describe this checkpoint instead of a preset"
+    )
     show.set_defaults(func=_show)
 
 
@@ -35,7 +45,9 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"model preset ({', '.join(PRESETS)}; add -olmo2 for OLMo 2's block). Default tiny.",
     )
     parser.add_argument("--config", type=Path, help="a model config YAML file (overrides --preset)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. n_layers=4")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. n_layers=4"
+    )
 
 
 def _resolve(args: argparse.Namespace) -> TransformerConfig:
@@ -59,7 +71,9 @@ def _init(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     if args.output is None:
-        raise ValueError("--output is required (the checkpoint folder to create), or pass --dry-run")
+        raise ValueError(
+            "--output is required (the checkpoint folder to create), or pass --dry-run"
+        )
     from olmo_nn.checkpoint import save_checkpoint
     from olmo_nn.model import OLMo
 

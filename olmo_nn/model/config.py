@@ -75,9 +75,7 @@ class TransformerConfig(Config):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be positive")
         if self.d_model % self.n_heads:
-            raise ConfigError(
-                f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}"
-            )
+            raise ConfigError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
         if self.head_dim % 2:
             raise ConfigError(f"head dimension {self.head_dim} must be even for RoPE")
         if self.mlp_hidden_size is not None and self.mlp_hidden_size <= 0:
@@ -93,14 +91,20 @@ class TransformerConfig(Config):
         if self.init not in ("mitchell", "normal"):
             raise ConfigError(f"init={self.init!r}: expected 'mitchell' or 'normal'")
         if self.norm_type == "rmsnorm" and not self.norm_affine:
-            raise ConfigError("norm_type='rmsnorm' needs norm_affine=true (OLMo 2's RMSNorm has weights)")
+            raise ConfigError(
+                "norm_type='rmsnorm' needs norm_affine=true (OLMo 2's RMSNorm has weights)"
+            )
         if self.norm_placement == "post" and self.norm_type != "rmsnorm":
-            raise ConfigError("norm_placement='post' is OLMo 2's block and needs norm_type='rmsnorm'")
+            raise ConfigError(
+                "norm_placement='post' is OLMo 2's block and needs norm_type='rmsnorm'"
+            )
         if self.clip_qkv is not None and self.clip_qkv <= 0:
             raise ConfigError(f"clip_qkv={self.clip_qkv} must be positive or null")
         for name in ("eos_token_id", "pad_token_id"):
             if not 0 <= getattr(self, name) < self.vocab_size:
-                raise ConfigError(f"{name}={getattr(self, name)} is outside vocab_size={self.vocab_size}")
+                raise ConfigError(
+                    f"{name}={getattr(self, name)} is outside vocab_size={self.vocab_size}"
+                )
 
     # ---------------------------------------------------------------- derived
     @property

@@ -9,13 +9,14 @@ for block l's attention output and 1/sqrt(2 hidden (l+1)) for its MLP output.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from olmo_nn.model.transformer import OLMo
+    from olmo_nn.model.transformer import Block, OLMo
 
 __all__ = ["init_weights"]
 
@@ -23,7 +24,9 @@ __all__ = ["init_weights"]
 def _trunc_normal(
     weight: torch.Tensor, std: float, cutoff: float, generator: torch.Generator | None
 ) -> None:
-    nn.init.trunc_normal_(weight, mean=0.0, std=std, a=-cutoff * std, b=cutoff * std, generator=generator)
+    nn.init.trunc_normal_(
+        weight, mean=0.0, std=std, a=-cutoff * std, b=cutoff * std, generator=generator
+    )
 
 
 @torch.no_grad()
@@ -43,7 +46,7 @@ def init_weights(model: OLMo, *, generator: torch.Generator | None = None) -> No
         return 1.0 / math.sqrt(2 * hidden * (layer_id + 1))  # mlp_out
 
     _trunc_normal(model.embeddings.weight, std_for("input"), cutoff, generator)
-    for block in model.blocks:
+    for block in cast("Iterable[Block]", model.blocks):
         layer = block.layer_id
         for norm in (block.attn_norm, block.q_norm, block.k_norm, block.ff_norm):
             if norm is not None:

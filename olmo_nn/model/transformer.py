@@ -53,7 +53,9 @@ class Norm(nn.Module):
             nn.init.ones_(self.weight)
 
     def extra_repr(self) -> str:
-        return f"{self.size}, type={self.norm_type}, affine={self.weight is not None}, eps={self.eps}"
+        return (
+            f"{self.size}, type={self.norm_type}, affine={self.weight is not None}, eps={self.eps}"
+        )
 
 
 class RotaryEmbedding(nn.Module):
@@ -98,7 +100,9 @@ class Block(nn.Module):
         d, hidden = config.d_model, config.hidden_size
 
         def norm(size: int) -> Norm:
-            return Norm(size, norm_type=config.norm_type, affine=config.norm_affine, eps=config.norm_eps)
+            return Norm(
+                size, norm_type=config.norm_type, affine=config.norm_affine, eps=config.norm_eps
+            )
 
         self.attn_norm = norm(d)
         self.att_proj = nn.Linear(d, 3 * d, bias=False)
@@ -142,14 +146,19 @@ class Block(nn.Module):
 class OLMo(nn.Module):
     """The language model: token ids (B, T) -> logits (B, T, padded vocabulary)."""
 
-    def __init__(self, config: TransformerConfig, *, init_device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, config: TransformerConfig, *, init_device: str | torch.device = "cpu"
+    ) -> None:
         super().__init__()
         self.config = config
         with torch.device(init_device):
             self.embeddings = nn.Embedding(config.padded_vocab_size, config.d_model)
             self.blocks = nn.ModuleList(Block(i, config) for i in range(config.n_layers))
             self.final_norm = Norm(
-                config.d_model, norm_type=config.norm_type, affine=config.norm_affine, eps=config.norm_eps
+                config.d_model,
+                norm_type=config.norm_type,
+                affine=config.norm_affine,
+                eps=config.norm_eps,
             )
             self.lm_head = (
                 None

@@ -21,6 +21,7 @@ caller then falls back to the ``tokenizers`` library. Parity on real text is a t
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,12 +180,12 @@ def compile_fast_bpe(spec: dict[str, Any]) -> FastBPE | None:
             ranks[raw] = token_id
     previous_id = -1
     for left, right in pairs:
-        token_id = vocab.get(left + right)
+        merged_id = vocab.get(left + right)
         raw = token_bytes(left + right)
-        if token_id is None or raw is None or token_id <= previous_id or raw in ranks:
+        if merged_id is None or raw is None or merged_id <= previous_id or raw in ranks:
             return None  # ids not in merge order, or a token made twice: ranks would differ
-        ranks[raw] = token_id
-        previous_id = token_id
+        ranks[raw] = merged_id
+        previous_id = merged_id
     if not _merges_reach_whole_tokens(pairs):
         return None
     # Bytes that never occur in UTF-8 (0xC0, 0xF5...) may be missing from the vocabulary;
@@ -201,7 +202,7 @@ def compile_fast_bpe(spec: dict[str, Any]) -> FastBPE | None:
     if any(t.get("lstrip") or t.get("rstrip") or t.get("single_word") for t in added):
         return None
     names = sorted(specials)
-    if any(b.startswith(a) for a, b in zip(names, names[1:], strict=False)):
+    if any(b.startswith(a) for a, b in itertools.pairwise(names)):
         return None  # tiktoken's special-token match is leftmost-first, not leftmost-longest
     if space_runs:
         lengths = _space_run_lengths(list(space_runs))

@@ -10,6 +10,7 @@ format wants it (token shards do).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -63,7 +64,7 @@ def _resolve(name_or_path: str | os.PathLike[str]) -> tuple[str, Path]:
     raise FileNotFoundError(
         f"tokenizer {text!r} is neither a tokenizer.json file, a folder holding one, nor a "
         f"shipped tokenizer ({shipped}). Nothing is downloaded at run time: on a machine with "
-        "network access run `python -c \"import tokenizers; "
+        'network access run `python -c "import tokenizers; '
         f"tokenizers.Tokenizer.from_pretrained('{text}').save('tokenizer.json')\"` "
         "and pass the saved file's path."
     )
@@ -140,7 +141,9 @@ class Tokenizer:
         self._special_ids = frozenset(int(t["id"]) for t in added if t.get("special"))
         raw_specials = [t["content"] for t in added if not t.get("normalized", True)]
         self._raw_special_re = (
-            re.compile("(" + "|".join(re.escape(s) for s in sorted(raw_specials, key=len)[::-1]) + ")")
+            re.compile(
+                "(" + "|".join(re.escape(s) for s in sorted(raw_specials, key=len)[::-1]) + ")"
+            )
             if raw_specials
             else None
         )
@@ -211,7 +214,9 @@ class Tokenizer:
         # Hugging Face splits on non-normalized special tokens *before* normalizing.
         assert self._fast is not None
         if self._raw_special_re is None:
-            return self._fast.encoding.encode(unicodedata.normalize("NFC", text), allowed_special="all")
+            return self._fast.encoding.encode(
+                unicodedata.normalize("NFC", text), allowed_special="all"
+            )
         ids: list[int] = []
         specials = self._fast.special_tokens
         for i, part in enumerate(self._raw_special_re.split(text)):
@@ -219,7 +224,9 @@ class Tokenizer:
                 ids.append(specials[part])
             elif part:
                 ids.extend(
-                    self._fast.encoding.encode(unicodedata.normalize("NFC", part), allowed_special="all")
+                    self._fast.encoding.encode(
+                        unicodedata.normalize("NFC", part), allowed_special="all"
+                    )
                 )
         return ids
 
@@ -235,7 +242,7 @@ class Tokenizer:
         # A few chunks per thread keeps them busy without per-text scheduling overhead.
         num_chunks = min(len(texts), self.num_threads * 4)
         bounds = np.linspace(0, len(texts), num_chunks + 1).astype(int)
-        chunks = [texts[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+        chunks = [texts[a:b] for a, b in itertools.pairwise(bounds) if b > a]
         out: list[Any] = []
         for part in self._pool.map(fn, chunks):
             out.extend(part)
@@ -279,7 +286,9 @@ class Tokenizer:
         for token_id in ids:
             token_id = int(token_id)
             if not 0 <= token_id < len(table):
-                raise ValueError(f"token id {token_id} is outside the vocabulary (0..{len(table) - 1})")
+                raise ValueError(
+                    f"token id {token_id} is outside the vocabulary (0..{len(table) - 1})"
+                )
             if skip_special_tokens and token_id in special:
                 continue
             parts.append(table[token_id])

@@ -38,5 +38,7 @@ def test_yaml_round_trip_and_overrides() -> None:
 
 
 def test_unknown_preset_lists_the_available_ones() -> None:
-    with pytest.raises(ConfigError, match=r"unknown model preset 'olmo-3b'; available: tiny, olmo-60m"):
+    with pytest.raises(
+        ConfigError, match=r"unknown model preset 'olmo-3b'; available: tiny, olmo-60m"
+    ):
         preset("olmo-3b")

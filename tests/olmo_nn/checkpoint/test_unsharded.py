@@ -23,14 +23,18 @@ def small(**changes: object) -> TransformerConfig:
 
 @pytest.mark.parametrize("variant", ["tied", "untied", "olmo2"])
 def test_round_trip_is_exact(tmp_path: Path, variant: str) -> None:
-    config = {"tied": small(weight_tying=True), "untied": small(), "olmo2": small().as_olmo2()}[variant]
+    config = {"tied": small(weight_tying=True), "untied": small(), "olmo2": small().as_olmo2()}[
+        variant
+    ]
     model = OLMo(config)
     path = save_checkpoint(model, tmp_path / "ckpt", config={"step": 7})
     assert sorted(p.name for p in path.iterdir()) == ["config.yaml", "model.safetensors"]
     loaded = olmo_nn.load_model(path)
     assert not loaded.training
     assert loaded.config == config
-    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+    for (name, a), (_, b) in zip(
+        model.state_dict().items(), loaded.state_dict().items(), strict=True
+    ):
         assert torch.equal(a, b), name
     ids = torch.randint(0, 100, (2, 9))
     assert loaded(ids).shape == (2, 9, 128)
@@ -44,7 +48,10 @@ def test_wrong_shape_names_the_tensor(tmp_path: Path) -> None:
     tensors = load_file(str(path / "model.safetensors"))
     tensors["blocks.1.ff_out.weight"] = torch.zeros(32, 65)
     save_file(tensors, str(path / "model.safetensors"))
-    with pytest.raises(ValueError, match=r"tensor 'blocks.1.ff_out.weight' has shape \(32, 65\) but the config implies \(32, 64\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"tensor 'blocks.1.ff_out.weight' has shape \(32, 65\) but the config implies \(32, 64\)",
+    ):
         olmo_nn.load_model(path)
 
 
@@ -62,7 +69,9 @@ def test_unknown_config_key_is_named(tmp_path: Path) -> None:
     data = yaml.safe_load((path / "config.yaml").read_text())
     data["model"]["n_kv_heads"] = 2
     (path / "config.yaml").write_text(yaml.safe_dump(data))
-    with pytest.raises(ValueError, match=r"unknown TransformerConfig key\(s\): model.n_kv_heads; valid keys are"):
+    with pytest.raises(
+        ValueError, match=r"unknown TransformerConfig key\(s\): model.n_kv_heads; valid keys are"
+    ):
         olmo_nn.load_model(path)
 
 
@@ -71,7 +80,7 @@ def test_missing_files(tmp_path: Path) -> None:
         olmo_nn.load_model(tmp_path / "nope")
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "config.yaml").write_text("model: {}\n")
-    with pytest.raises(FileNotFoundError, match="model.safetensors is missing"):
+    with pytest.raises(FileNotFoundError, match=r"model\.safetensors is missing"):
         olmo_nn.load_model(tmp_path / "half")
 
 
@@ -89,7 +98,12 @@ def test_failed_save_leaves_no_checkpoint(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_cli_init_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "tiny"
-    assert main(["model", "init", "--preset", "tiny", "n_layers=1", "--output", str(out), "--seed", "3"]) == 0
+    assert (
+        main(
+            ["model", "init", "--preset", "tiny", "n_layers=1", "--output", str(out), "--seed", "3"]
+        )
+        == 0
+    )
     model = olmo_nn.load_model(out)
     assert model.config.n_layers == 1
     assert main(["model", "show", "--checkpoint", str(out)]) == 0

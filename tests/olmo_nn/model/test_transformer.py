@@ -106,7 +106,7 @@ def test_rope_depends_only_on_relative_position() -> None:
     q = torch.randn(1, 1, 1, 8).expand(1, 1, 40, 8)
     k = torch.randn(1, 1, 1, 8).expand(1, 1, 40, 8)
     q_rot, k_rot = rope(q.contiguous(), k.contiguous())
-    scores = (q_rot[0, 0] @ k_rot[0, 0].T)  # (40, 40)
+    scores = q_rot[0, 0] @ k_rot[0, 0].T  # (40, 40)
     torch.testing.assert_close(scores[10, 3], scores[30, 23], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(q_rot.norm(dim=-1), q.norm(dim=-1), rtol=1e-5, atol=1e-5)
 
@@ -132,7 +132,9 @@ def test_clip_qkv_bounds_the_projection() -> None:
     assert seen[0] > 0.05  # the raw projection exceeds the bound, so clamping is exercised
     unclipped = OLMo(small()).eval()
     unclipped.load_state_dict(model.state_dict())
-    assert not torch.equal(unclipped(torch.ones(1, 4, dtype=torch.long)), model(torch.ones(1, 4, dtype=torch.long)))
+    assert not torch.equal(
+        unclipped(torch.ones(1, 4, dtype=torch.long)), model(torch.ones(1, 4, dtype=torch.long))
+    )
 
 
 def test_mitchell_init_statistics() -> None:
@@ -154,5 +156,7 @@ def test_mitchell_init_statistics() -> None:
     again = OLMo(config, init_device="meta")
     again.to_empty(device="cpu")
     again.init_weights(seed=7)
-    for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
+    for (name, a), (_, b) in zip(
+        model.state_dict().items(), again.state_dict().items(), strict=True
+    ):
         assert torch.equal(a, b), name

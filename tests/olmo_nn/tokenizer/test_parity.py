@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import unicodedata
 
 import pytest
 import tokenizers
@@ -28,8 +29,12 @@ def _reference_ids(reference: tokenizers.Tokenizer, texts: list[str]) -> list[li
 def _assert_same(ours: list[list[int]], theirs: list[list[int]], texts: list[str]) -> None:
     for mine, expected, text in zip(ours, theirs, texts, strict=True):
         if mine != expected:
-            at = next((i for i, (a, b) in enumerate(zip(mine, expected, strict=False)) if a != b), None)
-            pytest.fail(f"ids differ at token {at} of {text[:80]!r}: ours {mine[:20]} vs {expected[:20]}")
+            at = next(
+                (i for i, (a, b) in enumerate(zip(mine, expected, strict=False)) if a != b), None
+            )
+            pytest.fail(
+                f"ids differ at token {at} of {text[:80]!r}: ours {mine[:20]} vs {expected[:20]}"
+            )
 
 
 def test_engine_is_fast(olmo_tokenizer: Tokenizer) -> None:
@@ -47,7 +52,9 @@ def test_engine_is_fast(olmo_tokenizer: Tokenizer) -> None:
         pytest.param(multilingual_documents, id="multilingual"),
     ],
 )
-def test_real_text_parity(source, olmo_tokenizer: Tokenizer, reference: tokenizers.Tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_real_text_parity(
+    source, olmo_tokenizer: Tokenizer, reference: tokenizers.Tokenizer
+) -> None:  # type: ignore[no-untyped-def]
     texts = [doc["text"] for doc in source()]
     assert len(texts) >= 20
     expected = _reference_ids(reference, texts)
@@ -55,6 +62,7 @@ def test_real_text_parity(source, olmo_tokenizer: Tokenizer, reference: tokenize
     _assert_same([a.tolist() for a in olmo_tokenizer.encode_batch_arrays(texts)], expected, texts)
     # Decoding gives back the (NFC-normalized) text.
     for text, ids in zip(texts[:50], expected[:50], strict=False):
+        assert olmo_tokenizer.decode(ids) == unicodedata.normalize("NFC", text)
         assert olmo_tokenizer.decode(ids) == reference.decode(ids, skip_special_tokens=False)
 
 
@@ -103,7 +111,9 @@ def test_decode_skips_special_tokens_on_request(olmo_tokenizer: Tokenizer) -> No
     assert olmo_tokenizer.decode(ids, skip_special_tokens=True) == "Hello world"
 
 
-def test_decode_replaces_split_characters(olmo_tokenizer: Tokenizer, reference: tokenizers.Tokenizer) -> None:
+def test_decode_replaces_split_characters(
+    olmo_tokenizer: Tokenizer, reference: tokenizers.Tokenizer
+) -> None:
     ids = olmo_tokenizer.encode("日本")
     partial = ids[:1] if len(ids) > 1 else ids
     assert olmo_tokenizer.decode(partial) == reference.decode(partial, skip_special_tokens=False)
