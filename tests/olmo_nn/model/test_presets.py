@@ -64,3 +64,13 @@ def test_flops_per_token_follows_the_mfu_convention() -> None:
 def test_meta_init_allocates_nothing() -> None:
     model = OLMo(preset("olmo-7b"), init_device="meta")
     assert all(p.device == torch.device("meta") for p in model.parameters())
+
+
+def test_committed_config_files_match_the_presets() -> None:
+    from pathlib import Path
+
+    folder = Path(__file__).parents[3] / "configs" / "models"
+    files = sorted(folder.glob("*.yaml"))
+    assert len(files) >= 6
+    for path in files:
+        assert TransformerConfig.load(path) == preset(path.stem), path.name
