@@ -10,8 +10,6 @@ into place, so a crash never leaves a checkpoint that looks complete.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from olmo_nn.atomic import staged_folder
 from olmo_nn.model.config import TransformerConfig
 from olmo_nn.model.transformer import OLMo
 
@@ -60,7 +59,9 @@ def load_checkpoint_config(
     return TransformerConfig.from_dict(data["model"], _where="model"), data
 
 
-def load_state_dict_into(model: OLMo, tensors: dict[str, torch.Tensor], *, source: str) -> None:
+def load_state_dict_into(
+    model: OLMo, tensors: dict[str, torch.Tensor], *, source: str, assign: bool = False
+) -> None:
     """Copy named tensors into ``model``, naming any missing, unexpected or misshapen tensor."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
@@ -76,7 +77,7 @@ def load_state_dict_into(model: OLMo, tensors: dict[str, torch.Tensor], *, sourc
                 f"{source}: tensor {name!r} has shape {tuple(tensor.shape)} but the config "
                 f"implies {tuple(expected[name].shape)}"
             )
-    model.load_state_dict(tensors, strict=True)
+    model.load_state_dict(tensors, strict=True, assign=assign)
 
 
 def load_model(
@@ -90,8 +91,8 @@ def load_model(
     config, _ = load_checkpoint_config(folder)
     model = OLMo(config, init_device="meta")
     tensors = load_file(str(folder / WEIGHTS_FILE), device=str(device))
-    model.to_empty(device=device)
-    load_state_dict_into(model, tensors, source=str(folder / WEIGHTS_FILE))
+    # assign=True adopts the loaded tensors: no second copy of the weights in memory.
+    load_state_dict_into(model, tensors, source=str(folder / WEIGHTS_FILE), assign=True)
     if dtype is not None:
         model.to(dtype=dtype)
     return model.eval()
@@ -111,17 +112,10 @@ def save_checkpoint(
     full_config = dict(config or {})
     full_config["model"] = model.config.to_dict()
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with staged_folder(target) as staging:
+        staging.mkdir()
         save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
         (staging / CONFIG_FILE).write_text(
             yaml.safe_dump(full_config, sort_keys=False), encoding="utf-8"
         )
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
