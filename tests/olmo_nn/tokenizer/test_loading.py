@@ -1,0 +1,102 @@
+"""Loading tokenizers: by name, by path (any tokenizer.json), and the errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import tokenizers
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+from olmo_assets.curation.local_sources import prose_documents
+from olmo_nn.tokenizer import DEFAULT_TOKENIZER, Tokenizer
+
+
+def _texts() -> list[str]:
+    return [doc["text"] for doc in prose_documents()][:40]
+
+
+def _train_byte_level_bpe(path: Path) -> Path:
+    """A small GPT-2-style byte-level BPE trained here (no download), saved as tokenizer.json."""
+    tok = tokenizers.Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=2000,
+        special_tokens=["<|endoftext|>", "<|padding|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(_texts(), trainer=trainer)
+    tok.save(str(path))
+    return path
+
+
+def test_default_is_olmo_tokenizer() -> None:
+    tok = Tokenizer.from_name_or_path(DEFAULT_TOKENIZER)
+    assert tok.name == DEFAULT_TOKENIZER
+    assert tok.encode("Hello world") == [12092, 1533]
+    assert Tokenizer.from_name_or_path("olmo").fingerprint == tok.fingerprint
+
+
+def test_any_byte_level_bpe_by_path_runs_fast_and_matches(tmp_path: Path) -> None:
+    path = _train_byte_level_bpe(tmp_path / "tokenizer.json")
+    ours = Tokenizer.from_name_or_path(path)
+    reference = tokenizers.Tokenizer.from_file(str(path))
+    assert ours.engine == "tiktoken"
+    assert ours.eos_token_id == reference.token_to_id("<|endoftext|>")
+    assert ours.pad_token_id == reference.token_to_id("<|padding|>")
+    texts = _texts() + ["a  b\n\n  c", "x<|endoftext|>y"]
+    assert ours.encode_batch(texts) == [
+        e.ids for e in reference.encode_batch(texts, add_special_tokens=False)
+    ]
+    # A folder holding tokenizer.json works too.
+    assert Tokenizer.from_name_or_path(tmp_path).encode("folder") == ours.encode("folder")
+
+
+def test_other_tokenizer_types_fall_back_to_the_tokenizers_library(tmp_path: Path) -> None:
+    tok = tokenizers.Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(
+        _texts(), trainer=trainers.WordLevelTrainer(special_tokens=["[UNK]", "</s>"])
+    )
+    path = tmp_path / "wordlevel.json"
+    tok.save(str(path))
+    ours = Tokenizer.from_name_or_path(path)
+    assert ours.engine == "tokenizers"
+    assert ours.eos_token_id == tok.token_to_id("</s>")
+    text = "The import statement"
+    assert ours.encode(text) == tok.encode(text, add_special_tokens=False).ids
+    assert [a.tolist() for a in ours.encode_batch_arrays([text])] == [ours.encode(text)]
+    with pytest.raises(ValueError, match="cannot run on the tiktoken engine"):
+        Tokenizer.from_name_or_path(path, engine="tiktoken")
+
+
+def test_tokenizer_config_beside_the_json_sets_special_ids(tmp_path: Path) -> None:
+    _train_byte_level_bpe(tmp_path / "tokenizer.json")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|padding|>"}))
+    tok = Tokenizer.from_name_or_path(tmp_path)
+    assert tok.eos_token_id == tokenizers.Tokenizer.from_file(
+        str(tmp_path / "tokenizer.json")
+    ).token_to_id("<|padding|>")
+
+
+def test_missing_tokenizer_says_how_to_get_it(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError) as error:
+        Tokenizer.from_name_or_path("EleutherAI/pythia-160m")
+    message = str(error.value)
+    assert "Nothing is downloaded at run time" in message
+    assert (
+        "tokenizers.Tokenizer.from_pretrained('EleutherAI/pythia-160m').save('tokenizer.json')"
+        in message
+    )
+    with pytest.raises(FileNotFoundError, match="neither a tokenizer.json file"):
+        Tokenizer.from_name_or_path(tmp_path / "missing.json")
+
+
+def test_pickles_for_process_pools(olmo_tokenizer: Tokenizer) -> None:
+    clone = pickle.loads(pickle.dumps(olmo_tokenizer))
+    assert clone.engine == "tiktoken"
+    assert clone.encode("round trip") == olmo_tokenizer.encode("round trip")
+    assert (clone.eos_token_id, clone.vocab_size) == (50279, 50280)
