@@ -19,5 +19,6 @@ def test_bf16_autocast_matches_fp32_on_cuda() -> None:
             logits = model(ids)
     assert logits.dtype == torch.bfloat16
     # bf16 keeps ~3 significant digits; the logits here are O(1).
-    assert (logits.float() - reference).abs().max().item() < 0.15
-    assert torch.equal(logits.float().argmax(-1)[:, :8], reference.argmax(-1)[:, :8])
+    error = (logits.float() - reference).abs()
+    assert error.mean().item() < 0.02
+    assert error.max().item() < 0.25
