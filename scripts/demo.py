@@ -70,8 +70,12 @@ def write_corpus(raw: Path, code_mb: float) -> dict[str, tuple[int, int]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", type=Path, default=Path("demo_out"), help="scratch folder (recreated)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--output", type=Path, default=Path("demo_out"), help="scratch folder (recreated)"
+    )
     parser.add_argument("--code-mb", type=float, default=4.0, help="MB of standard-library source")
     args = parser.parse_args()
     out: Path = args.output
@@ -88,11 +92,24 @@ def main() -> None:
 
     print("\n== 2. token shards")
     workers = str(min(2, os.cpu_count() or 1))
-    timings["tokenize"] = run("tokenize", ["data", "tokenize", str(out / "raw"), "--output", str(out / "shards"), "--workers", workers])
+    timings["tokenize"] = run(
+        "tokenize",
+        [
+            "data",
+            "tokenize",
+            str(out / "raw"),
+            "--output",
+            str(out / "shards"),
+            "--workers",
+            workers,
+        ],
+    )
 
     print("\n== 3. a tiny model")
     checkpoint = out / "checkpoints" / "tiny-init"
-    timings["init"] = run("init", ["model", "init", "--preset", "tiny", "--output", str(checkpoint), "--seed", "0"])
+    timings["init"] = run(
+        "init", ["model", "init", "--preset", "tiny", "--output", str(checkpoint), "--seed", "0"]
+    )
     import olmo_nn
     from olmo_nn.data import InstanceDataset, TokenShards
 
@@ -115,11 +132,16 @@ def main() -> None:
     with torch.no_grad():
         hf_logits = hf_model(batch[:, :-1]).logits
     max_diff = (hf_logits - logits).abs().max().item()
-    print(f"  transformers loaded {type(hf_model).__name__}; max |logit difference| = {max_diff:.2e}")
+    print(
+        f"  transformers loaded {type(hf_model).__name__}; max |logit difference| = {max_diff:.2e}"
+    )
     reimported = out / "checkpoints" / "tiny-reimported"
     timings["import-hf"] = run("import-hf", ["import-hf", str(hf_dir), str(reimported)])
     again = olmo_nn.load_model(reimported)
-    identical = all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True))
+    identical = all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True)
+    )
 
     print("\n== summary")
     rows = [

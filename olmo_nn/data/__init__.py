@@ -35,6 +35,6 @@ __all__ = [
     "TokenizeSummary",
     "read_documents",
     "resolve_inputs",
-    "tokenize_documents",
     "token_dtype",
+    "tokenize_documents",
 ]

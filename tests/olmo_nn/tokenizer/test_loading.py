@@ -47,7 +47,7 @@ def test_any_byte_level_bpe_by_path_runs_fast_and_matches(tmp_path: Path) -> Non
     assert ours.engine == "tiktoken"
     assert ours.eos_token_id == reference.token_to_id("<|endoftext|>")
     assert ours.pad_token_id == reference.token_to_id("<|padding|>")
-    texts = _texts() + ["a  b\n\n  c", "x<|endoftext|>y"]
+    texts = [*_texts(), "a  b\n\n  c", "x<|endoftext|>y"]
     assert ours.encode_batch(texts) == [
         e.ids for e in reference.encode_batch(texts, add_special_tokens=False)
     ]
@@ -91,7 +91,7 @@ def test_missing_tokenizer_says_how_to_get_it(tmp_path: Path) -> None:
         "tokenizers.Tokenizer.from_pretrained('EleutherAI/pythia-160m').save('tokenizer.json')"
         in message
     )
-    with pytest.raises(FileNotFoundError, match="neither a tokenizer.json file"):
+    with pytest.raises(FileNotFoundError, match=r"neither a tokenizer\.json file"):
         Tokenizer.from_name_or_path(tmp_path / "missing.json")
 
 
