@@ -27,7 +27,15 @@ from typing import Any
 
 import tiktoken
 
-__all__ = ["FastBPE", "bytes_to_unicode", "compile_fast_bpe"]
+__all__ = ["SEPARATOR", "FastBPE", "bytes_to_unicode", "compile_fast_bpe"]
+
+#: A private special token used to encode many short texts in one engine call: special tokens
+#: split the text before pre-tokenization, so ``a + SEPARATOR + b`` encodes exactly as ``a``
+#: and ``b`` separately. Texts that contain it are encoded on their own, as plain text.
+SEPARATOR = "\x00\x01<olmo-lab:separator>\x01\x00"
+# The separator's id: far above any real vocabulary, only ever seen by the encoding engine.
+_SEPARATOR_ID = 2**32 - 2
+_NOT_IN_UTF8 = frozenset([0xC0, 0xC1, *range(0xF5, 0x100)])
 
 #: GPT-2's pre-tokenization regex (``ByteLevel(use_regex=True)`` in Hugging Face).
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -70,11 +78,38 @@ def token_bytes(token: str) -> bytes | None:
 
 @dataclass(frozen=True)
 class FastBPE:
-    """A tiktoken encoding whose token values are the Hugging Face token ids."""
+    """What a tiktoken engine needs to give the Hugging Face token ids (build with new_encoding)."""
 
-    encoding: tiktoken.Encoding
     normalize_nfc: bool
     special_tokens: dict[str, int]
+    pattern: str
+    ranks: dict[bytes, int]
+    separator_id: int = _SEPARATOR_ID
+    """Id of :data:`SEPARATOR`, a private special token past the vocabulary's end."""
+
+    @property
+    def allowed_special(self) -> set[str]:
+        """The tokenizer's own special tokens (matched in text, as Hugging Face does)."""
+        return set(self.special_tokens)
+
+    def new_encoding(self, *, with_separator: bool = True) -> tiktoken.Encoding:
+        """An independent copy of the engine (~20 ms), e.g. one per thread.
+
+        Decoding uses one built ``with_separator=False``: it then knows exactly the ids the
+        tokenizer can produce, and refuses anything else.
+        """
+        specials = dict(self.special_tokens)
+        if with_separator:
+            specials[SEPARATOR] = self.separator_id
+        return _build_encoding(self.pattern, self.ranks, specials)
+
+
+def _build_encoding(
+    pattern: str, ranks: dict[bytes, int], specials: dict[str, int]
+) -> tiktoken.Encoding:
+    return tiktoken.Encoding(
+        name="hf-bpe", pat_str=pattern, mergeable_ranks=ranks, special_tokens=specials
+    )
 
 
 def _pattern_of(pre_tokenizer: dict[str, Any] | None) -> str | None:
@@ -188,13 +223,13 @@ def compile_fast_bpe(spec: dict[str, Any]) -> FastBPE | None:
         previous_id = merged_id
     if not _merges_reach_whole_tokens(pairs):
         return None
-    # Bytes that never occur in UTF-8 (0xC0, 0xF5...) may be missing from the vocabulary;
-    # tiktoken wants a rank for every byte, so give them ids past the end (never produced).
-    next_free = max(max(vocab.values()), *(t["id"] for t in spec.get("added_tokens", []))) + 1
-    for b in range(256):
-        if bytes([b]) not in ranks:
-            ranks[bytes([b])] = next_free
-            next_free += 1
+    # Every byte that can occur in UTF-8 needs a token; the 13 that cannot (0xC0, 0xC1,
+    # 0xF5-0xFF) may be missing (OLMo's vocabulary lacks them): text never contains them.
+    if any(bytes([b]) not in ranks for b in range(256) if b not in _NOT_IN_UTF8):
+        return None
+    largest = max(max(vocab.values()), *(t["id"] for t in spec.get("added_tokens", [])))
+    if largest >= _SEPARATOR_ID:
+        return None
 
     added = spec.get("added_tokens", [])
     space_runs = {t["content"]: t["id"] for t in added if set(t["content"]) == {" "}}
@@ -216,13 +251,14 @@ def compile_fast_bpe(spec: dict[str, Any]) -> FastBPE | None:
         # A run of spaces is always its own piece, looked up whole: map it to the added id.
         for content, token_id in space_runs.items():
             ranks[content.encode()] = token_id
+    fast = FastBPE(
+        normalize_nfc=nfc,
+        special_tokens=specials,
+        pattern=pattern,
+        ranks=ranks,
+    )
     try:
-        encoding = tiktoken.Encoding(
-            name="hf-bpe",
-            pat_str=pattern,
-            mergeable_ranks=ranks,
-            special_tokens=specials,
-        )
+        fast.new_encoding()  # the pattern compiles and the ranks are consistent
     except ValueError:
         return None
-    return FastBPE(encoding=encoding, normalize_nfc=nfc, special_tokens=specials)
+    return fast

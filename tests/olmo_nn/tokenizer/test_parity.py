@@ -15,6 +15,7 @@ from olmo_assets.curation.local_sources import (
     prose_documents,
 )
 from olmo_nn.tokenizer import Tokenizer
+from olmo_nn.tokenizer.bpe import SEPARATOR
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +103,20 @@ def test_random_mixtures(olmo_tokenizer: Tokenizer, reference: tokenizers.Tokeni
               "<|endoftext|>", "\u00a0", "🙂", "{", "}", "(", "def", "_", "#"]  # fmt: skip
     rng = random.Random(1234)
     texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 60))) for _ in range(3000)]
-    _assert_same(olmo_tokenizer.encode_batch(texts), _reference_ids(reference, texts), texts)
+    expected = _reference_ids(reference, texts)
+    _assert_same(olmo_tokenizer.encode_batch(texts), expected, texts)
+    # The array path encodes short texts in joined groups: same ids, text by text.
+    arrays = olmo_tokenizer.encode_batch_arrays(texts)
+    _assert_same([a.tolist() for a in arrays], expected, texts)
+
+
+def test_texts_containing_the_private_separator(
+    olmo_tokenizer: Tokenizer, reference: tokenizers.Tokenizer
+) -> None:
+    texts = ["before", f"a{SEPARATOR}b", "after", SEPARATOR, ""]
+    expected = _reference_ids(reference, texts)
+    assert [a.tolist() for a in olmo_tokenizer.encode_batch_arrays(texts)] == expected
+    assert olmo_tokenizer.encode_batch(texts) == expected
 
 
 def test_decode_skips_special_tokens_on_request(olmo_tokenizer: Tokenizer) -> None:
@@ -117,5 +131,8 @@ def test_decode_replaces_split_characters(
     ids = olmo_tokenizer.encode("日本")
     partial = ids[:1] if len(ids) > 1 else ids
     assert olmo_tokenizer.decode(partial) == reference.decode(partial, skip_special_tokens=False)
-    with pytest.raises(ValueError, match="outside the vocabulary"):
-        olmo_tokenizer.decode([50280])
+    for bad in (50280, -1, 2**32 - 2, 2**40):  # 2**32 - 2 is the engine's private separator
+        with pytest.raises(ValueError, match=f"token id {bad} is outside the vocabulary"):
+            olmo_tokenizer.decode([5, bad])
+    # Ids the engine never produces but the vocabulary has (BPE twins of the added space runs).
+    assert olmo_tokenizer.decode([245, 50276]) == reference.decode([245, 50276]) == "    "
