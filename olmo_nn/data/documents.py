@@ -313,6 +313,17 @@ def _decode(record: RawRecord) -> dict[str, Any] | str:
     return value
 
 
+def _lone_surrogate_at(text: str) -> int | None:
+    """Index of the first lone surrogate (JSON lets ``\\ud800`` through), or None."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return error.start
+    return None
+
+
 def parse_record(record: RawRecord, default_source: str | None = None) -> Document | ReadError:
     """A :class:`Document` from a raw record, or the :class:`ReadError` saying why not.
 
@@ -338,6 +349,15 @@ def parse_record(record: RawRecord, default_source: str | None = None) -> Docume
             else f"'text' must be a string, got {type(text).__name__}"
         )
         return ReadError(record.path, record.line, f"{what} (id {doc_id!r})")
+    for field_name, field_value in (("id", doc_id), ("text", text)):
+        surrogate = _lone_surrogate_at(field_value)
+        if surrogate is not None:
+            return ReadError(
+                record.path,
+                record.line,
+                f"'{field_name}' holds a lone surrogate (an unpaired \\u{ord(field_value[surrogate]):04x} "
+                f"escape) at character {surrogate}: not valid Unicode (id {doc_id!r})",
+            )
     source = value.get("source")
     if source is None:
         if default_source is None:

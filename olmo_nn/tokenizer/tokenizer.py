@@ -96,6 +96,15 @@ def _config_token(folder: Path, key: str, spec: dict[str, Any]) -> int | None:
     return _token_id(spec, [value]) if isinstance(value, str) else None
 
 
+def _invalid_text(error: UnicodeEncodeError) -> ValueError:
+    return ValueError(
+        f"text holds a lone surrogate {error.object[error.start]!r} at character {error.start}: "
+        "not valid Unicode, so it has no UTF-8 bytes to tokenize (transformers' tokenizer "
+        "refuses it too); repair or drop the text, e.g. "
+        "text.encode('utf-8', 'replace').decode('utf-8')"
+    )
+
+
 class Tokenizer:
     """Encode text to token ids and back.
 
@@ -227,13 +236,17 @@ class Tokenizer:
         assert fast is not None
         if fast.normalize_nfc and not unicodedata.is_normalized("NFC", text):
             return self._encode_unnormalized(text)
-        return self._encoding().encode(text, allowed_special=self._allowed, disallowed_special=())
+        return self._encode_one_array(text).tolist()
 
     def _encode_unnormalized(self, text: str) -> list[int]:
         # Hugging Face splits on non-normalized special tokens *before* normalizing.
         assert self._fast is not None
         encoding = self._encoding()
         allowed = self._allowed
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise _invalid_text(error) from None
         if self._raw_special_re is None:
             return encoding.encode(
                 unicodedata.normalize("NFC", text), allowed_special=allowed, disallowed_special=()
@@ -296,9 +309,12 @@ class Tokenizer:
         assert fast is not None
         if fast.normalize_nfc and not unicodedata.is_normalized("NFC", text):
             return np.asarray(self._encode_unnormalized(text), dtype=np.uint32)
-        return self._encoding().encode_to_numpy(
-            text, allowed_special=self._allowed, disallowed_special=()
-        )
+        try:
+            return self._encoding().encode_to_numpy(
+                text, allowed_special=self._allowed, disallowed_special=()
+            )
+        except UnicodeEncodeError as error:
+            raise _invalid_text(error) from None
 
     def _encode_arrays_joined(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Encode short texts a group per engine call, joined by the private separator.
@@ -315,7 +331,13 @@ class Tokenizer:
 
         def flush() -> None:
             joined = SEPARATOR.join(texts[i] for i in group)
-            ids = self._encoding().encode_to_numpy(joined, allowed_special="all")
+            try:
+                ids = self._encoding().encode_to_numpy(joined, allowed_special="all")
+            except UnicodeEncodeError:
+                for i in group:  # find and name the offending text
+                    out[i] = self._encode_one_array(texts[i])
+                group.clear()
+                return
             cuts = np.flatnonzero(ids == fast.separator_id)
             pieces = np.split(ids, cuts)
             out[group[0]] = pieces[0]

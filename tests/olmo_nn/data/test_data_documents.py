@@ -172,3 +172,23 @@ def test_windows_line_endings_and_missing_final_newline(tmp_path: Path) -> None:
     path.parent.mkdir()
     path.write_bytes(b'{"id": "1", "text": "a"}\r\n{"id": "2", "text": "b"}')
     assert [(d.id, d.text, d.line) for d in read_documents(path)] == [("1", "a", 1), ("2", "b", 2)]
+
+
+def test_lone_surrogates_are_reported_not_tokenized(tmp_path: Path, lines_writer: Writer) -> None:
+    # JSON lets an unpaired \ud800 escape through; it is not Unicode, so the record is an error.
+    path = lines_writer(
+        tmp_path / "s" / "a.jsonl",
+        [
+            '{"id": "ok", "text": "fine"}',
+            '{"id": "bad", "text": "ab\\ud800cd"}',
+            '{"id": "pair", "text": "\\ud83d\\ude00 is a paired emoji"}',
+        ],
+    )
+    reader = read_documents(path)
+    assert [d.id for d in reader] == ["ok", "pair"]
+    (error,) = reader.report.errors
+    assert (error.line, error.reason) == (
+        2,
+        "'text' holds a lone surrogate (an unpaired \\ud800 escape) at character 2: "
+        "not valid Unicode (id 'bad')",
+    )

@@ -100,3 +100,13 @@ def test_pickles_for_process_pools(olmo_tokenizer: Tokenizer) -> None:
     assert clone.engine == "tiktoken"
     assert clone.encode("round trip") == olmo_tokenizer.encode("round trip")
     assert (clone.eos_token_id, clone.vocab_size) == (50279, 50280)
+
+
+def test_lone_surrogates_are_refused(olmo_tokenizer: Tokenizer) -> None:
+    for encode in (
+        lambda text: olmo_tokenizer.encode(text),
+        lambda text: olmo_tokenizer.encode_batch(["fine", text]),
+        lambda text: olmo_tokenizer.encode_batch_arrays(["fine", text, "also fine"]),
+    ):
+        with pytest.raises(ValueError, match=r"lone surrogate '\\ud800' at character 2"):
+            encode("ab\ud800cd")
