@@ -1,0 +1,1 @@
+"""Training: OLMo's recipe on FSDP2, exact resume, reconstructible batches."""
