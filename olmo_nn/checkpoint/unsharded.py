@@ -28,6 +28,7 @@ __all__ = [
     "load_model",
     "load_state_dict_into",
     "save_checkpoint",
+    "save_state_dict",
 ]
 
 CONFIG_FILE = "config.yaml"
@@ -106,12 +107,26 @@ def save_checkpoint(
     overwrite: bool = False,
 ) -> Path:
     """Write ``model`` (and the rest of the run ``config``) as an unsharded checkpoint."""
+    return save_state_dict(
+        model.state_dict(), model.config, path, config=config, overwrite=overwrite
+    )
+
+
+def save_state_dict(
+    tensors: dict[str, torch.Tensor],
+    model_config: TransformerConfig,
+    path: str | os.PathLike[str],
+    *,
+    config: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write named tensors (e.g. a gathered FSDP state dict) as an unsharded checkpoint."""
     target = Path(path)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} already exists; pass overwrite=True to replace it")
     full_config = dict(config or {})
-    full_config["model"] = model.config.to_dict()
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    full_config["model"] = model_config.to_dict()
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with staged_folder(target) as staging:
         staging.mkdir()
         save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from olmo_nn.hf.convert import DTYPES, export_hf, import_hf
+# Kept here (not imported from olmo_nn.hf) so `olmo --help` does not import torch.
+_DTYPE_CHOICES = ("bfloat16", "float32")
 
 
 def _export(args: argparse.Namespace) -> int:
+    from olmo_nn.hf.convert import export_hf
+
     try:
         out = export_hf(
             args.checkpoint,
@@ -24,6 +27,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
+    from olmo_nn.hf.convert import import_hf
+
     try:
         out = import_hf(args.hf_dir, args.out_checkpoint, overwrite=args.overwrite)
     except FileExistsError as error:
@@ -53,7 +58,7 @@ def register(commands: Any) -> None:
     )
     export.add_argument(
         "--dtype",
-        choices=sorted(DTYPES),
+        choices=_DTYPE_CHOICES,
         default=None,
         help="dtype of the saved weights (default: the checkpoint's)",
     )

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from olmo_nn.cli import data, hf, model
+from olmo_nn.cli import batch, data, hf, model, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="An open, reproducible language-model lab: data, training, evaluation.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, model, hf):
+    for module in (data, model, train, batch, hf):
         module.register(commands)
     return parser
 

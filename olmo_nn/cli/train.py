@@ -1,0 +1,75 @@
+"""``olmo train``: run (or resume) a training run from a config file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(commands: Any) -> None:
+    """Add ``olmo train``."""
+    parser = commands.add_parser(
+        "train",
+        help="train a model (single process, or under torchrun)",
+        description=(
+            "Train from CONFIG.yaml. Started again on the same run directory it resumes from the "
+            "latest checkpoint. Under torchrun every rank runs this same command."
+        ),
+    )
+    parser.add_argument(
+        "config", type=Path, metavar="CONFIG.yaml", help="training config (see configs/)"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="overrides, e.g. optim.lr=3e-4"
+    )
+    parser.add_argument("--run-dir", type=Path, help="run directory (default: runs/RUN_NAME)")
+    parser.add_argument(
+        "--stop-at",
+        type=int,
+        metavar="STEP",
+        help="end after this step, saving a checkpoint, without changing the schedule",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the resolved config and derived numbers"
+    )
+    parser.set_defaults(func=_train)
+
+
+def _describe(config: Any, world_size: int) -> str:
+    seq = config.sequence_length
+    accumulation = config.accumulation_steps(world_size)
+    tokens_per_step = config.global_batch_size * seq
+    lines = [
+        f"# world size: {world_size}",
+        f"# instances per step: {config.global_batch_size} x {seq} tokens = {tokens_per_step:,} tokens",
+        f"# micro-batch per device: {config.micro_batch_size}; gradient accumulation: {accumulation}",
+        f"# total tokens: {tokens_per_step * config.max_steps:,} over {config.max_steps:,} steps",
+        f"# parameters: {config.model.num_params():,}",
+        f"# training FLOPs per token: {config.model.num_flops_per_token(seq):,}",
+    ]
+    if config.batch_size_warmup is not None:
+        warmup = config.batch_size_warmup
+        lines.append(
+            f"# batch-size warmup: from {warmup.start_instances} instances, doubling every "
+            f"{warmup.doubling_tokens:,} tokens up to {config.global_batch_size}"
+        )
+    return "\n".join(lines)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import os
+
+    from olmo_nn.train.config import TrainConfig
+
+    config = TrainConfig.load(args.config).with_overrides(args.overrides).resolved()
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.dry_run:
+        print(config.to_yaml() + _describe(config, world_size))
+        return 0
+    config.accumulation_steps(world_size)  # fail at start on impossible batch arithmetic
+    from olmo_nn.train.run import run_training
+
+    run_dir = args.run_dir or Path("runs") / config.run_name
+    run_training(config, run_dir, stop_at=args.stop_at)
+    return 0

@@ -1,0 +1,350 @@
+"""The training loop: OLMo's recipe, one step after another, resumable at any step.
+
+Everything that must survive a restart (model, optimizer, step, tokens seen, the data position,
+RNG and the step-skipping detector) goes through :meth:`Trainer.state_dict` into each
+checkpoint; the data order and the schedule are pure functions of those, so a resumed run
+reproduces the uninterrupted one bit for bit on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+
+from olmo_nn.checkpoint.unsharded import load_checkpoint_config, load_state_dict_into
+from olmo_nn.model.transformer import OLMo
+from olmo_nn.parallel import (
+    DistributedContext,
+    apply_activation_checkpointing,
+    apply_compile,
+    apply_fsdp,
+    init_distributed,
+)
+from olmo_nn.train.batch import BatchSchedule
+from olmo_nn.train.callbacks.base import Callback
+from olmo_nn.train.checkpointing import (
+    latest_checkpoint,
+    load_sharded,
+    rng_state,
+    save_sharded,
+    save_unsharded,
+    set_rng_state,
+)
+from olmo_nn.train.config import TrainConfig
+from olmo_nn.train.data_order import DataOrder, InstanceSpace
+from olmo_nn.train.loader import BatchLoader, StepBatch
+from olmo_nn.train.optim import build_optimizer
+from olmo_nn.train.schedule import lr_at, set_lr
+from olmo_nn.train.stability import OutlierDetector, clip_grad_norm, clip_threshold, z_loss
+
+__all__ = ["NonFiniteLossError", "Trainer"]
+
+#: Dense bf16 peak of the accelerators we know (REFERENCE.md §3), for MFU.
+_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite and step skipping is off."""
+
+
+def _peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((flops for key, flops in _PEAK_FLOPS.items() if key in name), None)
+
+
+class Trainer:
+    """Build with a resolved config and a run directory; :meth:`fit` trains (or resumes)."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: Path,
+        *,
+        callbacks: list[Callback] | None = None,
+        stop_at: int | None = None,
+        ctx: DistributedContext | None = None,
+    ) -> None:
+        self.config = config.resolved()
+        self.run_dir = Path(run_dir)
+        self.callbacks = callbacks or []
+        self.stop_at = stop_at
+        self.ctx = ctx or init_distributed(self.config.device)
+        self.step = 0
+        self.tokens_seen = 0
+        self.instances_consumed = 0
+        self.skipper = OutlierDetector(
+            window=self.config.skip_step.window, sigma=self.config.skip_step.sigma
+        )
+        self.grad_norm_skipper = OutlierDetector(
+            window=self.config.skip_step.window, sigma=self.config.skip_step.sigma
+        )
+        self.sequence_length = self.config.sequence_length
+        self.data = InstanceSpace(self.config.data.paths, self.sequence_length)
+        self.data.check_vocab(self.config.model.vocab_size)
+        self.order = DataOrder.for_space(self.data, self.config.data.seed)
+        warmup = self.config.batch_size_warmup
+        self.schedule = BatchSchedule(
+            global_batch_size=self.config.global_batch_size,
+            sequence_length=self.sequence_length,
+            warmup_start_instances=warmup.start_instances if warmup else None,
+            warmup_doubling_tokens=warmup.doubling_tokens if warmup else None,
+        )
+        for size in {self.config.global_batch_size, self.schedule.size(1)}:
+            self.config.accumulation_steps(self.ctx.world_size, size)  # fail now, not mid-run
+        self._saved_epochs = 0
+        self.model = self._build_model()
+        self.optimizer = build_optimizer(self.model, self.config.optim)
+        self.flops_per_token = self.config.model.num_flops_per_token(self.sequence_length)
+        self.peak_flops = _peak_flops(self.ctx.device)
+        self.last_checkpoint: Path | None = None
+
+    # ------------------------------------------------------------------ setup
+    def _build_model(self) -> torch.nn.Module:
+        config = self.config
+        model = OLMo(config.model, init_device="meta")
+        model.to_empty(device="cpu")
+        model.init_weights(seed=config.seed)  # same weights on every rank, any world size
+        if config.init_from is not None:
+            start_config, _ = load_checkpoint_config(config.init_from)
+            if start_config != config.model:
+                raise ValueError(
+                    f"init_from={config.init_from} holds a different model config than this run's"
+                )
+            from safetensors.torch import load_file
+
+            tensors = load_file(str(Path(config.init_from) / "model.safetensors"))
+            load_state_dict_into(model, tensors, source=config.init_from)
+        model.to(self.ctx.device)
+        if config.activation_checkpointing:
+            apply_activation_checkpointing(model)
+        if config.compile:
+            apply_compile(model)
+        bf16 = config.precision == "bf16"
+        if self.ctx.world_size > 1 and config.fsdp:
+            apply_fsdp(model, param_dtype=torch.bfloat16 if bf16 else None)
+        elif self.ctx.world_size > 1:
+            raise ValueError("fsdp=false with several processes is not supported; set fsdp=true")
+        return model
+
+    def _autocast(self) -> Any:
+        # With FSDP the parameters are cast by its mixed-precision policy instead.
+        enabled = self.config.precision == "bf16" and not (
+            self.ctx.world_size > 1 and self.config.fsdp
+        )
+        return torch.autocast(
+            device_type=self.ctx.device.type, dtype=torch.bfloat16, enabled=enabled
+        )
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """The trainer's own state (model and optimizer go through DCP beside it)."""
+        return {
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "instances_consumed": self.instances_consumed,
+            "epoch": self.order.epoch_of(max(self.instances_consumed - 1, 0)),
+            "world_size": self.ctx.world_size,
+            "rng": rng_state(),
+            "loss_detector": self.skipper.state_dict(),
+            "grad_norm_detector": self.grad_norm_skipper.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.tokens_seen = int(state["tokens_seen"])
+        self.instances_consumed = int(state["instances_consumed"])
+        set_rng_state(state["rng"])
+        self.skipper.load_state_dict(state["loss_detector"])
+        self.grad_norm_skipper.load_state_dict(state["grad_norm_detector"])
+
+    def _prepare_run_dir(self) -> None:
+        resolved = self.config.to_dict()
+        path = self.run_dir / "config.yaml"
+        if self.ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if path.is_file():
+                existing = yaml.safe_load(path.read_text(encoding="utf-8"))
+                if existing != resolved:
+                    changed = sorted(k for k in resolved if existing.get(k) != resolved[k])
+                    raise ValueError(
+                        f"{self.run_dir} holds a run with a different config (sections differing: "
+                        f"{', '.join(changed)}); resume it with its own config or pick another --run-dir"
+                    )
+            else:
+                path.write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
+            # The saved order is authoritative when resuming (it must match these shards).
+            self.order = DataOrder.for_run(self.run_dir, self.data, self.config.data.seed)
+        self.ctx.barrier()
+
+    def _resume(self) -> None:
+        checkpoint = latest_checkpoint(self.run_dir)
+        if checkpoint is None:
+            return
+        state = load_sharded(checkpoint, self.model, self.optimizer)
+        self.load_state_dict(state)
+        self.last_checkpoint = checkpoint
+        if self.ctx.is_main:
+            print(
+                f"resumed from {checkpoint} (step {self.step}, written by {state['world_size']} process(es))"
+            )
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> None:
+        self._prepare_run_dir()
+        self._resume()
+        for callback in self.callbacks:
+            callback.on_train_start(self)
+        last = min(self.config.max_steps, self.stop_at or self.config.max_steps)
+        loader = BatchLoader(
+            self.data,
+            self.order,
+            batch_size_at=self.schedule.size,
+            micro_batch_size=self.config.micro_batch_size,
+            rank=self.ctx.rank,
+            world_size=self.ctx.world_size,
+            start_step=self.step + 1,
+            start_position=self.instances_consumed,
+            stop_step=last,
+            num_workers=self.config.data.num_workers,
+            compute_fingerprint=self.ctx.is_main,
+        )
+        for batch in loader:
+            metrics = self.train_step(batch)
+            for callback in self.callbacks:
+                callback.on_step_end(self, metrics)
+            if self.step % self.config.save_interval == 0 and self.step < last:
+                self.save(unsharded=False)
+            interval = self.config.save_interval_unsharded
+            if interval is not None and self.step % interval == 0 and self.step < last:
+                self.save(unsharded=True)
+        if self.last_checkpoint is None or not self.last_checkpoint.name.endswith(
+            f"{self.step:06d}"
+        ):
+            self.save(unsharded=False)
+        if self.step == self.config.max_steps:
+            self.save(unsharded=True)
+        for callback in self.callbacks:
+            callback.on_train_end(self)
+
+    def save(self, *, unsharded: bool) -> Path:
+        config = self.config.to_dict()
+        state = self.state_dict()
+        if unsharded:
+            path = save_unsharded(
+                self.run_dir, self.step, self.model, self.config.model, state, config, self.ctx
+            )
+        else:
+            path = save_sharded(
+                self.run_dir, self.step, self.model, self.optimizer, state, config, self.ctx,
+                keep=self.config.save_num_checkpoints_to_keep,
+            )  # fmt: skip
+            self.last_checkpoint = path
+        for callback in self.callbacks:
+            callback.on_checkpoint(self, path, unsharded=unsharded)
+        return path
+
+    def _note_epoch(self, batch: StepBatch) -> None:
+        """Save each new epoch's permutation as soon as a batch reaches into it."""
+        if batch.last_epoch <= self._saved_epochs:
+            return
+        self._saved_epochs = batch.last_epoch
+        if self.ctx.is_main:
+            self.order.save(self.run_dir, through_epoch=batch.last_epoch)
+            print(
+                f"step {batch.step}: the data ran out after {len(self.data):,} instances; rolling "
+                f"into epoch {batch.last_epoch}, reshuffled with seed "
+                f"{self.config.data.seed + batch.last_epoch}",
+                file=sys.stderr,
+            )
+
+    def train_step(self, batch: StepBatch) -> dict[str, Any]:
+        """One optimizer step on the next global batch; returns the step's metrics."""
+        config, ctx = self.config, self.ctx
+        start_time = time.perf_counter()
+        step = self.step + 1
+        assert batch.step == step and batch.start == self.instances_consumed, (batch.step, step)
+        self._note_epoch(batch)
+        batch_size = batch.size
+        chunks = batch.micro_batches
+        fingerprint = batch.fingerprint
+        loss_sum = torch.zeros((), device=ctx.device)
+        z_sum = torch.zeros((), device=ctx.device)
+        sync = getattr(self.model, "set_requires_gradient_sync", None)
+        for i, chunk in enumerate(chunks):
+            if sync is not None:
+                sync(i == len(chunks) - 1)  # reduce gradients once, after the last micro-batch
+            ids = chunk.to(ctx.device, non_blocking=True)
+            with self._autocast():
+                logits = self.model(ids[:, :-1])
+            logits = logits.float()
+            ce = F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
+            loss = ce
+            if config.z_loss:
+                zl = z_loss(logits)
+                loss = loss + config.z_loss * zl
+                z_sum += zl.detach()
+            (loss / len(chunks)).backward()
+            loss_sum += ce.detach()
+        mean_loss = ctx.all_reduce_mean(loss_sum / len(chunks)).item()
+        mean_z = ctx.all_reduce_mean(z_sum / len(chunks)).item() if config.z_loss else None
+
+        grad_norm = clip_grad_norm(
+            self.model.parameters(), clip_threshold(step, config.clip)
+        ).item()
+        lr = lr_at(
+            step, peak_lr=config.optim.lr, config=config.scheduler, max_steps=config.max_steps
+        )
+        set_lr(self.optimizer, lr)
+        skipped = False
+        finite = math.isfinite(mean_loss) and math.isfinite(grad_norm)
+        if config.skip_step.enabled:
+            skipped = self.skipper.is_outlier(mean_loss) or self.grad_norm_skipper.is_outlier(
+                grad_norm
+            )
+            if finite:
+                self.skipper.update(mean_loss)
+                self.grad_norm_skipper.update(grad_norm)
+        elif not finite:
+            last = self.last_checkpoint or "none yet"
+            raise NonFiniteLossError(
+                f"step {step}: loss {mean_loss} / grad norm {grad_norm} is not finite; the last good "
+                f"checkpoint is {last}. Lower the LR, enable z_loss or skip_step.enabled=true, "
+                "and resume."
+            )
+        if not skipped:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+        self.step = step
+        self.instances_consumed += batch_size
+        self.tokens_seen += batch_size * self.sequence_length
+        seconds = time.perf_counter() - start_time
+        tokens_per_s = batch_size * self.sequence_length / seconds
+        per_device = tokens_per_s / ctx.world_size
+        metrics: dict[str, Any] = {
+            "step": step,
+            "loss": mean_loss,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "tokens_seen": self.tokens_seen,
+            "instances_consumed": self.instances_consumed,
+            "batch_size": batch_size,
+            "tokens_per_s": tokens_per_s,
+            "mfu": per_device * self.flops_per_token / self.peak_flops if self.peak_flops else None,
+            "batch_fingerprint": fingerprint,
+            "epoch": batch.last_epoch,
+        }
+        if mean_z is not None:
+            metrics["z_loss"] = mean_z
+        if skipped:
+            metrics["skipped"] = True
+        return metrics

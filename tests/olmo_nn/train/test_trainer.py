@@ -1,0 +1,221 @@
+"""The trainer end to end on CPU: exact resume (--stop-at and SIGKILL), world sizes, batch
+reconstruction, and the refusals for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from olmo_nn.cli.main import main
+from olmo_nn.train.callbacks.metrics_file import read_metrics
+from olmo_nn.train.config import TrainConfig
+
+REPO = Path(__file__).parents[3]
+SAMPLE = REPO / "data" / "sample"
+
+
+def small_config(tmp_path: Path, **changes: object) -> Path:
+    """A fast run over the committed sample shards: a narrow model, short sequences."""
+    config = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    config["model"].update(d_model=32, n_heads=2, mlp_hidden_size=64, max_sequence_length=64)
+    config["data"].update(
+        paths=[str(SAMPLE / "train")],
+        sequence_length=64,
+        validation_paths=[str(SAMPLE / "validation")],
+    )
+    config.update(
+        global_batch_size=4, micro_batch_size=2, max_steps=8, save_interval=2, save_interval_unsharded=None,
+        log_interval=1, mlflow=False, eval={"interval": 4, "max_batches": 2},
+    )  # fmt: skip
+    config["scheduler"].update(warmup_steps=2)
+    for dotted, value in changes.items():
+        node = config
+        *parents, last = dotted.split("__")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def train(config: Path, run_dir: Path, *extra: str) -> int:
+    return main(["train", str(config), "--run-dir", str(run_dir), *extra])
+
+
+def losses(run_dir: Path) -> list[float]:
+    return [m["loss"] for m in read_metrics(run_dir)]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("reference")
+    config = small_config(tmp)
+    assert train(config, tmp / "run") == 0
+    return config, tmp / "run"
+
+
+def test_run_directory_contents(reference_run: tuple[Path, Path]) -> None:
+    _, run = reference_run
+    metrics = read_metrics(run)
+    assert [m["step"] for m in metrics] == list(range(1, 9))
+    assert metrics[-1]["loss"] < metrics[0]["loss"]
+    assert {
+        "step",
+        "loss",
+        "lr",
+        "grad_norm",
+        "tokens_seen",
+        "tokens_per_s",
+        "mfu",
+        "batch_fingerprint",
+    } <= set(metrics[0])
+    assert metrics[3]["tokens_seen"] == 4 * 4 * 64
+    assert "eval/loss" in metrics[3] and "eval/loss" in metrics[7]
+    assert (run / "loss.png").stat().st_size > 1000
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["step000006", "step000008", "step000008-unsharded"]  # keeps the last 2 sharded
+    import olmo_nn
+
+    model = olmo_nn.load_model(run / "checkpoints" / "step000008-unsharded")
+    assert model.config.d_model == 32
+
+
+def test_stop_at_and_resume_is_bit_identical(
+    reference_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config, reference = reference_run
+    run = tmp_path / "run"
+    assert train(config, run, "--stop-at", "3") == 0
+    assert [m["step"] for m in read_metrics(run)] == [1, 2, 3]
+    assert train(config, run) == 0
+    assert losses(run) == losses(reference)  # exactly, not approximately
+    assert [m["batch_fingerprint"] for m in read_metrics(run)] == [
+        m["batch_fingerprint"] for m in read_metrics(reference)
+    ]
+
+
+def test_sigkill_during_training_then_resume_is_bit_identical(
+    reference_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config, reference = reference_run
+    run = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "olmo_nn.cli.main",
+        "train",
+        str(config),
+        "--run-dir",
+        str(run),
+    ]
+    process = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 120
+    # Kill it once a checkpoint exists and it has gone on past it.
+    while time.time() < deadline:
+        steps = [m["step"] for m in read_metrics(run)] if (run / "metrics.jsonl").exists() else []
+        if steps and steps[-1] >= 5:
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert (run / "checkpoints").is_dir()
+    assert train(config, run) == 0
+    assert losses(run) == losses(reference)
+
+
+def test_two_processes_match_one(reference_run: tuple[Path, Path], tmp_path: Path) -> None:
+    config, reference = reference_run
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "olmo_nn.cli.main", "train", str(config), "--run-dir", str(run), "--stop-at", "4",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    two = read_metrics(run)
+    one = read_metrics(reference)[:4]
+    assert [m["batch_fingerprint"] for m in two] == [m["batch_fingerprint"] for m in one]
+    for a, b in zip(two, one, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-5)
+    # A checkpoint written by 2 processes resumes in 1 and finishes the run.
+    assert train(config, run) == 0
+    assert losses(run)[4:] == pytest.approx(losses(reference)[4:], rel=1e-4, abs=1e-4)
+
+
+def test_batch_reconstruction_matches_the_logged_fingerprint(
+    reference_run: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, run = reference_run
+    capsys.readouterr()
+    assert main(["batch", str(run), "--step", "5", "--json"]) == 0
+    batch = json.loads(capsys.readouterr().out)
+    assert batch["batch_fingerprint"] == read_metrics(run)[4]["batch_fingerprint"]
+    assert len(batch["instances"]) == 4
+
+
+def test_dry_run_prints_derived_numbers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", str(REPO / "configs" / "olmo-1b.yaml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "# instances per step: 2048 x 2048 tokens = 4,194,304 tokens" in out
+    assert "# micro-batch per device: 4; gradient accumulation: 512" in out
+    assert "# parameters: 1,176,764,416" in out
+
+
+def test_impossible_batch_arithmetic_fails_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = small_config(tmp_path, global_batch_size=6, micro_batch_size=4)
+    assert train(config, tmp_path / "run") == 2
+    assert (
+        "global_batch_size=6 is not divisible by micro_batch_size=4 x world_size=1"
+        in capsys.readouterr().err
+    )
+
+
+def test_shards_beyond_the_vocabulary_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = small_config(tmp_path, model__vocab_size=1000, model__embedding_size=1024,
+                          model__eos_token_id=0, model__pad_token_id=1)  # fmt: skip
+    assert train(config, tmp_path / "run") == 2
+    assert "vocab" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_non_finite_loss_stops_with_the_last_checkpoint(tmp_path: Path) -> None:
+    from olmo_nn.train.trainer import NonFiniteLossError
+
+    config = small_config(tmp_path, optim__lr=1.0e30, clip__max_grad_norm=None)
+    with pytest.raises(
+        NonFiniteLossError, match=r"step \d+: loss .* is not finite; the last good checkpoint is"
+    ):
+        train(config, tmp_path / "run")
+
+
+def test_running_out_of_data_rolls_into_a_new_epoch(tmp_path: Path) -> None:
+    # The validation shards hold ~32k tokens: ~500 instances of 64, i.e. ~125 steps of 4.
+    config = small_config(tmp_path, data__paths=[str(SAMPLE / "validation")], max_steps=130,
+                          save_interval=1000, eval={"interval": 0, "max_batches": 1})  # fmt: skip
+    assert train(config, tmp_path / "run") == 0
+    epochs = [m["epoch"] for m in read_metrics(tmp_path / "run")]
+    assert epochs[0] == 0 and epochs[-1] == 1
+    assert (tmp_path / "run" / "data_order" / "epoch-1.npy").is_file()
+
+
+def test_resolved_config_is_saved(reference_run: tuple[Path, Path]) -> None:
+    _, run = reference_run
+    saved = TrainConfig.load(run / "config.yaml")
+    assert saved.data.sequence_length == 64
+    assert saved.scheduler.t_max == 8
