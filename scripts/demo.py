@@ -3,10 +3,11 @@
 1. Assemble a small real corpus from local sources (standard-library code, Python docs,
    package READMEs, multilingual samples) as Dolma-format ``jsonl.gz``, one folder per source.
 2. Tokenize it into OLMo token shards with OLMo's tokenizer (``olmo data tokenize``).
-3. Create a randomly initialized ``tiny`` model checkpoint (``olmo model init``) and score the
-   first training instances (cross-entropy of an untrained model is about ln(vocab)).
-4. Export it to Hugging Face format (``olmo export-hf``), load it with transformers, and
-   compare logits; import it back (``olmo import-hf``) and compare weights.
+3. Train the ``tiny`` model on those shards for a short run (``olmo train configs/tiny.yaml``
+   with overrides): loss falling, metrics.jsonl, loss.png, MLflow, checkpoints; then
+   reconstruct one training batch down to its documents (``olmo batch``).
+4. Export the trained model to Hugging Face format (``olmo export-hf``), load it with
+   transformers, and compare logits; import it back (``olmo import-hf``) and compare weights.
 
 Every step runs the same command a person would type; the summary table ends the run.
 """
@@ -77,6 +78,7 @@ def main() -> None:
         "--output", type=Path, default=Path("demo_out"), help="scratch folder (recreated)"
     )
     parser.add_argument("--code-mb", type=float, default=4.0, help="MB of standard-library source")
+    parser.add_argument("--steps", type=int, default=60, help="training steps of the tiny model")
     args = parser.parse_args()
     out: Path = args.output
     if out.exists():
@@ -105,26 +107,42 @@ def main() -> None:
         ],
     )
 
-    print("\n== 3. a tiny model")
-    checkpoint = out / "checkpoints" / "tiny-init"
-    timings["init"] = run(
-        "init", ["model", "init", "--preset", "tiny", "--output", str(checkpoint), "--seed", "0"]
+    print("\n== 3. training the tiny model")
+    run_dir = out / "runs" / "tiny"
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{(out / 'mlflow.db').resolve()}")
+    overrides = [
+        f"data.paths=[{out / 'shards'}]",
+        f"max_steps={args.steps}",
+        "save_interval=20",
+        f"save_interval_unsharded={args.steps}",
+        "eval.interval=20",
+    ]
+    timings["train"] = run(
+        "train", ["train", "configs/tiny.yaml", *overrides, "--run-dir", str(run_dir)]
+    )
+    timings["batch"] = run(
+        "batch", ["batch", str(run_dir), "--step", str(args.steps), "--limit", "3"]
     )
     import olmo_nn
+    from olmo_nn.train.callbacks.metrics_file import read_metrics
+
+    metrics = read_metrics(run_dir)
+    checkpoint = run_dir / "checkpoints" / f"step{args.steps:06d}-unsharded"
+    model = olmo_nn.load_model(checkpoint)
     from olmo_nn.data import InstanceDataset, TokenShards
 
-    model = olmo_nn.load_model(checkpoint)
     shards = TokenShards(out / "shards")
     instances = InstanceDataset(shards, sequence_length=model.config.max_sequence_length)
     batch = torch.stack([torch.as_tensor(instances[i].astype("int64")) for i in range(8)])
     with torch.no_grad():
         logits = model(batch[:, :-1])
         loss = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten()).item()
-    print(f"  {len(instances):,} instances of {model.config.max_sequence_length} tokens; "
-          f"untrained loss on 8 of them: {loss:.3f} (ln vocab = {math.log(model.config.vocab_size):.3f})")  # fmt: skip
+    first, last = metrics[0]["loss"], metrics[-1]["loss"]
+    print(f"  loss {first:.3f} -> {last:.3f} over {len(metrics)} steps "
+          f"(ln vocab = {math.log(model.config.vocab_size):.3f}); plot: {run_dir / 'loss.png'}")  # fmt: skip
 
     print("\n== 4. Hugging Face round trip")
-    hf_dir = out / "hf" / "tiny-init"
+    hf_dir = out / "hf" / "tiny"
     timings["export-hf"] = run("export-hf", ["export-hf", str(checkpoint), str(hf_dir)])
     from transformers import AutoModelForCausalLM
 
@@ -149,7 +167,8 @@ def main() -> None:
         ("tokens", f"{shards.num_tokens:,}"),
         ("training instances", f"{len(instances):,} x {model.config.max_sequence_length}"),
         ("model parameters", f"{model.num_params():,}"),
-        ("untrained loss", f"{loss:.3f}"),
+        ("training loss", f"{first:.3f} -> {last:.3f} ({len(metrics)} steps)"),
+        ("loss on 8 instances", f"{loss:.3f}"),
         ("HF logits max diff", f"{max_diff:.2e}"),
         ("HF round trip", "bit-identical" if identical else "DIFFERENT"),
         *((f"time: {k}", f"{v:.1f}s") for k, v in timings.items()),
@@ -157,7 +176,8 @@ def main() -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
-    print(f"\nOutputs in {out}/: raw/, shards/, checkpoints/, hf/")
+    print(f"\nOutputs in {out}/: raw/, shards/, runs/tiny/, checkpoints/, hf/, mlflow.db")
+    print(f"Look at the loss curve: {run_dir / 'loss.png'}")
     if max_diff > 1e-4 or not identical:
         sys.exit("the Hugging Face round trip did not reproduce the model")
 

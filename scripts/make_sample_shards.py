@@ -11,6 +11,7 @@ committed shards' manifests record their exact contents.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import shutil
@@ -41,14 +42,15 @@ def main() -> None:
             for name in sources:
                 (raw / split / name).mkdir(parents=True)
         for name, documents in sources.items():
-            files = {
-                split: gzip.open(raw / split / name / "docs.jsonl.gz", "wt", encoding="utf-8")
-                for split in ("train", "validation")
-            }
-            for i, doc in enumerate(documents):
-                files["validation" if i % 20 == 19 else "train"].write(json.dumps(doc) + "\n")
-            for handle in files.values():
-                handle.close()
+            with contextlib.ExitStack() as stack:
+                files = {
+                    split: stack.enter_context(
+                        gzip.open(raw / split / name / "docs.jsonl.gz", "wt", encoding="utf-8")
+                    )
+                    for split in ("train", "validation")
+                }
+                for i, doc in enumerate(documents):
+                    files["validation" if i % 20 == 19 else "train"].write(json.dumps(doc) + "\n")
         for split in ("train", "validation"):
             target = OUT / split
             shutil.rmtree(target, ignore_errors=True)

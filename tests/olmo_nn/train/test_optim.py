@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from olmo_nn.config import ConfigError
@@ -142,6 +139,8 @@ def test_no_trainable_parameters() -> None:
 
 # ------------------------------------------------------------------ FSDP2 (2 ranks, gloo, CPU)
 WORLD_SIZE = 2
+RunRanks = Callable[..., None]  # the conftest fixtures' types
+FreePort = Callable[[], int]
 
 
 def _batch(rank: int) -> torch.Tensor:
@@ -178,35 +177,9 @@ def _fsdp_worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _run_ranks(worker: Callable[..., None], *args: object, timeout_s: float = 120.0) -> None:
-    """Run ``worker(rank, *args)`` on WORLD_SIZE processes; fail (not hang) past ``timeout_s``.
-
-    Forked rather than spawned: a spawned child re-imports torch (seconds per test). The
-    worker sets one intra-op thread first, because libgomp deadlocks a forked child whose
-    parent already used an OpenMP pool.
-    """
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    context = mp.start_processes(
-        worker, args=args, nprocs=WORLD_SIZE, join=False, start_method=method
-    )
-    assert context is not None
-    deadline = time.monotonic() + timeout_s
-    while not context.join(timeout=0.5):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"the {WORLD_SIZE} ranks did not finish within {timeout_s} s")
-
-
 @pytest.mark.skipif(not dist.is_available(), reason="needs torch.distributed")
-def test_fsdp2_sharded_parameters(tmp_path: Path) -> None:
-    _run_ranks(_fsdp_worker, _free_port(), str(tmp_path))
+def test_fsdp2_sharded_parameters(tmp_path: Path, run_ranks: RunRanks, free_port: FreePort) -> None:
+    run_ranks(_fsdp_worker, WORLD_SIZE, free_port(), str(tmp_path))
     # Reference: one process, same init, the ranks' mean loss (FSDP2 averages gradients).
     torch.manual_seed(0)
     model = OLMo(tiny_config().as_olmo2())

@@ -219,3 +219,54 @@ def test_resolved_config_is_saved(reference_run: tuple[Path, Path]) -> None:
     saved = TrainConfig.load(run / "config.yaml")
     assert saved.data.sequence_length == 64
     assert saved.scheduler.t_max == 8
+
+
+def test_mlflow_run_records_params_metrics_and_checkpoint_hashes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    config = small_config(tmp_path, mlflow=True, max_steps=4, run_name="tracked")
+    assert train(config, tmp_path / "run") == 0
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("olmo-lab")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.run_name == "tracked" and run.info.status == "FINISHED"
+    assert run.data.params["optim.lr"] == "0.002"
+    assert run.data.params["model.d_model"] == "32"
+    history = client.get_metric_history(run.info.run_id, "loss")
+    assert [m.step for m in history] == [1, 2, 3, 4]
+    assert [m.value for m in history] == losses(tmp_path / "run")
+    tags = run.data.tags
+    from olmo_nn.train.callbacks.mlflow_logger import content_hash
+
+    final = tmp_path / "run" / "checkpoints" / "step000004-unsharded"
+    assert tags["checkpoint.unsharded.step000004.path"] == str(final.resolve())
+    assert tags["checkpoint.unsharded.step000004.sha256"] == content_hash(final)
+
+
+def test_skip_step_policy_skips_non_finite_steps_instead_of_stopping(tmp_path: Path) -> None:
+    config = small_config(tmp_path, optim__lr=1.0e30, clip__max_grad_norm=None,
+                          skip_step={"enabled": True, "sigma": 6.0, "window": 16})  # fmt: skip
+    assert train(config, tmp_path / "run") == 0
+    metrics = read_metrics(tmp_path / "run")
+    assert len(metrics) == 8
+    assert any(m.get("skipped") for m in metrics)
+
+
+def test_batch_size_warmup_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # 2 instances x 64 tokens per step until 256 tokens are seen, then 4.
+    config = small_config(
+        tmp_path, batch_size_warmup={"start_instances": 2, "doubling_tokens": 256}
+    )
+    assert train(config, tmp_path / "run") == 0
+    metrics = read_metrics(tmp_path / "run")
+    assert [m["batch_size"] for m in metrics] == [2, 2, 4, 4, 4, 4, 4, 4]
+    assert [m["instances_consumed"] for m in metrics] == [2, 4, 8, 12, 16, 20, 24, 28]
+    capsys.readouterr()
+    assert main(["batch", str(tmp_path / "run"), "--step", "3", "--json"]) == 0
+    batch = json.loads(capsys.readouterr().out)
+    assert (batch["start"], batch["size"]) == (4, 4)
+    assert batch["batch_fingerprint"] == metrics[2]["batch_fingerprint"]
