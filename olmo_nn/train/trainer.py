@@ -108,11 +108,12 @@ class Trainer:
         self.last_checkpoint: Path | None = None
 
     # ------------------------------------------------------------------ setup
-    def _build_model(self) -> torch.nn.Module:
+    def _initial_weights(self) -> OLMo:
+        """The run's starting weights, on CPU: seeded init, or ``init_from``'s weights."""
         config = self.config
         model = OLMo(config.model, init_device="meta")
         model.to_empty(device="cpu")
-        model.init_weights(seed=config.seed)  # same weights on every rank, any world size
+        model.init_weights(seed=config.seed)  # the same weights at any world size
         if config.init_from is not None:
             start_config, _ = load_checkpoint_config(config.init_from)
             if start_config != config.model:
@@ -123,16 +124,38 @@ class Trainer:
 
             tensors = load_file(str(Path(config.init_from) / "model.safetensors"))
             load_state_dict_into(model, tensors, source=config.init_from)
-        model.to(self.ctx.device)
+        return model
+
+    def _build_model(self) -> torch.nn.Module:
+        config, ctx = self.config, self.ctx
+        sharded = ctx.world_size > 1
+        if sharded and not config.fsdp:
+            raise ValueError("fsdp=false with several processes is not supported; set fsdp=true")
+        if not sharded:
+            model = self._initial_weights().to(ctx.device)
+        else:
+            # Only rank 0 materializes the full model; FSDP2 shards a meta-device copy and the
+            # weights are broadcast from rank 0 into the shards (one host copy, not one per rank).
+            model = OLMo(config.model, init_device="meta")
         if config.activation_checkpointing:
             apply_activation_checkpointing(model)
         if config.compile:
             apply_compile(model)
-        bf16 = config.precision == "bf16"
-        if self.ctx.world_size > 1 and config.fsdp:
+        if sharded:
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_model_state_dict,
+            )
+
+            bf16 = config.precision == "bf16"
             apply_fsdp(model, param_dtype=torch.bfloat16 if bf16 else None)
-        elif self.ctx.world_size > 1:
-            raise ValueError("fsdp=false with several processes is not supported; set fsdp=true")
+            model.to_empty(device=ctx.device)
+            full = self._initial_weights().state_dict() if ctx.is_main else {}
+            set_model_state_dict(
+                model,
+                full,
+                options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True),
+            )
         return model
 
     def _autocast(self) -> Any:

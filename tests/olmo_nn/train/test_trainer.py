@@ -270,3 +270,12 @@ def test_batch_size_warmup_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixt
     batch = json.loads(capsys.readouterr().out)
     assert (batch["start"], batch["size"]) == (4, 4)
     assert batch["batch_fingerprint"] == metrics[2]["batch_fingerprint"]
+
+
+def test_loader_workers_do_not_change_the_run(
+    reference_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, reference = reference_run
+    config = small_config(tmp_path, data__num_workers=2)
+    assert train(config, tmp_path / "run") == 0
+    assert losses(tmp_path / "run") == losses(reference)
