@@ -30,6 +30,7 @@ from olmo_nn.train.data_order import (
     InstanceSpace,
     batch_fingerprint,
 )
+from olmo_nn.train.schedule import BatchSizeWarmupConfig, global_batch_instances_at
 
 __all__ = [
     "CONFIG_FILE",
@@ -79,11 +80,12 @@ def _check_schedule(
 def _warmup_size(
     position: int, global_batch_size: int, sequence_length: int, start: int, doubling: int
 ) -> int:
-    doublings = position * sequence_length // doubling
-    # Past log2(final / start) doublings the size is capped; avoid huge powers of two.
-    if doublings >= global_batch_size.bit_length():
-        return global_batch_size
-    return min(global_batch_size, start << doublings)
+    """The batch size after ``position`` instances: the trainer's rule, from the schedule."""
+    return global_batch_instances_at(
+        position * sequence_length,
+        final_instances=global_batch_size,
+        warmup=BatchSizeWarmupConfig(start_instances=start, doubling_tokens=doubling),
+    )
 
 
 def batch_start(

@@ -144,7 +144,7 @@ def test_batch_start_with_warmup_literal() -> None:
         (1024, 2048, 4, 10**6),
         (96, 7, 3, 50),
         (8192, 2048, 1024, 100 * 10**9),
-        (5, 3, 1, 1),
+        (8, 3, 1, 1),
     ],
 )
 def test_batch_start_matches_a_step_by_step_sum(
@@ -297,3 +297,14 @@ def test_olmo_batch_checks_the_logged_schedule(
     warnings = json.loads(capsys.readouterr().out)["warnings"]
     assert any("unreadable line" in w for w in warnings)
     assert any("instances_consumed=99" in w and "gives 4 and 12" in w for w in warnings)
+
+
+def test_batch_warmup_must_double_up_to_the_final_size() -> None:
+    with pytest.raises(ValueError, match="must be start_instances=1 times a power of 2"):
+        batch_start(
+            3,
+            global_batch_size=5,
+            sequence_length=3,
+            warmup_start_instances=1,
+            warmup_doubling_tokens=1,
+        )
