@@ -279,3 +279,32 @@ def test_loader_workers_do_not_change_the_run(
     config = small_config(tmp_path, data__num_workers=2)
     assert train(config, tmp_path / "run") == 0
     assert losses(tmp_path / "run") == losses(reference)
+
+
+def test_crash_during_a_save_leaves_the_previous_checkpoint(
+    reference_run: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch.distributed.checkpoint as dcp
+
+    import olmo_nn.train.checkpointing as checkpointing
+
+    config, reference = reference_run
+    run = tmp_path / "run"
+    real_save = dcp.save
+    calls = []
+
+    def crash_on_second_save(state, checkpoint_id):  # type: ignore[no-untyped-def]
+        calls.append(checkpoint_id)
+        if len(calls) == 2:  # step 4: write half the files, then die
+            real_save({"model": state["model"]}, checkpoint_id=checkpoint_id)
+            raise OSError("disk full")
+        return real_save(state, checkpoint_id=checkpoint_id)
+
+    monkeypatch.setattr(checkpointing.dcp, "save", crash_on_second_save)
+    with pytest.raises(OSError, match="disk full"):
+        train(config, run)
+    monkeypatch.setattr(checkpointing.dcp, "save", real_save)
+    complete = sorted(p.name for p in (run / "checkpoints").iterdir() if not p.name.startswith("."))
+    assert complete == ["step000002"]  # the interrupted step-4 save left no complete-looking folder
+    assert train(config, run) == 0
+    assert losses(run) == losses(reference)
