@@ -1,0 +1,1 @@
+"""Taggers: per-document attributes (scores, counts, spans), written beside the documents."""
