@@ -56,6 +56,9 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
             raise ConfigError(f"{where}: {value!r} is not one of {valid}") from None
     if origin is tuple and isinstance(value, list | tuple):
         return tuple(value)
+    if origin is list and isinstance(value, list | tuple):
+        (item,) = typing.get_args(annotation) or (Any,)
+        return [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value

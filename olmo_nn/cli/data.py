@@ -20,8 +20,8 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def register(commands: Any) -> None:
-    """Add ``olmo data`` and its subcommands to the ``olmo`` parser."""
+def register(commands: Any) -> Any:
+    """Add ``olmo data`` and its subcommands; returns the ``data`` actions (plugins add more)."""
     data = commands.add_parser(
         "data",
         help="build training data from documents",
@@ -95,6 +95,7 @@ def register(commands: Any) -> None:
         "--no-progress", action="store_true", help="hide the progress bar (shown on a terminal)"
     )
     tokenize.set_defaults(func=run_tokenize)
+    return actions
 
 
 def run_tokenize(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 
@@ -15,8 +16,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="An open, reproducible language-model lab: data, training, evaluation.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, model, train, batch, hf):
+    groups = {"data": data.register(commands)}
+    for module in (model, train, batch, hf):
         module.register(commands)
+    # Other packages (the curation library) add commands through the "olmo.commands" entry
+    # point group: ``register(commands, groups)``; olmo_nn never imports them itself.
+    for entry_point in sorted(importlib.metadata.entry_points(group="olmo.commands"), key=lambda e: e.name):
+        entry_point.load()(commands, groups)
     return parser
 
 

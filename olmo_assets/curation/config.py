@@ -1,0 +1,159 @@
+"""A curation run's configuration (a "mix"): sources, taggers, rules, dedup, sampling.
+
+Rules are DuckDB SQL boolean expressions over the attribute columns (``{tagger}__{attr}``)
+that say when a document is *removed*; each belongs to a stage, and a removed document is
+charged to the first stage (in :data:`STAGES` order) whose rule fires, with the rule's name
+as the reason. Thresholds therefore change without recomputing any tagger.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from olmo_nn.config import Config, ConfigError
+
+__all__ = [
+    "STAGES",
+    "CurationConfig",
+    "DedupConfig",
+    "RuleConfig",
+    "SourceConfig",
+    "SpanReplacementConfig",
+]
+
+#: Dolma's web pipeline order: a document removed by several rules is charged to the first.
+STAGES = (
+    "language",
+    "url_dedup",
+    "exact_dedup",
+    "quality",
+    "content",
+    "fuzzy_dedup",
+    "paragraph_dedup",
+    "decontamination",
+    "spans",
+    "sampling",
+)
+
+
+@dataclass(kw_only=True)
+class RuleConfig(Config):
+    """One removal rule."""
+
+    name: str
+    """The reason recorded for documents it removes (e.g. ``gopher_word_count``)."""
+    stage: str = "quality"
+    """One of :data:`STAGES`."""
+    remove_if: str
+    """DuckDB SQL boolean expression over attribute columns; true means remove."""
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ConfigError(
+                f"rule {self.name!r}: stage={self.stage!r} is not one of {', '.join(STAGES)}"
+            )
+        if not self.remove_if.strip():
+            raise ConfigError(f"rule {self.name!r}: remove_if is empty")
+
+
+@dataclass(kw_only=True)
+class SpanReplacementConfig(Config):
+    """Replace character spans of kept documents (drop C4-failing lines, mask PII)."""
+
+    attribute: str
+    """A SPAN attribute column, e.g. ``c4__drop_spans`` or ``pii__email_spans``."""
+    replacement: str = ""
+    """Text put in place of each span (``" |||EMAIL_ADDRESS||| "`` masks an email)."""
+    max_spans: int | None = None
+    """Apply only when the document has at most this many spans (PII: 5; more is a rule)."""
+
+
+@dataclass(kw_only=True)
+class SourceConfig(Config):
+    """One source: its files and what happens to its documents."""
+
+    name: str
+    """Source name (output folders are named after it)."""
+    paths: list[str]
+    """Files, folders (recursive) or globs of Dolma documents (jsonl, jsonl.gz, jsonl.zst, parquet)."""
+    taggers: list[str] | None = None
+    """Taggers to run (default: the mix's ``taggers``)."""
+    rules: list[RuleConfig] | None = None
+    """Removal rules (default: the mix's ``rules``)."""
+    span_replacements: list[SpanReplacementConfig] | None = None
+    """Span replacements for kept documents (default: the mix's)."""
+    sample_rate: float = 1.0
+    """Fraction of kept documents to keep (< 1) or copies to make (> 1), seeded by document id."""
+    validation_fraction: float = 0.0
+    """Fraction of kept documents held out as this source's validation split."""
+    code: bool = False
+    """A code source: exempt from decontamination (as Paloma does)."""
+
+    def __post_init__(self) -> None:
+        if not self.paths:
+            raise ConfigError(f"source {self.name!r}: paths is empty")
+        if self.sample_rate < 0:
+            raise ConfigError(f"source {self.name!r}: sample_rate={self.sample_rate} must be >= 0")
+        if not 0 <= self.validation_fraction < 1:
+            raise ConfigError(f"source {self.name!r}: validation_fraction must be in [0, 1)")
+
+
+@dataclass(kw_only=True)
+class DedupConfig(Config):
+    """Deduplication across all sources, first copy (in source, file, line order) kept."""
+
+    url: bool = True
+    """Flag documents whose metadata URL appeared before."""
+    exact: bool = True
+    """Flag documents whose full text appeared before."""
+    paragraphs: bool = True
+    """Flag paragraphs that appeared before (removed by span replacement)."""
+    minhash: bool = False
+    """Fuzzy near-duplicates with MinHash/LSH (5-word shingles, 14 bands x 8 rows)."""
+    false_positive_rate: float = 1e-5
+    """Bloom filters' target false-positive rate (at the expected capacity)."""
+    expected_documents: int = 1_000_000
+    """Documents the run will see: sizes the URL and text filters."""
+    expected_paragraphs: int = 20_000_000
+    """Non-blank paragraphs the run will see: sizes the paragraph filter."""
+
+
+@dataclass(kw_only=True)
+class CurationConfig(Config):
+    """A whole curation run."""
+
+    sources: list[SourceConfig]
+    """Sources, processed in this order (which fixes which duplicate is the first)."""
+    taggers: list[str] = field(default_factory=lambda: ["language", "gopher", "c4", "pii"])
+    """Default taggers for every source."""
+    rules: list[RuleConfig] = field(default_factory=list)
+    """Default removal rules for every source."""
+    span_replacements: list[SpanReplacementConfig] = field(default_factory=list)
+    """Default span replacements for every source."""
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    """Deduplication settings."""
+    decontamination_paths: list[str] = field(default_factory=list)
+    """Evaluation texts (jsonl with ``text``) whose >= 13-token paragraphs mark contamination."""
+    max_document_bytes: int = 10_000_000
+    """Documents larger than this are quarantined."""
+    batch_size: int = 2000
+    """Documents per batch (bounded memory)."""
+    workers: int = 0
+    """Tagging processes (0: one per core)."""
+    seed: int = 0
+    """Seed of sampling and validation splits."""
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"source names must be unique, got {names}")
+        if self.max_document_bytes <= 0 or self.batch_size <= 0:
+            raise ConfigError("max_document_bytes and batch_size must be positive")
+
+    def source(self, name: str) -> SourceConfig:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        raise ConfigError(
+            f"no source {name!r}; sources are {', '.join(s.name for s in self.sources)}"
+        )

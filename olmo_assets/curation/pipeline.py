@@ -1,0 +1,409 @@
+"""The curation chain: read → quarantine → tag → dedup → decontaminate → mix → write.
+
+One streaming pass per source, in config order. Batches of raw records are parsed and tagged
+in worker processes (taggers are stateless); the main process then applies the stateful,
+order-dependent steps (duplicate ids, deduplication, decontamination) in input order, so the
+first copy of anything is the same whatever the number of workers, and writes the outputs.
+
+Accounting: every input record ends in exactly one of kept (``documents/``), validation
+(``validation/``), removed (``removed/``: id, source, stage, reason) or quarantined
+(``quarantine/``: file, line, error, raw bytes). ``report.json`` holds the counts per source
+and stage and checks the identity.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import multiprocessing
+import os
+import re
+import time
+from collections import Counter, deque
+from collections.abc import Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import xxhash
+from tqdm import tqdm
+
+from olmo_assets.curation.config import CurationConfig, SourceConfig
+from olmo_assets.curation.mixer import apply_spans, decide, sample_copies, validation_mask
+from olmo_assets.curation.outputs import JsonlWriter, ParquetWriter
+from olmo_assets.curation.taggers.base import Tagger
+from olmo_nn.atomic import staged_folder
+from olmo_nn.data.documents import (
+    Document,
+    RawRecord,
+    ReadError,
+    iter_raw_records,
+    parse_record,
+    resolve_inputs,
+)
+
+__all__ = ["TAGGERS", "CurationSummary", "build_tagger", "curate"]
+
+#: Tagger names usable in configs, and where their classes live.
+TAGGERS = {
+    "length": "olmo_assets.curation.taggers.length:LengthTagger",
+    "gopher": "olmo_assets.curation.taggers.gopher:GopherTagger",
+    "c4": "olmo_assets.curation.taggers.c4:C4Tagger",
+    "repetition": "olmo_assets.curation.taggers.repetition:RepetitionTagger",
+    "pii": "olmo_assets.curation.taggers.pii:PiiTagger",
+    "language": "olmo_assets.curation.taggers.language:LanguageTagger",
+    "badwords": "olmo_assets.curation.taggers.toxicity:BadWordsTagger",
+    "code": "olmo_assets.curation.taggers.code:CodeTagger",
+}
+_MAX_BATCH_BYTES = 16 << 20
+
+
+def build_tagger(name: str) -> Tagger:
+    if name not in TAGGERS:
+        raise ValueError(f"unknown tagger {name!r}; available: {', '.join(TAGGERS)}")
+    module, _, cls = TAGGERS[name].partition(":")
+    tagger: Tagger = getattr(importlib.import_module(module), cls)()
+    return tagger
+
+
+@dataclass
+class SourceCounts:
+    """What became of one source's input records."""
+
+    input_records: int = 0
+    input_bytes: int = 0
+    kept: int = 0
+    kept_bytes: int = 0
+    validation: int = 0
+    output_documents: int = 0
+    removed: Counter[str] = field(default_factory=Counter)
+    removed_reasons: Counter[str] = field(default_factory=Counter)
+    quarantined: Counter[str] = field(default_factory=Counter)
+
+    def to_dict(self) -> dict[str, Any]:
+        removed = sum(self.removed.values())
+        quarantined = sum(self.quarantined.values())
+        return {
+            "input_records": self.input_records,
+            "input_bytes": self.input_bytes,
+            "kept": self.kept,
+            "kept_bytes": self.kept_bytes,
+            "validation": self.validation,
+            "removed": removed,
+            "removed_by_stage": dict(sorted(self.removed.items())),
+            "removed_by_reason": dict(sorted(self.removed_reasons.items())),
+            "quarantined": quarantined,
+            "quarantined_by_reason": dict(sorted(self.quarantined.items())),
+            "output_documents": self.output_documents,
+            "accounting_ok": self.input_records
+            == self.kept + self.validation + removed + quarantined,
+        }
+
+
+@dataclass
+class CurationSummary:
+    output: Path
+    sources: dict[str, SourceCounts]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        per_source = {name: counts.to_dict() for name, counts in self.sources.items()}
+        return {
+            "sources": per_source,
+            "total_input_bytes": sum(c.input_bytes for c in self.sources.values()),
+            "accounting_ok": all(c["accounting_ok"] for c in per_source.values()),
+        }
+
+
+def quarantine_category(error: str) -> str:
+    """An error message without its specifics ("invalid UTF-8 at byte 28" -> "invalid UTF-8")."""
+    return re.split(r" at byte| \(|: |, got|; expected| '[^']*' in source", error, maxsplit=1)[0]
+
+
+# --------------------------------------------------------------------------- workers
+_WORKER_TAGGERS: dict[str, Tagger] = {}
+
+
+def _quarantine_row(source: str, error: ReadError, raw: bytes | None) -> dict[str, Any]:
+    return {
+        "source": source,
+        "file": error.path,
+        "line": error.line,
+        "error": error.reason,
+        "raw": raw,
+    }
+
+
+def _raw_bytes(record: RawRecord) -> bytes:
+    payload = record.payload
+    return payload if isinstance(payload, bytes) else json.dumps(payload, default=str).encode()
+
+
+def _tag_batch(
+    source: str, records: list[RawRecord], tagger_names: list[str], max_bytes: int
+) -> tuple[pl.DataFrame, pl.DataFrame, list[dict[str, Any]]]:
+    """Parse and tag one batch (runs in a worker process)."""
+    documents: list[Document] = []
+    quarantine: list[dict[str, Any]] = []
+    for record in records:
+        parsed = parse_record(record, default_source=source)
+        if isinstance(parsed, ReadError):
+            quarantine.append(_quarantine_row(source, parsed, _raw_bytes(record)))
+        elif len(parsed.text.encode("utf-8")) > max_bytes:
+            error = ReadError(
+                record.path, record.line, f"document larger than max_document_bytes={max_bytes}"
+            )
+            quarantine.append(_quarantine_row(source, error, _raw_bytes(record)))
+        else:
+            documents.append(parsed)
+    docs = pl.DataFrame(
+        {
+            "id": [d.id for d in documents],
+            "text": [d.text for d in documents],
+            "source": [source] * len(documents),
+            "added": [d.added for d in documents],
+            "created": [d.created for d in documents],
+            "metadata": [json.dumps(d.metadata, sort_keys=True) if d.metadata is not None else None for d in documents],
+            "file": [d.path for d in documents],
+            "line": [d.line for d in documents],
+        },
+        schema={"id": pl.String, "text": pl.String, "source": pl.String, "added": pl.String,
+                "created": pl.String, "metadata": pl.String, "file": pl.String, "line": pl.Int64},
+    )  # fmt: skip
+    attributes = docs.select("id")
+    for name in tagger_names:
+        tagger = _WORKER_TAGGERS.get(name) or _WORKER_TAGGERS.setdefault(name, build_tagger(name))
+        tagged = tagger.tag(docs)
+        attributes = attributes.hstack(tagged.drop("id"))
+    return docs, attributes, quarantine
+
+
+# --------------------------------------------------------------------------- reading
+def _record_batches(
+    source: SourceConfig, counts: SourceCounts, batch_size: int
+) -> Iterator[list[RawRecord] | ReadError]:
+    """Batches of raw records in file and line order; file-level errors in between."""
+    batch: list[RawRecord] = []
+    size = 0
+    for path in resolve_inputs(source.paths):
+        for item in iter_raw_records(path):
+            counts.input_records += 1
+            if isinstance(item, ReadError):
+                if batch:
+                    yield batch
+                    batch, size = [], 0
+                yield item
+                continue
+            batch.append(item)
+            size += len(item.payload) if isinstance(item.payload, bytes) else 1024
+            if len(batch) >= batch_size or size >= _MAX_BATCH_BYTES:
+                yield batch
+                batch, size = [], 0
+    if batch:
+        yield batch
+
+
+# --------------------------------------------------------------------------- main loop
+class _Writers:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._open: dict[tuple[str, ...], JsonlWriter | ParquetWriter] = {}
+
+    def jsonl(self, *parts: str) -> JsonlWriter:
+        writer = self._open.get(parts)
+        if writer is None:
+            writer = self._open[parts] = JsonlWriter(self.root.joinpath(*parts))
+        assert isinstance(writer, JsonlWriter)
+        return writer
+
+    def parquet(self, *parts: str) -> ParquetWriter:
+        writer = self._open.get(parts)
+        if writer is None:
+            writer = self._open[parts] = ParquetWriter(self.root.joinpath(*parts))
+        assert isinstance(writer, ParquetWriter)
+        return writer
+
+    def close(self) -> None:
+        for writer in self._open.values():
+            writer.close()
+
+
+def _document_record(row: dict[str, Any], text: str, doc_id: str) -> dict[str, Any]:
+    record: dict[str, Any] = {"id": doc_id, "text": text, "source": row["source"]}
+    for key in ("added", "created"):
+        if row.get(key) is not None:
+            record[key] = row[key]
+    if row.get("metadata") is not None:
+        record["metadata"] = json.loads(row["metadata"])
+    return record
+
+
+class _Curator:
+    def __init__(self, config: CurationConfig, root: Path) -> None:
+        self.config = config
+        self.writers = _Writers(root)
+        self.seen_ids: set[int] = set()
+        from olmo_assets.curation.stateful import StatefulTaggers
+
+        self.stateful = StatefulTaggers(config)
+
+    def process(
+        self, source: SourceConfig, docs: pl.DataFrame, attributes: pl.DataFrame,
+        quarantine: list[dict[str, Any]], counts: SourceCounts,
+    ) -> None:  # fmt: skip
+        config = self.config
+        # Duplicate ids (within the run) are quarantined: a later copy cannot be told apart.
+        keys = [
+            xxhash.xxh64_intdigest(f"{source.name}\0{doc_id}".encode())
+            for doc_id in docs["id"].to_list()
+        ]
+        duplicate = np.zeros(docs.height, dtype=bool)
+        for i, key in enumerate(keys):
+            if key in self.seen_ids:
+                duplicate[i] = True
+            else:
+                self.seen_ids.add(key)
+        if duplicate.any():
+            for row in docs.filter(pl.Series(duplicate)).iter_rows(named=True):
+                error = ReadError(
+                    row["file"],
+                    row["line"],
+                    f"duplicate id {row['id']!r} in source {source.name!r}",
+                )
+                raw = json.dumps({"id": row["id"], "text": row["text"]}).encode()
+                quarantine.append(_quarantine_row(source.name, error, raw))
+            keep = pl.Series(~duplicate)
+            docs, attributes = docs.filter(keep), attributes.filter(keep)
+        for row in quarantine:
+            counts.quarantined[quarantine_category(str(row["error"]))] += 1
+        if quarantine:
+            frame = pl.DataFrame(quarantine, schema={"source": pl.String, "file": pl.String, "line": pl.Int64,
+                                                     "error": pl.String, "raw": pl.Binary})  # fmt: skip
+            self.writers.parquet("quarantine", source.name).write(frame)
+        if docs.height == 0:
+            return
+        counts.input_bytes += int(docs["text"].str.len_bytes().sum())
+        attributes = attributes.hstack(self.stateful.tag(docs, exempt=source.code).drop("id"))
+        for tagger_name in sorted({c.split("__", 1)[0] for c in attributes.columns if "__" in c}):
+            columns = ["id", *(c for c in attributes.columns if c.startswith(f"{tagger_name}__"))]
+            self.writers.parquet("attributes", tagger_name, source.name).write(
+                attributes.select(columns)
+            )
+
+        rules = source.rules if source.rules is not None else config.rules
+        decisions = decide(attributes, rules)
+        replacements = (
+            source.span_replacements
+            if source.span_replacements is not None
+            else config.span_replacements
+        )
+        span_columns = [
+            (attributes[r.attribute].to_list(), r)
+            for r in replacements
+            if r.attribute in attributes.columns
+        ]
+        ids = docs["id"].to_list()
+        validation = validation_mask(
+            ids, source=source.name, fraction=source.validation_fraction, seed=config.seed
+        )
+        copies = sample_copies(ids, source=source.name, rate=source.sample_rate, seed=config.seed)
+        removed_rows: list[dict[str, Any]] = []
+        kept_records: list[dict[str, Any]] = []
+        validation_records: list[dict[str, Any]] = []
+        for i, row in enumerate(docs.iter_rows(named=True)):
+            stage, reason = decisions.stage[i], decisions.reason[i]
+            text = row["text"]
+            if stage is None and span_columns:
+                text = apply_spans(text, [(column[i], r) for column, r in span_columns])
+                if not text.strip():
+                    stage, reason = "spans", "empty_after_span_replacement"
+            if stage is None and not validation[i] and copies[i] == 0:
+                stage, reason = "sampling", "downsampled"
+            if stage is not None:
+                counts.removed[stage] += 1
+                counts.removed_reasons[f"{stage}/{reason}"] += 1
+                removed_rows.append(
+                    {"id": row["id"], "source": source.name, "stage": stage, "reason": reason}
+                )
+            elif validation[i]:
+                counts.validation += 1
+                validation_records.append(_document_record(row, text, row["id"]))
+            else:
+                counts.kept += 1
+                counts.kept_bytes += len(text.encode("utf-8"))
+                for copy in range(int(copies[i])):
+                    doc_id = row["id"] if copy == 0 else f"{row['id']}#{copy}"
+                    kept_records.append(_document_record(row, text, doc_id))
+        counts.output_documents += len(kept_records)
+        self.writers.jsonl("documents", source.name).write(kept_records)
+        if validation_records:
+            self.writers.jsonl("validation", source.name).write(validation_records)
+        if removed_rows:
+            self.writers.parquet("removed", source.name).write(
+                pl.DataFrame(removed_rows, schema={"id": pl.String, "source": pl.String, "stage": pl.String, "reason": pl.String})
+            )  # fmt: skip
+
+
+def _executor(workers: int) -> Executor | None:
+    if workers <= 1:
+        return None
+    # Spawned, not forked: Polars' thread pool deadlocks in a forked child.
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def curate(
+    config: CurationConfig, output: str | os.PathLike[str], *, progress: bool = False
+) -> CurationSummary:
+    """Run the whole chain into ``output`` (written atomically) and write ``report.json``."""
+    target = Path(output)
+    start = time.perf_counter()
+    counts = {source.name: SourceCounts() for source in config.sources}
+    workers = config.workers or os.cpu_count() or 1
+    with staged_folder(target) as root:
+        root.mkdir()
+        curator = _Curator(config, root)
+        executor = _executor(workers)
+        bar = tqdm(desc="curate", unit="doc", disable=not progress)
+        try:
+            for source in config.sources:
+                taggers = source.taggers if source.taggers is not None else config.taggers
+                pending: deque[Future[Any] | tuple[Any, ...]] = deque()
+
+                def drain(limit: int, source: SourceConfig = source) -> None:
+                    while len(pending) > limit:
+                        item = pending.popleft()
+                        docs, attributes, quarantine = (
+                            item.result() if isinstance(item, Future) else item
+                        )
+                        curator.process(source, docs, attributes, quarantine, counts[source.name])
+                        bar.update(docs.height + len(quarantine))
+
+                for batch in _record_batches(source, counts[source.name], config.batch_size):
+                    if isinstance(batch, ReadError):
+                        pending.append((pl.DataFrame(schema={"id": pl.String}), pl.DataFrame(schema={"id": pl.String}),
+                                        [_quarantine_row(source.name, batch, None)]))  # fmt: skip
+                    elif executor is None:
+                        pending.append(
+                            _tag_batch(source.name, batch, taggers, config.max_document_bytes)
+                        )
+                    else:
+                        pending.append(
+                            executor.submit(
+                                _tag_batch, source.name, batch, taggers, config.max_document_bytes
+                            )
+                        )
+                    drain(2 * workers)
+                drain(0)
+        finally:
+            bar.close()
+            if executor is not None:
+                executor.shutdown(cancel_futures=True)
+            curator.writers.close()
+        summary = CurationSummary(target, counts, time.perf_counter() - start)
+        (root / "report.json").write_text(
+            json.dumps(summary.to_dict(), indent=2, sort_keys=True) + "\n"
+        )
+    return summary

@@ -1,0 +1,181 @@
+"""The curation chain end to end: accounting, quarantine of each bad input, idempotence."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from olmo_assets.curation.config import (
+    CurationConfig,
+    DedupConfig,
+    RuleConfig,
+    SourceConfig,
+    SpanReplacementConfig,
+)
+from olmo_assets.curation.pipeline import curate
+
+NO_DEDUP = DedupConfig(url=False, exact=False, paragraphs=False)
+
+
+def _write(path: Path, lines: list[bytes]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    return path
+
+
+def _doc(doc_id: str, text: str) -> bytes:
+    return json.dumps({"id": doc_id, "text": text}).encode()
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    root = tmp_path / "raw"
+    words = " ".join(["word"] * 60)
+    _write(root / "web" / "a.jsonl", [
+        _doc("w1", words),
+        _doc("w2", "too short"),
+        b"{not json",
+        b'{"id": "bad-utf8", "text": "\xff\xfe"}',
+        _doc("w1", "a duplicate id"),
+        b'{"id": "no-text"}',
+        b'{"text": "no id"}',
+        _doc("big", "x" * 5000),
+    ])  # fmt: skip
+    _write(root / "web" / "b.jsonl", [_doc(f"w{i}", words + f" {i}") for i in range(3, 43)])
+    (root / "web" / "empty.jsonl").write_bytes(b"")
+    (root / "web" / "strange.jsonl.lz4").write_bytes(b"???")
+    books = b"".join(_doc(f"b{i}", words + f" book {i}") + b"\n" for i in range(20))
+    (root / "books").mkdir()
+    (root / "books" / "c.jsonl.gz").write_bytes(gzip.compress(books, mtime=0))
+    return root
+
+
+def _config(root: Path, **changes: object) -> CurationConfig:
+    config = CurationConfig(
+        sources=[
+            SourceConfig(name="web", paths=[str(root / "web")], validation_fraction=0.1),
+            SourceConfig(name="books", paths=[str(root / "books")], sample_rate=2.0),
+        ],
+        taggers=["length"],
+        rules=[
+            RuleConfig(name="length_min_words", stage="quality", remove_if="length__words < 50")
+        ],
+        dedup=NO_DEDUP,
+        max_document_bytes=4096,
+        batch_size=8,
+        workers=1,
+    )
+    return config.replace(**changes) if changes else config
+
+
+def test_every_record_is_accounted_for(corpus: Path, tmp_path: Path) -> None:
+    summary = curate(_config(corpus), tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    web, books = report["sources"]["web"], report["sources"]["books"]
+    assert report["accounting_ok"] and web["accounting_ok"] and books["accounting_ok"]
+    # web: 8 + 40 records + 1 empty file + 1 unknown extension = 50 input records.
+    assert web["input_records"] == 50
+    assert web["quarantined"] == 8
+    assert web["quarantined_by_reason"] == {
+        "document larger than max_document_bytes=4096": 1,
+        "duplicate id": 1,
+        "empty file": 1,
+        "invalid UTF-8": 1,
+        "malformed JSON": 1,
+        "missing 'id'": 1,
+        "missing 'text'": 1,
+        "unknown file type '.jsonl.lz4'": 1,
+    }
+    assert web["removed_by_reason"] == {"quality/length_min_words": 1}
+    assert (web["kept"], web["validation"]) == (37, 4)  # 41 good documents, ~10% held out
+    assert books == {
+        **books,
+        "input_records": 20,
+        "kept": 20,
+        "output_documents": 40,
+        "quarantined": 0,
+    }
+    assert summary.sources["web"].input_records == 50
+    quarantine = pl.read_parquet(tmp_path / "out" / "quarantine" / "web")
+    assert quarantine.height == 8
+    bad_json = quarantine.filter(pl.col("error").str.starts_with("malformed JSON"))
+    assert bad_json["raw"].to_list() == [b"{not json"] and bad_json["line"].to_list() == [3]
+    removed = pl.read_parquet(tmp_path / "out" / "removed" / "web")
+    assert removed.select("id", "stage", "reason").rows() == [("w2", "quality", "length_min_words")]
+    with gzip.open(tmp_path / "out" / "documents" / "books" / "part-00000.jsonl.gz", "rt") as lines:
+        ids = [json.loads(line)["id"] for line in lines]
+    assert ids[:4] == ["b0", "b0#1", "b1", "b1#1"]  # up-sampled x2
+    attributes = pl.read_parquet(tmp_path / "out" / "attributes" / "length" / "web")
+    assert attributes.columns == [
+        "id",
+        "length__chars",
+        "length__bytes",
+        "length__words",
+        "length__lines",
+    ]
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_rerun_is_byte_identical_for_any_worker_count(corpus: Path, tmp_path: Path) -> None:
+    curate(_config(corpus), tmp_path / "one")
+    curate(_config(corpus, workers=2), tmp_path / "two")
+    assert _digest(tmp_path / "one") == _digest(tmp_path / "two")
+
+
+def test_a_crash_leaves_no_output(corpus: Path, tmp_path: Path) -> None:
+    config = _config(corpus, rules=[RuleConfig(name="broken", remove_if="no_such_column > 1")])
+    with pytest.raises(ValueError, match="broken"):
+        curate(config, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert list(tmp_path.glob(".out*")) == []
+
+
+def test_dedup_across_sources_keeps_the_first_copy(tmp_path: Path) -> None:
+    words = " ".join(f"w{i}" for i in range(60))
+    shared = "a shared paragraph that appears in two documents of the corpus"
+    _write(
+        tmp_path / "raw" / "web" / "a.jsonl",
+        [_doc("w1", words), _doc("w2", f"{words} extra\n{shared}\n")],
+    )
+    _write(
+        tmp_path / "raw" / "books" / "b.jsonl",
+        [_doc("b1", words), _doc("b2", f"other text {words}\n{shared}\n")],
+    )
+    config = CurationConfig(
+        sources=[
+            SourceConfig(name="web", paths=[str(tmp_path / "raw" / "web")]),
+            SourceConfig(name="books", paths=[str(tmp_path / "raw" / "books")]),
+        ],
+        taggers=["length"],
+        rules=[
+            RuleConfig(
+                name="exact_duplicate", stage="exact_dedup", remove_if="dedup__text_duplicate"
+            )
+        ],
+        span_replacements=[SpanReplacementConfig(attribute="dedup__paragraph_spans_duplicate")],
+        dedup=DedupConfig(
+            url=True, exact=True, paragraphs=True, expected_documents=1000, expected_paragraphs=1000
+        ),
+        workers=1,
+    )
+    curate(config, tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["sources"]["web"]["kept"] == 2
+    assert report["sources"]["books"]["removed_by_reason"] == {"exact_dedup/exact_duplicate": 1}
+    with gzip.open(tmp_path / "out" / "documents" / "books" / "part-00000.jsonl.gz", "rt") as lines:
+        (b2,) = [json.loads(line) for line in lines]
+    assert (
+        b2["id"] == "b2" and b2["text"] == f"other text {words}\n"
+    )  # the shared paragraph is gone
