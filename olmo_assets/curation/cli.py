@@ -46,6 +46,35 @@ def register(commands: Any, groups: dict[str, Any]) -> None:
     )
     curate.set_defaults(func=_curate)
 
+    report = actions.add_parser(
+        "report",
+        help="What's-In-My-Big-Data-style report of a curation output (DuckDB tables, PNG plots)",
+    )
+    report.add_argument(
+        "output", type=Path, metavar="OUT", help="a folder written by `olmo data curate`"
+    )
+    report.add_argument("--top", type=int, default=20, help="rows in the top-N tables (default 20)")
+    report.add_argument("--json", action="store_true", help="print the tables as JSON")
+    report.set_defaults(func=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from olmo_assets.curation.report import build_report, print_report
+
+    if not (args.output / "report.json").is_file():
+        raise FileNotFoundError(
+            f"{args.output} has no report.json; is it a `olmo data curate` output?"
+        )
+    tables = build_report(args.output, top=args.top)
+    if args.json:
+        print(json.dumps(tables, indent=2, default=str))
+    else:
+        print_report(tables)
+        print(
+            f"\ntables: {args.output / 'report' / 'tables.json'}; plots: {args.output / 'report'}/*.png"
+        )
+    return 0
+
 
 def _parse_sources(items: list[str]) -> dict[str, list[str]]:
     sources: dict[str, list[str]] = {}
@@ -59,8 +88,8 @@ def _parse_sources(items: list[str]) -> dict[str, list[str]]:
 
 def _curate(args: argparse.Namespace) -> int:
     from olmo_assets.curation.config import CurationConfig, SourceConfig
-    from olmo_assets.curation.pipeline import curate
     from olmo_assets.curation.mixes import dolma_v1_5_config
+    from olmo_assets.curation.pipeline import curate
 
     config = CurationConfig.load(args.config) if args.config else dolma_v1_5_config()
     overrides = _parse_sources(args.source)

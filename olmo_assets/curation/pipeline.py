@@ -31,7 +31,7 @@ import polars as pl
 import xxhash
 from tqdm import tqdm
 
-from olmo_assets.curation.config import CurationConfig, SourceConfig
+from olmo_assets.curation.config import CurationConfig, RuleConfig, SourceConfig
 from olmo_assets.curation.mixer import apply_spans, decide, sample_copies, validation_mask
 from olmo_assets.curation.outputs import JsonlWriter, ParquetWriter
 from olmo_assets.curation.taggers.base import Tagger
@@ -59,6 +59,10 @@ TAGGERS = {
     "code": "olmo_assets.curation.taggers.code:CodeTagger",
 }
 _MAX_BATCH_BYTES = 16 << 20
+#: Added to every non-code source's rules when evaluation data is given (Paloma's rule).
+_CONTAMINATED = RuleConfig(
+    name="contaminated", stage="decontamination", remove_if="decontam__is_contaminated"
+)
 
 
 def build_tagger(name: str) -> Tagger:
@@ -293,7 +297,9 @@ class _Curator:
                 attributes.select(columns)
             )
 
-        rules = source.rules if source.rules is not None else config.rules
+        rules = list(source.rules if source.rules is not None else config.rules)
+        if self.stateful.decontamination is not None and not source.code:
+            rules.append(_CONTAMINATED)
         decisions = decide(attributes, rules)
         replacements = (
             source.span_replacements
@@ -354,6 +360,40 @@ def _executor(workers: int) -> Executor | None:
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
+def _run_source(
+    curator: _Curator,
+    executor: Executor | None,
+    source: SourceConfig,
+    counts: SourceCounts,
+    workers: int,
+    bar: tqdm[Any],
+) -> None:
+    """Stream one source: batches tagged (in workers) ahead, processed in input order."""
+    config = curator.config
+    taggers = source.taggers if source.taggers is not None else config.taggers
+    pending: deque[Future[Any] | tuple[Any, ...]] = deque()
+
+    def drain(limit: int) -> None:
+        while len(pending) > limit:
+            item = pending.popleft()
+            docs, attributes, quarantine = item.result() if isinstance(item, Future) else item
+            curator.process(source, docs, attributes, quarantine, counts)
+            bar.update(docs.height + len(quarantine))
+
+    empty = pl.DataFrame(schema={"id": pl.String})
+    for batch in _record_batches(source, counts, config.batch_size):
+        if isinstance(batch, ReadError):
+            pending.append((empty, empty, [_quarantine_row(source.name, batch, None)]))
+        elif executor is None:
+            pending.append(_tag_batch(source.name, batch, taggers, config.max_document_bytes))
+        else:
+            pending.append(
+                executor.submit(_tag_batch, source.name, batch, taggers, config.max_document_bytes)
+            )
+        drain(2 * workers)
+    drain(0)
+
+
 def curate(
     config: CurationConfig, output: str | os.PathLike[str], *, progress: bool = False
 ) -> CurationSummary:
@@ -369,34 +409,7 @@ def curate(
         bar = tqdm(desc="curate", unit="doc", disable=not progress)
         try:
             for source in config.sources:
-                taggers = source.taggers if source.taggers is not None else config.taggers
-                pending: deque[Future[Any] | tuple[Any, ...]] = deque()
-
-                def drain(limit: int, source: SourceConfig = source) -> None:
-                    while len(pending) > limit:
-                        item = pending.popleft()
-                        docs, attributes, quarantine = (
-                            item.result() if isinstance(item, Future) else item
-                        )
-                        curator.process(source, docs, attributes, quarantine, counts[source.name])
-                        bar.update(docs.height + len(quarantine))
-
-                for batch in _record_batches(source, counts[source.name], config.batch_size):
-                    if isinstance(batch, ReadError):
-                        pending.append((pl.DataFrame(schema={"id": pl.String}), pl.DataFrame(schema={"id": pl.String}),
-                                        [_quarantine_row(source.name, batch, None)]))  # fmt: skip
-                    elif executor is None:
-                        pending.append(
-                            _tag_batch(source.name, batch, taggers, config.max_document_bytes)
-                        )
-                    else:
-                        pending.append(
-                            executor.submit(
-                                _tag_batch, source.name, batch, taggers, config.max_document_bytes
-                            )
-                        )
-                    drain(2 * workers)
-                drain(0)
+                _run_source(curator, executor, source, counts[source.name], workers, bar)
         finally:
             bar.close()
             if executor is not None:
