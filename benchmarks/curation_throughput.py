@@ -5,8 +5,9 @@
 The corpus is real text this machine has: the standard library's and the installed
 packages' Python sources (code), their documentation files (.md, .rst, .txt: web-like
 prose), the Python documentation topics and the multilingual samples, written as Dolma
-jsonl.gz. The whole Dolma v1.5 chain runs on it (language ID, Gopher, C4, PII, URL / exact /
-paragraph dedup, mixing with span replacement); the script prints MB/s of input text and the
+jsonl.gz. The whole Dolma v1.5 web chain runs on all of it, code included (language ID, Gopher, C4,
+PII, URL / exact / paragraph dedup, mixing with span replacement; ``--code-rules`` gives the
+code source code heuristics instead); the script prints MB/s of input text and the
 peak RSS of the main process and of any worker. Reference points on this two-core machine
 (REFERENCE.md §4): the Dolma toolkit's Python taggers ~0.5 MB/s, datatrove's Gopher + C4
 ~0.2 MB/s.
@@ -56,18 +57,21 @@ def _documents(suffixes: tuple[str, ...], source: str, limit: int) -> Iterator[d
 
 
 def build_corpus(folder: Path, megabytes: float) -> int:
-    """Write the corpus; returns its size in bytes of text."""
+    """Write the corpus (docs and prose first, code fills up to the size); returns text bytes."""
     budget = int(megabytes * 1e6)
-    plan = {
-        "code": lambda: _documents((".py",), "code", budget // 2),
-        "docs": lambda: _documents((".md", ".rst", ".txt"), "docs", budget // 2),
-        "prose": lambda: iter([*prose_documents(), *multilingual_documents()]),
-    }
     total = 0
-    for name, documents in plan.items():
+    for name in ("prose", "docs", "code"):
+        if name == "prose":
+            documents: Iterator[dict[str, Any]] = iter(
+                [*prose_documents(), *multilingual_documents()]
+            )
+        elif name == "docs":
+            documents = _documents((".md", ".rst", ".txt"), "docs", budget // 2)
+        else:
+            documents = _documents((".py",), "code", budget - total)
         (folder / name).mkdir(parents=True)
         with gzip.open(folder / name / "part-0.jsonl.gz", "wt", encoding="utf-8") as out:
-            for doc in documents():
+            for doc in documents:
                 out.write(json.dumps(doc, ensure_ascii=False) + "\n")
                 total += len(doc["text"].encode("utf-8"))
     return total
@@ -83,13 +87,20 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=0, help="tagging processes (0: one per core)"
     )
+    parser.add_argument(
+        "--code-rules",
+        action="store_true",
+        help="give the code source code heuristics instead of the web chain",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw"
         size = build_corpus(raw, args.mb)
         config = dolma_v1_5_config().replace(
             sources=[
-                code_source("code", [str(raw / "code")]),
+                code_source("code", [str(raw / "code")])
+                if args.code_rules
+                else SourceConfig(name="code", paths=[str(raw / "code")]),
                 SourceConfig(name="docs", paths=[str(raw / "docs")]),
                 SourceConfig(name="prose", paths=[str(raw / "prose")]),
             ],

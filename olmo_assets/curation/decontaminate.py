@@ -34,8 +34,8 @@ import numpy as np
 import polars as pl
 
 from olmo_assets.curation.bloom import BloomFilter, hash_strings
-from olmo_assets.curation.dedup import spans_column, split_paragraphs
-from olmo_assets.curation.taggers.base import Tagger, attribute
+from olmo_assets.curation.dedup import split_paragraphs
+from olmo_assets.curation.taggers.base import Tagger, attribute, spans_column
 
 __all__ = ["DEFAULT_EXEMPT_SOURCES", "ContaminationIndex", "normalize_paragraph"]
 

@@ -43,17 +43,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
 from olmo_assets.curation.bloom import BloomFilter, hash_strings
-from olmo_assets.curation.taggers.base import SPAN, Tagger, attribute
+from olmo_assets.curation.taggers.base import Tagger, attribute, spans_column
 
 __all__ = [
     "DedupConfig",
     "Deduplicator",
     "Paragraphs",
     "normalize_url",
-    "spans_column",
     "split_paragraphs",
 ]
 
@@ -157,21 +155,6 @@ def split_paragraphs(texts: Sequence[str]) -> Paragraphs:
         text=list(compress(flat, keep)),
         num_docs=len(texts),
     )
-
-
-def spans_column(
-    name: str, doc_index: np.ndarray, start: np.ndarray, end: np.ndarray, num_docs: int
-) -> pl.Series:
-    """A :data:`SPAN` column of ``num_docs`` rows from flat spans sorted by ``doc_index``."""
-    offsets = np.zeros(num_docs + 1, dtype=np.int64)
-    np.cumsum(np.bincount(doc_index, minlength=num_docs), out=offsets[1:])
-    spans = pa.StructArray.from_arrays(
-        [pa.array(start, pa.int64()), pa.array(end, pa.int64())], names=["start", "end"]
-    )
-    lists = pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), spans)
-    series = pl.Series(name, lists)
-    assert series.dtype == SPAN, series.dtype
-    return series
 
 
 def _capacities(config: DedupConfig) -> dict[str, int]:

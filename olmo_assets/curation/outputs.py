@@ -38,7 +38,7 @@ class JsonlWriter:
         self._part += 1
         self.folder.mkdir(parents=True, exist_ok=True)
         self._raw = open(self.folder / f"part-{self._part:05d}.jsonl.gz", "wb")  # noqa: SIM115
-        gz = gzip.GzipFile(fileobj=self._raw, mode="wb", mtime=0, filename="")
+        gz = gzip.GzipFile(fileobj=self._raw, mode="wb", mtime=0, filename="", compresslevel=3)
         self._file = io.TextIOWrapper(gz, encoding="utf-8", newline="\n")
         self._rows = 0
 

@@ -26,11 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
-import xxhash
 from tqdm import tqdm
 
+from olmo_assets.curation.bloom import BloomFilter, hash_strings
 from olmo_assets.curation.config import CurationConfig, RuleConfig, SourceConfig
 from olmo_assets.curation.mixer import apply_spans, decide, sample_copies, validation_mask
 from olmo_assets.curation.outputs import JsonlWriter, ParquetWriter
@@ -249,7 +248,12 @@ class _Curator:
     def __init__(self, config: CurationConfig, root: Path) -> None:
         self.config = config
         self.writers = _Writers(root)
-        self.seen_ids: set[int] = set()
+        # Ids seen so far, in a Bloom filter so memory stays bounded whatever the corpus size.
+        # A false positive (rate 1e-9 at capacity) quarantines a document as a duplicate id:
+        # counted and reported, never silent.
+        self.seen_ids = BloomFilter(
+            expected_items=config.dedup.expected_documents, false_positive_rate=1e-9
+        )
         from olmo_assets.curation.stateful import StatefulTaggers
 
         self.stateful = StatefulTaggers(config)
@@ -260,16 +264,8 @@ class _Curator:
     ) -> None:  # fmt: skip
         config = self.config
         # Duplicate ids (within the run) are quarantined: a later copy cannot be told apart.
-        keys = [
-            xxhash.xxh64_intdigest(f"{source.name}\0{doc_id}".encode())
-            for doc_id in docs["id"].to_list()
-        ]
-        duplicate = np.zeros(docs.height, dtype=bool)
-        for i, key in enumerate(keys):
-            if key in self.seen_ids:
-                duplicate[i] = True
-            else:
-                self.seen_ids.add(key)
+        keys = hash_strings(f"{source.name}\0{doc_id}" for doc_id in docs["id"].to_list())
+        duplicate = self.seen_ids.add_and_check(keys)
         if duplicate.any():
             for row in docs.filter(pl.Series(duplicate)).iter_rows(named=True):
                 error = ReadError(

@@ -16,9 +16,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
-__all__ = ["SPAN", "Tagger", "attribute"]
+__all__ = ["SPAN", "Tagger", "attribute", "spans_column"]
 
 #: The dtype of a list of character spans.
 SPAN = pl.List(pl.Struct({"start": pl.Int64, "end": pl.Int64}))
@@ -37,3 +39,18 @@ class Tagger(ABC):
     @abstractmethod
     def tag(self, docs: pl.DataFrame) -> pl.DataFrame:
         """Attributes of ``docs``: ``id`` then ``{name}__*`` columns, one row per document."""
+
+
+def spans_column(
+    name: str, doc_index: np.ndarray, start: np.ndarray, end: np.ndarray, num_docs: int
+) -> pl.Series:
+    """A :data:`SPAN` column of ``num_docs`` rows from flat spans sorted by ``doc_index``."""
+    offsets = np.zeros(num_docs + 1, dtype=np.int64)
+    np.cumsum(np.bincount(doc_index, minlength=num_docs), out=offsets[1:])
+    spans = pa.StructArray.from_arrays(
+        [pa.array(start, pa.int64()), pa.array(end, pa.int64())], names=["start", "end"]
+    )
+    lists = pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), spans)
+    series = pl.Series(name, lists)
+    assert series.dtype == SPAN, series.dtype
+    return series
