@@ -21,7 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
         module.register(commands)
     # Other packages (the curation library) add commands through the "olmo.commands" entry
     # point group: ``register(commands, groups)``; olmo_nn never imports them itself.
-    for entry_point in sorted(importlib.metadata.entry_points(group="olmo.commands"), key=lambda e: e.name):
+    for entry_point in sorted(
+        importlib.metadata.entry_points(group="olmo.commands"), key=lambda e: e.name
+    ):
         entry_point.load()(commands, groups)
     return parser
 
