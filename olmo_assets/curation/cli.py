@@ -44,6 +44,12 @@ def register(commands: Any, groups: dict[str, Any]) -> None:
     curate.add_argument(
         "--overwrite", action="store_true", help="replace an existing output folder"
     )
+    curate.add_argument(
+        "--tokenize",
+        action="store_true",
+        help="also write OLMo token shards of the kept documents (shards/) and validation splits",
+    )
+    curate.add_argument("--tokenizer", help="tokenizer for --tokenize (default: OLMo's)")
     curate.set_defaults(func=_curate)
 
     report = actions.add_parser(
@@ -105,6 +111,8 @@ def _curate(args: argparse.Namespace) -> int:
     config = config.replace(sources=sources)
     if args.workers is not None:
         config = config.replace(workers=args.workers)
+    if args.tokenize:
+        config = config.replace(tokenize=True, tokenizer=args.tokenizer or config.tokenizer)
     if args.output.exists() and not args.overwrite:
         raise ValueError(f"{args.output} already exists; pass --overwrite to replace it")
     summary = curate(config, args.output, progress=True)

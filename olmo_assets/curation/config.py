@@ -142,6 +142,11 @@ class CurationConfig(Config):
     """Tagging processes (0: one per core)."""
     seed: int = 0
     """Seed of sampling and validation splits."""
+    tokenize: bool = False
+    """Also tokenize the kept documents into ``shards/`` and the validation splits into
+    ``validation_shards/`` (OLMo token shards, see ``olmo data tokenize``)."""
+    tokenizer: str | None = None
+    """Tokenizer name or path for ``tokenize`` (default: OLMo's)."""
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.sources]

@@ -58,6 +58,10 @@ TAGGERS = {
     "code": "olmo_assets.curation.taggers.code:CodeTagger",
 }
 _MAX_BATCH_BYTES = 16 << 20
+#: Added to every source's rules when fuzzy dedup is on.
+_NEAR_DUPLICATE = RuleConfig(
+    name="near_duplicate", stage="fuzzy_dedup", remove_if="minhash__is_duplicate"
+)
 #: Added to every non-code source's rules when evaluation data is given (Paloma's rule).
 _CONTAMINATED = RuleConfig(
     name="contaminated", stage="decontamination", remove_if="decontam__is_contaminated"
@@ -296,6 +300,8 @@ class _Curator:
         rules = list(source.rules if source.rules is not None else config.rules)
         if self.stateful.decontamination is not None and not source.code:
             rules.append(_CONTAMINATED)
+        if self.stateful.fuzzy is not None:
+            rules.append(_NEAR_DUPLICATE)
         decisions = decide(attributes, rules)
         replacements = (
             source.span_replacements
@@ -356,6 +362,19 @@ def _executor(workers: int) -> Executor | None:
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
+def _tokenize_outputs(root: Path, config: CurationConfig) -> dict[str, Any]:
+    """Token shards of the kept documents and of the validation splits; tokens per source."""
+    from olmo_nn.data import tokenize_documents
+
+    tokens: dict[str, Any] = {}
+    for folder, shards in (("documents", "shards"), ("validation", "validation_shards")):
+        if not (root / folder).is_dir() or not any((root / folder).rglob("*.jsonl.gz")):
+            continue
+        summary = tokenize_documents([root / folder], root / shards, tokenizer=config.tokenizer)
+        tokens[shards] = {name: s["num_tokens"] for name, s in sorted(summary.sources.items())}
+    return tokens
+
+
 def _run_source(
     curator: _Curator,
     executor: Executor | None,
@@ -411,8 +430,10 @@ def curate(
             if executor is not None:
                 executor.shutdown(cancel_futures=True)
             curator.writers.close()
+        report_data: dict[str, Any] = {}
+        if config.tokenize:
+            report_data["tokens"] = _tokenize_outputs(root, config)
         summary = CurationSummary(target, counts, time.perf_counter() - start)
-        (root / "report.json").write_text(
-            json.dumps(summary.to_dict(), indent=2, sort_keys=True) + "\n"
-        )
+        report_data |= summary.to_dict()
+        (root / "report.json").write_text(json.dumps(report_data, indent=2, sort_keys=True) + "\n")
     return summary

@@ -179,3 +179,62 @@ def test_dedup_across_sources_keeps_the_first_copy(tmp_path: Path) -> None:
     assert (
         b2["id"] == "b2" and b2["text"] == f"other text {words}\n"
     )  # the shared paragraph is gone
+
+
+def test_near_duplicates_and_contamination_are_removed(tmp_path: Path) -> None:
+    base = " ".join(f"token{i}" for i in range(200))
+    eval_paragraph = "the quick brown fox jumps over the lazy dog while the cat watches from afar"
+    _write(tmp_path / "eval.jsonl", [json.dumps({"text": f"intro\n{eval_paragraph}\n"}).encode()])
+    _write(tmp_path / "raw" / "web" / "a.jsonl", [
+        _doc("original", base),
+        _doc("near", base.replace("token50 ", "changed ")),
+        _doc("leaked", f"{' '.join(f'other{i}' for i in range(80))}\n{eval_paragraph}\n"),
+    ])  # fmt: skip
+    _write(tmp_path / "raw" / "code" / "a.jsonl", [_doc("code-leak", f"x = 1\n{eval_paragraph}\n")])
+    config = CurationConfig(
+        sources=[
+            SourceConfig(name="web", paths=[str(tmp_path / "raw" / "web")]),
+            SourceConfig(name="code", paths=[str(tmp_path / "raw" / "code")], code=True),
+        ],
+        taggers=["length"],
+        dedup=DedupConfig(
+            url=False, exact=True, paragraphs=False, minhash=True, expected_documents=1000
+        ),
+        decontamination_paths=[str(tmp_path / "eval.jsonl")],
+        workers=1,
+    )
+    curate(config, tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["sources"]["web"]["removed_by_reason"] == {
+        "decontamination/contaminated": 1,
+        "fuzzy_dedup/near_duplicate": 1,
+    }
+    assert report["sources"]["code"]["kept"] == 1  # code is exempt from decontamination
+    removed = pl.read_parquet(tmp_path / "out" / "removed" / "web")
+    assert sorted(removed["id"].to_list()) == ["leaked", "near"]
+
+
+def test_curate_command_writes_olmo_token_shards(corpus: Path, tmp_path: Path) -> None:
+    from olmo_nn.cli.main import main
+    from olmo_nn.data import InstanceDataset, TokenShards
+
+    mix = tmp_path / "mix.yaml"
+    mix.write_text(
+        "sources: []\ntaggers: [length]\nrules:\n"
+        "  - {name: short, stage: quality, remove_if: 'length__words < 50'}\n"
+        "dedup: {url: false, exact: true, paragraphs: false}\nmax_document_bytes: 4096\n"
+    )
+    out = tmp_path / "out"
+    code = main(["data", "curate", "--config", str(mix), "--source", f"web={corpus / 'web'}",
+                 "--source", f"books={corpus / 'books'}", "--output", str(out), "--workers", "1",
+                 "--tokenize"])  # fmt: skip
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["accounting_ok"]
+    shards = TokenShards(out / "shards")
+    # web keeps w1 and w3..w42 (w2 is short); books keeps all 20.
+    kept = sum(c["output_documents"] for c in report["sources"].values())
+    assert shards.num_documents == kept == 61
+    # "word" x 60 is 60 tokens; " 3".." 42" add one, " book N" two; EOS ends each document.
+    assert report["tokens"]["shards"] == {"books": 20 * (62 + 1), "web": (60 + 1) + 40 * (61 + 1)}
+    assert len(InstanceDataset(shards, sequence_length=16)) == shards.num_tokens // 16
