@@ -50,7 +50,39 @@ def register(commands: Any, groups: dict[str, Any]) -> None:
         help="also write OLMo token shards of the kept documents (shards/) and validation splits",
     )
     curate.add_argument("--tokenizer", help="tokenizer for --tokenize (default: OLMo's)")
-    curate.set_defaults(func=_curate)
+    curate.set_defaults(func=_curate, stages=("tag", "dedup", "mix"))
+
+    for stage, text in (
+        ("tag", "run the taggers only: attributes/ and quarantine/ (no decisions)"),
+        (
+            "dedup",
+            "run deduplication and decontamination only: attributes/dedup, minhash, decontam",
+        ),
+        ("mix", "decide, replace spans, sample and write documents, from earlier runs' attributes"),
+    ):
+        parser = actions.add_parser(stage, help=text, description=text)
+        parser.add_argument(
+            "--config", type=Path, help="mix config YAML (default: the Dolma v1.5 preset)"
+        )
+        parser.add_argument(
+            "--source", action="append", default=[], metavar="NAME=PATH_OR_GLOB",
+            help="a source and its files (repeatable)",
+        )  # fmt: skip
+        parser.add_argument("--output", type=Path, required=True, help="output folder")
+        parser.add_argument("--workers", type=int, help="tagging processes (default: one per core)")
+        parser.add_argument(
+            "--overwrite", action="store_true", help="replace an existing output folder"
+        )
+        if stage == "tag":
+            parser.add_argument("--taggers", help="comma-separated taggers (default: the config's)")
+        if stage == "mix":
+            parser.add_argument(
+                "--attributes", type=Path, nargs="+", required=True, metavar="RUN",
+                help="output folders of earlier `olmo data tag` / `olmo data dedup` runs",
+            )  # fmt: skip
+            parser.add_argument("--tokenize", action="store_true", help="also write token shards")
+            parser.add_argument("--tokenizer", help="tokenizer for --tokenize (default: OLMo's)")
+        parser.set_defaults(func=_curate, stages=(stage,))
 
     report = actions.add_parser(
         "report",
@@ -111,17 +143,28 @@ def _curate(args: argparse.Namespace) -> int:
     config = config.replace(sources=sources)
     if args.workers is not None:
         config = config.replace(workers=args.workers)
-    if args.tokenize:
+    if getattr(args, "tokenize", False):
         config = config.replace(tokenize=True, tokenizer=args.tokenizer or config.tokenizer)
+    if getattr(args, "taggers", None):
+        taggers = [t.strip() for t in args.taggers.split(",") if t.strip()]
+        config = config.replace(
+            taggers=taggers, sources=[s.replace(taggers=None) for s in config.sources]
+        )
     if args.output.exists() and not args.overwrite:
         raise ValueError(f"{args.output} already exists; pass --overwrite to replace it")
-    summary = curate(config, args.output, progress=True)
+    summary = curate(
+        config,
+        args.output,
+        progress=True,
+        stages=args.stages,
+        attributes_from=getattr(args, "attributes", None),
+    )
     report = summary.to_dict()
     print(f"curated {len(report['sources'])} source(s) into {args.output} in {summary.seconds:.1f} s "
           f"({report['total_input_bytes'] / 1e6 / max(summary.seconds, 1e-9):.2f} MB/s)")  # fmt: skip
     for name, counts in report["sources"].items():
         print(
-            f"  {name}: {json.dumps({k: counts[k] for k in ('input_records', 'kept', 'validation', 'removed', 'quarantined')})}"
+            f"  {name}: {json.dumps({k: counts[k] for k in ('input_records', 'kept', 'validation', 'removed', 'quarantined', 'passed')})}"
         )
         for stage, number in counts["removed_by_stage"].items():
             print(f"      removed at {stage}: {number}")

@@ -68,6 +68,16 @@ _CONTAMINATED = RuleConfig(
 )
 
 
+#: The stages a run can do; ``olmo data curate`` does all of them in one pass.
+STAGE_NAMES = ("tag", "dedup", "mix")
+
+
+def _without_stateful(config: CurationConfig) -> CurationConfig:
+    """The config with dedup and decontamination off (for tag- and mix-only runs)."""
+    dedup = config.dedup.replace(url=False, exact=False, paragraphs=False, minhash=False)
+    return config.replace(dedup=dedup, decontamination_paths=[])
+
+
 def build_tagger(name: str) -> Tagger:
     if name not in TAGGERS:
         raise ValueError(f"unknown tagger {name!r}; available: {', '.join(TAGGERS)}")
@@ -85,6 +95,8 @@ class SourceCounts:
     kept: int = 0
     kept_bytes: int = 0
     validation: int = 0
+    passed: int = 0
+    """Documents that went through a tag- or dedup-only run (no mixing) unquarantined."""
     output_documents: int = 0
     removed: Counter[str] = field(default_factory=Counter)
     removed_reasons: Counter[str] = field(default_factory=Counter)
@@ -104,9 +116,10 @@ class SourceCounts:
             "removed_by_reason": dict(sorted(self.removed_reasons.items())),
             "quarantined": quarantined,
             "quarantined_by_reason": dict(sorted(self.quarantined.items())),
+            "passed": self.passed,
             "output_documents": self.output_documents,
             "accounting_ok": self.input_records
-            == self.kept + self.validation + removed + quarantined,
+            == self.kept + self.validation + removed + quarantined + self.passed,
         }
 
 
@@ -248,9 +261,42 @@ def _document_record(row: dict[str, Any], text: str, doc_id: str) -> dict[str, A
     return record
 
 
+class _AttributeReader:
+    """Rows of an earlier run's ``attributes/<tagger>/<source>/`` parquet files, in order."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._frames = iter(pl.read_parquet(path) for path in sorted(folder.glob("*.parquet")))
+        self._buffer = pl.DataFrame()
+
+    def take(self, ids: pl.Series) -> pl.DataFrame:
+        while self._buffer.height < len(ids):
+            frame = next(self._frames, None)
+            if frame is None:
+                break
+            self._buffer = frame if self._buffer.width == 0 else pl.concat([self._buffer, frame])
+        rows, self._buffer = self._buffer.head(len(ids)), self._buffer.slice(len(ids))
+        if rows.height != len(ids) or not rows["id"].equals(ids.rename("id")):
+            raise ValueError(
+                f"the attributes in {self.folder} do not line up with the documents read now "
+                "(other inputs or config?); rerun `olmo data tag` / `olmo data dedup` on these sources"
+            )
+        return rows.drop("id")
+
+
 class _Curator:
-    def __init__(self, config: CurationConfig, root: Path) -> None:
+    def __init__(
+        self,
+        config: CurationConfig,
+        root: Path,
+        *,
+        stages: frozenset[str] = frozenset(STAGE_NAMES),
+        attributes_from: list[Path] | None = None,
+    ) -> None:
         self.config = config
+        self.stages = stages
+        self.attributes_from = attributes_from or []
+        self._readers: dict[str, list[_AttributeReader]] = {}
         self.writers = _Writers(root)
         # Ids seen so far, in a Bloom filter so memory stays bounded whatever the corpus size.
         # A false positive (rate 1e-9 at capacity) quarantines a document as a duplicate id:
@@ -260,7 +306,16 @@ class _Curator:
         )
         from olmo_assets.curation.stateful import StatefulTaggers
 
-        self.stateful = StatefulTaggers(config)
+        self.stateful = StatefulTaggers(config if "dedup" in stages else _without_stateful(config))
+
+    def _loaded_attributes(self, source: str, ids: pl.Series) -> list[pl.DataFrame]:
+        if source not in self._readers:
+            self._readers[source] = [
+                _AttributeReader(folder)
+                for root in self.attributes_from
+                for folder in sorted((root / "attributes").glob(f"*/{source}"))
+            ]
+        return [reader.take(ids) for reader in self._readers[source]]
 
     def process(
         self, source: SourceConfig, docs: pl.DataFrame, attributes: pl.DataFrame,
@@ -296,11 +351,16 @@ class _Curator:
             self.writers.parquet("attributes", tagger_name, source.name).write(
                 attributes.select(columns)
             )
+        for loaded in self._loaded_attributes(source.name, docs["id"]):
+            attributes = attributes.hstack(loaded)
+        if "mix" not in self.stages:
+            counts.passed += docs.height
+            return
 
         rules = list(source.rules if source.rules is not None else config.rules)
-        if self.stateful.decontamination is not None and not source.code:
+        if "decontam__is_contaminated" in attributes.columns and not source.code:
             rules.append(_CONTAMINATED)
-        if self.stateful.fuzzy is not None:
+        if "minhash__is_duplicate" in attributes.columns:
             rules.append(_NEAR_DUPLICATE)
         decisions = decide(attributes, rules)
         replacements = (
@@ -410,16 +470,42 @@ def _run_source(
 
 
 def curate(
-    config: CurationConfig, output: str | os.PathLike[str], *, progress: bool = False
+    config: CurationConfig,
+    output: str | os.PathLike[str],
+    *,
+    progress: bool = False,
+    stages: tuple[str, ...] = STAGE_NAMES,
+    attributes_from: list[str | os.PathLike[str]] | None = None,
 ) -> CurationSummary:
-    """Run the whole chain into ``output`` (written atomically) and write ``report.json``."""
+    """Run the chain into ``output`` (written atomically) and write ``report.json``.
+
+    ``stages`` picks what this run does: ``tag`` (the taggers), ``dedup`` (deduplication and
+    decontamination) and ``mix`` (decisions and outputs); ``attributes_from`` names earlier
+    runs' output folders whose ``attributes/`` are joined in (they must have read the same
+    inputs). A run without ``mix`` writes attributes and quarantine, and counts documents as
+    ``passed``.
+    """
     target = Path(output)
     start = time.perf_counter()
     counts = {source.name: SourceCounts() for source in config.sources}
     workers = config.workers or os.cpu_count() or 1
     with staged_folder(target) as root:
         root.mkdir()
-        curator = _Curator(config, root)
+        unknown = set(stages) - set(STAGE_NAMES)
+        if unknown:
+            raise ValueError(
+                f"unknown stages {sorted(unknown)}; stages are {', '.join(STAGE_NAMES)}"
+            )
+        if "tag" not in stages:
+            config = config.replace(
+                taggers=[], sources=[s.replace(taggers=[]) for s in config.sources]
+            )
+        curator = _Curator(
+            config,
+            root,
+            stages=frozenset(stages),
+            attributes_from=[Path(p) for p in attributes_from or []],
+        )
         executor = _executor(workers)
         bar = tqdm(desc="curate", unit="doc", disable=not progress)
         try:
@@ -431,7 +517,7 @@ def curate(
                 executor.shutdown(cancel_futures=True)
             curator.writers.close()
         report_data: dict[str, Any] = {}
-        if config.tokenize:
+        if config.tokenize and "mix" in stages:
             report_data["tokens"] = _tokenize_outputs(root, config)
         summary = CurationSummary(target, counts, time.perf_counter() - start)
         report_data |= summary.to_dict()

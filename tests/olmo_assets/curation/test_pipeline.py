@@ -238,3 +238,37 @@ def test_curate_command_writes_olmo_token_shards(corpus: Path, tmp_path: Path) -
     # "word" x 60 is 60 tokens; " 3".." 42" add one, " book N" two; EOS ends each document.
     assert report["tokens"]["shards"] == {"books": 20 * (62 + 1), "web": (60 + 1) + 40 * (61 + 1)}
     assert len(InstanceDataset(shards, sequence_length=16)) == shards.num_tokens // 16
+
+
+def test_stage_by_stage_equals_one_pass(corpus: Path, tmp_path: Path) -> None:
+    config = _config(corpus, dedup=DedupConfig(url=True, exact=True, paragraphs=True,
+                                               expected_documents=1000, expected_paragraphs=1000))  # fmt: skip
+    curate(config, tmp_path / "one_pass")
+    tagged = curate(config, tmp_path / "tag", stages=("tag",))
+    assert tagged.to_dict()["accounting_ok"]
+    # 42 readable documents (w1, w2, w3..w42): no decisions are made before the mix.
+    assert tagged.sources["web"].passed == 42 and tagged.sources["web"].kept == 0
+    curate(config, tmp_path / "dedup", stages=("dedup",))
+    curate(
+        config,
+        tmp_path / "mix",
+        stages=("mix",),
+        attributes_from=[tmp_path / "tag", tmp_path / "dedup"],
+    )
+    one, staged = _digest(tmp_path / "one_pass"), _digest(tmp_path / "mix")
+    for key in one:
+        if key.startswith(("documents/", "validation/", "removed/")) or key == "report.json":
+            assert staged.get(key) == one[key], key
+    # Attributes computed once, by the stage that owns them.
+    assert (tmp_path / "tag" / "attributes" / "length").is_dir()
+    assert not (tmp_path / "tag" / "attributes" / "dedup").exists()
+    assert (tmp_path / "dedup" / "attributes" / "dedup").is_dir()
+
+
+def test_mix_refuses_attributes_of_other_inputs(corpus: Path, tmp_path: Path) -> None:
+    curate(_config(corpus), tmp_path / "tag", stages=("tag",))
+    other = _config(corpus).replace(
+        sources=[SourceConfig(name="web", paths=[str(corpus / "web" / "b.jsonl")])]
+    )
+    with pytest.raises(ValueError, match="do not line up with the documents"):
+        curate(other, tmp_path / "mix", stages=("mix",), attributes_from=[tmp_path / "tag"])
