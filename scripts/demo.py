@@ -2,7 +2,8 @@
 
 1. Assemble a small real corpus from local sources (standard-library code, Python docs,
    package READMEs, multilingual samples) as Dolma-format ``jsonl.gz``, one folder per source.
-2. Tokenize it into OLMo token shards with OLMo's tokenizer (``olmo data tokenize``).
+2. Curate it (``olmo data curate``: language ID, Gopher, C4, PII, dedup, mixing, every
+   document accounted for) into OLMo token shards, and report on it (``olmo data report``).
 3. Train the ``tiny`` model on those shards for a short run (``olmo train configs/tiny.yaml``
    with overrides): loss falling, metrics.jsonl, loss.png, MLflow, checkpoints; then
    reconstruct one training batch down to its documents (``olmo batch``).
@@ -92,26 +93,38 @@ def main() -> None:
     for name, (docs, size) in corpus.items():
         print(f"  {name:<13}{docs:>6} documents {size / 1e6:>7.2f} MB")
 
-    print("\n== 2. token shards")
-    workers = str(min(2, os.cpu_count() or 1))
-    timings["tokenize"] = run(
-        "tokenize",
+    print("\n== 2. curation (Dolma v1.5's web chain; code heuristics for code) and token shards")
+    from olmo_assets.curation.config import SourceConfig
+    from olmo_assets.curation.mixes import code_source, dolma_v1_5_config
+
+    mix = dolma_v1_5_config().replace(
+        sources=[
+            code_source("code", [str(out / "raw" / "code")]),
+            *(SourceConfig(name=name, paths=[str(out / "raw" / name)], validation_fraction=0.05)
+              for name in ("prose", "markdown", "multilingual")),
+        ],
+    )  # fmt: skip
+    (out / "mix.yaml").write_text(mix.to_yaml(), encoding="utf-8")
+    curated = out / "curated"
+    timings["curate"] = run(
+        "curate",
         [
             "data",
-            "tokenize",
-            str(out / "raw"),
+            "curate",
+            "--config",
+            str(out / "mix.yaml"),
             "--output",
-            str(out / "shards"),
-            "--workers",
-            workers,
+            str(curated),
+            "--tokenize",
         ],
     )
+    timings["report"] = run("report", ["data", "report", str(curated), "--top", "5"])
 
     print("\n== 3. training the tiny model")
     run_dir = out / "runs" / "tiny"
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{(out / 'mlflow.db').resolve()}")
     overrides = [
-        f"data.paths=[{out / 'shards'}]",
+        f"data.paths=[{curated / 'shards'}]",
         f"max_steps={args.steps}",
         "save_interval=20",
         f"save_interval_unsharded={args.steps}",
@@ -131,7 +144,7 @@ def main() -> None:
     model = olmo_nn.load_model(checkpoint)
     from olmo_nn.data import InstanceDataset, TokenShards
 
-    shards = TokenShards(out / "shards")
+    shards = TokenShards(curated / "shards")
     instances = InstanceDataset(shards, sequence_length=model.config.max_sequence_length)
     batch = torch.stack([torch.as_tensor(instances[i].astype("int64")) for i in range(8)])
     with torch.no_grad():
@@ -162,8 +175,13 @@ def main() -> None:
     )
 
     print("\n== summary")
+    report = json.loads((curated / "report.json").read_text())
     rows = [
-        ("documents", f"{shards.num_documents:,}"),
+        ("raw documents", f"{sum(c['input_records'] for c in report['sources'].values()):,}"),
+        (
+            "kept after curation",
+            f"{shards.num_documents:,} (accounting adds up: {report['accounting_ok']})",
+        ),
         ("tokens", f"{shards.num_tokens:,}"),
         ("training instances", f"{len(instances):,} x {model.config.max_sequence_length}"),
         ("model parameters", f"{model.num_params():,}"),
@@ -176,7 +194,10 @@ def main() -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
-    print(f"\nOutputs in {out}/: raw/, shards/, runs/tiny/, checkpoints/, hf/, mlflow.db")
+    print(
+        f"\nOutputs in {out}/: raw/, curated/ (documents, attributes, removed, quarantine, shards,"
+    )
+    print("  report/), runs/tiny/, checkpoints/, hf/, mlflow.db")
     print(f"Look at the loss curve: {run_dir / 'loss.png'}")
     if max_diff > 1e-4 or not identical:
         sys.exit("the Hugging Face round trip did not reproduce the model")

@@ -23,6 +23,7 @@ __all__ = [
 
 #: Dolma's web pipeline order: a document removed by several rules is charged to the first.
 STAGES = (
+    "extraction",
     "language",
     "url_dedup",
     "exact_dedup",
@@ -88,6 +89,9 @@ class SourceConfig(Config):
     """Fraction of kept documents held out as this source's validation split."""
     code: bool = False
     """A code source: exempt from decontamination (as Paloma does)."""
+    html: bool = False
+    """The documents' ``text`` is HTML: extract the main text first (trafilatura); pages with
+    nothing extractable are removed at the ``extraction`` stage."""
 
     def __post_init__(self) -> None:
         if not self.paths:

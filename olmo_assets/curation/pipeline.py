@@ -58,6 +58,10 @@ TAGGERS = {
     "code": "olmo_assets.curation.taggers.code:CodeTagger",
 }
 _MAX_BATCH_BYTES = 16 << 20
+#: Added to HTML sources' rules: pages the extractor found no text in.
+_NO_TEXT = RuleConfig(
+    name="no_extractable_text", stage="extraction", remove_if="html__no_extractable_text"
+)
 #: Added to every source's rules when fuzzy dedup is on.
 _NEAR_DUPLICATE = RuleConfig(
     name="near_duplicate", stage="fuzzy_dedup", remove_if="minhash__is_duplicate"
@@ -163,7 +167,11 @@ def _raw_bytes(record: RawRecord) -> bytes:
 
 
 def _tag_batch(
-    source: str, records: list[RawRecord], tagger_names: list[str], max_bytes: int
+    source: str,
+    records: list[RawRecord],
+    tagger_names: list[str],
+    max_bytes: int,
+    html: bool = False,
 ) -> tuple[pl.DataFrame, pl.DataFrame, list[dict[str, Any]]]:
     """Parse and tag one batch (runs in a worker process)."""
     documents: list[Document] = []
@@ -194,6 +202,15 @@ def _tag_batch(
                 "created": pl.String, "metadata": pl.String, "file": pl.String, "line": pl.Int64},
     )  # fmt: skip
     attributes = docs.select("id")
+    if html:
+        from olmo_assets.curation.html import extract_batch
+
+        urls = [json.loads(m).get("url") if m else None for m in docs["metadata"].to_list()]
+        extracted = extract_batch(docs["text"].to_list(), urls)
+        attributes = attributes.with_columns(
+            pl.Series("html__no_extractable_text", [text is None for text in extracted])
+        )
+        docs = docs.with_columns(pl.Series("text", [text or "" for text in extracted]))
     for name in tagger_names:
         tagger = _WORKER_TAGGERS.get(name) or _WORKER_TAGGERS.setdefault(name, build_tagger(name))
         tagged = tagger.tag(docs)
@@ -358,6 +375,8 @@ class _Curator:
             return
 
         rules = list(source.rules if source.rules is not None else config.rules)
+        if "html__no_extractable_text" in attributes.columns:
+            rules.append(_NO_TEXT)
         if "decontam__is_contaminated" in attributes.columns and not source.code:
             rules.append(_CONTAMINATED)
         if "minhash__is_duplicate" in attributes.columns:
@@ -460,10 +479,14 @@ def _run_source(
         if isinstance(batch, ReadError):
             pending.append((empty, empty, [_quarantine_row(source.name, batch, None)]))
         elif executor is None:
-            pending.append(_tag_batch(source.name, batch, taggers, config.max_document_bytes))
+            pending.append(
+                _tag_batch(source.name, batch, taggers, config.max_document_bytes, source.html)
+            )
         else:
             pending.append(
-                executor.submit(_tag_batch, source.name, batch, taggers, config.max_document_bytes)
+                executor.submit(
+                    _tag_batch, source.name, batch, taggers, config.max_document_bytes, source.html
+                )
             )
         drain(2 * workers)
     drain(0)

@@ -272,3 +272,32 @@ def test_mix_refuses_attributes_of_other_inputs(corpus: Path, tmp_path: Path) ->
     )
     with pytest.raises(ValueError, match="do not line up with the documents"):
         curate(other, tmp_path / "mix", stages=("mix",), attributes_from=[tmp_path / "tag"])
+
+
+def test_html_sources_are_extracted_first(tmp_path: Path) -> None:
+    article = " ".join(
+        f"This is sentence number {i} of a real article about curation." for i in range(12)
+    )
+    page = (
+        "<html><head><title>t</title><script>var x = 1;</script></head><body>"
+        "<nav><a href='/'>Home</a> <a href='/about'>About</a></nav>"
+        f"<article><h1>Curation</h1><p>{article}</p><p>A second paragraph closes it.</p></article>"
+        "<footer>Copyright footer</footer></body></html>"
+    )
+    _write(tmp_path / "raw" / "web" / "a.jsonl", [
+        json.dumps({"id": "page", "text": page, "metadata": {"url": "https://example.com/a"}}).encode(),
+        json.dumps({"id": "empty", "text": "<html><body></body></html>"}).encode(),
+    ])  # fmt: skip
+    config = CurationConfig(
+        sources=[SourceConfig(name="web", paths=[str(tmp_path / "raw" / "web")], html=True)],
+        taggers=["length"],
+        dedup=NO_DEDUP,
+        workers=1,
+    )
+    curate(config, tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["sources"]["web"]["removed_by_reason"] == {"extraction/no_extractable_text": 1}
+    with gzip.open(tmp_path / "out" / "documents" / "web" / "part-00000.jsonl.gz", "rt") as lines:
+        (kept,) = [json.loads(line) for line in lines]
+    assert "sentence number 11" in kept["text"] and "A second paragraph closes it." in kept["text"]
+    assert "var x" not in kept["text"] and "Copyright footer" not in kept["text"]
