@@ -76,6 +76,10 @@ def build_report(output: str | Path, *, top: int = 20) -> dict[str, Any]:
             }
         )
     tables["documents_per_source_and_stage"] = stages
+    for shards, per_source in summary.get("tokens", {}).items():
+        tables[f"tokens_per_source_{shards}"] = [
+            {"source": source, "tokens": tokens} for source, tokens in per_source.items()
+        ]
     removed = _glob(root, "removed", "*", "*.parquet")
     if removed:
         tables["removal_per_filter"] = _rows(

@@ -301,3 +301,11 @@ def test_html_sources_are_extracted_first(tmp_path: Path) -> None:
         (kept,) = [json.loads(line) for line in lines]
     assert "sentence number 11" in kept["text"] and "A second paragraph closes it." in kept["text"]
     assert "var x" not in kept["text"] and "Copyright footer" not in kept["text"]
+
+
+def test_committed_mix_configs_match_the_presets() -> None:
+    from olmo_assets.curation.mixes import MIXES
+
+    folder = Path(__file__).parents[3] / "configs" / "curation"
+    for name, build in MIXES.items():
+        assert CurationConfig.load(folder / f"{name}.yaml") == build(), name
