@@ -3,7 +3,8 @@
 Tables: documents and bytes per source and stage, removal per filter, quarantine per reason,
 length distribution, top domains and TLDs, exact-duplicate rate, PII counts, language
 distribution, contamination rate and top words of the kept text. Written as
-``report/tables.json`` (machines), printed on the console (people), and drawn as PNG plots
+``report/tables.json`` and one ``report/<table>.parquet`` each (machines), printed on the
+console (people), and drawn as PNG plots
 in ``report/`` (people who would rather look).
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import polars as pl
 
 __all__ = ["build_report", "print_report"]
 
@@ -148,6 +150,14 @@ def build_report(output: str | Path, *, top: int = 20) -> dict[str, Any]:
             f"count(*) AS documents FROM {reader} WHERE json_extract_string(metadata, '$.url') IS NOT NULL "
             f"GROUP BY ALL ORDER BY documents DESC LIMIT {top}",
         )
+        tables["top_bigrams"] = _rows(
+            connection,
+            f"WITH words AS (SELECT regexp_split_to_array(lower(text), '[^a-z]+') AS w FROM "
+            f"(SELECT text FROM {reader} LIMIT 5000)), pairs AS (SELECT w[i] || ' ' || w[i + 1] AS bigram "
+            f"FROM words, range(1, len(w)) t(i) WHERE length(w[i]) > 2 AND length(w[i + 1]) > 2) "
+            f"SELECT bigram, count(*) AS occurrences FROM pairs GROUP BY ALL "
+            f"ORDER BY occurrences DESC, bigram LIMIT {top}",
+        )
         tables["top_words"] = _rows(
             connection,
             f"SELECT word, count(*) AS occurrences FROM (SELECT unnest(regexp_split_to_array(lower(text), '[^a-z]+')) AS word "
@@ -160,6 +170,9 @@ def build_report(output: str | Path, *, top: int = 20) -> dict[str, Any]:
     (folder / "tables.json").write_text(
         json.dumps(tables, indent=2, default=str) + "\n", encoding="utf-8"
     )
+    for name, rows in tables.items():
+        if isinstance(rows, list) and rows:
+            pl.DataFrame(rows, infer_schema_length=None).write_parquet(folder / f"{name}.parquet")
     _plot(tables, folder)
     return tables
 

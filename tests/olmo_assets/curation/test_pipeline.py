@@ -309,3 +309,25 @@ def test_committed_mix_configs_match_the_presets() -> None:
     folder = Path(__file__).parents[3] / "configs" / "curation"
     for name, build in MIXES.items():
         assert CurationConfig.load(folder / f"{name}.yaml") == build(), name
+
+
+def test_report_tables_and_plots(
+    corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from olmo_nn.cli.main import main
+
+    curate(_config(corpus), tmp_path / "out")
+    assert main(["data", "report", str(tmp_path / "out"), "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "removal_per_filter" in out and "length_min_words" in out
+    tables = json.loads((tmp_path / "out" / "report" / "tables.json").read_text())
+    assert tables["removal_per_filter"] == [
+        {"source": "web", "stage": "quality", "reason": "length_min_words", "documents": 1}
+    ]
+    assert tables["top_words"][0] == {
+        "word": "word",
+        "occurrences": tables["top_words"][0]["occurrences"],
+    }
+    assert tables["top_bigrams"][0]["bigram"] == "word word"
+    assert pl.read_parquet(tmp_path / "out" / "report" / "removal_per_filter.parquet").height == 1
+    assert (tmp_path / "out" / "report" / "stages.png").stat().st_size > 1000
