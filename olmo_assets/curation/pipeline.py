@@ -54,6 +54,8 @@ TAGGERS = {
     "repetition": "olmo_assets.curation.taggers.repetition:RepetitionTagger",
     "pii": "olmo_assets.curation.taggers.pii:PiiTagger",
     "language": "olmo_assets.curation.taggers.language:LanguageTagger",
+    # Same ``language__*`` columns plus per-paragraph spans and languages (slower).
+    "language_paragraphs": "olmo_assets.curation.taggers.language:paragraph_language_tagger",
     "badwords": "olmo_assets.curation.taggers.toxicity:BadWordsTagger",
     "code": "olmo_assets.curation.taggers.code:CodeTagger",
 }

@@ -170,3 +170,8 @@ class LanguageTagger(Tagger):
             "paragraph_scores": pl.Series(scores, dtype=pl.List(pl.Float64)),
             "paragraph_en_scores": pl.Series(en_scores, dtype=pl.List(pl.Float64)),
         }
+
+
+def paragraph_language_tagger() -> LanguageTagger:
+    """The ``language_paragraphs`` tagger of configs: document and per-paragraph languages."""
+    return LanguageTagger(paragraphs=True)
