@@ -1,0 +1,139 @@
+"""``olmo eval``: downstream tasks (rank classification) and Paloma-style perplexity."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(commands: Any) -> None:
+    """Add ``olmo eval downstream`` and ``olmo eval perplexity``."""
+    parser = commands.add_parser("eval", help="evaluate a checkpoint or a Hugging Face model")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    downstream = verbs.add_parser(
+        "downstream",
+        help="zero-shot rank classification on the nine core tasks or custom YAML tasks",
+        description=(
+            "Score every choice's log-likelihood (context and continuation tokenized separately, "
+            "as Catwalk does; --convention joint for lm-evaluation-harness's) and report accuracy "
+            "under the four normalizations; `acc` is each task's OLMo default."
+        ),
+    )
+    downstream.add_argument("--model", required=True, help="checkpoint folder, or hf:PATH")
+    downstream.add_argument(
+        "--tasks", default="core9", help="comma-separated tasks, core9, or task YAML paths"
+    )
+    downstream.add_argument(
+        "--limit", type=int, default=1000, help="examples per task (OLMo: 1000, seed 1234)"
+    )
+    downstream.add_argument(
+        "--output", type=Path, required=True, help="folder for results.json/.parquet"
+    )
+    downstream.add_argument(
+        "--dump-requests", action="store_true", help="also write requests.jsonl"
+    )
+    downstream.add_argument("--convention", choices=("separate", "joint"), default="separate")
+    downstream.add_argument("--batch-size", type=int, default=32, help="sequences per forward pass")
+    downstream.add_argument("--device", default="cpu", help="cpu or cuda")
+    downstream.set_defaults(func=_downstream)
+
+    perplexity = verbs.add_parser(
+        "perplexity",
+        help="Paloma-style perplexity and bits per byte per source (and domain)",
+    )
+    perplexity.add_argument("--model", required=True, help="checkpoint folder, or hf:PATH")
+    perplexity.add_argument(
+        "--data", nargs="+", required=True, help="Dolma-format files or folders"
+    )
+    perplexity.add_argument(
+        "--output", type=Path, required=True, help="folder for results.json/.parquet"
+    )
+    perplexity.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    perplexity.add_argument("--device", default="cpu", help="cpu or cuda")
+    perplexity.set_defaults(func=_perplexity)
+
+
+def _step(model_spec: str) -> int | None:
+    import yaml
+
+    path = Path(model_spec) / "train_state.json"
+    if path.is_file():
+        return int(yaml.safe_load(path.read_text())["step"])
+    return None
+
+
+def _print_rows(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        value = row["value"]
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        where = row.get("task") or f"{row.get('source')}/{row.get('domain') or '-'}"
+        print(f"  {where:<28} {row['metric']:<22} {shown:>10}  (n={row['count']})")
+
+
+def _downstream(args: argparse.Namespace) -> int:
+    from olmo_nn.eval.downstream import evaluate_task, write_results
+    from olmo_nn.eval.models import load_language_model
+    from olmo_nn.eval.tasks import CustomTaskConfig, expand_task_names, get_task_spec, load_task
+
+    model = load_language_model(args.model, device=args.device)
+    results = []
+    for name in expand_task_names(args.tasks):
+        instances = load_task(name, limit=args.limit)
+        default = (
+            CustomTaskConfig.from_yaml(name).normalization
+            if name.endswith((".yaml", ".yml"))
+            else get_task_spec(name).default_normalization
+        )
+        results.append(
+            evaluate_task(
+                model,
+                name,
+                instances,
+                default_normalization=default,
+                convention=args.convention,
+                batch_size=args.batch_size,
+            )
+        )
+    rows = write_results(
+        results,
+        args.output,
+        model=args.model,
+        step=_step(args.model),
+        dump_requests=args.dump_requests,
+    )
+    _print_rows([r for r in rows if r["metric"] == "acc"])
+    print(f"results: {args.output / 'results.json'}")
+    return 0
+
+
+def _perplexity(args: argparse.Namespace) -> int:
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from olmo_nn.data import read_documents
+    from olmo_nn.eval.models import load_language_model
+    from olmo_nn.eval.perplexity import evaluate_perplexity
+
+    model = load_language_model(args.model, device=args.device)
+    reader = read_documents(args.data)
+    documents = (
+        {"id": d.id, "text": d.text, "source": d.source, "metadata": d.metadata or {}}
+        for d in reader
+    )
+    rows = evaluate_perplexity(model, documents, batch_size=args.batch_size)
+    step = _step(args.model)
+    rows = [{"model": args.model, "step": step, **row} for row in rows]
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "results.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    pq.write_table(pa.Table.from_pylist(rows), args.output / "results.parquet")
+    _print_rows(rows)
+    if reader.report.num_errors:
+        print(f"  {reader.report.num_errors} unreadable input record(s) skipped and reported:")
+        for error in reader.report.errors[:5]:
+            print(f"    {error}")
+    print(f"results: {args.output / 'results.json'}")
+    return 0

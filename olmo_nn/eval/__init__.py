@@ -1,0 +1,1 @@
+"""Downstream evaluation: task data, task formats and rank-classification instances."""

@@ -1,0 +1,127 @@
+"""Downstream evaluation: rank classification over the tasks, all four normalizations at once.
+
+For every choice of every instance the log-likelihood of its continuation given its context is
+scored once (plus the continuation given ``"Answer:"`` for the unconditional normalization);
+accuracy is then computed under none / per-token / per-character / unconditional, and ``acc``
+is the task's default as OLMo chose it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from olmo_nn.eval.scoring import Convention, Request, normalize, score_requests
+
+__all__ = ["NORMALIZATIONS", "TaskResult", "evaluate_task", "write_results"]
+
+NORMALIZATIONS = ("none", "per_token", "per_char", "unconditional")
+UNCONDITIONAL_CONTEXT = "Answer:"
+
+
+@dataclass
+class TaskResult:
+    """Accuracy of one task under each normalization, and every request's scores."""
+
+    task: str
+    default_normalization: str
+    accuracy: dict[str, float]
+    count: int
+    requests: list[dict[str, Any]]
+
+    def rows(self, *, model: str, step: int | None) -> list[dict[str, Any]]:
+        base = {"model": model, "step": step, "task": self.task, "count": self.count}
+        rows = [
+            {**base, "metric": f"acc_{kind}", "value": value}
+            for kind, value in self.accuracy.items()
+        ]
+        rows.append({**base, "metric": "acc", "value": self.accuracy[self.default_normalization]})
+        return rows
+
+
+def evaluate_task(
+    model: Any,
+    task: str,
+    instances: Sequence[Any],
+    *,
+    default_normalization: str,
+    convention: Convention = "separate",
+    batch_size: int = 32,
+) -> TaskResult:
+    """Score every choice of ``instances`` (``contexts``/``continuations``/``label``)."""
+    if default_normalization not in NORMALIZATIONS:
+        raise ValueError(
+            f"default_normalization={default_normalization!r}: expected one of {NORMALIZATIONS}"
+        )
+    requests: list[Request] = []
+    unconditional: list[Request] = []
+    owners: list[tuple[int, int]] = []
+    for i, instance in enumerate(instances):
+        choices = max(len(instance.contexts), len(instance.continuations))
+        for j in range(choices):
+            context = instance.contexts[j] if len(instance.contexts) > 1 else instance.contexts[0]
+            continuation = (
+                instance.continuations[j]
+                if len(instance.continuations) > 1
+                else instance.continuations[0]
+            )
+            requests.append(Request(context=context, continuation=continuation))
+            unconditional.append(Request(context=UNCONDITIONAL_CONTEXT, continuation=continuation))
+            owners.append((i, j))
+    scores = score_requests(model, requests, convention=convention, batch_size=batch_size)
+    baseline = score_requests(model, unconditional, convention=convention, batch_size=batch_size)
+    normalized = {
+        "none": normalize(scores, "none"),
+        "per_token": normalize(scores, "per_token"),
+        "per_char": normalize(scores, "per_char"),
+        "unconditional": normalize(scores, "unconditional", unconditional=baseline),
+    }
+    accuracy = {}
+    for kind, values in normalized.items():
+        best: dict[int, tuple[float, int]] = {}
+        for (i, j), value in zip(owners, values, strict=True):
+            if i not in best or value > best[i][0]:
+                best[i] = (value, j)
+        correct = [best[i][1] == instance.label for i, instance in enumerate(instances)]
+        accuracy[kind] = float(np.mean(correct)) if correct else float("nan")
+    dumped = [
+        {
+            "task": task,
+            "doc_id": instances[i].doc_id,
+            "choice": j,
+            "label": instances[i].label,
+            "context": request.context,
+            "continuation": request.continuation,
+            "logprob": score.logprob_sum,
+            "num_tokens": score.num_tokens,
+            "num_chars": score.num_chars,
+            "unconditional_logprob": base.logprob_sum,
+            "truncated": score.truncated,
+        }
+        for (i, j), request, score, base in zip(owners, requests, scores, baseline, strict=True)
+    ]
+    return TaskResult(task, default_normalization, accuracy, len(instances), dumped)
+
+
+def write_results(
+    results: list[TaskResult], output: Path, *, model: str, step: int | None, dump_requests: bool
+) -> list[dict[str, Any]]:
+    """``results.json``, ``results.parquet`` and, when asked, ``requests.jsonl`` in ``output``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    output.mkdir(parents=True, exist_ok=True)
+    rows = [row for result in results for row in result.rows(model=model, step=step)]
+    (output / "results.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    pq.write_table(pa.Table.from_pylist(rows), output / "results.parquet")
+    if dump_requests:
+        with (output / "requests.jsonl").open("w", encoding="utf-8") as out:
+            for result in results:
+                for record in result.requests:
+                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return rows

@@ -1,0 +1,189 @@
+"""The model under evaluation: one interface over our checkpoints and transformers' models.
+
+>>> model = load_language_model("runs/olmo-1b/step1000")        # a native checkpoint folder
+>>> model = load_language_model("hf:/models/OLMo-1B-hf")         # a transformers folder
+>>> logits = model.logits(input_ids)                             # (B, T) -> (B, T, V)
+
+Evaluation code sees only :class:`LanguageModel`, so both kinds of model are scored by the
+same code (and can be compared token for token when they share a tokenizer).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from olmo_nn.model import OLMo
+from olmo_nn.tokenizer import Tokenizer
+
+__all__ = ["HF_PREFIX", "LanguageModel", "load_language_model"]
+
+_PLAIN_HEAD_MODEL_TYPES = frozenset({"olmo", "olmo2", "llama"})
+"""transformers model types whose logits are exactly the output layer of the last hidden state
+(no logit scaling or soft-capping), so the head can run on selected positions only."""
+
+HF_PREFIX = "hf:"
+"""A model spec starting with this names a folder that transformers loads."""
+
+
+class LanguageModel:
+    """A causal language model and its tokenizer, in eval mode.
+
+    ``module`` maps token ids (B, T) to logits (B, T, V), either directly (our ``OLMo``) or
+    through an output object with ``.logits`` (transformers' models).
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        tokenizer: Tokenizer,
+        *,
+        name: str,
+        max_length: int,
+        vocab_size: int,
+    ) -> None:
+        if tokenizer.vocab_size > vocab_size:
+            raise ValueError(
+                f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} token ids but model "
+                f"{name!r} has only {vocab_size} output rows: ids >= {vocab_size} have no "
+                "logits. Pair the model with the tokenizer it was trained with (put its "
+                "tokenizer.json in the model folder)."
+            )
+        if max_length <= 1:
+            raise ValueError(f"max_length={max_length} must be at least 2")
+        self.module = module.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.max_length = max_length
+        """Longest input (in tokens) the model accepts."""
+        self.vocab_size = vocab_size
+        """Rows of the output layer (the logits' last dimension; may exceed the tokenizer's)."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    @torch.inference_mode()
+    def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, vocab_size) for token ids (B, T), in the model's dtype."""
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
+        if input_ids.shape[1] > self.max_length:
+            raise ValueError(
+                f"input of {input_ids.shape[1]} tokens exceeds max_length={self.max_length}"
+            )
+        out = self.module(input_ids.to(self.device))
+        return out if isinstance(out, torch.Tensor) else out.logits
+
+    @torch.inference_mode()
+    def logits_at(
+        self, input_ids: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits (N, vocab_size) at ``(rows[i], positions[i])`` of the batch ``input_ids``.
+
+        Equal to ``logits(input_ids)[rows, positions]``, but for our ``OLMo`` and transformers'
+        plain-head models the output layer runs on the N selected hidden states only, so the
+        (B, T, V) logits tensor is never built.
+        """
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
+        input_ids = input_ids.to(self.device)
+        rows, positions = rows.to(self.device), positions.to(self.device)
+        module: Any = self.module
+        if isinstance(module, OLMo):
+            h = module.embeddings(input_ids)  # (B, T, d_model)
+            for block in module.blocks:
+                h = block(h)
+            h = module.final_norm(h[rows, positions])  # (N, d_model)
+            return F.linear(h, module.output_weight())  # (N, V)
+        config = getattr(module, "config", None)
+        if getattr(config, "model_type", None) in _PLAIN_HEAD_MODEL_TYPES:
+            hidden = module.base_model(input_ids).last_hidden_state  # (B, T, d_model)
+            return module.get_output_embeddings()(hidden[rows, positions])  # (N, V)
+        return self.logits(input_ids)[rows, positions]
+
+    def __repr__(self) -> str:
+        return (
+            f"LanguageModel(name={self.name!r}, max_length={self.max_length}, "
+            f"vocab_size={self.vocab_size}, tokenizer={self.tokenizer.name!r})"
+        )
+
+
+def _load_native(folder: Path, *, device: str, dtype: torch.dtype | None) -> LanguageModel:
+    from olmo_nn.checkpoint import load_model
+
+    module = load_model(folder, device=device, dtype=dtype)
+    config = module.config
+    tokenizer_file = folder / "tokenizer.json"
+    tokenizer = Tokenizer.from_name_or_path(
+        tokenizer_file if tokenizer_file.is_file() else None,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
+    )
+    return LanguageModel(
+        module,
+        tokenizer,
+        name=str(folder),
+        max_length=config.max_sequence_length,
+        vocab_size=config.padded_vocab_size,
+    )
+
+
+def _load_hf(folder: Path, *, device: str, dtype: torch.dtype | None) -> LanguageModel:
+    try:
+        import transformers
+    except ImportError as error:  # pragma: no cover - transformers is a dependency
+        raise ImportError(
+            "loading an 'hf:' model needs transformers (`pip install transformers`)"
+        ) from error
+    if not (folder / "tokenizer.json").is_file():
+        raise FileNotFoundError(
+            f"{folder} has no tokenizer.json: save the model's fast tokenizer there "
+            "(`AutoTokenizer.from_pretrained(...).save_pretrained(folder)`)"
+        )
+    kwargs: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
+    module: Any = transformers.AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    module = module.to(device)
+    config = module.config
+    max_length = getattr(config, "max_position_embeddings", None) or getattr(
+        config, "n_positions", None
+    )
+    if max_length is None:
+        raise ValueError(f"{folder}: config.json names no max_position_embeddings")
+    output = module.get_output_embeddings()
+    vocab_size = int(output.weight.shape[0]) if output is not None else int(config.vocab_size)
+    return LanguageModel(
+        module,
+        Tokenizer.from_name_or_path(folder),
+        name=f"{HF_PREFIX}{folder}",
+        max_length=int(max_length),
+        vocab_size=vocab_size,
+    )
+
+
+def load_language_model(
+    spec: str | os.PathLike[str],
+    *,
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
+) -> LanguageModel:
+    """A native checkpoint folder, or ``hf:FOLDER`` for a transformers model folder.
+
+    A native checkpoint uses the ``tokenizer.json`` beside it if there is one, else OLMo's
+    tokenizer. Nothing is downloaded: ``FOLDER`` must be local.
+    """
+    text = str(spec)
+    if text.startswith(HF_PREFIX):
+        folder = Path(text[len(HF_PREFIX) :]).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"{folder} is not a folder: 'hf:' models load from a local transformers folder "
+                "(config.json, weights, tokenizer.json); nothing is downloaded"
+            )
+        return _load_hf(folder, device=device, dtype=dtype)
+    return _load_native(Path(text).expanduser(), device=device, dtype=dtype)

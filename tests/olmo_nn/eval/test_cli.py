@@ -1,0 +1,80 @@
+"""`olmo eval downstream` and `olmo eval perplexity` end to end on a tiny random checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from olmo_nn.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "tiny"
+    assert main(["model", "init", "--preset", "tiny", "n_layers=1", "d_model=64", "n_heads=2",
+                 "mlp_hidden_size=128", "--output", str(path)]) == 0  # fmt: skip
+    return path
+
+
+def test_downstream_writes_rows_and_requests(checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    assert main(["eval", "downstream", "--model", str(checkpoint), "--tasks", "arc_easy,copa",
+                 "--limit", "6", "--output", str(out), "--dump-requests"]) == 0  # fmt: skip
+    rows = json.loads((out / "results.json").read_text())
+    metrics = {(r["task"], r["metric"]) for r in rows}
+    for task in ("arc_easy", "copa"):
+        assert {
+            (task, m)
+            for m in ("acc", "acc_none", "acc_per_token", "acc_per_char", "acc_unconditional")
+        } <= metrics
+    arc = {r["metric"]: r["value"] for r in rows if r["task"] == "arc_easy"}
+    assert arc["acc"] == arc["acc_unconditional"]  # OLMo's default for ARC
+    copa = {r["metric"]: r["value"] for r in rows if r["task"] == "copa"}
+    assert copa["acc"] == copa["acc_none"]
+    assert all(r["count"] == 6 for r in rows)
+    requests = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
+    assert len(requests) == sum(1 for r in requests if r["task"] == "arc_easy") + 6 * 2
+    assert requests[0]["context"].startswith("Question: ") and requests[0]["context"].endswith(
+        "\nAnswer:"
+    )
+
+
+def test_unknown_task_lists_the_available_ones(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["eval", "downstream", "--model", str(checkpoint), "--tasks", "mmlu",
+                 "--output", str(tmp_path / "x")]) == 2  # fmt: skip
+    assert "arc_easy" in capsys.readouterr().err
+
+
+def test_perplexity_per_source(checkpoint: Path, tmp_path: Path) -> None:
+    data = tmp_path / "docs" / "web" / "a.jsonl"
+    data.parent.mkdir(parents=True)
+    data.write_text(
+        "".join(
+            json.dumps({"id": f"d{i}", "text": f"Document number {i} is short."}) + "\n"
+            for i in range(3)
+        )
+    )
+    out = tmp_path / "ppl"
+    assert (
+        main(
+            [
+                "eval",
+                "perplexity",
+                "--model",
+                str(checkpoint),
+                "--data",
+                str(data.parent),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    rows = json.loads((out / "results.json").read_text())
+    web = {r["metric"]: r for r in rows if r["source"] == "web" and r["domain"] is None}
+    assert web["perplexity"]["count"] == 3
+    assert web["bits_per_byte"]["value"] > 0

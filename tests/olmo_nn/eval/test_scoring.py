@@ -1,0 +1,237 @@
+"""Rank-classification log-likelihoods against transformers' forward pass and literal values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from olmo_nn.checkpoint import save_checkpoint
+from olmo_nn.eval.models import LanguageModel, load_language_model
+from olmo_nn.eval.scoring import (
+    Request,
+    RequestScore,
+    encode_request,
+    normalize,
+    score_requests,
+    unconditional_requests,
+)
+from olmo_nn.model import OLMo, TransformerConfig
+from olmo_nn.tokenizer import Tokenizer
+
+transformers = pytest.importorskip("transformers")
+
+TOLERANCE = 1e-4
+WINDOW = 64
+PADDED_VOCAB = 50304
+
+REQUESTS = [
+    Request("Question: What is the capital of France?\nAnswer:", " Paris"),
+    Request("Question: What is the capital of France?\nAnswer:", " the city of Lyon"),
+    Request("The cat sat on the", " mat."),
+    Request("Hello", " world, and goodbye to everyone here"),
+    Request("A context that ends with a space ", "then the rest"),
+    Request("", " an empty context"),
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Tokenizer:
+    return Tokenizer.from_name_or_path()
+
+
+def _eos(tokenizer: Tokenizer) -> int:
+    assert tokenizer.eos_token_id is not None
+    return tokenizer.eos_token_id
+
+
+@pytest.fixture(scope="module")
+def hf_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    config = transformers.OlmoConfig(
+        vocab_size=PADDED_VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=WINDOW,
+        eos_token_id=50279,
+        pad_token_id=1,
+    )
+    return transformers.OlmoForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="module")
+def native_module() -> OLMo:
+    config = TransformerConfig(d_model=32, n_heads=4, n_layers=2, max_sequence_length=WINDOW)
+    model = OLMo(config)
+    model.init_weights(seed=0)
+    return model.eval()
+
+
+def _wrap(module: torch.nn.Module, tokenizer: Tokenizer) -> LanguageModel:
+    return LanguageModel(module, tokenizer, name="tiny", max_length=WINDOW, vocab_size=PADDED_VOCAB)
+
+
+def _reference(module: torch.nn.Module, context: list[int], continuation: list[int]) -> float:
+    """Full forward over context + continuation; log-softmax everywhere, summed by hand."""
+    ids = torch.tensor([context + continuation])
+    with torch.no_grad():
+        out = module(ids)
+    logits = out if isinstance(out, torch.Tensor) else out.logits
+    logprobs = torch.log_softmax(logits[0].double(), dim=-1)
+    return sum(float(logprobs[len(context) - 1 + j, token]) for j, token in enumerate(continuation))
+
+
+@pytest.mark.parametrize("which", ["hf", "native"])
+def test_separate_matches_full_forward(
+    which: str, hf_model: torch.nn.Module, native_module: OLMo, tokenizer: Tokenizer
+) -> None:
+    module = hf_model if which == "hf" else native_module
+    scores = score_requests(_wrap(module, tokenizer), REQUESTS, batch_size=4)
+    for request, score in zip(REQUESTS, scores, strict=True):
+        context = tokenizer.encode(request.context) or [_eos(tokenizer)]
+        continuation = tokenizer.encode(request.continuation)
+        expected = _reference(module, context, continuation)
+        assert score.logprob_sum == pytest.approx(expected, abs=TOLERANCE)
+        assert score.num_tokens == len(continuation)
+        assert score.num_chars == len(request.continuation)
+        assert not score.truncated
+
+
+def test_joint_matches_full_forward(hf_model: torch.nn.Module, tokenizer: Tokenizer) -> None:
+    scores = score_requests(_wrap(hf_model, tokenizer), REQUESTS, convention="joint")
+    for request, score in zip(REQUESTS, scores, strict=True):
+        context_text = request.context.rstrip()
+        moved = request.context[len(context_text) :]
+        whole = tokenizer.encode(context_text + moved + request.continuation)
+        context = tokenizer.encode(context_text)
+        continuation = whole[len(context) :]
+        expected = _reference(hf_model, context or [_eos(tokenizer)], continuation)
+        assert score.logprob_sum == pytest.approx(expected, abs=TOLERANCE)
+        assert score.num_tokens == len(continuation)
+
+
+def test_conventions_differ_when_context_ends_with_space(tokenizer: Tokenizer) -> None:
+    request = Request("Answer: ", "yes")
+    context_sep, continuation_sep = encode_request(tokenizer, request, "separate")
+    context_joint, continuation_joint = encode_request(tokenizer, request, "joint")
+    assert context_sep == tokenizer.encode("Answer: ")
+    assert continuation_sep == tokenizer.encode("yes")
+    # lm-eval moves the space onto the continuation: " yes" is one token in OLMo's BPE.
+    assert context_joint == tokenizer.encode("Answer:")
+    assert continuation_joint == tokenizer.encode(" yes")
+    assert len(continuation_joint) == 1
+    assert continuation_joint != continuation_sep
+
+
+def test_conventions_agree_without_boundary_merge(
+    hf_model: torch.nn.Module, tokenizer: Tokenizer
+) -> None:
+    request = Request("Question: Is the sky blue?\nAnswer:", " yes")
+    assert encode_request(tokenizer, request, "separate") == encode_request(
+        tokenizer, request, "joint"
+    )
+    model = _wrap(hf_model, tokenizer)
+    separate = score_requests(model, [request], convention="separate")
+    joint = score_requests(model, [request], convention="joint")
+    assert separate == joint
+
+
+def test_normalizations_on_literal_values() -> None:
+    scores = [
+        RequestScore(logprob_sum=-4.0, num_tokens=2, num_chars=8, is_greedy=False, truncated=False),
+        RequestScore(logprob_sum=-3.0, num_tokens=1, num_chars=3, is_greedy=False, truncated=False),
+    ]
+    unconditional = [
+        RequestScore(logprob_sum=-2.0, num_tokens=2, num_chars=8, is_greedy=False, truncated=False),
+        RequestScore(logprob_sum=-2.5, num_tokens=1, num_chars=3, is_greedy=False, truncated=False),
+    ]
+    assert normalize(scores, "none") == [-4.0, -3.0]
+    assert normalize(scores, "per_token") == [-2.0, -3.0]
+    assert normalize(scores, "per_char") == [-0.5, -1.0]
+    assert normalize(scores, "unconditional", unconditional=unconditional) == [-2.0, -0.5]
+    with pytest.raises(ValueError, match="unconditional"):
+        normalize(scores, "unconditional")
+    with pytest.raises(ValueError, match="expected one of"):
+        normalize(scores, "per_word")  # type: ignore[arg-type]
+
+
+def test_unconditional_requests_use_answer_context() -> None:
+    assert unconditional_requests([Request("Q?", " yes")]) == [Request("Answer:", " yes")]
+
+
+def test_truncation_keeps_the_last_window(hf_model: torch.nn.Module, tokenizer: Tokenizer) -> None:
+    long_context = " ".join(f"word{i}" for i in range(80))
+    requests = [Request(long_context, " end of it"), Request("Short", " end of it")]
+    scores = score_requests(_wrap(hf_model, tokenizer), requests)
+    assert [s.truncated for s in scores] == [True, False]
+    context = tokenizer.encode(long_context)
+    continuation = tokenizer.encode(" end of it")
+    assert len(context) + len(continuation) > WINDOW + 1
+    whole = (context + continuation)[-(WINDOW + 1) :]
+    expected = _reference(hf_model, whole[: -len(continuation)], continuation)
+    assert scores[0].logprob_sum == pytest.approx(expected, abs=TOLERANCE)
+
+
+def test_batch_size_invariance(native_module: OLMo, tokenizer: Tokenizer) -> None:
+    model = _wrap(native_module, tokenizer)
+    one = score_requests(model, REQUESTS, batch_size=1)
+    eight = score_requests(model, REQUESTS, batch_size=8)
+    for a, b in zip(one, eight, strict=True):
+        assert a.logprob_sum == pytest.approx(b.logprob_sum, abs=1e-5)
+        assert (a.num_tokens, a.num_chars, a.truncated) == (b.num_tokens, b.num_chars, b.truncated)
+
+
+def test_is_greedy_on_a_model_that_always_predicts_one_token(tokenizer: Tokenizer) -> None:
+    target = tokenizer.encode(" yes")[0]
+
+    class Constant(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            logits = torch.zeros(*ids.shape, PADDED_VOCAB)
+            logits[..., target] = 10.0
+            return logits
+
+    model = _wrap(Constant(), tokenizer)
+    yes, no = score_requests(model, [Request("Answer:", " yes"), Request("Answer:", " no")])
+    assert yes.is_greedy and not no.is_greedy
+
+
+def test_vocabulary_mismatch_is_refused(native_module: OLMo, tokenizer: Tokenizer) -> None:
+    with pytest.raises(ValueError, match="token ids but model"):
+        LanguageModel(native_module, tokenizer, name="small", max_length=WINDOW, vocab_size=1000)
+
+
+def test_load_native_and_hf_folders(
+    hf_model: Any, native_module: OLMo, tokenizer: Tokenizer, tmp_path: Path
+) -> None:
+    save_checkpoint(native_module, tmp_path / "native")
+    native = load_language_model(tmp_path / "native")
+    assert (native.max_length, native.vocab_size) == (WINDOW, PADDED_VOCAB)
+    assert native.tokenizer.eos_token_id == tokenizer.eos_token_id
+    hf_model.save_pretrained(tmp_path / "hf")
+    tokenizer.save(tmp_path / "hf")
+    hf = load_language_model(f"hf:{tmp_path / 'hf'}")
+    assert (hf.max_length, hf.vocab_size) == (WINDOW, PADDED_VOCAB)
+    request = [REQUESTS[0]]
+    expected = score_requests(_wrap(hf_model, tokenizer), request)[0].logprob_sum
+    assert score_requests(hf, request)[0].logprob_sum == pytest.approx(expected, abs=TOLERANCE)
+    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+        load_language_model("hf:/no/such/folder")
+
+
+@pytest.mark.parametrize("which", ["hf", "native"])
+def test_logits_at_equals_selected_full_logits(
+    which: str, hf_model: torch.nn.Module, native_module: OLMo, tokenizer: Tokenizer
+) -> None:
+    model = _wrap(hf_model if which == "hf" else native_module, tokenizer)
+    ids = torch.tensor([tokenizer.encode("one two three four"), tokenizer.encode("a b c d")])
+    rows, positions = torch.tensor([0, 1, 1]), torch.tensor([3, 0, 2])
+    full = model.logits(ids)[rows, positions]
+    assert torch.allclose(model.logits_at(ids, rows, positions), full, atol=1e-5)
