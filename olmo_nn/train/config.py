@@ -32,6 +32,10 @@ class EvalConfig(Config):
     """Validation micro-batches per evaluation (a fixed, deterministic subset)."""
     batch_size: int | None = None
     """Instances per validation micro-batch (default: the training micro-batch size)."""
+    downstream_tasks: list[str] = field(default_factory=list)
+    """Downstream tasks scored in the loop too (e.g. [arc_easy, piqa]); same code as `olmo eval`."""
+    downstream_limit: int = 50
+    """Examples per downstream task in the loop (a fixed subset: OLMo's sampling, seed 1234)."""
 
     def __post_init__(self) -> None:
         if self.interval < 0 or self.max_batches <= 0:

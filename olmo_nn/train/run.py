@@ -23,6 +23,10 @@ def default_callbacks(config: TrainConfig) -> list[Callback]:
         from olmo_nn.train.callbacks.perplexity import PerplexityEval
 
         callbacks.append(PerplexityEval())
+    if config.eval.interval and config.eval.downstream_tasks:
+        from olmo_nn.train.callbacks.downstream import DownstreamEval
+
+        callbacks.append(DownstreamEval())
     from olmo_nn.train.callbacks.loss_plot import LossPlot
 
     callbacks += [MetricsFile(), ConsoleProgress(), LossPlot()]

@@ -308,3 +308,18 @@ def test_crash_during_a_save_leaves_the_previous_checkpoint(
     assert complete == ["step000002"]  # the interrupted step-4 save left no complete-looking folder
     assert train(config, run) == 0
     assert losses(run) == losses(reference)
+
+
+def test_in_loop_downstream_evaluation(tmp_path: Path) -> None:
+    config = small_config(
+        tmp_path,
+        eval={"interval": 4, "max_batches": 2, "downstream_tasks": ["copa"], "downstream_limit": 8},
+    )
+    assert train(config, tmp_path / "run") == 0
+    metrics = read_metrics(tmp_path / "run")
+    evaluated = [m for m in metrics if "downstream/copa/acc" in m]
+    assert [m["step"] for m in evaluated] == [4, 8]
+    assert all(0.0 <= m["downstream/copa/acc"] <= 1.0 for m in evaluated)
+    assert (
+        evaluated[0]["downstream/copa/acc"] == evaluated[0]["downstream/copa/acc_none"]
+    )  # COPA's default

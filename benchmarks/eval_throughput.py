@@ -1,0 +1,183 @@
+"""Log-likelihood throughput: our scorer against lm-evaluation-harness's HF backend, one run.
+
+    .venv/bin/python benchmarks/eval_throughput.py [--num-requests 300] [--batch-size 32] [--small]
+
+Both sides load the same random ``OlmoForCausalLM`` from one local folder (an ``OLMo``
+checkpoint exported with ``export_hf``, OLMo's tokenizer beside it) in float32 on the CPU, and
+score the same (context, continuation) pairs taken from our ``arc_easy`` task. Ours is
+``score_requests`` with the ``"joint"`` convention, which is lm-eval's tokenization; theirs is
+``HFLM.loglikelihood``. Each side runs once to warm up, then twice more, interleaved, and the
+best time is kept. The script also reports the largest per-request log-likelihood difference,
+which should stay below 1e-4 in float32.
+
+lm-eval is a benchmark-only dependency: without it the script says so and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+# Nothing here may reach the Hugging Face hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import torch
+
+from olmo_nn.checkpoint import save_checkpoint
+from olmo_nn.eval.models import load_language_model
+from olmo_nn.eval.scoring import Request, score_requests
+from olmo_nn.eval.tasks import load_task
+from olmo_nn.hf import export_hf
+from olmo_nn.model import OLMo, TransformerConfig
+
+TASK = "arc_easy"
+TOLERANCE = 1e-4
+NUM_TIMED_RUNS = 2
+MODEL_CONFIG = TransformerConfig(d_model=256, n_heads=4, n_layers=4)
+"""The full run's model: OLMo's tokenizer vocabulary (50304 padded rows)."""
+SMALL_MODEL_CONFIG = TransformerConfig(d_model=64, n_heads=4, n_layers=2, mlp_hidden_size=128)
+SMALL_NUM_REQUESTS = 40
+
+
+def build_hf_folder(config: TransformerConfig, folder: Path, *, seed: int = 0) -> Path:
+    """A random ``OLMo`` of ``config``, saved as a checkpoint and exported for transformers."""
+    torch.manual_seed(seed)
+    model = OLMo(config)
+    model.init_weights(seed=seed)
+    checkpoint = save_checkpoint(model, folder / "checkpoint")
+    return export_hf(checkpoint, folder / "hf", dtype="float32")
+
+
+def task_requests(num_requests: int) -> list[Request]:
+    """The first ``num_requests`` (context, continuation) pairs of our ``arc_easy`` task."""
+    requests: list[Request] = []
+    # ARC has about four choices per question; ask for enough questions to fill the quota.
+    for instance in load_task(TASK, limit=num_requests // 3 + 1):
+        requests.extend(Request(c, x) for c, x in instance.pairs)
+    if len(requests) < num_requests:
+        raise ValueError(
+            f"num_requests={num_requests}: {TASK} gave only {len(requests)} requests"
+        )
+    return requests[:num_requests]
+
+
+def _best_seconds(runs: dict[str, Callable[[], list[float]]]) -> dict[str, tuple[float, list[float]]]:
+    """Warm each side up, then time it ``NUM_TIMED_RUNS`` times, interleaved; keep the best."""
+    for run in runs.values():
+        run()
+    best: dict[str, tuple[float, list[float]]] = {name: (float("inf"), []) for name in runs}
+    for _ in range(NUM_TIMED_RUNS):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            logprobs = run()
+            seconds = time.perf_counter() - start
+            if seconds < best[name][0]:
+                best[name] = (seconds, logprobs)
+    return best
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the comparison and print it; returns the figures (empty if lm-eval is missing)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--num-requests", type=int, default=300, help=f"(context, continuation) pairs from {TASK}"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="requests per forward pass, on both sides"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's own)"
+    )
+    parser.add_argument(
+        "--small",
+        action="store_true",
+        help=f"a tiny model and {SMALL_NUM_REQUESTS} requests: a smoke test in seconds",
+    )
+    args = parser.parse_args(argv)
+    if args.num_requests < 1 or args.batch_size < 1:
+        raise ValueError("--num-requests and --batch-size must be positive")
+
+    try:
+        from lm_eval.api.instance import Instance
+        from lm_eval.models.huggingface import HFLM
+    except ImportError as error:
+        print(
+            f"lm-evaluation-harness is not importable ({error}); it is a benchmark-only "
+            "dependency: `pip install lm-eval accelerate` to run this comparison"
+        )
+        return {}
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    config = SMALL_MODEL_CONFIG if args.small else MODEL_CONFIG
+    num_requests = SMALL_NUM_REQUESTS if args.small else args.num_requests
+    requests = task_requests(num_requests)
+
+    with tempfile.TemporaryDirectory(prefix="eval_throughput_") as tmp:
+        folder = build_hf_folder(config, Path(tmp))
+        ours = load_language_model(f"hf:{folder}", dtype=torch.float32)
+        theirs = HFLM(
+            pretrained=str(folder),
+            backend="causal",
+            device="cpu",
+            batch_size=args.batch_size,
+            dtype="float32",
+        )
+        lm_eval_instances = [
+            Instance(
+                request_type="loglikelihood",
+                doc={},
+                arguments=(request.context, request.continuation),
+                idx=i,
+            )
+            for i, request in enumerate(requests)
+        ]
+
+        def run_ours() -> list[float]:
+            with torch.inference_mode():
+                scores = score_requests(
+                    ours, requests, convention="joint", batch_size=args.batch_size
+                )
+            return [score.logprob_sum for score in scores]
+
+        def run_theirs() -> list[float]:
+            responses = theirs.loglikelihood(lm_eval_instances, disable_tqdm=True)
+            return [float(logprob) for logprob, _ in responses]
+
+        best = _best_seconds({"ours": run_ours, "lm_eval": run_theirs})
+
+    (our_seconds, our_logprobs), (their_seconds, their_logprobs) = best["ours"], best["lm_eval"]
+    deltas = [abs(a - b) for a, b in zip(our_logprobs, their_logprobs, strict=True)]
+    figures = {
+        "num_requests": len(requests),
+        "batch_size": args.batch_size,
+        "model": f"d_model={config.d_model} n_layers={config.n_layers} n_heads={config.n_heads}",
+        "threads": torch.get_num_threads(),
+        "ours_requests_per_s": len(requests) / our_seconds,
+        "lm_eval_requests_per_s": len(requests) / their_seconds,
+        "speedup": their_seconds / our_seconds,
+        "max_abs_logprob_diff": max(deltas),
+        "worst_request": deltas.index(max(deltas)),
+    }
+    print(f"model:                 OlmoForCausalLM {figures['model']}, float32, CPU")
+    print(f"requests:              {figures['num_requests']} ({TASK}), batch size {args.batch_size}")
+    print(f"threads:               {figures['threads']}")
+    print(f"ours req/s:            {figures['ours_requests_per_s']:.1f}")
+    print(f"lm-eval HFLM req/s:    {figures['lm_eval_requests_per_s']:.1f}")
+    print(f"ratio (ours/lm-eval):  {figures['speedup']:.2f}x")
+    verdict = "ok" if figures["max_abs_logprob_diff"] <= TOLERANCE else f"ABOVE {TOLERANCE:g}"
+    print(f"max |d logprob|:       {figures['max_abs_logprob_diff']:.2e} ({verdict})")
+    return figures
+
+
+if __name__ == "__main__":
+    main()
