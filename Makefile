@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install demo test lint format bench-tokenizer clean-venv
+.PHONY: install demo test lint format bench-tokenizer bench-train bench-curation bench-eval clean-venv
 
 install: $(STAMP)
 
@@ -34,6 +34,16 @@ format: install
 
 bench-tokenizer: install
 	$(BIN)/python benchmarks/tokenizer_throughput.py
+
+bench-train: install
+	$(BIN)/python benchmarks/train_throughput.py
+
+bench-curation: install
+	$(BIN)/python benchmarks/curation_throughput.py
+
+bench-eval: install
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e '.[bench]'
+	$(BIN)/python benchmarks/eval_throughput.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -43,6 +43,7 @@ NUM_TIMED_RUNS = 2
 MODEL_CONFIG = TransformerConfig(d_model=256, n_heads=4, n_layers=4)
 """The full run's model: OLMo's tokenizer vocabulary (50304 padded rows)."""
 SMALL_MODEL_CONFIG = TransformerConfig(d_model=64, n_heads=4, n_layers=2, mlp_hidden_size=128)
+NUM_REQUESTS = 300
 SMALL_NUM_REQUESTS = 40
 
 
@@ -62,13 +63,13 @@ def task_requests(num_requests: int) -> list[Request]:
     for instance in load_task(TASK, limit=num_requests // 3 + 1):
         requests.extend(Request(c, x) for c, x in instance.pairs)
     if len(requests) < num_requests:
-        raise ValueError(
-            f"num_requests={num_requests}: {TASK} gave only {len(requests)} requests"
-        )
+        raise ValueError(f"num_requests={num_requests}: {TASK} gave only {len(requests)} requests")
     return requests[:num_requests]
 
 
-def _best_seconds(runs: dict[str, Callable[[], list[float]]]) -> dict[str, tuple[float, list[float]]]:
+def _best_seconds(
+    runs: dict[str, Callable[[], list[float]]],
+) -> dict[str, tuple[float, list[float]]]:
     """Warm each side up, then time it ``NUM_TIMED_RUNS`` times, interleaved; keep the best."""
     for run in runs.values():
         run()
@@ -89,7 +90,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--num-requests", type=int, default=300, help=f"(context, continuation) pairs from {TASK}"
+        "--num-requests",
+        type=int,
+        default=None,
+        help=f"(context, continuation) pairs from {TASK} (default 300, or {SMALL_NUM_REQUESTS} "
+        "with --small)",
     )
     parser.add_argument(
         "--batch-size", type=int, default=32, help="requests per forward pass, on both sides"
@@ -100,10 +105,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--small",
         action="store_true",
-        help=f"a tiny model and {SMALL_NUM_REQUESTS} requests: a smoke test in seconds",
+        help="a tiny model and fewer requests: a smoke test in seconds",
     )
     args = parser.parse_args(argv)
-    if args.num_requests < 1 or args.batch_size < 1:
+    num_requests = args.num_requests
+    if num_requests is None:
+        num_requests = SMALL_NUM_REQUESTS if args.small else NUM_REQUESTS
+    if num_requests < 1 or args.batch_size < 1:
         raise ValueError("--num-requests and --batch-size must be positive")
 
     try:
@@ -119,7 +127,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     config = SMALL_MODEL_CONFIG if args.small else MODEL_CONFIG
-    num_requests = SMALL_NUM_REQUESTS if args.small else args.num_requests
     requests = task_requests(num_requests)
 
     with tempfile.TemporaryDirectory(prefix="eval_throughput_") as tmp:
@@ -169,7 +176,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "worst_request": deltas.index(max(deltas)),
     }
     print(f"model:                 OlmoForCausalLM {figures['model']}, float32, CPU")
-    print(f"requests:              {figures['num_requests']} ({TASK}), batch size {args.batch_size}")
+    print(
+        f"requests:              {figures['num_requests']} ({TASK}), batch size {args.batch_size}"
+    )
     print(f"threads:               {figures['threads']}")
     print(f"ours req/s:            {figures['ours_requests_per_s']:.1f}")
     print(f"lm-eval HFLM req/s:    {figures['lm_eval_requests_per_s']:.1f}")
