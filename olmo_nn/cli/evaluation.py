@@ -104,6 +104,10 @@ def _downstream(args: argparse.Namespace) -> int:
         dump_requests=args.dump_requests,
     )
     _print_rows([r for r in rows if r["metric"] == "acc"])
+    truncated = sum(int(r["value"]) for r in rows if r["metric"] == "truncated_requests")
+    if truncated:
+        print(f"  {truncated} request(s) had contexts longer than the model's window: truncated "
+              "from the left (see truncated_requests in the results)")  # fmt: skip
     print(f"results: {args.output / 'results.json'}")
     return 0
 

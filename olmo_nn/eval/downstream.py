@@ -41,6 +41,8 @@ class TaskResult:
             for kind, value in self.accuracy.items()
         ]
         rows.append({**base, "metric": "acc", "value": self.accuracy[self.default_normalization]})
+        truncated = sum(1 for r in self.requests if r["truncated"])
+        rows.append({**base, "metric": "truncated_requests", "value": float(truncated)})
         return rows
 
 

@@ -34,6 +34,8 @@ def test_downstream_writes_rows_and_requests(checkpoint: Path, tmp_path: Path) -
     copa = {r["metric"]: r["value"] for r in rows if r["task"] == "copa"}
     assert copa["acc"] == copa["acc_none"]
     assert all(r["count"] == 6 for r in rows)
+    truncated = {r["task"]: r["value"] for r in rows if r["metric"] == "truncated_requests"}
+    assert truncated == {"arc_easy": 0.0, "copa": 0.0}
     requests = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
     assert len(requests) == sum(1 for r in requests if r["task"] == "arc_easy") + 6 * 2
     assert requests[0]["context"].startswith("Question: ") and requests[0]["context"].endswith(
