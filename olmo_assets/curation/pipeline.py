@@ -20,7 +20,6 @@ import os
 import re
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,7 @@ from olmo_nn.data.documents import (
     Document,
     RawRecord,
     ReadError,
-    iter_raw_records,
+    iter_record_batches,
     parse_record,
     resolve_inputs,
 )
@@ -170,7 +169,7 @@ def _raw_bytes(record: RawRecord) -> bytes:
 
 def _tag_batch(
     source: str,
-    records: list[RawRecord],
+    records: list[RawRecord | ReadError],
     tagger_names: list[str],
     max_bytes: int,
     html: bool = False,
@@ -179,6 +178,9 @@ def _tag_batch(
     documents: list[Document] = []
     quarantine: list[dict[str, Any]] = []
     for record in records:
+        if isinstance(record, ReadError):  # a whole file was unreadable
+            quarantine.append(_quarantine_row(source, record, None))
+            continue
         parsed = parse_record(record, default_source=source)
         if isinstance(parsed, ReadError):
             quarantine.append(_quarantine_row(source, parsed, _raw_bytes(record)))
@@ -221,30 +223,6 @@ def _tag_batch(
 
 
 # --------------------------------------------------------------------------- reading
-def _record_batches(
-    source: SourceConfig, counts: SourceCounts, batch_size: int
-) -> Iterator[list[RawRecord] | ReadError]:
-    """Batches of raw records in file and line order; file-level errors in between."""
-    batch: list[RawRecord] = []
-    size = 0
-    for path in resolve_inputs(source.paths):
-        for item in iter_raw_records(path):
-            counts.input_records += 1
-            if isinstance(item, ReadError):
-                if batch:
-                    yield batch
-                    batch, size = [], 0
-                yield item
-                continue
-            batch.append(item)
-            size += len(item.payload) if isinstance(item.payload, bytes) else 1024
-            if len(batch) >= batch_size or size >= _MAX_BATCH_BYTES:
-                yield batch
-                batch, size = [], 0
-    if batch:
-        yield batch
-
-
 # --------------------------------------------------------------------------- main loop
 class _Writers:
     def __init__(self, root: Path) -> None:
@@ -476,20 +454,14 @@ def _run_source(
             curator.process(source, docs, attributes, quarantine, counts)
             bar.update(docs.height + len(quarantine))
 
-    empty = pl.DataFrame(schema={"id": pl.String})
-    for batch in _record_batches(source, counts, config.batch_size):
-        if isinstance(batch, ReadError):
-            pending.append((empty, empty, [_quarantine_row(source.name, batch, None)]))
-        elif executor is None:
-            pending.append(
-                _tag_batch(source.name, batch, taggers, config.max_document_bytes, source.html)
-            )
+    files = resolve_inputs(source.paths)
+    for batch in iter_record_batches(files, config.batch_size, _MAX_BATCH_BYTES):
+        counts.input_records += len(batch)
+        arguments = (source.name, batch, taggers, config.max_document_bytes, source.html)
+        if executor is None:
+            pending.append(_tag_batch(*arguments))
         else:
-            pending.append(
-                executor.submit(
-                    _tag_batch, source.name, batch, taggers, config.max_document_bytes, source.html
-                )
-            )
+            pending.append(executor.submit(_tag_batch, *arguments))
         drain(2 * workers)
     drain(0)
 

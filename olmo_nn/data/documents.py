@@ -44,6 +44,7 @@ __all__ = [
     "ReadError",
     "ReadReport",
     "iter_raw_records",
+    "iter_record_batches",
     "parse_record",
     "read_documents",
     "resolve_inputs",
@@ -311,6 +312,25 @@ def _decode(record: RawRecord) -> dict[str, Any] | str:
     if not isinstance(value, dict):
         return f"expected a JSON object, got {type(value).__name__}"
     return value
+
+
+def iter_record_batches(
+    paths: Iterable[str | os.PathLike[str]], batch_size: int, max_batch_bytes: int = 8 << 20
+) -> Iterator[list[RawRecord | ReadError]]:
+    """Raw records of many files in order, with file-level errors in place, in batches of at
+    most ``batch_size`` items or about ``max_batch_bytes`` of JSON (bounded memory)."""
+    batch: list[RawRecord | ReadError] = []
+    batch_bytes = 0
+    for path in paths:
+        for item in iter_raw_records(path):
+            batch.append(item)
+            if isinstance(item, RawRecord) and isinstance(item.payload, bytes):
+                batch_bytes += len(item.payload)
+            if len(batch) >= batch_size or batch_bytes >= max_batch_bytes:
+                yield batch
+                batch, batch_bytes = [], 0
+    if batch:
+        yield batch
 
 
 def _lone_surrogate_at(text: str) -> int | None:

@@ -46,7 +46,7 @@ from olmo_nn.data.documents import (
     DocumentError,
     RawRecord,
     ReadError,
-    iter_raw_records,
+    iter_record_batches,
     parse_record,
     resolve_inputs,
 )
@@ -170,22 +170,6 @@ def _encode_batch(
     return _EncodedBatch(items, tokens, lengths)
 
 
-def _record_batches(files: list[Path], batch_size: int) -> Iterator[list[RawRecord | ReadError]]:
-    """Raw records (and file-level errors, in place) of all files, in batches."""
-    batch: list[RawRecord | ReadError] = []
-    batch_bytes = 0
-    for path in files:
-        for item in iter_raw_records(path):
-            batch.append(item)
-            if isinstance(item, RawRecord) and isinstance(item.payload, bytes):
-                batch_bytes += len(item.payload)
-            if len(batch) >= batch_size or batch_bytes >= _MAX_BATCH_BYTES:
-                yield batch
-                batch, batch_bytes = [], 0
-    if batch:
-        yield batch
-
-
 def _ordered_map(
     executor: Executor | None,
     fn: Callable[..., _EncodedBatch],
@@ -271,11 +255,20 @@ def tokenize_documents(
         if workers > 1:
             executor = _start_workers(tok, workers)
             results = _ordered_map(
-                executor, _encode_batch, _record_batches(files, batch_size), 2 * workers, source
+                executor,
+                _encode_batch,
+                iter_record_batches(files, batch_size, _MAX_BATCH_BYTES),
+                2 * workers,
+                source,
             )
         else:
             results = _ordered_map(
-                None, _encode_batch, _record_batches(files, batch_size), 1, source, tok
+                None,
+                _encode_batch,
+                iter_record_batches(files, batch_size, _MAX_BATCH_BYTES),
+                1,
+                source,
+                tok,
             )
         with (
             errors_tmp.open("w", encoding="utf-8") as errors_file,
