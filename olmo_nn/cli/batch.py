@@ -6,17 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from olmo_nn.cli.arguments import int_at_least
 from olmo_nn.train.batch import format_batch, reconstruct_batch
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
-    return value
 
 
 def register(commands: Any) -> None:
@@ -45,7 +36,7 @@ def register(commands: Any) -> None:
     )
     parser.add_argument(
         "--limit",
-        type=_non_negative_int,
+        type=int_at_least(0),
         default=16,
         metavar="N",
         help="instances shown in the table (default %(default)s; 0: all); --json lists all",

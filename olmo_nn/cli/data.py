@@ -6,18 +6,9 @@ import argparse
 import os
 from typing import Any
 
+from olmo_nn.cli.arguments import int_at_least
 from olmo_nn.data.shards import DEFAULT_MAX_TOKENS_PER_FILE
 from olmo_nn.data.tokenize import DEFAULT_BATCH_SIZE, ERRORS_NAME, tokenize_documents
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def register(commands: Any) -> Any:
@@ -55,7 +46,7 @@ def register(commands: Any) -> Any:
     )
     tokenize.add_argument(
         "--workers",
-        type=_positive_int,
+        type=int_at_least(1),
         default=os.cpu_count() or 1,
         metavar="N",
         help="worker processes that parse and encode (default: the number of CPUs, %(default)s); "
@@ -63,7 +54,7 @@ def register(commands: Any) -> Any:
     )
     tokenize.add_argument(
         "--max-tokens-per-file",
-        type=_positive_int,
+        type=int_at_least(1),
         default=DEFAULT_MAX_TOKENS_PER_FILE,
         metavar="N",
         help="start a new token file once the next document would pass N tokens "
@@ -83,7 +74,7 @@ def register(commands: Any) -> Any:
     )
     tokenize.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=int_at_least(1),
         default=DEFAULT_BATCH_SIZE,
         metavar="N",
         help="documents read and encoded per batch (bounds memory; default: %(default)s)",

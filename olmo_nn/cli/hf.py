@@ -12,16 +12,13 @@ _DTYPE_CHOICES = ("bfloat16", "float32")
 def _export(args: argparse.Namespace) -> int:
     from olmo_nn.hf.convert import export_hf
 
-    try:
-        out = export_hf(
-            args.checkpoint,
-            args.out_dir,
-            tokenizer=args.tokenizer,
-            dtype=args.dtype,
-            overwrite=args.overwrite,
-        )
-    except FileExistsError as error:
-        raise ValueError(str(error)) from error
+    out = export_hf(
+        args.checkpoint,
+        args.out_dir,
+        tokenizer=args.tokenizer,
+        dtype=args.dtype,
+        overwrite=args.overwrite,
+    )
     print(f"wrote Hugging Face model folder {out}")
     return 0
 
@@ -29,10 +26,7 @@ def _export(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     from olmo_nn.hf.convert import import_hf
 
-    try:
-        out = import_hf(args.hf_dir, args.out_checkpoint, overwrite=args.overwrite)
-    except FileExistsError as error:
-        raise ValueError(str(error)) from error
+    out = import_hf(args.hf_dir, args.out_checkpoint, overwrite=args.overwrite)
     print(f"wrote checkpoint {out}")
     return 0
 

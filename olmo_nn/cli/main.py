@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
         # User mistakes: say what was wrong and how to fix it, without a traceback.
         print(f"olmo {args.command}: error: {error}", file=sys.stderr)
         return 2
