@@ -177,44 +177,39 @@ def build_report(output: str | Path, *, top: int = 20) -> dict[str, Any]:
     return tables
 
 
-def _plot(tables: dict[str, Any], folder: Path) -> None:
+def _bar_chart(
+    path: Path, x: list[Any], y: list[Any], *, title: str, xlabel: str = "", width: float = 0.8
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    stages = [r for r in tables["documents_per_source_and_stage"] if r["stage"] not in ("input",)]
+    labels = [str(v) for v in x] if any(isinstance(v, str) for v in x) else None
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.35 * len(x)), 4), dpi=110)
+    ax.bar(range(len(x)) if labels else x, y, width=width)
+    if labels:
+        ax.set_xticks(range(len(x)), labels, rotation=60, ha="right", fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("documents")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _plot(tables: dict[str, Any], folder: Path) -> None:
+    stages = [r for r in tables["documents_per_source_and_stage"] if r["stage"] != "input"]
     if stages:
-        fig, ax = plt.subplots(figsize=(8, 4), dpi=110)
-        labels = [f"{r['source']}\n{r['stage']}" for r in stages]
-        ax.bar(range(len(stages)), [r["documents"] for r in stages])
-        ax.set_xticks(range(len(stages)), labels, rotation=60, ha="right", fontsize=7)
-        ax.set_ylabel("documents")
-        ax.set_title("where each input document ended")
-        fig.tight_layout()
-        fig.savefig(folder / "stages.png")
-        plt.close(fig)
-    histogram = tables.get("length_histogram")
-    if histogram:
-        fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
-        ax.bar(
-            [r["log10_chars"] for r in histogram], [r["documents"] for r in histogram], width=0.22
-        )
-        ax.set_xlabel("log10(characters)")
-        ax.set_ylabel("documents")
-        ax.set_title("document length")
-        fig.tight_layout()
-        fig.savefig(folder / "lengths.png")
-        plt.close(fig)
-    languages = tables.get("language_distribution")
-    if languages:
-        fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
-        ax.bar([r["language"] for r in languages], [r["documents"] for r in languages])
-        ax.set_ylabel("documents")
-        ax.set_title("top language")
-        fig.tight_layout()
-        fig.savefig(folder / "languages.png")
-        plt.close(fig)
+        _bar_chart(folder / "stages.png", [f"{r['source']}\n{r['stage']}" for r in stages],
+                   [r["documents"] for r in stages], title="where each input document ended")  # fmt: skip
+    if histogram := tables.get("length_histogram"):
+        _bar_chart(folder / "lengths.png", [r["log10_chars"] for r in histogram],
+                   [r["documents"] for r in histogram], title="document length",
+                   xlabel="log10(characters)", width=0.22)  # fmt: skip
+    if languages := tables.get("language_distribution"):
+        _bar_chart(folder / "languages.png", [r["language"] for r in languages],
+                   [r["documents"] for r in languages], title="top language")  # fmt: skip
 
 
 def print_report(tables: dict[str, Any]) -> None:

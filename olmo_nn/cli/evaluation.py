@@ -56,11 +56,11 @@ def register(commands: Any) -> None:
 
 
 def _step(model_spec: str) -> int | None:
-    import yaml
+    import json
 
     path = Path(model_spec) / "train_state.json"
     if path.is_file():
-        return int(yaml.safe_load(path.read_text())["step"])
+        return int(json.loads(path.read_text())["step"])
     return None
 
 

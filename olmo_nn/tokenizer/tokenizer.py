@@ -273,13 +273,12 @@ class Tokenizer:
 
     def _map_chunks(self, items: Sequence[Any], fn: Any) -> list[Any]:
         """``fn`` over contiguous chunks of ``items`` on the thread pool, results in order."""
-        texts = items
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="tokenize")
         # Many small chunks balance the threads (documents vary in size) at little overhead.
-        num_chunks = min(len(texts), self.num_threads * 16)
-        bounds = np.linspace(0, len(texts), num_chunks + 1).astype(int)
-        chunks = [texts[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+        num_chunks = min(len(items), self.num_threads * 16)
+        bounds = np.linspace(0, len(items), num_chunks + 1).astype(int)
+        chunks = [items[a:b] for a, b in itertools.pairwise(bounds) if b > a]
         out: list[Any] = []
         for part in self._pool.map(fn, chunks):
             out.extend(part)

@@ -158,7 +158,8 @@ class Trainer:
             )
         return model
 
-    def _autocast(self) -> Any:
+    def autocast(self) -> Any:
+        """bf16 autocast for a forward pass when the run is bf16 and not sharded (else a no-op)."""
         # With FSDP the parameters are cast by its mixed-precision policy instead.
         enabled = self.config.precision == "bf16" and not (
             self.ctx.world_size > 1 and self.config.fsdp
@@ -306,7 +307,7 @@ class Trainer:
             if sync is not None:
                 sync(i == len(chunks) - 1)  # reduce gradients once, after the last micro-batch
             ids = chunk.to(ctx.device, non_blocking=True)
-            with self._autocast():
+            with self.autocast():
                 logits = self.model(ids[:, :-1])
             logits = logits.float()
             ce = F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())

@@ -24,6 +24,7 @@ __all__ = ["DownstreamEval"]
 class DownstreamEval(Callback):
     def __init__(self) -> None:
         self._tasks: dict[str, tuple[list[Any], str]] | None = None
+        self._tokenizer: Any = None
 
     def on_train_start(self, trainer: Trainer) -> None:
         config = trainer.config.eval
@@ -34,6 +35,9 @@ class DownstreamEval(Callback):
             )
             return
         from olmo_nn.eval.tasks import expand_task_names, get_task_spec, load_task
+        from olmo_nn.tokenizer import Tokenizer
+
+        self._tokenizer = Tokenizer.from_name_or_path()  # loaded once, not at every evaluation
 
         self._tasks = {
             name: (
@@ -54,12 +58,11 @@ class DownstreamEval(Callback):
             return
         from olmo_nn.eval.downstream import evaluate_task
         from olmo_nn.eval.models import LanguageModel
-        from olmo_nn.tokenizer import Tokenizer
 
         model = trainer.model
         wrapped = LanguageModel(
             model,
-            Tokenizer.from_name_or_path(),
+            self._tokenizer,
             name=trainer.config.run_name,
             max_length=trainer.config.model.max_sequence_length,
             vocab_size=trainer.config.model.padded_vocab_size,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,7 +97,7 @@ class MLflowLogger(Callback):
             return
         from mlflow.entities import Metric
 
-        timestamp = int(1000 * __import__("time").time())
+        timestamp = int(1000 * time.time())
         for key, value in metrics.items():
             if key != "step" and isinstance(value, int | float) and not isinstance(value, bool):
                 self._pending.append(Metric(key, float(value), timestamp, metrics["step"]))

@@ -46,7 +46,7 @@ def evaluate_perplexity(trainer: Trainer) -> dict[str, float]:
         ids = torch.as_tensor(
             np.stack([data[int(i)] for i in mine[start : start + batch_size]]), device=ctx.device
         )
-        with trainer._autocast():
+        with trainer.autocast():
             logits = trainer.model(ids[:, :-1])
         total += F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
         batches += 1
