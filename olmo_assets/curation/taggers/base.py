@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-__all__ = ["SPAN", "Tagger", "attribute", "spans_column"]
+__all__ = ["SPAN", "Tagger", "attribute", "spans_column", "stripped_lines"]
 
 #: The dtype of a list of character spans.
 SPAN = pl.List(pl.Struct({"start": pl.Int64, "end": pl.Int64}))
@@ -54,3 +54,15 @@ def spans_column(
     series = pl.Series(name, lists)
     assert series.dtype == SPAN, series.dtype
     return series
+
+
+def stripped_lines(texts: pl.Series) -> pl.DataFrame:
+    """One row per line of every text (``split("\\n")``), stripped: columns ``doc``, ``line``."""
+    return (
+        texts.str.split("\n")
+        .alias("line")
+        .to_frame()
+        .with_row_index("doc")
+        .explode("line")
+        .with_columns(pl.col("line").str.strip_chars())
+    )

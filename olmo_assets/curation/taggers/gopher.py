@@ -38,7 +38,7 @@ from typing import ClassVar
 import numpy as np
 import polars as pl
 
-from olmo_assets.curation.taggers.base import Tagger, attribute
+from olmo_assets.curation.taggers.base import Tagger, attribute, stripped_lines
 
 __all__ = [
     "BULLETS",
@@ -338,12 +338,7 @@ def _dense_rank(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _line_and_paragraph_statistics(texts: pl.Series) -> dict[str, pl.Series]:
     lines = (
-        texts.str.split("\n")
-        .alias("line")
-        .to_frame()
-        .with_row_index("doc")
-        .explode("line")
-        .with_columns(pl.col("line").str.strip_chars())
+        stripped_lines(texts)
         .with_columns(
             (pl.col("line") == "").cum_sum().alias("paragraph"),  # unique per (doc, paragraph)
             pl.col("line").str.len_chars().alias("length"),

@@ -14,7 +14,7 @@ from typing import ClassVar
 import numpy as np
 import polars as pl
 
-from olmo_assets.curation.taggers.base import Tagger, attribute
+from olmo_assets.curation.taggers.base import Tagger, attribute, stripped_lines
 
 __all__ = ["ZLIB_LEVEL", "RepetitionTagger"]
 
@@ -62,15 +62,7 @@ class RepetitionTagger(Tagger):
 
 def _line_statistics(texts: pl.Series) -> pl.DataFrame:
     per_line = (
-        texts.str.split("\n")
-        .alias("line")
-        .to_frame()
-        .with_row_index("doc")
-        .explode("line")
-        .with_columns(pl.col("line").str.strip_chars())
-        .filter(pl.col("line") != "")
-        .group_by("doc", "line")
-        .len("count")
+        stripped_lines(texts).filter(pl.col("line") != "").group_by("doc", "line").len("count")
     )
     per_doc = per_line.group_by("doc").agg(
         pl.col("count").max().cast(pl.Int64).alias("max_line_repeat_count"),
