@@ -1,0 +1,214 @@
+"""``params.yaml``: the parameters that define the lab's artifacts, and where they live.
+
+DVC tracks these parameters (each stage of ``dvc.yaml`` lists the ones it reads) and Dagster
+hashes the same ones into its assets' code versions, so a change marks exactly the artifacts
+that depend on it stale, in both tools.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from olmo_nn.config import Config, ConfigError
+
+__all__ = [
+    "SOURCE_KINDS",
+    "CurationParams",
+    "EvalParams",
+    "Lab",
+    "LabParams",
+    "SourceParams",
+    "TrainParams",
+    "find_repo_root",
+]
+
+SOURCE_KINDS = ("code", "prose", "markdown", "multilingual")
+
+
+@dataclass
+class SourceParams(Config):
+    kind: str = "prose"
+    """Which local source builds it: code | prose | markdown | multilingual."""
+    max_mb: float | None = None
+    """For ``code``: stop after this many MB of standard-library source."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in SOURCE_KINDS:
+            raise ConfigError(f"sources: kind={self.kind!r}, expected one of {SOURCE_KINDS}")
+
+
+@dataclass
+class CurationParams(Config):
+    mix: str = "configs/curation/dolma_v1_5.yaml"
+    """The curation config (taggers, dedup, rules); its sources are replaced by ``sources``."""
+    validation_fraction: float = 0.05
+    """Held out per non-code source as its validation split."""
+    workers: int = 2
+
+
+@dataclass
+class TrainParams(Config):
+    config: str = "configs/tiny.yaml"
+    max_steps: int = 240
+    checkpoint_interval: int = 80
+    """An unsharded checkpoint is kept at every multiple of this."""
+    global_batch_size: int = 8
+    micro_batch_size: int = 8
+    nproc: int = 1
+    """Processes (``torchrun --nproc-per-node``)."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Further ``key=value`` overrides of the training config (``scheduler.warmup_steps``)."""
+
+
+@dataclass
+class EvalParams(Config):
+    checkpoints: list[int] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)
+    limit: int = 40
+    perplexity_documents: int = 100
+    """Validation documents per source scored for perplexity."""
+
+
+@dataclass
+class LabParams(Config):
+    sources: dict[str, SourceParams] = field(default_factory=dict)
+    curation: CurationParams = field(default_factory=CurationParams)
+    tokenizer: str = "olmo"
+    train: TrainParams = field(default_factory=TrainParams)
+    eval: EvalParams = field(default_factory=EvalParams)
+
+    def __post_init__(self) -> None:
+        for step in self.eval.checkpoints:
+            if step % self.train.checkpoint_interval or not 0 < step <= self.train.max_steps:
+                raise ConfigError(
+                    f"params: eval.checkpoints has {step}, which is not a multiple of "
+                    f"train.checkpoint_interval={self.train.checkpoint_interval} up to "
+                    f"train.max_steps={self.train.max_steps}: no checkpoint is kept there"
+                )
+
+    @classmethod
+    def from_yaml_dict(cls, data: dict[str, Any]) -> LabParams:
+        sources = {
+            name: SourceParams.from_dict(value or {}, _where=f"sources.{name}.")
+            for name, value in (data.get("sources") or {}).items()
+        }
+        if not sources:
+            raise ConfigError("params: `sources` is empty; name at least one source")
+        params = cls.from_dict({k: v for k, v in data.items() if k != "sources"})
+        params.sources = sources
+        return params
+
+    def section(self, name: str) -> Any:
+        """A top-level section as plain data (what a stage's code version hashes)."""
+        value = getattr(self, name)
+        if isinstance(value, dict):
+            return {k: v.to_dict() for k, v in value.items()}
+        return value.to_dict() if isinstance(value, Config) else value
+
+
+def find_repo_root(start: Path | None = None) -> Path:
+    """``OLMO_LAB_REPO`` if set, else the nearest folder above ``start`` with ``params.yaml``."""
+    if os.environ.get("OLMO_LAB_REPO"):
+        return Path(os.environ["OLMO_LAB_REPO"]).resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "params.yaml").is_file():
+            return folder
+    raise FileNotFoundError(
+        f"no params.yaml in {here} or above: run from the repository, or set OLMO_LAB_REPO"
+    )
+
+
+@dataclass
+class Lab:
+    """A repository's pipeline: its parameters and the folders of its artifacts (``lab/``)."""
+
+    repo: Path
+    params: LabParams
+
+    @classmethod
+    def load(cls, repo: str | os.PathLike[str] | None = None) -> Lab:
+        root = Path(repo).resolve() if repo is not None else find_repo_root()
+        path = root / "params.yaml"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist: the lab's parameters live there")
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        try:
+            params = LabParams.from_yaml_dict(data)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
+        return cls(root, params)
+
+    # -- where every artifact lives (relative paths are what dvc.yaml names) ------------------
+    @property
+    def root(self) -> Path:
+        return self.repo / "lab"
+
+    def raw(self, source: str) -> Path:
+        return self.root / "raw" / source
+
+    def tagged(self, source: str) -> Path:
+        return self.root / "tagged" / source
+
+    @property
+    def eval_data(self) -> Path:
+        return self.root / "eval_data"
+
+    @property
+    def dedup(self) -> Path:
+        return self.root / "dedup"
+
+    @property
+    def curated(self) -> Path:
+        return self.root / "curated"
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.root / "tokenizer"
+
+    @property
+    def shards(self) -> Path:
+        return self.root / "shards"
+
+    @property
+    def corpus_report(self) -> Path:
+        return self.root / "reports" / "corpus"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "runs" / "train"
+
+    def checkpoint(self, step: int) -> Path:
+        return self.run_dir / "checkpoints" / f"step{step:06d}-unsharded"
+
+    def downstream(self, step: int, task: str) -> Path:
+        return self.root / "eval" / f"step{step:06d}" / "downstream" / task
+
+    def perplexity(self, step: int) -> Path:
+        return self.root / "eval" / f"step{step:06d}" / "perplexity"
+
+    @property
+    def model_report(self) -> Path:
+        return self.root / "reports" / "model"
+
+    @property
+    def database(self) -> Path:
+        """The DuckDB database over every artifact (``olmo query``)."""
+        return self.root / "lab.duckdb"
+
+    @property
+    def mlflow_uri(self) -> str:
+        """``MLFLOW_TRACKING_URI`` if set, else SQLite in the repository (``.mlflow/``)."""
+        return os.environ.get(
+            "MLFLOW_TRACKING_URI", f"sqlite:///{self.repo / '.mlflow' / 'mlflow.db'}"
+        )
+
+    @property
+    def mlflow_experiment(self) -> str:
+        """One experiment per pipeline: named after the repository folder."""
+        return f"olmo-lab/{self.repo.name}"
