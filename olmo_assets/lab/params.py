@@ -186,6 +186,9 @@ class Lab:
     def checkpoint(self, step: int) -> Path:
         return self.run_dir / "checkpoints" / f"step{step:06d}-unsharded"
 
+    def checkpoint_record(self, step: int) -> Path:
+        return self.root / "checkpoints" / f"step{step:06d}"
+
     def downstream(self, step: int, task: str) -> Path:
         return self.root / "eval" / f"step{step:06d}" / "downstream" / task
 

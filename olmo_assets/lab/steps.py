@@ -497,6 +497,29 @@ def _checkpoint(lab: Lab, step: int) -> Path:
     return path
 
 
+def record_checkpoint(lab: Lab, step: int) -> StepResult:
+    """One kept checkpoint: verified loadable; its content hash, tokens seen and parameters."""
+    import olmo_nn
+    from olmo_nn.train.callbacks.mlflow_logger import content_hash
+
+    checkpoint = _checkpoint(lab, int(step))
+    model = olmo_nn.load_model(checkpoint)
+    state = json.loads((checkpoint / "train_state.json").read_text(encoding="utf-8"))
+    record = {
+        "step": int(step),
+        "path": _relative(lab, checkpoint),
+        "sha256": content_hash(checkpoint),
+        "parameters": model.num_params(),
+        "tokens_seen": state["tokens_seen"],
+        "epoch": state["epoch"],
+    }
+    target = lab.checkpoint_record(int(step))
+    staging = _replace_folder(target)
+    (staging / "checkpoint.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    _commit(staging, target)
+    return StepResult([target], record)
+
+
 def evaluate_downstream(lab: Lab, step: int, task: str) -> StepResult:
     """One task on one checkpoint (rank classification, OLMo's normalization for the task)."""
     from olmo_nn.eval.downstream import evaluate_task, write_results
@@ -597,6 +620,7 @@ STEPS: dict[str, Step] = {
         Step("tokenize", tokenize, ("curation",)),
         Step("corpus_report", corpus_report, ()),
         Step("train", train, ("train",)),
+        Step("checkpoint", record_checkpoint, ("train",), ("step",)),
         Step("downstream", evaluate_downstream, ("eval",), ("step", "task")),
         Step("perplexity", evaluate_perplexity_step, ("eval",), ("step",)),
     )

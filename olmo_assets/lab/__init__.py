@@ -1,0 +1,1 @@
+"""The lab pipeline: parameters (params.yaml) and one step per artifact; no Dagster, no DVC."""
