@@ -75,23 +75,20 @@ def _print_rows(rows: list[dict[str, Any]]) -> None:
 def _downstream(args: argparse.Namespace) -> int:
     from olmo_nn.eval.downstream import evaluate_task, write_results
     from olmo_nn.eval.models import load_language_model
-    from olmo_nn.eval.tasks import CustomTaskConfig, expand_task_names, get_task_spec, load_task
+    from olmo_nn.eval.tasks import expand_task_names, get_task_spec, load_task
 
     model = load_language_model(args.model, device=args.device)
     results = []
     for name in expand_task_names(args.tasks):
         instances = load_task(name, limit=args.limit)
-        default = (
-            CustomTaskConfig.from_yaml(name).normalization
-            if name.endswith((".yaml", ".yml"))
-            else get_task_spec(name).default_normalization
-        )
+        spec = get_task_spec(name)
         results.append(
             evaluate_task(
                 model,
-                name,
+                spec.name,
                 instances,
-                default_normalization=default,
+                default_normalization=spec.default_normalization,
+                unconditional_context=spec.unconditional_context,
                 convention=args.convention,
                 batch_size=args.batch_size,
             )

@@ -1,7 +1,9 @@
 """Downstream evaluation: rank classification over the tasks, all four normalizations at once.
 
 For every choice of every instance the log-likelihood of its continuation given its context is
-scored once (plus the continuation given ``"Answer:"`` for the unconditional normalization);
+scored once (plus the continuation given the task's unconditional context, ``"Answer:"``, for
+the unconditional normalization), all in one :func:`score_requests` call, so the choices of an
+instance share their context's forward pass;
 accuracy is then computed under none / per-token / per-character / unconditional, and ``acc``
 is the task's default as OLMo chose it.
 """
@@ -16,12 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from olmo_nn.eval.scoring import Convention, Request, normalize, score_requests
+from olmo_nn.eval.scoring import (
+    NORMALIZATIONS,
+    UNCONDITIONAL_CONTEXT,
+    Convention,
+    Request,
+    normalize,
+    score_requests,
+    unconditional_requests,
+)
 
 __all__ = ["NORMALIZATIONS", "TaskResult", "evaluate_task", "write_results"]
-
-NORMALIZATIONS = ("none", "per_token", "per_char", "unconditional")
-UNCONDITIONAL_CONTEXT = "Answer:"
 
 
 @dataclass
@@ -54,14 +61,18 @@ def evaluate_task(
     default_normalization: str,
     convention: Convention = "separate",
     batch_size: int = 32,
+    unconditional_context: str = UNCONDITIONAL_CONTEXT,
 ) -> TaskResult:
-    """Score every choice of ``instances`` (``contexts``/``continuations``/``label``)."""
+    """Score every choice of ``instances`` (``contexts``/``continuations``/``label``).
+
+    The ``unconditional`` normalization subtracts log P(continuation | unconditional_context)
+    (the task's ``TaskSpec.unconditional_context``).
+    """
     if default_normalization not in NORMALIZATIONS:
         raise ValueError(
             f"default_normalization={default_normalization!r}: expected one of {NORMALIZATIONS}"
         )
     requests: list[Request] = []
-    unconditional: list[Request] = []
     owners: list[tuple[int, int]] = []
     for i, instance in enumerate(instances):
         choices = max(len(instance.contexts), len(instance.continuations))
@@ -73,10 +84,15 @@ def evaluate_task(
                 else instance.continuations[0]
             )
             requests.append(Request(context=context, continuation=continuation))
-            unconditional.append(Request(context=UNCONDITIONAL_CONTEXT, continuation=continuation))
             owners.append((i, j))
-    scores = score_requests(model, requests, convention=convention, batch_size=batch_size)
-    baseline = score_requests(model, unconditional, convention=convention, batch_size=batch_size)
+    # One call: the unconditional requests (all one context) pack densely beside the others.
+    both = score_requests(
+        model,
+        requests + unconditional_requests(requests, unconditional_context),
+        convention=convention,
+        batch_size=batch_size,
+    )
+    scores, baseline = both[: len(requests)], both[len(requests) :]
     normalized = {
         "none": normalize(scores, "none"),
         "per_token": normalize(scores, "per_token"),

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from olmo_nn.model import OLMo
@@ -25,7 +24,11 @@ __all__ = ["HF_PREFIX", "LanguageModel", "load_language_model"]
 
 _PLAIN_HEAD_MODEL_TYPES = frozenset({"olmo", "olmo2", "llama"})
 """transformers model types whose logits are exactly the output layer of the last hidden state
-(no logit scaling or soft-capping), so the head can run on selected positions only."""
+(no logit scaling or soft-capping), so the head can run on selected positions only. Their
+decoders also take ``position_ids`` for RoPE and pass a 4D ``attention_mask`` through to the
+attention unchanged (``masking_utils``), which is what packed rows need."""
+_MASKABLE_ATTENTION = frozenset({"sdpa", "eager"})
+"""transformers attention implementations that apply a custom 4D additive mask as given."""
 
 HF_PREFIX = "hf:"
 """A model spec starting with this names a folder that transformers loads."""
@@ -63,12 +66,15 @@ class LanguageModel:
         """Longest input (in tokens) the model accepts."""
         self.vocab_size = vocab_size
         """Rows of the output layer (the logits' last dimension; may exceed the tokenizer's)."""
+        self.accepts_packed_rows = _accepts_packed_rows(module)
+        """:meth:`logits_at` takes ``position_ids`` and ``attention_mask`` (several sequences in
+        one row): our ``OLMo``, and transformers' plain-head models on SDPA or eager attention."""
 
     @property
     def device(self) -> torch.device:
         return next(self.module.parameters()).device
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Logits (B, T, vocab_size) for token ids (B, T), in the model's dtype."""
         if input_ids.dim() != 2:
@@ -80,30 +86,62 @@ class LanguageModel:
         out = self.module(input_ids.to(self.device))
         return out if isinstance(out, torch.Tensor) else out.logits
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def logits_at(
-        self, input_ids: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor
+        self,
+        input_ids: torch.Tensor,
+        rows: torch.Tensor,
+        positions: torch.Tensor,
+        *,
+        position_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits (N, vocab_size) at ``(rows[i], positions[i])`` of the batch ``input_ids``.
 
         Equal to ``logits(input_ids)[rows, positions]``, but for our ``OLMo`` and transformers'
         plain-head models the output layer runs on the N selected hidden states only, so the
         (B, T, V) logits tensor is never built.
+
+        Where :attr:`accepts_packed_rows`, ``position_ids`` (B, T) set each token's RoPE
+        position and ``attention_mask`` (B, 1, T, T), bool, True where query ``t`` may see key
+        ``s``, replaces the causal mask. (No grad rather than inference mode: FSDP2 cannot
+        all-gather its parameters into inference tensors.)
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
-        input_ids = input_ids.to(self.device)
-        rows, positions = rows.to(self.device), positions.to(self.device)
+        packed = position_ids is not None or attention_mask is not None
+        if packed and not self.accepts_packed_rows:
+            raise ValueError(
+                f"model {self.name!r} does not take position_ids or a 4D attention_mask; score "
+                "one sequence per row (score_requests(..., share_prefix=False))"
+            )
+        device = self.device
+        input_ids = input_ids.to(device)
+        rows, positions = rows.to(device), positions.to(device)
+        if position_ids is not None:
+            position_ids = position_ids.to(device)
+        if attention_mask is not None:
+            attention_mask = attention_mask.to(device)
         module: Any = self.module
         if isinstance(module, OLMo):
-            h = module.embeddings(input_ids)  # (B, T, d_model)
-            for block in module.blocks:
-                h = block(h)
-            h = module.final_norm(h[rows, positions])  # (N, d_model)
-            return F.linear(h, module.output_weight())  # (N, V)
-        config = getattr(module, "config", None)
-        if getattr(config, "model_type", None) in _PLAIN_HEAD_MODEL_TYPES:
-            hidden = module.base_model(input_ids).last_hidden_state  # (B, T, d_model)
+            # Through forward (not its submodules), so that FSDP gathers the parameters.
+            out: torch.Tensor = module(
+                input_ids,
+                position_ids=position_ids,
+                attention_mask=attention_mask,
+                logits_at=(rows, positions),
+            )
+            return out  # (N, V)
+        if _is_plain_head(module):
+            additive = None
+            if attention_mask is not None:
+                # transformers adds a 4D float mask to the attention scores as it is.
+                dtype = module.get_output_embeddings().weight.dtype
+                additive = torch.zeros(attention_mask.shape, dtype=dtype, device=device)
+                additive.masked_fill_(~attention_mask, torch.finfo(dtype).min)
+            hidden = module.base_model(
+                input_ids, position_ids=position_ids, attention_mask=additive
+            ).last_hidden_state  # (B, T, d_model)
             return module.get_output_embeddings()(hidden[rows, positions])  # (N, V)
         return self.logits(input_ids)[rows, positions]
 
@@ -112,6 +150,20 @@ class LanguageModel:
             f"LanguageModel(name={self.name!r}, max_length={self.max_length}, "
             f"vocab_size={self.vocab_size}, tokenizer={self.tokenizer.name!r})"
         )
+
+
+def _is_plain_head(module: nn.Module) -> bool:
+    config = getattr(module, "config", None)
+    return getattr(config, "model_type", None) in _PLAIN_HEAD_MODEL_TYPES
+
+
+def _accepts_packed_rows(module: nn.Module) -> bool:
+    if isinstance(module, OLMo):
+        return True
+    config = getattr(module, "config", None)
+    return _is_plain_head(module) and (
+        getattr(config, "_attn_implementation", None) in _MASKABLE_ATTENTION
+    )
 
 
 def _load_native(folder: Path, *, device: str, dtype: torch.dtype | None) -> LanguageModel:

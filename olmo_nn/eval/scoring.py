@@ -18,7 +18,7 @@ truncated from the left) and is reported with ``truncated=True``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -33,6 +33,7 @@ __all__ = [
     "Request",
     "RequestScore",
     "encode_request",
+    "encode_requests",
     "normalize",
     "score_requests",
     "unconditional_requests",
@@ -70,31 +71,57 @@ class RequestScore:
     """The context was cut from the left to fit the model's window."""
 
 
-def encode_request(
-    tokenizer: Tokenizer, request: Request, convention: Convention = "separate"
-) -> tuple[list[int], list[int]]:
-    """Token ids of (context, continuation) under ``convention``."""
+def encode_requests(
+    tokenizer: Tokenizer, requests: Sequence[Request], convention: Convention = "separate"
+) -> list[tuple[list[int], list[int]]]:
+    """Token ids of (context, continuation) of each request under ``convention``.
+
+    Texts go through the tokenizer's batch encoder, each distinct context once.
+    """
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention={convention!r}: expected one of {CONVENTIONS}")
     if convention == "separate":
-        return tokenizer.encode(request.context), tokenizer.encode(request.continuation)
-    if convention == "joint":
+        contexts = [r.context for r in requests]
+        continuations = tokenizer.encode_batch([r.continuation for r in requests])
+        return list(zip(_encode_distinct(tokenizer, contexts), continuations, strict=True))
+    contexts, wholes = [], []
+    for request in requests:
         context, continuation = request.context, request.continuation
         num_spaces = len(context) - len(context.rstrip())
         if num_spaces > 0:
             continuation = context[-num_spaces:] + continuation
             context = context[:-num_spaces]
-        whole = tokenizer.encode(context + continuation)
-        context_ids = tokenizer.encode(context)
-        return context_ids, whole[len(context_ids) :]
-    raise ValueError(f"convention={convention!r}: expected one of {CONVENTIONS}")
+        contexts.append(context)
+        wholes.append(context + continuation)
+    context_ids = _encode_distinct(tokenizer, contexts)
+    return [
+        (context, whole[len(context) :])
+        for context, whole in zip(context_ids, tokenizer.encode_batch(wholes), strict=True)
+    ]
+
+
+def encode_request(
+    tokenizer: Tokenizer, request: Request, convention: Convention = "separate"
+) -> tuple[list[int], list[int]]:
+    """Token ids of (context, continuation) under ``convention``."""
+    return encode_requests(tokenizer, [request], convention)[0]
+
+
+def _encode_distinct(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """``encode_batch(texts)``, encoding each distinct text once (choices share contexts)."""
+    distinct = list(dict.fromkeys(texts))
+    ids = dict(zip(distinct, tokenizer.encode_batch(distinct), strict=True))
+    return [ids[text] for text in texts]
 
 
 @dataclass(frozen=True)
 class _Sequence:
+    """One request's tokens, cut to the model's window."""
+
     index: int
-    input_ids: list[int]
-    """Model input: context + continuation without its last token, at most max_length."""
-    targets: list[int]
-    """The continuation: predicted at the last len(targets) positions of input_ids."""
+    context: list[int]
+    """Never empty (EOS stands in for an empty context); kept from the right when truncated."""
+    continuation: list[int]
     truncated: bool
 
 
@@ -113,10 +140,67 @@ def _prepare(
         if eos is None:
             raise ValueError(f"request {index} has an empty context and the tokenizer no EOS")
         context = [eos]
-    whole = context + continuation
-    truncated = len(whole) > model.max_length + 1
-    whole = whole[-(model.max_length + 1) :]
-    return _Sequence(index, whole[:-1], continuation, truncated)
+    # The input is context + continuation[:-1]: keep the last max_length + 1 tokens of both.
+    keep = model.max_length + 1 - len(continuation)
+    truncated = len(context) > keep
+    return _Sequence(index, context[-keep:], continuation, truncated)
+
+
+@dataclass
+class _Row:
+    """One row of a forward pass: a context, then one segment per continuation scored in it.
+
+    A segment holds its continuation without the last token; it sees the context and itself
+    (causally) but no other segment, and its positions restart where the context ends, so
+    every continuation is scored exactly as in a row of its own.
+    """
+
+    num_context: int
+    input_ids: list[int]
+    position_ids: list[int]
+    segment_ids: list[int]
+    """0 for the context, ``i`` for the i-th segment."""
+    scored: list[tuple[int, list[int], list[int]]] = field(default_factory=list)
+    """(request index, continuation ids, positions whose logits predict them)."""
+
+    @classmethod
+    def of_context(cls, context: list[int]) -> _Row:
+        return cls(len(context), list(context), list(range(len(context))), [0] * len(context))
+
+    def add(self, sequence: _Sequence) -> None:
+        """Score ``sequence`` (whose context is this row's) in a new segment."""
+        num_context = self.num_context
+        segment = sequence.continuation[:-1]
+        start = len(self.input_ids)
+        self.input_ids.extend(segment)
+        self.position_ids.extend(range(num_context, num_context + len(segment)))
+        self.segment_ids.extend([len(self.scored) + 1] * len(segment))
+        positions = [num_context - 1, *range(start, start + len(segment))]
+        self.scored.append((sequence.index, sequence.continuation, positions))
+
+    @property
+    def is_causal(self) -> bool:
+        """At most one segment has tokens: the plain causal mask and positions are exact."""
+        return sum(1 for _, continuation, _ in self.scored if len(continuation) > 1) <= 1
+
+
+def _pack(sequences: Sequence[_Sequence], max_length: int, share_prefix: bool) -> list[_Row]:
+    """Rows of at most ``max_length`` tokens.
+
+    With ``share_prefix``, one row per distinct context (another when the next continuation
+    would not fit), else one per sequence.
+    """
+    rows: list[_Row] = []
+    open_rows: dict[tuple[int, ...], _Row] = {}
+    for sequence in sequences:
+        key = tuple(sequence.context)
+        row = open_rows.get(key) if share_prefix else None
+        if row is None or len(row.input_ids) + len(sequence.continuation) - 1 > max_length:
+            row = _Row.of_context(sequence.context)
+            rows.append(row)
+            open_rows[key] = row
+        row.add(sequence)
+    return rows
 
 
 def score_requests(
@@ -125,67 +209,132 @@ def score_requests(
     *,
     convention: Convention = "separate",
     batch_size: int = 32,
+    max_batch_tokens: int | None = None,
+    share_prefix: bool = True,
 ) -> list[RequestScore]:
     """Log-likelihood of each request's continuation, in the order of ``requests``.
 
-    Sequences are sorted longest first, batched and right-padded (causal attention: padding
-    after a sequence cannot change its logits). Each sequence runs one forward pass; the
-    output layer (where the model allows, see :meth:`LanguageModel.logits_at`) and the
-    float32 log-softmax run on the continuation positions only.
+    With ``share_prefix`` (and a model that :attr:`~LanguageModel.accepts_packed_rows`),
+    requests whose context tokens are identical (the choices of one example) share one row:
+    the context once, then each continuation in its own attention block, so one forward pass
+    scores every choice. Otherwise each request is a row of its own. The results are the same
+    up to float rounding.
+
+    Rows are sorted longest first and batched, at most ``batch_size`` rows and (if given)
+    ``max_batch_tokens`` padded tokens per forward pass, right-padded (padding after a row
+    cannot change its logits). The output layer (where the model allows, see
+    :meth:`LanguageModel.logits_at`) and the float32 log-softmax run only at the positions
+    that predict continuation tokens, once per distinct position.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size={batch_size} must be positive")
+    if max_batch_tokens is not None and max_batch_tokens < model.max_length:
+        raise ValueError(
+            f"max_batch_tokens={max_batch_tokens} must be at least the model's window "
+            f"({model.max_length}), or None"
+        )
     tokenizer = model.tokenizer
     sequences = [
-        _prepare(model, i, *encode_request(tokenizer, request, convention))
-        for i, request in enumerate(requests)
+        _prepare(model, i, context, continuation)
+        for i, (context, continuation) in enumerate(
+            encode_requests(tokenizer, requests, convention)
+        )
     ]
-    sequences.sort(key=lambda s: len(s.input_ids), reverse=True)
+    rows = _pack(sequences, model.max_length, share_prefix and model.accepts_packed_rows)
+    rows.sort(key=lambda row: len(row.input_ids), reverse=True)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     results: list[RequestScore | None] = [None] * len(sequences)
-    for start in range(0, len(sequences), batch_size):
-        batch = sequences[start : start + batch_size]
-        for sequence, (logprob_sum, is_greedy) in zip(
-            batch, _score_batch(model, batch, pad_id), strict=True
-        ):
-            results[sequence.index] = RequestScore(
+    for batch in _batches(rows, batch_size, max_batch_tokens):
+        for index, num_tokens, logprob_sum, is_greedy in _score_batch(model, batch, pad_id):
+            results[index] = RequestScore(
                 logprob_sum=logprob_sum,
-                num_tokens=len(sequence.targets),
-                num_chars=len(requests[sequence.index].continuation),
+                num_tokens=num_tokens,
+                num_chars=len(requests[index].continuation),
                 is_greedy=is_greedy,
-                truncated=sequence.truncated,
+                truncated=sequences[index].truncated,
             )
     return [r for r in results if r is not None]
 
 
+def _batches(
+    rows: Sequence[_Row], batch_size: int, max_batch_tokens: int | None
+) -> list[list[_Row]]:
+    """Consecutive rows (longest first), at most ``batch_size`` and ``max_batch_tokens``."""
+    batches: list[list[_Row]] = []
+    for row in rows:
+        if batches:
+            batch = batches[-1]
+            width = len(batch[0].input_ids)  # the longest: rows come longest first
+            fits = max_batch_tokens is None or (len(batch) + 1) * width <= max_batch_tokens
+            if len(batch) < batch_size and fits:
+                batch.append(row)
+                continue
+        batches.append([row])
+    return batches
+
+
+def _block_mask(segment_ids: torch.Tensor) -> torch.Tensor:
+    """(B, 1, T, T) bool: causal, and a segment sees the context (0) and itself only.
+
+    Padding (-1) sees everything before it, so that no attention row is empty.
+    """
+    width = segment_ids.shape[1]
+    causal = torch.ones(width, width, dtype=torch.bool, device=segment_ids.device).tril()
+    query, key = segment_ids[:, :, None], segment_ids[:, None, :]  # (B, T, 1), (B, 1, T)
+    visible = (key == 0) | (key == query) | (query == -1)  # (B, T, T)
+    return (causal & visible)[:, None]
+
+
 def _score_batch(
-    model: LanguageModel, batch: Sequence[_Sequence], pad_id: int
-) -> list[tuple[float, bool]]:
-    width = max(len(s.input_ids) for s in batch)
+    model: LanguageModel, batch: Sequence[_Row], pad_id: int
+) -> list[tuple[int, int, float, bool]]:
+    """(request index, tokens, log-probability sum, is greedy) of each request in ``batch``."""
+    width = len(batch[0].input_ids)
     input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    rows: list[int] = []
-    positions: list[int] = []
+    position_ids = torch.zeros((len(batch), width), dtype=torch.long)
+    segment_ids = torch.full((len(batch), width), -1, dtype=torch.long)
+    selected: dict[tuple[int, int], int] = {}  # (row, position) -> its row in the logits
+    picks: list[int] = []
     targets: list[int] = []
-    for b, sequence in enumerate(batch):
-        length = len(sequence.input_ids)
-        input_ids[b, :length] = torch.tensor(sequence.input_ids, dtype=torch.long)
-        rows.extend([b] * len(sequence.targets))
-        positions.extend(range(length - len(sequence.targets), length))
-        targets.extend(sequence.targets)
-    # (N, V): only the rows that predict continuation tokens
-    selected = model.logits_at(input_ids, torch.tensor(rows), torch.tensor(positions)).float()
-    target_ids = torch.tensor(targets, device=selected.device)
-    token_logprobs = selected.log_softmax(dim=-1).gather(1, target_ids[:, None])[:, 0]  # (N,)
-    token_greedy = selected.argmax(dim=-1) == target_ids  # (N,)
-    sizes = [len(s.targets) for s in batch]
-    sums = [float(x.sum()) for x in token_logprobs.cpu().split(sizes)]
-    greedy = [bool(x.all()) for x in token_greedy.cpu().split(sizes)]
-    return list(zip(sums, greedy, strict=True))
+    owners: list[tuple[int, int]] = []
+    for b, row in enumerate(batch):
+        length = len(row.input_ids)
+        input_ids[b, :length] = torch.tensor(row.input_ids)
+        position_ids[b, :length] = torch.tensor(row.position_ids)
+        segment_ids[b, :length] = torch.tensor(row.segment_ids)
+        for index, continuation, predicting in row.scored:
+            for position in predicting:
+                picks.append(selected.setdefault((b, position), len(selected)))
+            targets.extend(continuation)
+            owners.append((index, len(continuation)))
+    rows, positions = (torch.tensor(axis) for axis in zip(*selected, strict=True))
+    packed: dict[str, torch.Tensor] = {}
+    if not all(row.is_causal for row in batch):
+        mask = _block_mask(segment_ids.to(model.device))  # built where it is used: (B, 1, T, T)
+        packed = {"position_ids": position_ids, "attention_mask": mask}
+    # (U, V): the distinct positions that predict continuation tokens, and nothing else
+    logits = model.logits_at(input_ids, rows, positions, **packed).float()
+    logprobs = logits.log_softmax(dim=-1)
+    greedy = logits.argmax(dim=-1)  # (U,)
+    pick = torch.tensor(picks, device=logits.device)
+    target_ids = torch.tensor(targets, device=logits.device)
+    token_logprobs = logprobs[pick, target_ids]  # (N,)
+    token_greedy = greedy[pick] == target_ids  # (N,)
+    sizes = [size for _, size in owners]
+    # Summed in float64: a float32 sum of ~100 is only good to ~1e-5.
+    sums = [float(x.sum()) for x in token_logprobs.cpu().double().split(sizes)]
+    all_greedy = [bool(x.all()) for x in token_greedy.cpu().split(sizes)]
+    return [
+        (index, size, total, is_greedy)
+        for (index, size), total, is_greedy in zip(owners, sums, all_greedy, strict=True)
+    ]
 
 
-def unconditional_requests(requests: Sequence[Request]) -> list[Request]:
+def unconditional_requests(
+    requests: Sequence[Request], context: str = UNCONDITIONAL_CONTEXT
+) -> list[Request]:
     """The requests whose scores the ``unconditional`` normalization subtracts."""
-    return [Request(UNCONDITIONAL_CONTEXT, r.continuation) for r in requests]
+    return [Request(context, r.continuation) for r in requests]
 
 
 def normalize(

@@ -66,13 +66,15 @@ class RotaryEmbedding(nn.Module):
         self.head_dim = head_dim
         self.theta = theta
 
-    def _cos_sin(self, seq_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        with _no_autocast(device):
-            exponent = torch.arange(0, self.head_dim, 2, device=device, dtype=torch.float32)
+    def _cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin of the rotation angles at ``positions`` (T,) or (B, T): (..., head_dim)."""
+        with _no_autocast(positions.device):
+            exponent = torch.arange(
+                0, self.head_dim, 2, device=positions.device, dtype=torch.float32
+            )
             inv_freq = 1.0 / (self.theta ** (exponent / self.head_dim))
-            positions = torch.arange(seq_len, device=device, dtype=torch.float32)
-            freqs = torch.outer(positions, inv_freq)  # (T, head_dim / 2)
-            angles = torch.cat((freqs, freqs), dim=-1)  # (T, head_dim)
+            freqs = positions.float()[..., None] * inv_freq  # (..., T, head_dim / 2)
+            angles = torch.cat((freqs, freqs), dim=-1)  # (..., T, head_dim)
             return angles.cos(), angles.sin()
 
     @staticmethod
@@ -80,9 +82,15 @@ class RotaryEmbedding(nn.Module):
         first, second = x.chunk(2, dim=-1)
         return torch.cat((-second, first), dim=-1)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rotate q, k of shape (B, n_heads, T, head_dim)."""
-        cos, sin = self._cos_sin(q.shape[-2], q.device)  # (T, head_dim)
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotate q, k of shape (B, n_heads, T, head_dim) to ``positions`` (B, T), default 0..T-1."""
+        if positions is None:
+            cos, sin = self._cos_sin(torch.arange(q.shape[-2], device=q.device))  # (T, head_dim)
+        else:
+            cos, sin = self._cos_sin(positions)
+            cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, head_dim)
         with _no_autocast(q.device):
             q32, k32 = q.float(), k.float()
             q_rot = q32 * cos + self._rotate_half(q32) * sin
@@ -114,7 +122,13 @@ class Block(nn.Module):
         self.ff_out = nn.Linear(hidden, d, bias=False)
         self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta)
 
-    def attention(self, x: torch.Tensor) -> torch.Tensor:
+    def attention(
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Self-attention; causal unless ``attention_mask`` (see :meth:`OLMo.forward`) is given."""
         batch, seq, d = x.shape
         n_heads, head_dim = self.config.n_heads, self.config.head_dim
         qkv = self.att_proj(x)  # (B, T, 3 * d)
@@ -126,8 +140,12 @@ class Block(nn.Module):
         q = q.view(batch, seq, n_heads, head_dim).transpose(1, 2)  # (B, n_heads, T, head_dim)
         k = k.view(batch, seq, n_heads, head_dim).transpose(1, 2)
         v = v.view(batch, seq, n_heads, head_dim).transpose(1, 2)
-        q, k = self.rotary(q, k)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, n_heads, T, head_dim)
+        q, k = self.rotary(q, k, positions)
+        if attention_mask is None:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)
+        # out: (B, n_heads, T, head_dim)
         out = out.transpose(1, 2).reshape(batch, seq, d)
         return self.attn_out(out)
 
@@ -135,11 +153,16 @@ class Block(nn.Module):
         value, gate = self.ff_proj(x).chunk(2, dim=-1)  # each (B, T, hidden)
         return self.ff_out(F.silu(gate) * value)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         if self.config.norm_placement == "pre":
-            h = x + self.attention(self.attn_norm(x))
+            h = x + self.attention(self.attn_norm(x), positions, attention_mask)
             return h + self.mlp(self.ff_norm(h))
-        h = x + self.attn_norm(self.attention(x))
+        h = x + self.attn_norm(self.attention(x, positions, attention_mask))
         return h + self.ff_norm(self.mlp(h))
 
 
@@ -180,16 +203,35 @@ class OLMo(nn.Module):
     def output_weight(self) -> torch.Tensor:
         return self.embeddings.weight if self.lm_head is None else self.lm_head.weight
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Logits (B, T, padded vocab) for token ids (B, T)."""
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        position_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        logits_at: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Logits (B, T, padded vocab) for token ids (B, T).
+
+        The keywords serve evaluation (several sequences packed in one row); by default the
+        attention is causal and token ``t`` sits at position ``t``.
+
+        * ``position_ids`` (B, T): each token's position for RoPE.
+        * ``attention_mask`` (B, 1, T, T) bool, True where query ``t`` may attend to key ``s``;
+          it replaces the causal mask (every row must allow at least one key).
+        * ``logits_at`` (rows, positions), each (N,): return only those N logits, (N, padded
+          vocab); the output layer then runs on N hidden states instead of B x T.
+        """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
         h = self.embeddings(input_ids)  # (B, T, d_model)
         for block in self.blocks:
-            h = block(h)
+            h = block(h, position_ids, attention_mask)
+        if logits_at is not None:
+            h = h[logits_at]  # (N, d_model)
         h = self.final_norm(h)
         if self.lm_head is None:
-            return F.linear(h, self.embeddings.weight)  # (B, T, padded vocab)
+            return F.linear(h, self.embeddings.weight)  # (B, T, padded vocab) or (N, ...)
         return self.lm_head(h)
 
     def num_params(self, *, include_embedding: bool = True) -> int:

@@ -1,14 +1,23 @@
 """In-loop downstream evaluation: a small, fixed subset of tasks through ``olmo eval``'s code.
 
-Every ``eval.interval`` steps the model scores ``eval.downstream_limit`` examples of each task
-in ``eval.downstream_tasks`` (sampled once, OLMo's seed 1234); ``downstream/<task>/acc`` and
-the per-normalization accuracies join the step's metrics, so metrics.jsonl and the MLflow run
-get them. Single-process runs only for now: under FSDP the hook is skipped with a warning.
+Every ``eval.interval`` steps (and at the last step) the model scores ``eval.downstream_limit``
+examples of each task in ``eval.downstream_tasks`` (sampled once, OLMo's seed 1234) with
+:func:`olmo_nn.eval.downstream.evaluate_task`; ``downstream/<task>/acc`` and the
+per-normalization accuracies join the step's metrics, so metrics.jsonl and the MLflow run
+(written by rank 0) get them.
+
+Under FSDP every rank scores the same requests in the same batches: each forward pass
+all-gathers the sharded parameters, so every rank must run it. The subset is small, so the
+duplicated work is a few forward passes per task; every rank ends with the same accuracies.
+
+Texts are tokenized with the tokenizer that the training shards were built with, as their
+manifest names it (OLMo's when it names none).
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -16,42 +25,88 @@ import torch
 from olmo_nn.train.callbacks.base import Callback
 
 if TYPE_CHECKING:
+    from olmo_nn.data.shards import TokenShards
+    from olmo_nn.tokenizer import Tokenizer
     from olmo_nn.train.trainer import Trainer
 
-__all__ = ["DownstreamEval"]
+__all__ = ["DownstreamEval", "shard_tokenizer"]
+
+
+def shard_tokenizer(
+    shards: TokenShards, *, eos_token_id: int | None = None, pad_token_id: int | None = None
+) -> Tokenizer:
+    """The tokenizer that ``shards`` were built with, by the name in their manifest.
+
+    A manifest that names no tokenizer gets OLMo's (with a warning if its recorded fingerprint
+    differs). Raises ``FileNotFoundError`` when the named tokenizer cannot be found and
+    ``ValueError`` when the file found under that name is not the one the shards recorded.
+    """
+    from olmo_nn.tokenizer import Tokenizer
+
+    name = shards.tokenizer_name
+    if not name:
+        tokenizer = Tokenizer.from_name_or_path(
+            eos_token_id=eos_token_id, pad_token_id=pad_token_id
+        )
+        recorded = shards.tokenizer_fingerprint
+        if recorded and recorded != tokenizer.fingerprint:
+            warnings.warn(
+                f"token shards in {shards.directory} name no tokenizer and record a fingerprint "
+                f"({recorded[:12]}) that is not OLMo's; downstream evaluation uses OLMo's",
+                stacklevel=2,
+            )
+        return tokenizer
+    try:
+        tokenizer = Tokenizer.from_name_or_path(
+            name, eos_token_id=eos_token_id, pad_token_id=pad_token_id
+        )
+    except FileNotFoundError as error:
+        raise FileNotFoundError(
+            f"in-loop downstream evaluation tokenizes with the tokenizer the training shards "
+            f"in {shards.directory} were built with, {name!r}, which is not found ({error}); "
+            "run from the folder the shards were made in, or set eval.downstream_tasks=[]"
+        ) from error
+    shards.check_tokenizer(tokenizer)
+    return tokenizer
+
+
+@dataclass(frozen=True)
+class _Task:
+    name: str
+    instances: list[Any]
+    default_normalization: str
+    unconditional_context: str
 
 
 class DownstreamEval(Callback):
     def __init__(self) -> None:
-        self._tasks: dict[str, tuple[list[Any], str]] | None = None
-        self._tokenizer: Any = None
+        self._tasks: list[_Task] = []
+        self._tokenizer: Tokenizer | None = None
 
     def on_train_start(self, trainer: Trainer) -> None:
-        config = trainer.config.eval
-        if trainer.ctx.world_size > 1:
-            warnings.warn(
-                "in-loop downstream evaluation is skipped under FSDP (several processes)",
-                stacklevel=2,
-            )
-            return
         from olmo_nn.eval.tasks import expand_task_names, get_task_spec, load_task
-        from olmo_nn.tokenizer import Tokenizer
 
-        self._tokenizer = Tokenizer.from_name_or_path()  # loaded once, not at every evaluation
-
-        self._tasks = {
-            name: (
-                load_task(name, limit=config.downstream_limit),
-                get_task_spec(name).default_normalization,
+        config = trainer.config
+        # Loaded once, not at every evaluation; every folder of data.paths has this tokenizer.
+        self._tokenizer = shard_tokenizer(
+            trainer.data.datasets[0].shards,
+            eos_token_id=config.model.eos_token_id,
+            pad_token_id=config.model.pad_token_id,
+        )
+        self._tasks = []
+        for name in expand_task_names(config.eval.downstream_tasks):
+            spec = get_task_spec(name)
+            instances = load_task(name, limit=config.eval.downstream_limit)
+            self._tasks.append(
+                _Task(name, instances, spec.default_normalization, spec.unconditional_context)
             )
-            for name in expand_task_names(config.downstream_tasks)
-        }
 
     def on_step_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         interval = trainer.config.eval.interval
         step = metrics["step"]
         if (
             not self._tasks
+            or self._tokenizer is None
             or not interval
             or (step % interval and step != trainer.config.max_steps)
         ):
@@ -60,19 +115,24 @@ class DownstreamEval(Callback):
         from olmo_nn.eval.models import LanguageModel
 
         model = trainer.model
-        wrapped = LanguageModel(
+        was_training = model.training
+        wrapped = LanguageModel(  # puts the model in eval mode
             model,
             self._tokenizer,
             name=trainer.config.run_name,
             max_length=trainer.config.model.max_sequence_length,
             vocab_size=trainer.config.model.padded_vocab_size,
         )
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            for name, (instances, default) in self._tasks.items():
-                result = evaluate_task(wrapped, name, instances, default_normalization=default)
-                metrics[f"downstream/{name}/acc"] = result.accuracy[default]
+        with torch.no_grad(), trainer.autocast():
+            for task in self._tasks:
+                result = evaluate_task(
+                    wrapped,
+                    task.name,
+                    task.instances,
+                    default_normalization=task.default_normalization,
+                    unconditional_context=task.unconditional_context,
+                )
+                metrics[f"downstream/{task.name}/acc"] = result.accuracy[task.default_normalization]
                 for kind, value in result.accuracy.items():
-                    metrics[f"downstream/{name}/acc_{kind}"] = value
+                    metrics[f"downstream/{task.name}/acc_{kind}"] = value
         model.train(was_training)

@@ -235,3 +235,144 @@ def test_logits_at_equals_selected_full_logits(
     rows, positions = torch.tensor([0, 1, 1]), torch.tensor([3, 0, 2])
     full = model.logits(ids)[rows, positions]
     assert torch.allclose(model.logits_at(ids, rows, positions), full, atol=1e-5)
+
+
+# ------------------------------------------------------------------ prefix sharing
+
+LONG_CONTEXT = " ".join(f"word{i}" for i in range(80))
+GROUPED_REQUESTS = [
+    # One example, choices of 1, several and many tokens: one packed row.
+    Request("Question: Which planet is the largest?\nAnswer:", " Jupiter"),
+    Request("Question: Which planet is the largest?\nAnswer:", " the red planet Mars"),
+    Request(
+        "Question: Which planet is the largest?\nAnswer:",
+        " none of them, since every planet is the same size as the others",
+    ),
+    Request("Question: Which planet is the largest?\nAnswer:", " Saturn"),
+    # Truncated: each choice keeps a different tail of the context.
+    Request(LONG_CONTEXT, " end"),
+    Request(LONG_CONTEXT, " the end of it all"),
+    Request(LONG_CONTEXT, " end"),
+    # A context ending in a space (the conventions differ), and an empty one.
+    Request("Fill in: the sky is ", "blue"),
+    Request("Fill in: the sky is ", "green and yellow"),
+    Request("", " an empty context"),
+    Request("", " another one"),
+]
+
+
+@pytest.fixture(scope="module")
+def hf_eager_model() -> torch.nn.Module:
+    torch.manual_seed(1)
+    config = transformers.OlmoConfig(
+        vocab_size=PADDED_VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=WINDOW,
+        attn_implementation="eager",
+    )
+    return transformers.OlmoForCausalLM(config).eval()
+
+
+def _spy_rows(model: LanguageModel) -> list[tuple[int, int, bool]]:
+    """Record (rows, width, packed) of every forward pass of ``model``."""
+    calls: list[tuple[int, int, bool]] = []
+    real = model.logits_at
+
+    def spy(input_ids: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append((*input_ids.shape, kwargs.get("attention_mask") is not None))
+        return real(input_ids, *args, **kwargs)
+
+    model.logits_at = spy  # type: ignore[method-assign]
+    return calls
+
+
+@pytest.mark.parametrize("convention", ["separate", "joint"])
+@pytest.mark.parametrize("which", ["native", "hf", "hf_eager"])
+def test_shared_prefix_equals_one_row_per_request(
+    which: str,
+    convention: str,
+    hf_model: torch.nn.Module,
+    hf_eager_model: torch.nn.Module,
+    native_module: OLMo,
+    tokenizer: Tokenizer,
+) -> None:
+    module = {"native": native_module, "hf": hf_model, "hf_eager": hf_eager_model}[which]
+    model = _wrap(module, tokenizer)
+    assert model.accepts_packed_rows
+    calls = _spy_rows(model)
+    kwargs: dict[str, Any] = {"convention": convention, "batch_size": 3}
+    shared = score_requests(model, GROUPED_REQUESTS, share_prefix=True, **kwargs)
+    shared_calls = list(calls)
+    calls.clear()
+    separate = score_requests(model, GROUPED_REQUESTS, share_prefix=False, **kwargs)
+    for a, b in zip(shared, separate, strict=True):
+        assert a.logprob_sum == pytest.approx(b.logprob_sum, abs=1e-5)
+        assert (a.num_tokens, a.is_greedy, a.truncated) == (b.num_tokens, b.is_greedy, b.truncated)
+    assert [s.truncated for s in shared] == [False] * 4 + [True] * 3 + [False] * 4
+    # The planet question is one row; the truncated choices of equal length share one too.
+    assert sum(rows for rows, _, _ in shared_calls) < len(GROUPED_REQUESTS) - 3
+    assert any(packed for _, _, packed in shared_calls)
+    assert sum(rows for rows, _, _ in calls) == len(GROUPED_REQUESTS)
+    assert not any(packed for _, _, packed in calls)
+
+
+def test_shared_prefix_matches_full_forward(native_module: OLMo, tokenizer: Tokenizer) -> None:
+    requests = GROUPED_REQUESTS[:4]
+    scores = score_requests(_wrap(native_module, tokenizer), requests, batch_size=1)
+    for request, score in zip(requests, scores, strict=True):
+        context = tokenizer.encode(request.context)
+        expected = _reference(native_module, context, tokenizer.encode(request.continuation))
+        assert score.logprob_sum == pytest.approx(expected, abs=TOLERANCE)
+
+
+def test_batches_are_bounded_by_tokens(native_module: OLMo, tokenizer: Tokenizer) -> None:
+    model = _wrap(native_module, tokenizer)
+    calls = _spy_rows(model)
+    bounded = score_requests(model, GROUPED_REQUESTS, batch_size=8, max_batch_tokens=WINDOW)
+    assert len(calls) > 1
+    assert all(rows * width <= WINDOW for rows, width, _ in calls)
+    free = score_requests(model, GROUPED_REQUESTS, batch_size=8)
+    for a, b in zip(bounded, free, strict=True):
+        assert a.logprob_sum == pytest.approx(b.logprob_sum, abs=1e-5)
+    with pytest.raises(ValueError, match="max_batch_tokens"):
+        score_requests(model, GROUPED_REQUESTS, max_batch_tokens=WINDOW - 1)
+
+
+def test_models_without_packed_rows_score_one_row_per_request(tokenizer: Tokenizer) -> None:
+    class Plain(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embedding = torch.nn.Embedding(PADDED_VOCAB, 8)
+            self.head = torch.nn.Linear(8, PADDED_VOCAB)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.head(self.embedding(ids).cumsum(dim=1))
+
+    model = _wrap(Plain(), tokenizer)
+    assert not model.accepts_packed_rows
+    calls = _spy_rows(model)
+    shared = score_requests(model, GROUPED_REQUESTS[:4], share_prefix=True, batch_size=1)
+    assert len(calls) == 4
+    separate = score_requests(model, GROUPED_REQUESTS[:4], share_prefix=False, batch_size=1)
+    assert [s.logprob_sum for s in shared] == [s.logprob_sum for s in separate]
+    ids = torch.tensor([[1, 2, 3]])
+    with pytest.raises(ValueError, match="share_prefix=False"):
+        model.logits_at(ids, torch.tensor([0]), torch.tensor([0]), position_ids=ids)
+
+
+def test_native_forward_with_explicit_positions_and_causal_mask(native_module: OLMo) -> None:
+    ids = torch.randint(0, 50000, (2, 12), generator=torch.Generator().manual_seed(0))
+    positions = torch.arange(12).expand(2, 12)
+    causal = torch.ones(12, 12, dtype=torch.bool).tril().expand(2, 1, 12, 12)
+    with torch.no_grad():
+        default = native_module(ids)
+        explicit = native_module(ids, position_ids=positions, attention_mask=causal)
+        selected = native_module(ids, logits_at=(torch.tensor([1, 0]), torch.tensor([3, 11])))
+        gapped = native_module(ids, position_ids=positions + (positions >= 6) * 5)
+    assert torch.allclose(explicit, default, atol=1e-6)
+    assert torch.allclose(selected, default[[1, 0], [3, 11]], atol=1e-6)
+    assert torch.allclose(gapped[:, :6], default[:, :6], atol=1e-6)
+    assert not torch.allclose(gapped[:, 6:], default[:, 6:], atol=1e-3)  # RoPE saw the gap
