@@ -67,6 +67,7 @@ ui: install
 
 # MLflow's UI on the lab's tracking store (.mlflow/mlflow.db unless MLFLOW_TRACKING_URI).
 mlflow-ui: install
+	mkdir -p .mlflow
 	$(BIN)/mlflow ui --host $(UI_HOST) --port $(MLFLOW_PORT) \
 		--backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/.mlflow/mlflow.db}"
 

@@ -100,9 +100,7 @@ def build_source(lab: Lab, source: str) -> StepResult:
     from olmo_assets.curation import local_sources
 
     if source not in lab.params.sources:
-        raise KeyError(
-            f"unknown source {source!r}; params.yaml names {sorted(lab.params.sources)}"
-        )
+        raise KeyError(f"unknown source {source!r}; params.yaml names {sorted(lab.params.sources)}")
     spec = lab.params.sources[source]
     documents = {
         "code": lambda: local_sources.code_documents(
@@ -129,9 +127,7 @@ def build_source(lab: Lab, source: str) -> StepResult:
         shutil.rmtree(staging)
         raise ValueError(f"source {source!r} ({spec.kind}) produced no documents on this machine")
     _commit(staging, target)
-    return StepResult(
-        [target], {"documents": num_docs, "text_bytes": num_bytes, "kind": spec.kind}
-    )
+    return StepResult([target], {"documents": num_docs, "text_bytes": num_bytes, "kind": spec.kind})
 
 
 def build_eval_data(lab: Lab) -> StepResult:
@@ -257,7 +253,7 @@ def mix(lab: Lab) -> StepResult:
     for folder in attributes:
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder} does not exist: materialize it before the mix")
-    curate(config, lab.curated, stages=("mix",), attributes_from=attributes)
+    curate(config, lab.curated, stages=("mix",), attributes_from=[*attributes])
     report = json.loads((lab.curated / "report.json").read_text())
     metadata, table = _source_counts(report)
     stage_rows = [
@@ -439,6 +435,7 @@ def _manifest(shards: Path) -> str:
 
 def train(lab: Lab) -> StepResult:
     """Train under ``torchrun`` (``train.nproc`` ranks); resumes from the run's checkpoints."""
+    from olmo_assets.lab.tracking import experiment_id
     from olmo_nn.train.callbacks.metrics_file import read_metrics
 
     env = {**os.environ, "MLFLOW_TRACKING_URI": lab.mlflow_uri}
@@ -453,6 +450,9 @@ def train(lab: Lab) -> StepResult:
         shutil.rmtree(lab.run_dir)
     lab.run_dir.mkdir(parents=True, exist_ok=True)
     identity.write_text(launch, encoding="utf-8")
+    # The experiment (and a new SQLite store's schema) is created here, by one process,
+    # before the trainer and the evaluation steps write to it.
+    experiment_id(lab)
     run_process_group(command, env)
     metrics = read_metrics(lab.run_dir)
     losses = [m["loss"] for m in metrics if "loss" in m]
@@ -522,6 +522,7 @@ def record_checkpoint(lab: Lab, step: int) -> StepResult:
 
 def evaluate_downstream(lab: Lab, step: int, task: str) -> StepResult:
     """One task on one checkpoint (rank classification, OLMo's normalization for the task)."""
+    from olmo_assets.lab.tracking import EvaluationRun, log_evaluation
     from olmo_nn.eval.downstream import evaluate_task, write_results
     from olmo_nn.eval.models import load_language_model
     from olmo_nn.eval.scoring import NORMALIZATIONS
@@ -530,8 +531,14 @@ def evaluate_downstream(lab: Lab, step: int, task: str) -> StepResult:
     checkpoint = _checkpoint(lab, int(step))
     model = load_language_model(checkpoint)
     instances = load_task(task, limit=lab.params.eval.limit)
+    spec = get_task_spec(task)
+    normalization = spec.default_normalization
     result = evaluate_task(
-        model, task, instances, default_normalization=get_task_spec(task).default_normalization
+        model,
+        spec.name,
+        instances,
+        default_normalization=normalization,
+        unconditional_context=spec.unconditional_context,
     )
     target = lab.downstream(int(step), task)
     staging = _replace_folder(target)
@@ -546,9 +553,33 @@ def evaluate_downstream(lab: Lab, step: int, task: str) -> StepResult:
         math.isfinite(metrics[m]["value"]) and metrics[m]["count"] == len(instances)
         for m in expected
     )
+    run_id = log_evaluation(
+        lab,
+        EvaluationRun.of_checkpoint(
+            "downstream",
+            int(step),
+            task,
+            checkpoint,
+            target / "results.json",
+            params={
+                "task": task,
+                "limit": lab.params.eval.limit,
+                "normalization": normalization,
+                "examples": len(instances),
+            },
+            metrics={r["metric"]: r["value"] for r in rows},
+            tags={"olmo.task": task},
+        ),
+    )
     return StepResult(
         [target],
-        {"acc": acc, "examples": len(instances), "step": int(step), "task": task},
+        {
+            "acc": acc,
+            "examples": len(instances),
+            "step": int(step),
+            "task": task,
+            "mlflow_run_id": run_id,
+        },
         tables={"results": _markdown_table(rows)},
         checks={
             "rows_complete": CheckResult(
@@ -558,11 +589,17 @@ def evaluate_downstream(lab: Lab, step: int, task: str) -> StepResult:
     )
 
 
+def _metric_path(row: dict[str, Any]) -> tuple[str, str | None, str]:
+    """``source``, ``domain``, ``metric`` of a perplexity row: ``prose/bits_per_byte`` in MLflow."""
+    return row["source"], row.get("domain"), row["metric"]
+
+
 def evaluate_perplexity_step(lab: Lab, step: int) -> StepResult:
     """Paloma-style perplexity and bits per byte per source on the validation splits."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from olmo_assets.lab.tracking import EvaluationRun, log_evaluation
     from olmo_nn.data import read_documents
     from olmo_nn.eval.models import load_language_model
     from olmo_nn.eval.perplexity import evaluate_perplexity
@@ -594,15 +631,71 @@ def evaluate_perplexity_step(lab: Lab, step: int) -> StepResult:
         if r["metric"] in ("perplexity", "bits_per_byte")
     }
     finite = all(math.isfinite(r["value"]) for r in rows)
+    run_id = log_evaluation(
+        lab,
+        EvaluationRun.of_checkpoint(
+            "perplexity",
+            int(step),
+            "",
+            checkpoint,
+            target / "results.json",
+            params={
+                "documents_per_source": lab.params.eval.perplexity_documents,
+                "sources": ",".join(sorted(per_source)),
+            },
+            metrics={"/".join(filter(None, _metric_path(r))): r["value"] for r in rows},
+        ),
+    )
     return StepResult(
         [target],
-        {"documents": len(documents), **summary},
+        {"documents": len(documents), **summary, "mlflow_run_id": run_id},
         tables={"results": _markdown_table(rows)},
         checks={
             "rows_complete": CheckResult(
                 finite and bool(rows),
                 "one finite row per source and metric",
                 {"rows": len(rows)},
+            )
+        },
+    )
+
+
+# -- reports -------------------------------------------------------------------------------------
+
+
+def model_report(lab: Lab) -> StepResult:
+    """Loss and evaluation scores by checkpoint: ``metrics.json``, CSVs, a table, plots."""
+    from olmo_assets.lab.report import (
+        collect_model_report,
+        markdown_eval_table,
+        write_model_report,
+    )
+    from olmo_assets.lab.tracking import log_report
+
+    report = collect_model_report(lab)
+    staging = _replace_folder(lab.model_report)
+    write_model_report(report, staging)
+    _commit(staging, lab.model_report)
+    run_id = log_report(lab, lab.model_report)
+    expected = len(report.checkpoints) * (len(report.tasks) + 1)
+    return StepResult(
+        [lab.model_report],
+        {
+            "steps": len(report.losses),
+            "final_loss": report.losses[max(report.losses)] if report.losses else math.nan,
+            "results": len(report.accuracy) + len({s for s, _ in report.perplexity}),
+            "expected_results": expected,
+            "final_mean_acc": report.mean_accuracy(max(report.checkpoints, default=0)),
+            "mlflow_run_id": run_id or "",
+        },
+        tables={"evaluation": markdown_eval_table(report)},
+        images={p.stem: p for p in sorted(lab.model_report.glob("*.png"))},
+        checks={
+            "rows_complete": CheckResult(
+                not report.missing,
+                "every checkpoint of eval.checkpoints has a result for every task of "
+                "eval.tasks, and perplexity",
+                {"missing": ", ".join(report.missing) or "none", "expected": expected},
             )
         },
     )
@@ -623,6 +716,7 @@ STEPS: dict[str, Step] = {
         Step("checkpoint", record_checkpoint, ("train",), ("step",)),
         Step("downstream", evaluate_downstream, ("eval",), ("step", "task")),
         Step("perplexity", evaluate_perplexity_step, ("eval",), ("step",)),
+        Step("model_report", model_report, ("eval",)),
     )
 }
 

@@ -1,0 +1,248 @@
+"""MLflow for the lab: one experiment per pipeline, a run per training and per evaluation.
+
+The training run is the trainer's own (``olmo_nn.train.callbacks.mlflow_logger``); it writes
+its id to ``lab/runs/train/mlflow_run_id``. Each evaluation step adds a run to the same
+experiment, nested under the training run (``mlflow.parentRunId``) and tagged with the
+checkpoint it scored: its path relative to the repository and its content hash.
+
+An evaluation rerun that reproduces a result already logged (same key, same checkpoint hash,
+same ``results.json`` bytes) reuses that run instead of adding a duplicate; a different
+checkpoint or a different result gets a new run, so the experiment keeps the history.
+
+Nothing here writes into the steps' output folders: MLflow ids and timestamps stay in the
+tracking store, so the folders DVC hashes are the same on every rerun. ``mlflow`` is
+imported inside the functions (it takes over a second to import).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from olmo_assets.lab.params import Lab
+
+__all__ = [
+    "CHECKPOINT_SHA256_TAG",
+    "EVAL_KEY_TAG",
+    "PARENT_RUN_TAG",
+    "RESULTS_SHA256_TAG",
+    "TRAINING_RUN_TAG",
+    "EvaluationRun",
+    "experiment_id",
+    "log_evaluation",
+    "log_report",
+    "training_run_id",
+]
+
+EVAL_KEY_TAG = "olmo.eval_key"
+"""``downstream/step000080/arc_easy`` or ``perplexity/step000080``: what was evaluated."""
+CHECKPOINT_SHA256_TAG = "olmo.checkpoint_sha256"
+RESULTS_SHA256_TAG = "olmo.results_sha256"
+TRAINING_RUN_TAG = "olmo.training_run_id"
+PARENT_RUN_TAG = "mlflow.parentRunId"
+"""MLflow's own tag: the UI nests a run under this one."""
+REPORT_ARTIFACTS = "model_report"
+"""Where the model report's files go among the training run's artifacts."""
+_RUN_ID_FILE = "mlflow_run_id"
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (None for a server or other store)."""
+    prefix = "sqlite:///"
+    return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None
+
+
+def _client(lab: Lab) -> Any:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.tracking import MlflowClient
+
+    database = _sqlite_file(lab.mlflow_uri)
+    if database is not None:
+        # The embedded store (by default ``.mlflow/mlflow.db`` in the repository, git-ignored):
+        # SQLite creates the file, not its folder.
+        database.parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=lab.mlflow_uri)
+
+
+def experiment_id(lab: Lab, client: Any = None) -> str:
+    """The pipeline's experiment (created on first use); also migrates a new SQLite store.
+
+    The train step calls this before launching the trainer, so the store's schema is
+    created by one process before parallel evaluation steps write to it. With a SQLite
+    store, artifacts go to ``artifacts/`` beside the database (``.mlflow/artifacts`` by
+    default) rather than the working directory; a server chooses its own.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = client or _client(lab)
+    name = lab.mlflow_experiment
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    database = _sqlite_file(lab.mlflow_uri)
+    location = (database.parent / "artifacts").resolve().as_uri() if database else None
+    try:
+        return str(client.create_experiment(name, artifact_location=location))
+    except MlflowException:
+        # Another step created it meanwhile.
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return str(experiment.experiment_id)
+
+
+def training_run_id(lab: Lab) -> str | None:
+    """The training run's MLflow id, as the trainer recorded it (None if it did not)."""
+    path = lab.run_dir / _RUN_ID_FILE
+    if not path.is_file():
+        return None
+    return path.read_text(encoding="utf-8").strip() or None
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _relative(lab: Lab, path: Path) -> str:
+    """A path as the repository names it, so a tag means the same in any checkout."""
+    return Path(os.path.relpath(path, lab.repo)).as_posix()
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@dataclass
+class EvaluationRun:
+    """What one evaluation step logs: where its result came from, and its numbers."""
+
+    key: str
+    """What was evaluated: ``downstream/step000080/arc_easy``, ``perplexity/step000080``."""
+    run_name: str
+    step: int
+    """The checkpoint's training step (the step the metrics are logged at)."""
+    checkpoint: Path
+    checkpoint_sha256: str
+    results: Path
+    """The step's ``results.json``: its hash tells a rerun with the same outcome from a new one."""
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of_checkpoint(
+        cls,
+        kind: str,
+        step: int,
+        name: str,
+        checkpoint: Path,
+        results: Path,
+        *,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        tags: dict[str, str] | None = None,
+    ) -> EvaluationRun:
+        """Evaluation ``kind`` (downstream, perplexity) of ``name`` (a task, or "") on the
+        checkpoint of ``step``: its key, run name and the checkpoint's content hash."""
+        from olmo_nn.train.callbacks.mlflow_logger import content_hash
+
+        label = f"step{step:06d}"
+        return cls(
+            key="/".join([kind, label, name] if name else [kind, label]),
+            run_name=" ".join(["eval" if kind == "downstream" else kind, label, name]).strip(),
+            step=step,
+            checkpoint=checkpoint,
+            checkpoint_sha256=content_hash(checkpoint),
+            results=results,
+            params=params,
+            metrics=metrics,
+            tags={"olmo.kind": kind, **(tags or {})},
+        )
+
+
+def _find_run(client: Any, experiment: str, tags: dict[str, str]) -> Any | None:
+    filters = " and ".join(f"tags.`{k}` = {_quote(v)}" for k, v in tags.items())
+    runs = client.search_runs(
+        [experiment],
+        filter_string=f"{filters} and attributes.status = 'FINISHED'",
+        max_results=1,
+        order_by=["attributes.start_time DESC"],
+    )
+    return runs[0] if runs else None
+
+
+def log_evaluation(lab: Lab, evaluation: EvaluationRun) -> str:
+    """Log ``evaluation`` as a run of the pipeline's experiment; returns the run id.
+
+    A FINISHED run with the same key, checkpoint hash and results hash is reused (its
+    links to the training run are refreshed); otherwise a new run is created. Metrics are
+    logged at ``step`` = the checkpoint's step, in one ``log_batch`` call.
+    """
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = _client(lab)
+    experiment = experiment_id(lab, client)
+    identity = {
+        EVAL_KEY_TAG: evaluation.key,
+        CHECKPOINT_SHA256_TAG: evaluation.checkpoint_sha256,
+        RESULTS_SHA256_TAG: _file_sha256(evaluation.results),
+    }
+    links = {
+        "olmo.checkpoint_path": _relative(lab, evaluation.checkpoint),
+        "olmo.results_path": _relative(lab, evaluation.results),
+        "olmo.step": str(evaluation.step),
+        **evaluation.tags,
+    }
+    parent = training_run_id(lab)
+    if parent is not None:
+        links |= {TRAINING_RUN_TAG: parent, PARENT_RUN_TAG: parent}
+    else:
+        warnings.warn(
+            f"{lab.run_dir / _RUN_ID_FILE} does not exist: the evaluation run "
+            f"{evaluation.run_name!r} is not linked to a training run",
+            stacklevel=2,
+        )
+    existing = _find_run(client, experiment, identity)
+    if existing is not None:
+        client.log_batch(existing.info.run_id, tags=[RunTag(k, v) for k, v in links.items()])
+        return str(existing.info.run_id)
+    run = client.create_run(experiment, run_name=evaluation.run_name, tags=identity | links)
+    run_id = str(run.info.run_id)
+    try:
+        timestamp = run.info.start_time
+        client.log_batch(
+            run_id,
+            metrics=[
+                Metric(key, float(value), timestamp, evaluation.step)
+                for key, value in sorted(evaluation.metrics.items())
+            ],
+            params=[Param(key, str(value)) for key, value in sorted(evaluation.params.items())],
+        )
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id, status="FINISHED")
+    return run_id
+
+
+def log_report(lab: Lab, folder: Path) -> str | None:
+    """Attach the model report's files to the training run (``model_report/``); its id.
+
+    Returns None, with a warning, when the training run recorded no MLflow run. A rerun
+    replaces the files at the same artifact paths.
+    """
+    run_id = training_run_id(lab)
+    if run_id is None:
+        warnings.warn(
+            f"{lab.run_dir / _RUN_ID_FILE} does not exist: the model report is not attached "
+            "to a training run in MLflow",
+            stacklevel=2,
+        )
+        return None
+    client = _client(lab)
+    client.log_artifacts(run_id, str(folder), REPORT_ARTIFACTS)
+    return run_id

@@ -1,0 +1,81 @@
+"""One small lab, built once per test session through every step up to the model report."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from olmo_assets.lab.params import Lab
+from olmo_assets.lab.steps import StepResult, run_step
+
+REPO = Path(__file__).resolve().parents[3]
+MAX_STEPS = 4
+GLOBAL_BATCH_SIZE = 4
+CHECKPOINTS = (2, 4)
+TASKS = ("arc_easy", "winogrande")
+
+
+def small_params() -> dict:
+    """params.yaml shrunk to seconds: two sources, four steps, two checkpoints, two tasks."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    params["sources"] = {"code": {"kind": "code", "max_mb": 0.3}, "prose": {"kind": "prose"}}
+    params["train"] |= {
+        "max_steps": MAX_STEPS,
+        "checkpoint_interval": 2,
+        "global_batch_size": GLOBAL_BATCH_SIZE,
+        "micro_batch_size": GLOBAL_BATCH_SIZE,
+        # No in-loop downstream evaluation, one validation batch: the run takes seconds.
+        "overrides": {
+            "scheduler.warmup_steps": 1,
+            "eval.downstream_tasks": "[]",
+            "eval.max_batches": 1,
+        },
+    }
+    params["eval"] |= {
+        "checkpoints": list(CHECKPOINTS),
+        "tasks": list(TASKS),
+        "limit": 8,
+        "perplexity_documents": 5,
+    }
+    return params
+
+
+@pytest.fixture(scope="session")
+def built_lab(tmp_path_factory: pytest.TempPathFactory) -> Lab:
+    """A lab copy with every evaluation step run once, on the MLflow store in its repository."""
+    root = tmp_path_factory.mktemp("lab") / "repo"
+    root.mkdir()
+    shutil.copytree(REPO / "configs", root / "configs")
+    (root / "params.yaml").write_text(yaml.safe_dump(small_params()), encoding="utf-8")
+    with pytest.MonkeyPatch.context() as patch:
+        # As Dagster launches the steps: the embedded store's URI given explicitly.
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / '.mlflow' / 'mlflow.db'}")
+        patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        lab = Lab.load(root)
+        for source in lab.params.sources:
+            run_step(lab, "source", source)
+            run_step(lab, "tag", source)
+        for step in ("eval_data", "dedup", "mix", "tokenizer", "tokenize", "train"):
+            run_step(lab, step)
+        for checkpoint in CHECKPOINTS:
+            for task in TASKS:
+                run_step(lab, "downstream", str(checkpoint), task)
+            run_step(lab, "perplexity", str(checkpoint))
+    return lab
+
+
+@pytest.fixture(scope="session")
+def model_report(built_lab: Lab) -> StepResult:
+    """The model_report step, run once on the built lab."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        return run_step(built_lab, "model_report")
+
+
+@pytest.fixture(autouse=True)
+def _embedded_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow calls in these tests go to the lab's own SQLite store, never a configured server."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

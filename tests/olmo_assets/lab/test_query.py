@@ -1,0 +1,155 @@
+"""``olmo query``: the DuckDB views over a small lab answer lineage questions correctly."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from olmo_assets.lab.params import Lab
+from olmo_assets.lab.query import open_database, run_query
+from olmo_nn.cli.main import main
+from olmo_nn.train.batch import reconstruct_batch
+from olmo_nn.train.callbacks.metrics_file import read_metrics
+
+
+def _rows(lab: Lab, sql: str) -> list[tuple]:
+    return run_query(lab, sql).rows
+
+
+def test_documents_are_the_kept_documents(built_lab: Lab) -> None:
+    report = json.loads((built_lab.curated / "report.json").read_text(encoding="utf-8"))
+    kept = {source: counts["kept"] for source, counts in report["sources"].items()}
+    rows = _rows(built_lab, "SELECT source, count(*) FROM documents GROUP BY source")
+    assert dict(rows) == {source: n for source, n in kept.items() if n}
+    removed = _rows(built_lab, "SELECT count(*) FROM removed")[0][0]
+    assert removed == sum(counts["removed"] for counts in report["sources"].values())
+    assert _rows(built_lab, "SELECT count(*) FROM quarantine") == [(0,)]
+
+
+def test_attribute_views_one_per_tagger(built_lab: Lab) -> None:
+    names = {r[0] for r in _rows(built_lab, "SELECT name FROM lab_tables WHERE ready")}
+    assert {"attributes_gopher", "attributes_dedup", "attributes_code"} <= names
+    rows = _rows(built_lab, "SELECT source, count(*) FROM attributes_code GROUP BY source")
+    assert [r[0] for r in rows] == ["code"]
+
+
+def test_batch_documents_cover_every_step(built_lab: Lab) -> None:
+    params = built_lab.params.train
+    per_step = _rows(
+        built_lab,
+        "SELECT step, count(DISTINCT instance) FROM batch_documents GROUP BY step ORDER BY step",
+    )
+    assert per_step == [(step, params.global_batch_size) for step in range(1, params.max_steps + 1)]
+    # Each instance's document spans tile its sequence exactly.
+    tokens = _rows(built_lab, "SELECT DISTINCT sum(tokens) FROM batch_documents GROUP BY step, row")
+    assert tokens == [(256,)]
+
+
+def test_batch_documents_match_olmo_batch(built_lab: Lab) -> None:
+    batch = reconstruct_batch(built_lab.run_dir, 3)
+    expected = sorted(
+        (i.position, i.instance, d.source, d.id) for i in batch.instances for d in i.documents
+    )
+    rows = _rows(
+        built_lab, "SELECT row, instance, source, doc_id FROM batch_documents WHERE step = 3"
+    )
+    assert sorted(rows) == expected
+    assert batch.matches is True
+
+
+def test_sources_before_a_checkpoint(built_lab: Lab) -> None:
+    rows = _rows(
+        built_lab,
+        "SELECT source, count(DISTINCT doc_id) FROM batch_documents WHERE step <= 2 "
+        "GROUP BY source ORDER BY source",
+    )
+    first_two = {
+        (d.source, d.id)
+        for step in (1, 2)
+        for i in reconstruct_batch(built_lab.run_dir, step).instances
+        for d in i.documents
+    }
+    sources = sorted({s for s, _ in first_two})
+    assert rows == [(s, sum(1 for src, _ in first_two if src == s)) for s in sources]
+
+
+def test_source_share_by_checkpoint(built_lab: Lab) -> None:
+    metrics = {m["step"]: m for m in read_metrics(built_lab.run_dir)}
+    rows = _rows(
+        built_lab,
+        "SELECT step, sum(tokens), sum(share), sum(interval_share) "
+        "FROM source_share_by_checkpoint GROUP BY step ORDER BY step",
+    )
+    assert [r[0] for r in rows] == built_lab.params.eval.checkpoints
+    for step, tokens, share, interval_share in rows:
+        assert tokens == metrics[step]["tokens_seen"]
+        assert share == pytest.approx(1.0)
+        assert interval_share == pytest.approx(1.0)
+
+
+def test_eval_source_share_joins_scores_and_shares(built_lab: Lab) -> None:
+    params = built_lab.params.eval
+    sources = _rows(built_lab, "SELECT count(DISTINCT source) FROM source_share_by_checkpoint")
+    rows = _rows(
+        built_lab,
+        "SELECT step, name, value, value_change FROM eval_source_share WHERE metric = 'acc' "
+        "AND source = 'code' ORDER BY name, step",
+    )
+    assert len(rows) == len(params.tasks) * len(params.checkpoints)
+    total = _rows(built_lab, "SELECT count(*) FROM eval_source_share WHERE metric = 'acc'")
+    assert total[0][0] == len(rows) * sources[0][0]
+    for task in params.tasks:
+        (first, *_, last) = [r for r in rows if r[1] == task]
+        assert first[3] is None
+        assert last[3] == pytest.approx(last[2] - first[2])
+
+
+def test_lineage_tables_are_reused_until_the_run_changes(built_lab: Lab) -> None:
+    con = open_database(built_lab)
+    try:
+        key = con.execute("SELECT key FROM lab_cache WHERE name = 'lineage'").fetchone()
+        con.execute("DELETE FROM batch_instances WHERE step = 1")  # a stale copy ...
+    finally:
+        con.close()
+    con = open_database(built_lab)  # ... is kept, because the key still matches
+    try:
+        assert con.execute("SELECT min(step) FROM batch_instances").fetchone() == (2,)
+        con.execute("UPDATE lab_cache SET key = 'changed'")
+    finally:
+        con.close()
+    con = open_database(built_lab)
+    try:
+        assert con.execute("SELECT min(step) FROM batch_instances").fetchone() == (1,)
+        assert con.execute("SELECT key FROM lab_cache").fetchone() == key
+    finally:
+        con.close()
+
+
+def test_missing_artifacts_name_how_to_build_them(tmp_path: Path, built_lab: Lab) -> None:
+    (tmp_path / "params.yaml").write_bytes((built_lab.repo / "params.yaml").read_bytes())
+    empty = Lab.load(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"metrics\.jsonl .*step `train`.*dvc repro"):
+        run_query(empty, "SELECT * FROM batch_documents")
+    with pytest.raises(FileNotFoundError, match=r"lab/curated/documents .*step `mix`"):
+        run_query(empty, "SELECT * FROM documents")
+    with pytest.raises(ValueError, match="Parser Error"):
+        run_query(empty, "SELEC 1")
+
+
+def test_olmo_query_command(built_lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = str(built_lab.repo)
+    assert main(["query", "--repo", repo, "--format", "csv", "SELECT 1 AS a, 'x' AS b"]) == 0
+    assert capsys.readouterr().out == "a,b\n1,x\n"
+    assert main(["query", "--repo", repo, "--format", "json", "SELECT 2 AS n"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"n": 2}]
+    assert main(["query", "--repo", repo, "--tables"]) == 0
+    out = capsys.readouterr().out
+    assert "batch_documents" in out and "source_share_by_checkpoint" in out
+    assert main(["query", "--repo", repo, "SELECT count(*) AS n FROM evaluation"]) == 0
+    (count,) = _rows(built_lab, "SELECT count(*) FROM evaluation")[0]
+    assert re.search(rf"│\s+{count}\s+│", capsys.readouterr().out)
+    assert main(["query", "--repo", repo, "SELECT * FROM no_such_view"]) == 2
+    assert "no_such_view" in capsys.readouterr().err

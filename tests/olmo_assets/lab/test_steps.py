@@ -1,0 +1,106 @@
+"""The model_report step on a small lab: files, literal contents, checks, determinism."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from olmo_assets.lab.params import Lab
+from olmo_assets.lab.report import collect_model_report
+from olmo_assets.lab.steps import STEPS, StepResult, run_step
+from olmo_nn.train.callbacks.metrics_file import read_metrics
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as rows:
+        return list(csv.DictReader(rows))
+
+
+def _acc(lab: Lab, step: int, task: str) -> float:
+    rows = json.loads((lab.downstream(step, task) / "results.json").read_text(encoding="utf-8"))
+    return next(r["value"] for r in rows if r["metric"] == "acc")
+
+
+def test_model_report_is_a_step_reading_eval_params() -> None:
+    assert STEPS["model_report"].params == ("eval",)
+    assert STEPS["model_report"].arguments == ()
+
+
+def test_loss_csv_holds_every_logged_loss(built_lab: Lab, model_report: StepResult) -> None:
+    metrics = read_metrics(built_lab.run_dir)
+    rows = _csv(built_lab.model_report / "loss.csv")
+    assert [int(r["step"]) for r in rows] == [m["step"] for m in metrics]
+    assert [float(r["loss"]) for r in rows] == [m["loss"] for m in metrics]
+    assert {int(r["step"]): float(r["eval_loss"]) for r in rows if r["eval_loss"]} == {
+        m["step"]: m["eval/loss"] for m in metrics if "eval/loss" in m
+    }
+    assert model_report.metadata["final_loss"] == metrics[-1]["loss"]
+
+
+def test_metrics_json_has_the_final_loss_and_every_score(
+    built_lab: Lab, model_report: StepResult
+) -> None:
+    data = json.loads((built_lab.model_report / "metrics.json").read_text(encoding="utf-8"))
+    params = built_lab.params
+    metrics = read_metrics(built_lab.run_dir)
+    assert set(data) == {"train", "eval", "perplexity"}
+    assert data["train"]["steps"] == params.train.max_steps
+    assert data["train"]["final_loss"] == round(metrics[-1]["loss"], 4)
+    assert data["train"]["tokens_seen"] == metrics[-1]["tokens_seen"]
+    assert sorted(data["eval"]) == [f"step{s:06d}" for s in params.eval.checkpoints]
+    for step in params.eval.checkpoints:
+        scores = data["eval"][f"step{step:06d}"]
+        assert set(scores) == {*params.eval.tasks, "mean"}
+        for task in params.eval.tasks:
+            assert scores[task] == round(_acc(built_lab, step, task), 4)
+        sources = data["perplexity"][f"step{step:06d}"]
+        assert "prose" in sources
+        assert set(sources["prose"]) == {"perplexity", "bits_per_byte"}
+
+
+def test_eval_tables_match_the_results(built_lab: Lab, model_report: StepResult) -> None:
+    params = built_lab.params
+    rows = _csv(built_lab.model_report / "eval_by_step.csv")
+    assert {(int(r["step"]), r["task"]): float(r["acc"]) for r in rows} == {
+        (step, task): _acc(built_lab, step, task)
+        for step in params.eval.checkpoints
+        for task in params.eval.tasks
+    }
+    table = pq.read_table(built_lab.model_report / "eval_table.parquet").to_pylist()
+    assert [r["step"] for r in table] == params.eval.checkpoints
+    assert table[0] == {"step": 2} | {t: _acc(built_lab, 2, t) for t in params.eval.tasks}
+    wide = _csv(built_lab.model_report / "acc_by_step.csv")
+    assert list(wide[0]) == ["step", *params.eval.tasks]
+    assert "| step | arc_easy | winogrande |" in model_report.tables["evaluation"]
+
+
+def test_report_check_plots_and_no_timings(built_lab: Lab, model_report: StepResult) -> None:
+    assert model_report.outputs == [built_lab.model_report]
+    assert model_report.checks["rows_complete"].passed
+    assert set(model_report.images) == {"loss", "acc_by_step", "bits_per_byte"}
+    for image in model_report.images.values():
+        assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = "".join(p.read_text(encoding="utf-8") for p in built_lab.model_report.glob("*.[cj]s*"))
+    assert "tokens_per_s" not in text and "mfu" not in text
+
+
+def test_model_report_is_deterministic(built_lab: Lab, model_report: StepResult) -> None:
+    before = {p.name: p.read_bytes() for p in built_lab.model_report.iterdir()}
+    run_step(built_lab, "model_report")
+    after = {p.name: p.read_bytes() for p in built_lab.model_report.iterdir()}
+    assert after == before
+
+
+def test_rows_complete_lists_what_is_missing(built_lab: Lab, model_report: StepResult) -> None:
+    evaluation = built_lab.params.eval
+    params = dataclasses.replace(
+        built_lab.params, eval=dataclasses.replace(evaluation, tasks=[*evaluation.tasks, "boolq"])
+    )
+    report = collect_model_report(Lab(built_lab.repo, params))
+    assert report.missing == [
+        f"lab/eval/step{step:06d}/downstream/boolq" for step in params.eval.checkpoints
+    ]
