@@ -1,74 +1,42 @@
-"""`make demo`: what the lab can do so far, end to end, on embedded defaults.
+"""`make demo`: the whole lab, materialized through Dagster on embedded defaults.
 
-1. Assemble a small real corpus from local sources (standard-library code, Python docs,
-   package READMEs, multilingual samples) as Dolma-format ``jsonl.gz``, one folder per source.
-2. Curate it (``olmo data curate``: language ID, Gopher, C4, PII, dedup, mixing, every
-   document accounted for) into OLMo token shards, and report on it (``olmo data report``).
-3. Train the ``tiny`` model on those shards for a short run (``olmo train configs/tiny.yaml``
-   with overrides): loss falling, metrics.jsonl, loss.png, MLflow, checkpoints; then
-   reconstruct one training batch down to its documents (``olmo batch``).
-4. Export the trained model to Hugging Face format (``olmo export-hf``), load it with
-   transformers, and compare logits; import it back (``olmo import-hf``) and compare weights.
+Every artifact of ``params.yaml``'s pipeline is materialized as a Dagster asset in the
+repository's persistent instance (``.dagster/``), in dependency order, each partition a run:
 
-Every step runs the same command a person would type; the summary table ends the run.
+1. curation: the raw sources (standard-library code, Python docs, package READMEs,
+   multilingual samples), the evaluation data, tags per source, dedup and decontamination,
+   the mix, the tokenizer, token shards and the corpus report;
+2. training: the tiny model under ``torchrun`` with in-loop evaluation, every kept checkpoint;
+3. evaluation: the nine downstream tasks (subsampled) and perplexity per source on every
+   kept checkpoint, then the model report.
+
+Each asset's body launches the same stage command that ``dvc repro`` runs (Dagster Pipes),
+so the instance, MLflow (``.mlflow/``) and the ``lab/`` folders end as a UI materialization
+would leave them. The run ends with a summary table and the commands to open the UIs.
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
-import math
 import os
-import shutil
-import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
-import torch
-import torch.nn.functional as F
-
-from olmo_assets.curation.local_sources import (
-    code_documents,
-    markdown_documents,
-    multilingual_documents,
-    prose_documents,
-)
-
-# The console script a person would type; ``python -m`` where it is not on this interpreter.
-_SCRIPT = Path(sys.executable).parent / "olmo"
-OLMO = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "olmo_nn.cli.main"]
+REPO = Path(__file__).resolve().parent.parent
 
 
-def run(step: str, args: list[str]) -> float:
-    print(f"\n$ olmo {' '.join(args)}", flush=True)
-    start = time.perf_counter()
-    subprocess.run([*OLMO, *args], check=True)
-    seconds = time.perf_counter() - start
-    print(f"[{step}: {seconds:.1f}s]")
-    return seconds
-
-
-def write_corpus(raw: Path, code_mb: float) -> dict[str, tuple[int, int]]:
-    sources = {
-        "code": code_documents(max_bytes=int(code_mb * 1e6)),
-        "prose": prose_documents(),
-        "markdown": markdown_documents(),
-        "multilingual": multilingual_documents(),
-    }
-    counts = {}
-    for name, documents in sources.items():
-        folder = raw / name
-        folder.mkdir(parents=True, exist_ok=True)
-        num_docs = num_bytes = 0
-        with gzip.open(folder / "part-0000.jsonl.gz", "wt", encoding="utf-8") as out:
-            for doc in documents:
-                out.write(json.dumps(doc, ensure_ascii=False) + "\n")
-                num_docs += 1
-                num_bytes += len(doc["text"].encode("utf-8"))
-        counts[name] = (num_docs, num_bytes)
-    return counts
+def _environment() -> None:
+    os.environ.setdefault("DAGSTER_HOME", str(REPO / ".dagster"))
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{REPO / '.mlflow' / 'mlflow.db'}")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    os.environ.setdefault("OLMO_LAB_REPO", str(REPO))
+    (REPO / ".mlflow").mkdir(exist_ok=True)
+    Path(os.environ["DAGSTER_HOME"]).mkdir(exist_ok=True)
 
 
 def main() -> None:
@@ -76,131 +44,161 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--output", type=Path, default=Path("demo_out"), help="scratch folder (recreated)"
+        "--parallel", type=int, default=2, help="partitions materialized at once (default 2)"
     )
-    parser.add_argument("--code-mb", type=float, default=4.0, help="MB of standard-library source")
-    parser.add_argument("--steps", type=int, default=60, help="training steps of the tiny model")
     args = parser.parse_args()
-    out: Path = args.output
-    if out.exists():
-        shutil.rmtree(out)
+    _environment()
+
+    from dagster import AssetKey, DagsterInstance, materialize
+
+    from olmo_assets.definitions import defs
+    from olmo_assets.defs.catalog import ARTIFACTS
+    from olmo_assets.lab.params import Lab
+    from olmo_assets.lab.steps import STEPS
+
+    lab = Lab.load(REPO)
+    params = lab.params
+    instance = DagsterInstance.get()
+    assets = list(defs.assets or [])
+    resources = dict(defs.resources or {})
+    partitions = {
+        "source": [[name] for name in params.sources],
+        "step": [[str(step)] for step in params.eval.checkpoints],
+        "task": [[str(s), t] for s in params.eval.checkpoints for t in params.eval.tasks],
+    }
+
+    def keys_of(step: str) -> list[AssetKey]:
+        return [AssetKey(item.key) for item in ARTIFACTS if item.step == step]
+
+    def partition_keys(step: str) -> list[str | None]:
+        names = STEPS[step].arguments
+        if not names:
+            return [None]
+        # Dagster's multi-partition keys put dimensions in name order: "checkpoint|task".
+        return ["|".join(p) for p in partitions["task" if "task" in names else names[0]]]
+
+    def run(step: str, key: str | None) -> float:
+        start = time.perf_counter()
+        label = f"{step}[{key}]" if key else step
+        result = materialize(
+            assets,
+            selection=keys_of(step),
+            partition_key=key,
+            instance=instance,
+            resources=resources,
+            tags={"olmo/demo": "1"},
+            raise_on_error=False,
+        )
+        seconds = time.perf_counter() - start
+        if not result.success:
+            sys.exit(
+                f"{label} failed after {seconds:.0f}s: see the run in the Dagster UI (make ui)"
+            )
+        print(f"  materialized {label:<34} {seconds:6.1f}s", flush=True)
+        return seconds
+
+    waves = [
+        ("curation", ["source", "eval_data", "tokenizer"]),
+        ("curation", ["tag"]),
+        ("curation", ["dedup"]),
+        ("curation", ["mix"]),
+        ("curation", ["tokenize", "corpus_report"]),
+        ("training", ["train"]),
+        ("training", ["checkpoint"]),
+        ("evaluation", ["downstream", "perplexity"]),
+        ("evaluation", ["model_report"]),
+    ]
     timings: dict[str, float] = {}
+    total = time.perf_counter()
+    for group, steps in waves:
+        start = time.perf_counter()
+        jobs = [(step, key) for step in steps for key in partition_keys(step)]
+        print(f"\n== {group}: {', '.join(steps)} ({len(jobs)} run(s))", flush=True)
+        with ThreadPoolExecutor(max(1, args.parallel)) as pool:
+            list(pool.map(lambda job: run(*job), jobs))
+        timings[group] = timings.get(group, 0.0) + time.perf_counter() - start
+    timings["total"] = time.perf_counter() - total
+    _summary(lab, instance, timings)
 
-    print("== 1. corpus from local sources")
-    start = time.perf_counter()
-    corpus = write_corpus(out / "raw", args.code_mb)
-    timings["corpus"] = time.perf_counter() - start
-    for name, (docs, size) in corpus.items():
-        print(f"  {name:<13}{docs:>6} documents {size / 1e6:>7.2f} MB")
 
-    print("\n== 2. curation (Dolma v1.5's web chain; code heuristics for code) and token shards")
-    from olmo_assets.curation.config import SourceConfig
-    from olmo_assets.curation.mixes import code_source, dolma_v1_5_config
+def _latest(instance: Any, key: str, partition: str | None = None) -> dict[str, Any]:
+    from dagster import AssetKey
 
-    mix = dolma_v1_5_config().replace(
-        sources=[
-            code_source("code", [str(out / "raw" / "code")]),
-            *(SourceConfig(name=name, paths=[str(out / "raw" / name)], validation_fraction=0.05)
-              for name in ("prose", "markdown", "multilingual")),
-        ],
-    )  # fmt: skip
-    (out / "mix.yaml").write_text(mix.to_yaml(), encoding="utf-8")
-    curated = out / "curated"
-    timings["curate"] = run(
-        "curate",
-        [
-            "data",
-            "curate",
-            "--config",
-            str(out / "mix.yaml"),
-            "--output",
-            str(curated),
-            "--tokenize",
-        ],
-    )
-    timings["report"] = run("report", ["data", "report", str(curated), "--top", "5"])
+    event = instance.get_latest_materialization_event(AssetKey(key))
+    if partition is not None:
+        from dagster import EventRecordsFilter
+        from dagster._core.events import DagsterEventType
 
-    print("\n== 3. training the tiny model")
-    run_dir = out / "runs" / "tiny"
-    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{(out / 'mlflow.db').resolve()}")
-    overrides = [
-        f"data.paths=[{curated / 'shards'}]",
-        f"max_steps={args.steps}",
-        "save_interval=20",
-        f"save_interval_unsharded={args.steps}",
-        "eval.interval=20",
-    ]
-    timings["train"] = run(
-        "train", ["train", "configs/tiny.yaml", *overrides, "--run-dir", str(run_dir)]
-    )
-    timings["batch"] = run(
-        "batch", ["batch", str(run_dir), "--step", str(args.steps), "--limit", "3"]
-    )
-    import olmo_nn
-    from olmo_nn.train.callbacks.metrics_file import read_metrics
+        records = instance.get_event_records(
+            EventRecordsFilter(
+                DagsterEventType.ASSET_MATERIALIZATION,
+                asset_key=AssetKey(key),
+                asset_partitions=[partition],
+            ),
+            limit=1,
+        )
+        event = records[0].event_log_entry if records else None
+    if event is None or event.asset_materialization is None:
+        return {}
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
-    metrics = read_metrics(run_dir)
-    checkpoint = run_dir / "checkpoints" / f"step{args.steps:06d}-unsharded"
-    model = olmo_nn.load_model(checkpoint)
-    from olmo_nn.data import InstanceDataset, TokenShards
 
-    shards = TokenShards(curated / "shards")
-    instances = InstanceDataset(shards, sequence_length=model.config.max_sequence_length)
-    batch = torch.stack([torch.as_tensor(instances[i].astype("int64")) for i in range(8)])
-    with torch.no_grad():
-        logits = model(batch[:, :-1])
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten()).item()
-    first, last = metrics[0]["loss"], metrics[-1]["loss"]
-    print(f"  loss {first:.3f} -> {last:.3f} over {len(metrics)} steps "
-          f"(ln vocab = {math.log(model.config.vocab_size):.3f}); plot: {run_dir / 'loss.png'}")  # fmt: skip
-
-    print("\n== 4. Hugging Face round trip")
-    hf_dir = out / "hf" / "tiny"
-    timings["export-hf"] = run("export-hf", ["export-hf", str(checkpoint), str(hf_dir)])
-    from transformers import AutoModelForCausalLM
-
-    hf_model = AutoModelForCausalLM.from_pretrained(hf_dir).eval()
-    with torch.no_grad():
-        hf_logits = hf_model(batch[:, :-1]).logits
-    max_diff = (hf_logits - logits).abs().max().item()
-    print(
-        f"  transformers loaded {type(hf_model).__name__}; max |logit difference| = {max_diff:.2e}"
-    )
-    reimported = out / "checkpoints" / "tiny-reimported"
-    timings["import-hf"] = run("import-hf", ["import-hf", str(hf_dir), str(reimported)])
-    again = olmo_nn.load_model(reimported)
-    identical = all(
-        torch.equal(a, b)
-        for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True)
-    )
-
-    print("\n== summary")
-    report = json.loads((curated / "report.json").read_text())
-    rows = [
-        ("raw documents", f"{sum(c['input_records'] for c in report['sources'].values()):,}"),
+def _summary(lab: Any, instance: Any, timings: dict[str, float]) -> None:
+    params = lab.params
+    curated = json.loads((lab.curated / "report.json").read_text())
+    sources = curated["sources"]
+    train = _latest(instance, "training_run")
+    shards = _latest(instance, "token_shards")
+    rows: list[tuple[str, str]] = [
+        ("raw documents", f"{sum(s['input_records'] for s in sources.values()):,}"),
         (
-            "kept after curation",
-            f"{shards.num_documents:,} (accounting adds up: {report['accounting_ok']})",
+            "kept / validation / removed / quarantined",
+            " / ".join(
+                f"{sum(s[k] for s in sources.values()):,}"
+                for k in ("kept", "validation", "removed", "quarantined")
+            )
+            + f"  (accounting adds up: {curated['accounting_ok']})",
         ),
-        ("tokens", f"{shards.num_tokens:,}"),
-        ("training instances", f"{len(instances):,} x {model.config.max_sequence_length}"),
-        ("model parameters", f"{model.num_params():,}"),
-        ("training loss", f"{first:.3f} -> {last:.3f} ({len(metrics)} steps)"),
-        ("loss on 8 instances", f"{loss:.3f}"),
-        ("HF logits max diff", f"{max_diff:.2e}"),
-        ("HF round trip", "bit-identical" if identical else "DIFFERENT"),
-        *((f"time: {k}", f"{v:.1f}s") for k, v in timings.items()),
+        ("training tokens", f"{shards.get('tokens', 0):,}"),
+        (
+            "training loss",
+            f"{train.get('first_loss', float('nan')):.3f} -> {train.get('last_loss', float('nan')):.3f}"
+            f" over {train.get('steps', 0)} steps",
+        ),
+        ("MLflow training run", str(train.get("mlflow_run_id", ""))),
     ]
+    print("\n== summary")
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
+
+    # Accuracy per task at each checkpoint (the assets' metadata).
+    header = ["task", *(f"step {s}" for s in params.eval.checkpoints)]
+    print("\n  downstream accuracy (OLMo's normalization per task, "
+          f"{params.eval.limit} examples each):")  # fmt: skip
+    print("  " + "".join(f"{h:<16}" for h in header))
+    for task in params.eval.tasks:
+        cells = [task]
+        for step in params.eval.checkpoints:
+            meta = _latest(instance, "downstream_eval", f"{step}|{task}")
+            cells.append(f"{meta.get('acc', float('nan')):.3f}")
+        print("  " + "".join(f"{c:<16}" for c in cells))
+    last = params.eval.checkpoints[-1]
+    ppl = _latest(instance, "perplexity_eval", str(last))
+    bpb = {k.split("/")[0]: v for k, v in ppl.items() if k.endswith("/bits_per_byte")}
+    if bpb:
+        print(f"\n  bits per byte at step {last}: "
+              + ", ".join(f"{s} {v:.3f}" for s, v in sorted(bpb.items())))  # fmt: skip
+    print("\n  time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items()))
     print(
-        f"\nOutputs in {out}/: raw/, curated/ (documents, attributes, removed, quarantine, shards,"
+        "\nLook around:\n"
+        "  make ui          # Dagster: the asset graph, lineage, metadata, checks (127.0.0.1:3000)\n"
+        "  make mlflow-ui   # MLflow: the training run and one run per evaluation (127.0.0.1:5000)\n"
+        '  .venv/bin/olmo query "SELECT source, count(DISTINCT doc_id) FROM batch_documents '
+        'GROUP BY source"\n'
+        "  .venv-dvc/bin/dvc repro   # the same steps as DVC stages (dvc.yaml, params.yaml)\n"
+        f"  plots: {lab.model_report}/*.png, {lab.corpus_report}/*.png"
     )
-    print("  report/), runs/tiny/, checkpoints/, hf/, mlflow.db")
-    print(f"Look at the loss curve: {run_dir / 'loss.png'}")
-    if max_diff > 1e-4 or not identical:
-        sys.exit("the Hugging Face round trip did not reproduce the model")
 
 
 if __name__ == "__main__":

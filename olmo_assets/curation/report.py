@@ -41,8 +41,11 @@ def _attribute_view(connection: duckdb.DuckDBPyConnection, root: Path, tagger: s
     return True
 
 
-def build_report(output: str | Path, *, top: int = 20) -> dict[str, Any]:
-    """Compute the report tables of a curation output folder and write ``report/``."""
+def build_report(
+    output: str | Path, *, top: int = 20, destination: str | Path | None = None
+) -> dict[str, Any]:
+    """Compute the report tables of a curation output folder and write them into
+    ``destination`` (default: the folder's ``report/``)."""
     root = Path(output)
     summary = json.loads((root / "report.json").read_text(encoding="utf-8"))
     connection = duckdb.connect()
@@ -165,8 +168,8 @@ def build_report(output: str | Path, *, top: int = 20) -> dict[str, Any]:
             f"GROUP BY ALL ORDER BY occurrences DESC, word LIMIT {top}",
         )
     connection.close()
-    folder = root / "report"
-    folder.mkdir(exist_ok=True)
+    folder = Path(destination) if destination is not None else root / "report"
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "tables.json").write_text(
         json.dumps(tables, indent=2, default=str) + "\n", encoding="utf-8"
     )

@@ -187,13 +187,13 @@ class Lab:
         return self.run_dir / "checkpoints" / f"step{step:06d}-unsharded"
 
     def checkpoint_record(self, step: int) -> Path:
-        return self.root / "checkpoints" / f"step{step:06d}"
+        return self.root / "checkpoints" / f"step{step}"
 
     def downstream(self, step: int, task: str) -> Path:
-        return self.root / "eval" / f"step{step:06d}" / "downstream" / task
+        return self.root / "eval" / f"step{step}" / "downstream" / task
 
     def perplexity(self, step: int) -> Path:
-        return self.root / "eval" / f"step{step:06d}" / "perplexity"
+        return self.root / "eval" / f"step{step}" / "perplexity"
 
     @property
     def model_report(self) -> Path:

@@ -359,10 +359,8 @@ def corpus_report(lab: Lab) -> StepResult:
     """The curated corpus, WIMBD-style: DuckDB tables and plots."""
     from olmo_assets.curation.report import build_report
 
-    tables = build_report(lab.curated)
     staging = _replace_folder(lab.corpus_report)
-    for path in (lab.curated / "report").iterdir():
-        shutil.copy2(path, staging / path.name)
+    tables = build_report(lab.curated, destination=staging)
     _commit(staging, lab.corpus_report)
     images = {p.stem: p for p in sorted(lab.corpus_report.glob("*.png"))}
     markdown = {

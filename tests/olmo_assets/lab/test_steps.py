@@ -102,5 +102,5 @@ def test_rows_complete_lists_what_is_missing(built_lab: Lab, model_report: StepR
     )
     report = collect_model_report(Lab(built_lab.repo, params))
     assert report.missing == [
-        f"lab/eval/step{step:06d}/downstream/boolq" for step in params.eval.checkpoints
+        f"lab/eval/step{step}/downstream/boolq" for step in params.eval.checkpoints
     ]

@@ -1,0 +1,146 @@
+"""The metadata a materialization carries, in Dagster Pipes' wire format.
+
+One builder serves both entry points: under Pipes the entries go to
+``report_asset_materialization`` as they are; outside Pipes :func:`to_dagster` turns them into
+Dagster's ``MetadataValue`` objects for a runless ``AssetMaterialization``. Either way the UI
+shows the same numbers, markdown tables, plots, content hash, git commit and command.
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import olmo_assets
+from olmo_assets.defs.catalog import Artifact
+from olmo_assets.lab.params import Lab
+from olmo_assets.lab.steps import CheckResult, StepResult
+
+__all__ = [
+    "MAX_EMBEDDED_IMAGE_BYTES",
+    "artifact_metadata",
+    "check_metadata",
+    "git_metadata",
+    "stage_command_line",
+    "to_dagster",
+]
+
+Entries = dict[str, dict[str, Any]]
+"""Metadata in Pipes' format: ``{key: {"raw_value": value, "type": type}}``."""
+
+# Plots larger than this are shown by path only (they would bloat the event log).
+MAX_EMBEDDED_IMAGE_BYTES = 1 << 20
+
+
+def _entry(value: Any, kind: str = "__infer__") -> dict[str, Any]:
+    return {"raw_value": value, "type": kind}
+
+
+def _plain(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict | list | tuple):
+        return _entry(value if isinstance(value, dict) else list(value), "json")
+    if isinstance(value, Path):
+        return _entry(str(value), "path")
+    if value is None:
+        return _entry(None, "null")
+    return _entry(value)
+
+
+def stage_command_line(step: str, arguments: tuple[str, ...]) -> str:
+    return " ".join(["python -m olmo_assets.defs.stage", step, *arguments])
+
+
+def git_metadata() -> Entries:
+    """The commit of the code that ran (and whether tracked files had changes), if in git."""
+    code = Path(olmo_assets.__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(code), "rev-parse", "HEAD"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+        status = subprocess.run(
+            ["git", "-C", str(code), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, check=True, timeout=30,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"git_commit": _entry(commit, "text"), "git_dirty": _entry(bool(status.strip()))}
+
+
+def _folder_stats(folder: Path) -> Entries:
+    files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else [folder]
+    return {
+        "num_files": _entry(len(files), "int"),
+        "num_bytes": _entry(sum(p.stat().st_size for p in files), "int"),
+    }
+
+
+def _image(name: str, path: Path) -> Entries:
+    entries = {f"{name}_plot_path": _entry(str(path), "path")}
+    if path.is_file() and path.stat().st_size <= MAX_EMBEDDED_IMAGE_BYTES:
+        encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+        entries[f"{name}_plot"] = _entry(f"![{name}](data:image/png;base64,{encoded})", "md")
+    return entries
+
+
+def artifact_metadata(
+    lab: Lab,
+    artifact: Artifact,
+    *,
+    folder: Path,
+    data_version: str,
+    result: StepResult,
+    primary: bool,
+    command: str,
+    seconds: float,
+    git: Entries,
+) -> Entries:
+    """Everything shown on one materialization. The step's own numbers, tables and plots go
+    on its primary artifact; every artifact gets its folder, content hash, size and origin."""
+    entries: Entries = {}
+    if primary:
+        entries |= {key: _plain(value) for key, value in result.metadata.items()}
+        entries |= {f"{name}_table": _entry(table, "md") for name, table in result.tables.items()}
+        for name, path in result.images.items():
+            entries |= _image(name, path)
+    if primary and "mlflow_run_id" in result.metadata:
+        entries["mlflow_tracking_uri"] = _entry(lab.mlflow_uri, "text")
+        entries["mlflow_experiment"] = _entry(lab.mlflow_experiment, "text")
+    entries |= {
+        "path": _entry(str(folder), "path"),
+        "dvc_md5": _entry(data_version, "text"),
+        **_folder_stats(folder),
+        "command": _entry(command, "text"),
+        "seconds": _entry(round(seconds, 3), "float"),
+        **git,
+    }
+    return entries
+
+
+def check_metadata(check: CheckResult, partition: str | None) -> Entries:
+    entries = {key: _plain(value) for key, value in check.metadata.items()}
+    entries["description"] = _entry(check.description, "text")
+    if partition is not None:
+        entries["partition"] = _entry(partition, "text")
+    return entries
+
+
+def to_dagster(entries: Entries) -> dict[str, Any]:
+    """Pipes-format entries as Dagster metadata values (for events recorded outside Pipes)."""
+    from dagster import MetadataValue
+
+    converters = {
+        "md": MetadataValue.md,
+        "path": MetadataValue.path,
+        "json": MetadataValue.json,
+        "text": MetadataValue.text,
+        "url": MetadataValue.url,
+        "null": lambda _value: MetadataValue.null(),
+    }
+    values: dict[str, Any] = {}
+    for key, entry in entries.items():
+        convert = converters.get(entry["type"])
+        values[key] = convert(entry["raw_value"]) if convert else entry["raw_value"]
+    return values
