@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt scripts/install_torch.sh
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/python scripts/demo.py --output demo_out
+	$(BIN)/python scripts/demo.py
 
 test: lint
 	$(BIN)/python -m pytest -q

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,28 @@ def _environment() -> None:
     Path(os.environ["DAGSTER_HOME"]).mkdir(exist_ok=True)
 
 
+def _materialize(job: tuple[str, str | None]) -> tuple[str, float, bool]:
+    """Materialize one step's assets (one partition) in this process's Dagster."""
+    from dagster import AssetKey, DagsterInstance, materialize
+
+    from olmo_assets.definitions import defs
+    from olmo_assets.defs.catalog import ARTIFACTS
+
+    step, key = job
+    start = time.perf_counter()
+    result = materialize(
+        list(defs.assets or []),
+        selection=[AssetKey(item.key) for item in ARTIFACTS if item.step == step],
+        partition_key=key,
+        instance=DagsterInstance.get(),
+        resources=dict(defs.resources or {}),
+        tags={"olmo/demo": "1"},
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        raise_on_error=False,
+    )
+    return (f"{step}[{key}]" if key else step), time.perf_counter() - start, result.success
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -49,26 +72,19 @@ def main() -> None:
     args = parser.parse_args()
     _environment()
 
-    from dagster import AssetKey, DagsterInstance, materialize
+    from dagster import DagsterInstance
 
-    from olmo_assets.definitions import defs
-    from olmo_assets.defs.catalog import ARTIFACTS
     from olmo_assets.lab.params import Lab
     from olmo_assets.lab.steps import STEPS
 
     lab = Lab.load(REPO)
     params = lab.params
     instance = DagsterInstance.get()
-    assets = list(defs.assets or [])
-    resources = dict(defs.resources or {})
     partitions = {
         "source": [[name] for name in params.sources],
         "step": [[str(step)] for step in params.eval.checkpoints],
         "task": [[str(s), t] for s in params.eval.checkpoints for t in params.eval.tasks],
     }
-
-    def keys_of(step: str) -> list[AssetKey]:
-        return [AssetKey(item.key) for item in ARTIFACTS if item.step == step]
 
     def partition_keys(step: str) -> list[str | None]:
         names = STEPS[step].arguments
@@ -76,26 +92,6 @@ def main() -> None:
             return [None]
         # Dagster's multi-partition keys put dimensions in name order: "checkpoint|task".
         return ["|".join(p) for p in partitions["task" if "task" in names else names[0]]]
-
-    def run(step: str, key: str | None) -> float:
-        start = time.perf_counter()
-        label = f"{step}[{key}]" if key else step
-        result = materialize(
-            assets,
-            selection=keys_of(step),
-            partition_key=key,
-            instance=instance,
-            resources=resources,
-            tags={"olmo/demo": "1"},
-            raise_on_error=False,
-        )
-        seconds = time.perf_counter() - start
-        if not result.success:
-            sys.exit(
-                f"{label} failed after {seconds:.0f}s: see the run in the Dagster UI (make ui)"
-            )
-        print(f"  materialized {label:<34} {seconds:6.1f}s", flush=True)
-        return seconds
 
     waves = [
         ("curation", ["source", "eval_data", "tokenizer"]),
@@ -110,37 +106,39 @@ def main() -> None:
     ]
     timings: dict[str, float] = {}
     total = time.perf_counter()
-    for group, steps in waves:
-        start = time.perf_counter()
-        jobs = [(step, key) for step in steps for key in partition_keys(step)]
-        print(f"\n== {group}: {', '.join(steps)} ({len(jobs)} run(s))", flush=True)
-        with ThreadPoolExecutor(max(1, args.parallel)) as pool:
-            list(pool.map(lambda job: run(*job), jobs))
-        timings[group] = timings.get(group, 0.0) + time.perf_counter() - start
+    # Runs go to worker processes: Dagster's in-process execution wants a main thread.
+    pool = ProcessPoolExecutor(
+        max(1, args.parallel), mp_context=multiprocessing.get_context("spawn")
+    )
+    with pool:
+        for group, steps in waves:
+            start = time.perf_counter()
+            jobs = [(step, key) for step in steps for key in partition_keys(step)]
+            print(f"\n== {group}: {', '.join(steps)} ({len(jobs)} run(s))", flush=True)
+            for label, seconds, ok in pool.map(_materialize, jobs):
+                if not ok:
+                    sys.exit(
+                        f"{label} failed after {seconds:.0f}s: see its run in the UI (make ui)"
+                    )
+                print(f"  materialized {label:<34} {seconds:6.1f}s", flush=True)
+            timings[group] = timings.get(group, 0.0) + time.perf_counter() - start
     timings["total"] = time.perf_counter() - total
     _summary(lab, instance, timings)
 
 
 def _latest(instance: Any, key: str, partition: str | None = None) -> dict[str, Any]:
-    from dagster import AssetKey
+    """The metadata of an asset's (partition's) latest materialization."""
+    from dagster import AssetKey, AssetRecordsFilter
 
-    event = instance.get_latest_materialization_event(AssetKey(key))
-    if partition is not None:
-        from dagster import EventRecordsFilter
-        from dagster._core.events import DagsterEventType
-
-        records = instance.get_event_records(
-            EventRecordsFilter(
-                DagsterEventType.ASSET_MATERIALIZATION,
-                asset_key=AssetKey(key),
-                asset_partitions=[partition],
-            ),
-            limit=1,
-        )
-        event = records[0].event_log_entry if records else None
-    if event is None or event.asset_materialization is None:
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(
+            asset_key=AssetKey(key), asset_partitions=[partition] if partition else None
+        ),
+        limit=1,
+    ).records
+    if not records or records[0].asset_materialization is None:
         return {}
-    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
 
 
 def _summary(lab: Any, instance: Any, timings: dict[str, float]) -> None:

@@ -16,16 +16,26 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from dagster import AssetExecutionContext, OpExecutionContext, PipesSubprocessClient
+from dagster import (
+    AssetExecutionContext,
+    OpExecutionContext,
+    PipesSubprocessClient,
+    PreviewWarning,
+)
 from dagster._core.errors import DagsterPipesExecutionError
 from dagster._core.pipes.client import PipesClientCompletedInvocation
 from dagster._core.pipes.utils import open_pipes_session
 from dagster_pipes import PipesExtras
 
 from olmo_assets.defs.stage import STAGE_ERROR
+
+# Dagster's own Pipes session reads a preview property of its message reader; the warning
+# says nothing about this code and would repeat on every step.
+warnings.filterwarnings("ignore", "Function `PipesMessageReader", PreviewWarning)
 
 __all__ = ["StageClient", "descendants", "stage_command", "stop_process_tree"]
 

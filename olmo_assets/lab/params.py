@@ -54,8 +54,8 @@ class CurationParams(Config):
 @dataclass
 class TrainParams(Config):
     config: str = "configs/tiny.yaml"
-    max_steps: int = 240
-    checkpoint_interval: int = 80
+    max_steps: int = 300
+    checkpoint_interval: int = 100
     """An unsharded checkpoint is kept at every multiple of this."""
     global_batch_size: int = 8
     micro_batch_size: int = 8
