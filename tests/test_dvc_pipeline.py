@@ -124,6 +124,8 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
     copy_repository(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     (repo / "params.yaml").write_text(yaml.safe_dump(merge(params, TINY_PARAMS), sort_keys=False))
+    # The committed dvc.lock records the default parameters' pipeline; this one starts afresh.
+    (repo / "dvc.lock").unlink(missing_ok=True)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_PIPES")}
     env.pop("OLMO_LAB_REPO", None)

@@ -90,6 +90,10 @@ def markdown_documents() -> Iterator[Document]:
         metadata = cast(email.message.Message, dist.metadata)
         name = (metadata["Name"] or "").lower()
         body = metadata.get_payload()
+        if not body:
+            # importlib_metadata (the backport, which MLflow imports) moves the long
+            # description from the payload into a "Description" field.
+            body = metadata.get("Description")
         if not name or name in seen or not isinstance(body, str) or len(body.strip()) < 200:
             continue
         seen.add(name)

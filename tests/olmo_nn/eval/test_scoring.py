@@ -47,9 +47,9 @@ def _eos(tokenizer: Tokenizer) -> int:
     return tokenizer.eos_token_id
 
 
-@pytest.fixture(scope="module")
-def hf_model() -> torch.nn.Module:
-    torch.manual_seed(0)
+def _small_hf_olmo(seed: int, **options: Any) -> torch.nn.Module:
+    """A random two-layer transformers OLMo with the lab tokenizer's vocabulary."""
+    torch.manual_seed(seed)
     config = transformers.OlmoConfig(
         vocab_size=PADDED_VOCAB,
         hidden_size=32,
@@ -57,10 +57,14 @@ def hf_model() -> torch.nn.Module:
         num_hidden_layers=2,
         num_attention_heads=4,
         max_position_embeddings=WINDOW,
-        eos_token_id=50279,
-        pad_token_id=1,
+        **options,
     )
     return transformers.OlmoForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="module")
+def hf_model() -> torch.nn.Module:
+    return _small_hf_olmo(0, eos_token_id=50279, pad_token_id=1)
 
 
 @pytest.fixture(scope="module")
@@ -263,17 +267,7 @@ GROUPED_REQUESTS = [
 
 @pytest.fixture(scope="module")
 def hf_eager_model() -> torch.nn.Module:
-    torch.manual_seed(1)
-    config = transformers.OlmoConfig(
-        vocab_size=PADDED_VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=WINDOW,
-        attn_implementation="eager",
-    )
-    return transformers.OlmoForCausalLM(config).eval()
+    return _small_hf_olmo(1, attn_implementation="eager")
 
 
 def _spy_rows(model: LanguageModel) -> list[tuple[int, int, bool]]:
