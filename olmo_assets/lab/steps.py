@@ -188,19 +188,17 @@ def _curation_config(lab: Lab, sources: list[str] | None = None) -> Any:
     )
 
 
-def _source_counts(report: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    rows = []
-    for source, counts in report["sources"].items():
-        row = {"source": source}
-        row |= {k: counts[k] for k in ("input_records", "kept", "validation", "removed", "quarantined", "passed")}  # fmt: skip
-        rows.append(row)
-    metadata = {
-        "input_records": sum(r["input_records"] for r in rows),
-        "kept": sum(r["kept"] for r in rows),
-        "removed": sum(r["removed"] for r in rows),
-        "quarantined": sum(r["quarantined"] for r in rows),
-        "accounting_ok": bool(report["accounting_ok"]),
-    }
+def _source_counts(report: dict[str, Any], *, decided: bool) -> tuple[dict[str, Any], str]:
+    """Counts per source (a table) and in all. ``decided``: a mix ran, so documents were kept
+    or removed; before it (tags, dedup) they all ``passed`` on, or were quarantined."""
+    outcomes = ("kept", "validation", "removed") if decided else ("passed",)
+    columns = ("input_records", *outcomes, "quarantined")
+    rows = [
+        {"source": source} | {k: counts[k] for k in columns}
+        for source, counts in report["sources"].items()
+    ]
+    metadata: dict[str, Any] = {k: sum(r[k] for r in rows) for k in columns}
+    metadata["accounting_ok"] = bool(report["accounting_ok"])
     return metadata, _markdown_table(rows)
 
 
@@ -219,7 +217,7 @@ def tag_source(lab: Lab, source: str) -> StepResult:
     config = _curation_config(lab, [source])
     curate(config, lab.tagged(source), stages=("tag",))
     report = json.loads((lab.tagged(source) / "report.json").read_text())
-    metadata, table = _source_counts(report)
+    metadata, table = _source_counts(report, decided=False)
     taggers = sorted(p.name for p in (lab.tagged(source) / "attributes").iterdir())
     metadata["taggers"] = ", ".join(taggers)
     return StepResult(
@@ -237,8 +235,10 @@ def deduplicate(lab: Lab) -> StepResult:
     config = _curation_config(lab)
     curate(config, lab.dedup, stages=("dedup",))
     report = json.loads((lab.dedup / "report.json").read_text())
-    metadata, table = _source_counts(report)
-    metadata["decontaminated_against"] = str(lab.eval_data) if lab.eval_data.is_dir() else "none"
+    metadata, table = _source_counts(report, decided=False)
+    metadata["decontaminated_against"] = (
+        _relative(lab, lab.eval_data) if lab.eval_data.is_dir() else "none"
+    )
     return StepResult([lab.dedup], metadata, tables={"counts": table})
 
 
@@ -255,7 +255,7 @@ def mix(lab: Lab) -> StepResult:
             raise FileNotFoundError(f"{folder} does not exist: materialize it before the mix")
     curate(config, lab.curated, stages=("mix",), attributes_from=[*attributes])
     report = json.loads((lab.curated / "report.json").read_text())
-    metadata, table = _source_counts(report)
+    metadata, table = _source_counts(report, decided=True)
     stage_rows = [
         {"source": source, "stage": stage, "removed": number}
         for source, counts in report["sources"].items()
