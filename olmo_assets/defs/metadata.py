@@ -39,6 +39,9 @@ def _entry(value: Any, kind: str = "__infer__") -> dict[str, Any]:
 
 
 def _plain(value: Any) -> dict[str, Any]:
+    if isinstance(value, float):
+        # Shown to people: six significant digits (the files keep full precision).
+        return _entry(float(f"{value:.6g}"))
     if isinstance(value, dict | list | tuple):
         return _entry(value if isinstance(value, dict) else list(value), "json")
     if isinstance(value, Path):
@@ -77,8 +80,16 @@ def _folder_stats(folder: Path) -> Entries:
     }
 
 
-def _image(name: str, path: Path) -> Entries:
-    entries = {f"{name}_plot_path": _entry(str(path), "path")}
+def _shown(lab: Lab, path: Path) -> str:
+    """A path as the UI shows it: relative to the repository when inside it."""
+    try:
+        return path.resolve().relative_to(lab.repo).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _image(lab: Lab, name: str, path: Path) -> Entries:
+    entries = {f"{name}_plot_path": _entry(_shown(lab, path), "path")}
     if path.is_file() and path.stat().st_size <= MAX_EMBEDDED_IMAGE_BYTES:
         encoded = base64.b64encode(path.read_bytes()).decode("ascii")
         entries[f"{name}_plot"] = _entry(f"![{name}](data:image/png;base64,{encoded})", "md")
@@ -104,12 +115,12 @@ def artifact_metadata(
         entries |= {key: _plain(value) for key, value in result.metadata.items()}
         entries |= {f"{name}_table": _entry(table, "md") for name, table in result.tables.items()}
         for name, path in result.images.items():
-            entries |= _image(name, path)
+            entries |= _image(lab, name, path)
     if primary and "mlflow_run_id" in result.metadata:
         entries["mlflow_tracking_uri"] = _entry(lab.mlflow_uri, "text")
         entries["mlflow_experiment"] = _entry(lab.mlflow_experiment, "text")
     entries |= {
-        "path": _entry(str(folder), "path"),
+        "path": _entry(_shown(lab, folder), "path"),
         "dvc_md5": _entry(data_version, "text"),
         **_folder_stats(folder),
         "command": _entry(command, "text"),

@@ -183,14 +183,17 @@ def _plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    many = len(lines) > 3  # a legend beside the axes, so it hides no points
+    fig, ax = plt.subplots(figsize=(8.5 if many else 7, 4))
     for label, (x, y) in lines.items():
         ax.plot(x, y, marker="o" if len(x) <= 20 else None, label=label)
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    if len(lines) > 1:
+    if many:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    elif len(lines) > 1:
         ax.legend(fontsize="small")
     fig.tight_layout()
     # No "Software" entry: the bytes depend on the data, not on matplotlib's version string.

@@ -70,7 +70,7 @@ def _markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None
     def cell(value: Any) -> str:
         if isinstance(value, float):
             return f"{value:.4g}"
-        return str(value)
+        return "–" if value is None else str(value)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
@@ -365,6 +365,7 @@ def corpus_report(lab: Lab) -> StepResult:
     images = {p.stem: p for p in sorted(lab.corpus_report.glob("*.png"))}
     markdown = {
         name: _markdown_table(rows[:20])
+        + (f"\n\n(first 20 of {len(rows)} rows: {name}.parquet)" if len(rows) > 20 else "")
         for name, rows in tables.items()
         if isinstance(rows, list) and rows and isinstance(rows[0], dict)
     }
@@ -505,7 +506,7 @@ def record_checkpoint(lab: Lab, step: int) -> StepResult:
     state = json.loads((checkpoint / "train_state.json").read_text(encoding="utf-8"))
     record = {
         "step": int(step),
-        "path": _relative(lab, checkpoint),
+        "checkpoint_path": _relative(lab, checkpoint),
         "sha256": content_hash(checkpoint),
         "parameters": model.num_params(),
         "tokens_seen": state["tokens_seen"],
@@ -578,7 +579,7 @@ def evaluate_downstream(lab: Lab, step: int, task: str) -> StepResult:
             "task": task,
             "mlflow_run_id": run_id,
         },
-        tables={"results": _markdown_table(rows)},
+        tables={"results": _markdown_table(rows, ["metric", "value", "count"])},
         checks={
             "rows_complete": CheckResult(
                 complete, "the result rows hold every metric, none missing", {"rows": len(rows)}
@@ -647,7 +648,12 @@ def evaluate_perplexity_step(lab: Lab, step: int) -> StepResult:
     return StepResult(
         [target],
         {"documents": len(documents), **summary, "mlflow_run_id": run_id},
-        tables={"results": _markdown_table(rows)},
+        tables={
+            "results": _markdown_table(
+                [r for r in rows if r["metric"] in ("perplexity", "bits_per_byte")],
+                ["source", "metric", "value", "count"],
+            )
+        },
         checks={
             "rows_complete": CheckResult(
                 finite and bool(rows),

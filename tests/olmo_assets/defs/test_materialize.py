@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from dagster import AssetKey, AssetsDefinition, instance_for_test, materialize
 
@@ -58,7 +56,7 @@ def test_source_and_its_attributes_materialize_with_metadata_and_dvc_hashes(
 
         assert int(str(raw.metadata["documents"].value)) > 0
         assert raw.metadata["dvc_md5"].value == raw.tags["dagster/data_version"]
-        assert Path(str(raw.metadata["path"].value)) == small_lab.raw("prose")
+        assert small_lab.repo / str(raw.metadata["path"].value) == small_lab.raw("prose")
         assert attributes.metadata["input_records"].value == raw.metadata["documents"].value
         assert str(attributes.metadata["counts_table"].value).startswith("| source |")
         assert attributes.metadata["command"].value == "python -m olmo_assets.defs.stage tag prose"
