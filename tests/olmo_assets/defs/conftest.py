@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,15 @@ def stage_environment(lab: Lab, home: Path) -> dict[str, str]:
     """The environment ``dvc repro`` gives the stage command: no Pipes variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_PIPES")}
     return env | {"OLMO_LAB_REPO": str(lab.repo), "DAGSTER_HOME": str(home)}
+
+
+def run_stage(lab: Lab, home: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """The stage command as ``dvc repro`` runs it, from a shell."""
+    return subprocess.run(
+        [sys.executable, "-m", "olmo_assets.defs.stage", *arguments],
+        cwd=lab.repo,
+        env=stage_environment(lab, home),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

@@ -3,8 +3,6 @@ instance shows as the latest materializations, the same record a Pipes run leave
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,23 +23,12 @@ from olmo_assets.defs.location import stage_environment as pipes_environment
 from olmo_assets.lab.hashing import dvc_md5
 from olmo_assets.lab.params import Lab
 
-from .conftest import stage_environment
+from .conftest import run_stage
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*expected_writer_count:dagster.PreviewWarning",
     "ignore:AssetExecutionContext.run_id is deprecated:DeprecationWarning",
 )
-
-
-def run_stage(lab: Lab, home: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "olmo_assets.defs.stage", *arguments],
-        cwd=lab.repo,
-        env=stage_environment(lab, home),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def latest(instance: DagsterInstance, key: str, partition: str) -> EventLogRecord:

@@ -21,7 +21,7 @@ import pytest
 from olmo_assets.lab.hashing import dvc_md5
 from olmo_assets.lab.params import Lab
 
-from .conftest import REPO, stage_environment
+from .conftest import REPO, run_stage, stage_environment
 from .test_definitions import DEPS
 
 ASSET_GRAPH = "{ assetNodes { assetKey { path } dependencyKeys { path } partitionKeys } }"
@@ -105,14 +105,7 @@ def test_webserver_shows_the_asset_graph_and_the_stage_materializations(
 ) -> None:
     # As `dvc repro` runs the stages from a shell, with the UI already up.
     for arguments in (("source", "prose"), ("tag", "prose")):
-        done = subprocess.run(
-            [sys.executable, "-m", "olmo_assets.defs.stage", *arguments],
-            cwd=small_lab.repo,
-            env=stage_environment(small_lab, dagster_home),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = run_stage(small_lab, dagster_home, *arguments)
         assert done.returncode == 0, done.stderr
 
     nodes = _graphql(webserver, ASSET_GRAPH)["assetNodes"]
