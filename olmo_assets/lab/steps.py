@@ -13,7 +13,6 @@ Dagster or DVC.
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import os
@@ -26,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from olmo_assets.curation.outputs import JsonlWriter
 from olmo_assets.lab.params import Lab
+from olmo_nn.atomic import staged_folder
 
 __all__ = ["STEPS", "CheckResult", "Step", "StepResult", "run_step"]
 
@@ -77,21 +78,6 @@ def _markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None
     return "\n".join(lines)
 
 
-def _replace_folder(target: Path) -> Path:
-    """A fresh staging folder beside ``target``; :func:`_commit` moves it into place."""
-    staging = target.with_name(f".{target.name}.staging")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    return staging
-
-
-def _commit(staging: Path, target: Path) -> None:
-    if target.exists():
-        shutil.rmtree(target)
-    staging.rename(target)
-
-
 # -- sources -------------------------------------------------------------------------------------
 
 
@@ -111,22 +97,19 @@ def build_source(lab: Lab, source: str) -> StepResult:
         "multilingual": local_sources.multilingual_documents,
     }[spec.kind]()
     target = lab.raw(source)
-    staging = _replace_folder(target)
     num_docs = num_bytes = 0
-    # mtime=0: the same documents give the same bytes, so DVC sees no change on a rerun.
-    with (
-        open(staging / "part-0000.jsonl.gz", "wb") as raw,
-        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as compressed,
-    ):
+    # The writer's gzip carries no timestamp: the same documents give the same bytes, so DVC
+    # sees no change on a rerun.
+    with staged_folder(target) as staged:
+        staged.mkdir()
+        writer = JsonlWriter(staged)
         for doc in documents:
-            doc = {**doc, "source": source}
-            compressed.write((json.dumps(doc, ensure_ascii=False) + "\n").encode("utf-8"))
+            writer.write([{**doc, "source": source}])
             num_docs += 1
             num_bytes += len(doc["text"].encode("utf-8"))
-    if num_docs == 0:
-        shutil.rmtree(staging)
-        raise ValueError(f"source {source!r} ({spec.kind}) produced no documents on this machine")
-    _commit(staging, target)
+        writer.close()
+        if num_docs == 0:
+            raise ValueError(f"source {source!r} ({spec.kind}) produced no documents here")
     return StepResult([target], {"documents": num_docs, "text_bytes": num_bytes, "kind": spec.kind})
 
 
@@ -135,20 +118,25 @@ def build_eval_data(lab: Lab) -> StepResult:
     from olmo_nn.eval.tasks import load_task
 
     target = lab.eval_data
-    staging = _replace_folder(target)
     counts = {}
-    with (
-        open(staging / "part-0000.jsonl.gz", "wb") as raw,
-        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as compressed,
-    ):
+    with staged_folder(target) as staged:
+        staged.mkdir()
+        writer = JsonlWriter(staged)
         for task in lab.params.eval.tasks:
             instances = load_task(task, limit=None)
             counts[task] = len(instances)
-            for instance in instances:
-                text = instance.contexts[instance.label] + instance.continuations[instance.label]
-                doc = {"id": f"{task}-{instance.index}", "text": text, "source": task}
-                compressed.write((json.dumps(doc, ensure_ascii=False) + "\n").encode("utf-8"))
-    _commit(staging, target)
+            writer.write(
+                [
+                    {
+                        "id": f"{task}-{instance.index}",
+                        "text": instance.contexts[instance.label]
+                        + instance.continuations[instance.label],
+                        "source": task,
+                    }
+                    for instance in instances
+                ]
+            )
+        writer.close()
     rows = [{"task": t, "examples": n} for t, n in counts.items()]
     return StepResult(
         [target], {"examples": sum(counts.values())}, tables={"tasks": _markdown_table(rows)}
@@ -294,9 +282,9 @@ def save_tokenizer(lab: Lab) -> StepResult:
     from olmo_nn.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.from_name_or_path(lab.params.tokenizer)
-    staging = _replace_folder(lab.tokenizer_dir)
-    tokenizer.save(staging)
-    _commit(staging, lab.tokenizer_dir)
+    with staged_folder(lab.tokenizer_dir) as staged:
+        staged.mkdir()
+        tokenizer.save(staged)
     return StepResult(
         [lab.tokenizer_dir],
         {
@@ -316,24 +304,24 @@ def tokenize(lab: Lab) -> StepResult:
     from olmo_nn.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.from_name_or_path(lab.tokenizer_dir)
-    staging = _replace_folder(lab.shards)
-    rows, readable, in_vocabulary = [], True, True
-    for split, folder in (("train", "documents"), ("validation", "validation")):
-        inputs = lab.curated / folder
-        if not inputs.is_dir() or not any(inputs.rglob("*.jsonl.gz")):
-            if split == "train":
-                raise ValueError(f"{inputs} holds no kept documents: nothing to train on")
-            continue
-        summary = tokenize_documents(
-            [inputs], staging / split, tokenizer=tokenizer, workers=lab.params.curation.workers
-        )
-        for source, counts in sorted(summary.sources.items()):
-            rows.append({"split": split, "source": source} | counts)
-        shards = TokenShards(staging / split, tokenizer=tokenizer)
-        for memmap in shards.memmaps:
-            readable = readable and memmap.size > 0
-            in_vocabulary = in_vocabulary and int(np.max(memmap)) < tokenizer.vocab_size
-    _commit(staging, lab.shards)
+    with staged_folder(lab.shards) as staged:
+        staged.mkdir()
+        rows, readable, in_vocabulary = [], True, True
+        for split, folder in (("train", "documents"), ("validation", "validation")):
+            inputs = lab.curated / folder
+            if not inputs.is_dir() or not any(inputs.rglob("*.jsonl.gz")):
+                if split == "train":
+                    raise ValueError(f"{inputs} holds no kept documents: nothing to train on")
+                continue
+            summary = tokenize_documents(
+                [inputs], staged / split, tokenizer=tokenizer, workers=lab.params.curation.workers
+            )
+            for source, counts in sorted(summary.sources.items()):
+                rows.append({"split": split, "source": source} | counts)
+            shards = TokenShards(staged / split, tokenizer=tokenizer)
+            for memmap in shards.memmaps:
+                readable = readable and memmap.size > 0
+                in_vocabulary = in_vocabulary and int(np.max(memmap)) < tokenizer.vocab_size
     train = TokenShards(lab.shards / "train")
     return StepResult(
         [lab.shards],
@@ -359,9 +347,9 @@ def corpus_report(lab: Lab) -> StepResult:
     """The curated corpus, WIMBD-style: DuckDB tables and plots."""
     from olmo_assets.curation.report import build_report
 
-    staging = _replace_folder(lab.corpus_report)
-    tables = build_report(lab.curated, destination=staging)
-    _commit(staging, lab.corpus_report)
+    with staged_folder(lab.corpus_report) as staged:
+        staged.mkdir()
+        tables = build_report(lab.curated, destination=staged)
     images = {p.stem: p for p in sorted(lab.corpus_report.glob("*.png"))}
     markdown = {
         name: _markdown_table(rows[:20])
@@ -513,9 +501,11 @@ def record_checkpoint(lab: Lab, step: int) -> StepResult:
         "epoch": state["epoch"],
     }
     target = lab.checkpoint_record(int(step))
-    staging = _replace_folder(target)
-    (staging / "checkpoint.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    _commit(staging, target)
+    with staged_folder(target) as staged:
+        staged.mkdir()
+        (staged / "checkpoint.json").write_text(
+            json.dumps(record, indent=1) + "\n", encoding="utf-8"
+        )
     return StepResult([target], record)
 
 
@@ -540,11 +530,11 @@ def evaluate_downstream(lab: Lab, step: int, task: str) -> StepResult:
         unconditional_context=spec.unconditional_context,
     )
     target = lab.downstream(int(step), task)
-    staging = _replace_folder(target)
-    rows = write_results(
-        [result], staging, model=_relative(lab, checkpoint), step=int(step), dump_requests=False
-    )
-    _commit(staging, target)
+    with staged_folder(target) as staged:
+        staged.mkdir()
+        rows = write_results(
+            [result], staged, model=_relative(lab, checkpoint), step=int(step), dump_requests=False
+        )
     acc = next((r["value"] for r in rows if r["metric"] == "acc"), float("nan"))
     expected = {"acc", *(f"acc_{n}" for n in NORMALIZATIONS)}
     metrics = {r["metric"]: r for r in rows}
@@ -620,10 +610,10 @@ def evaluate_perplexity_step(lab: Lab, step: int) -> StepResult:
     rows = evaluate_perplexity(model, documents)
     rows = [{"model": _relative(lab, checkpoint), "step": int(step), **row} for row in rows]
     target = lab.perplexity(int(step))
-    staging = _replace_folder(target)
-    (staging / "results.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-    pq.write_table(pa.Table.from_pylist(rows), staging / "results.parquet")
-    _commit(staging, target)
+    with staged_folder(target) as staged:
+        staged.mkdir()
+        (staged / "results.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+        pq.write_table(pa.Table.from_pylist(rows), staged / "results.parquet")
     summary = {
         f"{r['source']}/{r['metric']}": r["value"]
         for r in rows
@@ -677,9 +667,9 @@ def model_report(lab: Lab) -> StepResult:
     from olmo_assets.lab.tracking import log_report
 
     report = collect_model_report(lab)
-    staging = _replace_folder(lab.model_report)
-    write_model_report(report, staging)
-    _commit(staging, lab.model_report)
+    with staged_folder(lab.model_report) as staged:
+        staged.mkdir()
+        write_model_report(report, staged)
     run_id = log_report(lab, lab.model_report)
     expected = len(report.checkpoints) * (len(report.tasks) + 1)
     return StepResult(
