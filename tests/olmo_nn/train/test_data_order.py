@@ -70,7 +70,7 @@ def test_data_config_defaults_round_trip_and_validation() -> None:
         config.replace(sequence_length=4096).resolve_sequence_length(2048)
     with pytest.raises(ConfigError, match=r"data\.paths is empty"):
         DataConfig(paths=[])
-    with pytest.raises(ConfigError, match=r"data\.paths='data/train' must be a list"):
+    with pytest.raises(ConfigError, match=r"paths: expected a list, got 'data/train' \(str\)"):
         DataConfig.from_dict({"paths": "data/train"})
     with pytest.raises(ConfigError, match=r"data\.sequence_length=0"):
         DataConfig(paths=["x"], sequence_length=0)
