@@ -8,9 +8,7 @@ prose), the Python documentation topics and the multilingual samples, written as
 jsonl.gz. The whole Dolma v1.5 web chain runs on all of it, code included (language ID, Gopher, C4,
 PII, URL / exact / paragraph dedup, mixing with span replacement; ``--code-rules`` gives the
 code source code heuristics instead); the script prints MB/s of input text and the
-peak RSS of the main process and of any worker. Reference points on this two-core machine
-(REFERENCE.md §4): the Dolma toolkit's Python taggers ~0.5 MB/s, datatrove's Gopher + C4
-~0.2 MB/s.
+peak RSS of the main process and of any worker.
 """
 
 from __future__ import annotations

@@ -6,8 +6,11 @@
 Both models get the same shape, the same random token batches, bf16 autocast on GPU (fp32 on
 CPU), fused AdamW where the device supports it, and are run eager and compiled (ours: each
 block compiled; transformers: the whole model). After ``--warmup`` steps, ``--steps`` steps
-are timed. Printed per row: tokens/s, MFU against the card's dense bf16 peak (REFERENCE.md §3:
-6·N + 12·layers·d·seq FLOPs per token, 989 TFLOP/s on an H100) and peak memory.
+are timed. Printed per row: tokens/s, MFU and peak memory. MFU counts 6·N + 12·layers·d·seq
+training FLOPs per token (N: matmul parameters; PaLM, Chowdhery et al. 2022, arXiv:2204.02311,
+appendix B) against the card's dense (no sparsity) bf16 tensor-core peak from NVIDIA's
+datasheets: 989 TFLOP/s for the H100 SXM and the H200 (their 1,979 is with sparsity), 312 for
+the A100.
 """
 
 from __future__ import annotations

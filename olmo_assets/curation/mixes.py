@@ -22,7 +22,7 @@ from olmo_assets.curation.presets import load_preset
 
 __all__ = ["MIXES", "code_source", "dolma_v1_5_config", "gopher_paper_config", "rules_from_preset"]
 
-#: Dolma's PII replacement strings (REFERENCE.md §4).
+#: Dolma's PII replacement strings by span attribute (allenai/dolma: configs/dolma-v1_5/mixing/).
 _PII_MASKS = {
     "pii__email_spans": " |||EMAIL_ADDRESS||| ",
     "pii__phone_spans": " |||PHONE_NUMBER||| ",

@@ -46,7 +46,8 @@ from olmo_nn.train.stability import OutlierDetector, clip_grad_norm, clip_thresh
 
 __all__ = ["NonFiniteLossError", "Trainer"]
 
-#: Dense bf16 peak of the accelerators we know (REFERENCE.md §3), for MFU.
+#: Dense (no sparsity) bf16 tensor-core peak of the accelerators we know, for MFU, from
+#: NVIDIA's H100/H200 and A100 datasheets (which list twice these figures with sparsity).
 _PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 

@@ -57,7 +57,9 @@ CLEAN_PAGE = {
     "fraction_of_characters_in_duplicate_paragraphs": 0.0,
 }
 
-# rule -> (attribute values just kept, attribute values just removed), from REFERENCE.md §4.
+# rule -> (attribute values just kept, attribute values just removed). The thresholds are the
+# ones both presets share: the Gopher paper's (Rae et al. 2021, arXiv:2112.11446, appendix A)
+# as Dolma v1.5 applies them (github.com/allenai/dolma, configs/dolma-v1_5/mixing/cc-head.yaml).
 COMMON_CASES: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {
     "gopher_word_count": (
         [{"word_count": 50}, {"word_count": 100_000}],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -46,6 +46,11 @@ def test_clip_config_validation() -> None:
             ClipConfig.from_dict(bad)
 
 
+def norm_by_hand(params: Iterable[torch.Tensor]) -> float:
+    """The global L2 norm of the gradients, summed in float64 outside the code under test."""
+    return math.sqrt(sum(float(p.grad.double().pow(2).sum()) for p in params if p.grad is not None))
+
+
 def params_with_grads() -> list[nn.Parameter]:
     # Gradients [3, 4] and [[12]] and none: global norm sqrt(9 + 16 + 144) = 13.
     a, b, c = (nn.Parameter(torch.zeros(shape)) for shape in ((2,), (1, 1), (3,)))
@@ -64,6 +69,7 @@ def test_clip_grad_norm_clips_like_torch() -> None:
         torch.testing.assert_close(p.grad, q.grad)
     # Scaled by 1 / (13 + 1e-6): [3/13, 4/13] and [[12/13]], a unit vector.
     torch.testing.assert_close(ours[0].grad, torch.tensor([3 / 13, 4 / 13]))
+    assert norm_by_hand(ours) <= 1.0  # the bound holds, not just approximately
     assert clip_grad_norm(ours, max_norm=None).item() == pytest.approx(1.0)
 
 
@@ -73,6 +79,25 @@ def test_clip_grad_norm_leaves_small_or_unclipped_grads_alone() -> None:
         assert clip_grad_norm(iter(params), max_norm=max_norm).item() == pytest.approx(13.0)
         torch.testing.assert_close(params[0].grad, torch.tensor([3.0, 4.0]), rtol=0, atol=0)
     assert clip_grad_norm([nn.Parameter(torch.ones(2))], max_norm=1.0).item() == 0.0
+
+
+def test_clipping_a_model_bounds_its_gradient_norm() -> None:
+    torch.manual_seed(0)
+    model = OLMo(tiny_config())
+    ids = torch.arange(16).view(2, 8) * 7 % 100
+    model(ids).float().logsumexp(-1).mean().backward()
+    before = norm_by_hand(model.parameters())
+    unclipped = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    bound = 0.25
+    assert before > 2 * bound  # clipping has to act
+    reported = clip_grad_norm(model.parameters(), max_norm=bound)
+    assert reported.item() == pytest.approx(before, rel=1e-6)  # the norm before clipping
+    after = norm_by_hand(model.parameters())
+    assert after <= bound
+    assert after == pytest.approx(bound, rel=1e-5)  # scaled down to the bound, not below it
+    clipped = [p.grad for p in model.parameters() if p.grad is not None]
+    for g, g0 in zip(clipped, unclipped, strict=True):  # one common factor: directions kept
+        torch.testing.assert_close(g, g0 * (bound / before), rtol=1e-5, atol=1e-9)
 
 
 # --------------------------------------------------------------------------------- z-loss
@@ -234,5 +259,7 @@ def test_fsdp2_grad_norm_is_the_global_norm(
     for rank in range(WORLD_SIZE):
         result = torch.load(tmp_path / f"rank{rank}.pt")
         torch.testing.assert_close(result["norm"], expected)
+        assert result["norm"].item() > 1e-3  # so clipping to 1e-3 acted
         torch.testing.assert_close(result["clipped"], torch.tensor(1e-3))
+        assert result["clipped"].item() <= 1e-3
         torch.testing.assert_close(result["mixed"], (1e-6 + 25.0) ** 0.5 * torch.ones(()))

@@ -4,15 +4,20 @@ reconstruction, and the refusals for bad input."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 
 from olmo_nn.cli.main import main
 from olmo_nn.train.callbacks.metrics_file import read_metrics
@@ -107,6 +112,7 @@ def test_sigkill_during_training_then_resume_is_bit_identical(
     reference_run: tuple[Path, Path], tmp_path: Path
 ) -> None:
     config, reference = reference_run
+    final_step = TrainConfig.load(config).max_steps  # 8, checkpoints every 2 steps
     run = tmp_path / "run"
     command = [
         sys.executable,
@@ -120,18 +126,42 @@ def test_sigkill_during_training_then_resume_is_bit_identical(
     process = subprocess.Popen(
         command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.time() + 120
-    # Kill it once a checkpoint exists and it has gone on past it.
-    while time.time() < deadline:
-        steps = [m["step"] for m in read_metrics(run)] if (run / "metrics.jsonl").exists() else []
-        if steps and steps[-1] >= 5:
-            break
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    assert (run / "checkpoints").is_dir()
+    # Kill as soon as the first checkpoint is complete (the trainer renames it into place with
+    # train_state.json written last), i.e. with 6 of the 8 steps, 2 evaluations and 4 saves
+    # still to do: seconds of work against a 10 ms poll, so no race with the run's end.
+    first = run / "checkpoints" / "step000002" / "train_state.json"
+    deadline = time.monotonic() + 300
+    try:
+        while not first.is_file():
+            assert process.poll() is None, f"the run exited ({process.returncode}) before step 2"
+            assert time.monotonic() < deadline, "no checkpoint at step 2 within 300 s"
+            time.sleep(0.01)
+        alive_when_killed = process.poll() is None
+        process.send_signal(signal.SIGKILL)  # a no-op if it has already exited
+    finally:
+        process.kill()  # no-op if already dead; never leave the child behind on a failure
+        process.wait()
+    # The signal, not a normal exit, ended it: a run that had finished would have exit code 0.
+    assert alive_when_killed, "the run had finished before the kill"
+    assert process.returncode == -signal.SIGKILL
+    # The folder shows an unfinished run: the final step was never logged nor checkpointed.
+    checkpoints = run / "checkpoints"
+    assert not (checkpoints / f"step{final_step:06d}").exists()
+    assert not (checkpoints / f"step{final_step:06d}-unsharded").exists()
+    interrupted = [m["step"] for m in read_metrics(run)]
+    assert 2 <= interrupted[-1] < final_step, interrupted
+
     assert train(config, run) == 0
-    assert losses(run) == losses(reference)
+    assert losses(run) == losses(reference)  # exactly, not approximately
+    assert [m["batch_fingerprint"] for m in read_metrics(run)] == [
+        m["batch_fingerprint"] for m in read_metrics(reference)
+    ]
+    name = f"step{final_step:06d}-unsharded"
+    resumed = load_file(checkpoints / name / "model.safetensors")
+    uninterrupted = load_file(reference / "checkpoints" / name / "model.safetensors")
+    assert resumed.keys() == uninterrupted.keys()
+    for key, tensor in uninterrupted.items():
+        assert torch.equal(resumed[key], tensor), key
 
 
 def test_two_processes_match_one(reference_run: tuple[Path, Path], tmp_path: Path) -> None:
@@ -204,6 +234,46 @@ def test_non_finite_loss_stops_with_the_last_checkpoint(tmp_path: Path) -> None:
         train(config, tmp_path / "run")
 
 
+def test_trainer_clips_to_the_configured_bound_and_logs_the_norm_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import olmo_nn.train.trainer as trainer_module
+
+    def norm_by_hand(params: list[torch.Tensor]) -> float:
+        """The global gradient norm, summed in float64 outside the code under test."""
+        squares = [float(p.grad.double().pow(2).sum()) for p in params if p.grad is not None]
+        return math.sqrt(sum(squares))
+
+    real_clip = trainer_module.clip_grad_norm
+    seen: list[tuple[float | None, float, float, float]] = []
+
+    def recording_clip(parameters: Iterable[torch.Tensor], max_norm: float | None) -> torch.Tensor:
+        params = [p for p in parameters if p.grad is not None]
+        before = norm_by_hand(params)
+        reported = real_clip(params, max_norm)
+        seen.append((max_norm, before, reported.item(), norm_by_hand(params)))
+        return reported
+
+    monkeypatch.setattr(trainer_module, "clip_grad_norm", recording_clip)
+    # Gradient norms here are ~1.5-2.5: both bounds make clipping act on every step.
+    clip = {"max_grad_norm": 0.5, "early_max_grad_norm": 1.0, "early_steps": 1}
+    config = small_config(tmp_path, clip=clip, max_steps=3, save_interval=1000,
+                          eval={"interval": 0, "max_batches": 1})  # fmt: skip
+    assert train(config, tmp_path / "run") == 0
+    assert [bound for bound, *_ in seen] == [1.0, 0.5, 0.5]
+    logged = [m["grad_norm"] for m in read_metrics(tmp_path / "run")]
+    # torch's float32 vector_norm on CPU sums without cascading: over the 1.6M-element embedding
+    # gradient it comes out low by ~2e-5-4e-5 relative here (up to ~3e-4 on other data), so the
+    # clipped norm can overshoot the bound by as much. Allow that much float32 error, no more.
+    rtol = 1e-3
+    for (bound, before, reported, after), grad_norm in zip(seen, logged, strict=True):
+        assert bound is not None and before > bound  # clipping acted
+        assert reported == pytest.approx(before, rel=rtol)  # the norm before clipping...
+        assert grad_norm == reported  # ...is what the run logs
+        assert after <= bound * (1 + rtol)
+        assert after == pytest.approx(bound, rel=rtol)  # clipped to the bound, not below it
+
+
 def test_running_out_of_data_rolls_into_a_new_epoch(tmp_path: Path) -> None:
     # The validation shards hold ~32k tokens: ~500 instances of 64, i.e. ~125 steps of 4.
     config = small_config(tmp_path, data__paths=[str(SAMPLE / "validation")], max_steps=130,
@@ -232,6 +302,7 @@ def test_mlflow_run_records_params_metrics_and_checkpoint_hashes(
     assert train(config, tmp_path / "run") == 0
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("olmo-lab")
+    assert experiment is not None
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.run_name == "tracked" and run.info.status == "FINISHED"
     assert run.data.params["optim.lr"] == "0.002"
@@ -293,7 +364,7 @@ def test_crash_during_a_save_leaves_the_previous_checkpoint(
     real_save = dcp.save
     calls = []
 
-    def crash_on_second_save(state, checkpoint_id):  # type: ignore[no-untyped-def]
+    def crash_on_second_save(state: dict[str, Any], checkpoint_id: str) -> Any:
         calls.append(checkpoint_id)
         if len(calls) == 2:  # step 4: write half the files, then die
             real_save({"model": state["model"]}, checkpoint_id=checkpoint_id)
