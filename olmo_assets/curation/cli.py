@@ -9,9 +9,22 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from olmo_assets.curation.config import CurationConfig
 
 __all__ = ["register"]
+
+_CONFIG_HELP = (
+    "mix config: a YAML file, or a built-in mix by name (dolma_v1_5, gopher_paper); "
+    "default: dolma_v1_5"
+)
+_DEDUP_STATE_HELP = (
+    "carry deduplication across runs: load the dedup state from DIR if it exists (so this "
+    "run's documents are deduplicated against every earlier run's), and replace it atomically "
+    "with the updated state when the run succeeds"
+)
 
 
 def register(commands: Any, groups: dict[str, Any]) -> None:
@@ -27,9 +40,7 @@ def register(commands: Any, groups: dict[str, Any]) -> None:
             "quarantine/ and report.json (every input record accounted for)."
         ),
     )
-    curate.add_argument(
-        "--config", type=Path, help="mix config YAML (default: the Dolma v1.5 preset)"
-    )
+    curate.add_argument("--config", help=_CONFIG_HELP)
     curate.add_argument(
         "--source",
         action="append",
@@ -50,6 +61,7 @@ def register(commands: Any, groups: dict[str, Any]) -> None:
         help="also write OLMo token shards of the kept documents (shards/) and validation splits",
     )
     curate.add_argument("--tokenizer", help="tokenizer for --tokenize (default: OLMo's)")
+    curate.add_argument("--dedup-state", type=Path, metavar="DIR", help=_DEDUP_STATE_HELP)
     curate.set_defaults(func=_curate, stages=("tag", "dedup", "mix"))
 
     for stage, text in (
@@ -61,9 +73,7 @@ def register(commands: Any, groups: dict[str, Any]) -> None:
         ("mix", "decide, replace spans, sample and write documents, from earlier runs' attributes"),
     ):
         parser = actions.add_parser(stage, help=text, description=text)
-        parser.add_argument(
-            "--config", type=Path, help="mix config YAML (default: the Dolma v1.5 preset)"
-        )
+        parser.add_argument("--config", help=_CONFIG_HELP)
         parser.add_argument(
             "--source", action="append", default=[], metavar="NAME=PATH_OR_GLOB",
             help="a source and its files (repeatable)",
@@ -75,6 +85,8 @@ def register(commands: Any, groups: dict[str, Any]) -> None:
         )
         if stage == "tag":
             parser.add_argument("--taggers", help="comma-separated taggers (default: the config's)")
+        if stage == "dedup":
+            parser.add_argument("--dedup-state", type=Path, metavar="DIR", help=_DEDUP_STATE_HELP)
         if stage == "mix":
             parser.add_argument(
                 "--attributes", type=Path, nargs="+", required=True, metavar="RUN",
@@ -124,12 +136,27 @@ def _parse_sources(items: list[str]) -> dict[str, list[str]]:
     return sources
 
 
+def _load_config(value: str | None) -> CurationConfig:
+    """``--config``: a YAML file, else a built-in mix name (default: ``dolma_v1_5``)."""
+    from olmo_assets.curation.config import CurationConfig
+    from olmo_assets.curation.mixes import MIXES
+
+    if value is None:
+        return MIXES["dolma_v1_5"]()
+    if Path(value).is_file():
+        return CurationConfig.load(value)
+    if value in MIXES:
+        return MIXES[value]()
+    raise FileNotFoundError(
+        f"--config {value}: no such file, and not a built-in mix ({', '.join(MIXES)})"
+    )
+
+
 def _curate(args: argparse.Namespace) -> int:
-    from olmo_assets.curation.config import CurationConfig, SourceConfig
-    from olmo_assets.curation.mixes import dolma_v1_5_config
+    from olmo_assets.curation.config import SourceConfig
     from olmo_assets.curation.pipeline import curate
 
-    config = CurationConfig.load(args.config) if args.config else dolma_v1_5_config()
+    config = _load_config(args.config)
     overrides = _parse_sources(args.source)
     sources = list(config.sources)
     for name, paths in overrides.items():
@@ -158,6 +185,7 @@ def _curate(args: argparse.Namespace) -> int:
         progress=True,
         stages=args.stages,
         attributes_from=getattr(args, "attributes", None),
+        dedup_state=getattr(args, "dedup_state", None),
     )
     report = summary.to_dict()
     print(f"curated {len(report['sources'])} source(s) into {args.output} in {summary.seconds:.1f} s "
@@ -171,4 +199,35 @@ def _curate(args: argparse.Namespace) -> int:
     print(
         f"  accounting adds up: {report['accounting_ok']} (report: {args.output / 'report.json'})"
     )
+    if summary.dedup_state is not None:
+        _print_state(args.dedup_state, summary.dedup_state)
     return 0
+
+
+def _print_state(folder: Path, manifest: dict[str, Any]) -> None:
+    """One line per filter: how full the saved state is, and its false-positive rate now."""
+    settings = manifest["dedup"]
+    print(
+        f"dedup state saved to {folder}: {manifest['documents']} documents over "
+        f"{len(manifest['runs'])} run(s) (filters sized for {settings['expected_documents']})"
+    )
+    rates = {f"dedup {kind}": s for kind, s in manifest["stats"].get("dedup", {}).items()}
+    for name, stats in rates.items():
+        print(
+            f"  {name}: {stats['num_added']} items, fill {stats['fill_ratio']:.3f}, estimated "
+            f"false-positive rate {stats['estimated_false_positive_rate']:.2e}"
+        )
+    minhash = manifest["stats"].get("minhash", {})
+    if "max_estimated_false_positive_rate" in minhash:
+        print(
+            "  minhash bands: estimated false-positive rate per band "
+            f"{minhash['max_estimated_false_positive_rate']:.2e}"
+        )
+    elif minhash:
+        print(f"  minhash signatures: {minhash['num_docs']} ({minhash['signature_bytes']} bytes)")
+    if manifest["documents"] > settings["expected_documents"]:
+        print(
+            f"  warning: more documents than dedup.expected_documents="
+            f"{settings['expected_documents']}: false positives grow; start a new state with a "
+            "larger expected_documents"
+        )

@@ -8,14 +8,19 @@ as the reason. Thresholds therefore change without recomputing any tagger.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from olmo_nn.config import Config, ConfigError
 
 __all__ = [
+    "CLASSIFIER_LEVELS",
+    "MINHASH_METHODS",
     "STAGES",
     "CurationConfig",
     "DedupConfig",
+    "FastTextClassifierConfig",
     "RuleConfig",
     "SourceConfig",
     "SpanReplacementConfig",
@@ -35,6 +40,14 @@ STAGES = (
     "spans",
     "sampling",
 )
+
+MinHashMethod = Literal["online", "clusters"]
+#: ``dedup.minhash_method`` values: single-pass band filters, or two-pass union-find clusters.
+MINHASH_METHODS: tuple[str, ...] = get_args(MinHashMethod)
+ClassifierLevel = Literal["document", "sentence"]
+#: Where a fastText classifier is applied: the whole document, or each sentence.
+CLASSIFIER_LEVELS: tuple[str, ...] = get_args(ClassifierLevel)
+_TAGGER_NAME = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
 
 
 @dataclass(kw_only=True)
@@ -114,12 +127,63 @@ class DedupConfig(Config):
     """Flag paragraphs that appeared before (removed by span replacement)."""
     minhash: bool = False
     """Fuzzy near-duplicates with MinHash/LSH (5-word shingles, 14 bands x 8 rows)."""
+    minhash_method: MinHashMethod = "online"
+    """How ``minhash`` decides: ``online`` (one pass: a document is a near-duplicate when one
+    of its LSH bands was seen in an earlier document, bands kept in Bloom filters) or
+    ``clusters`` (two passes: documents sharing a band are joined transitively into clusters
+    with union-find, exact band matches, and every document but a cluster's first is a
+    near-duplicate; signatures, 448 bytes per document, are spilled to disk)."""
     false_positive_rate: float = 1e-5
     """Bloom filters' target false-positive rate (at the expected capacity)."""
     expected_documents: int = 1_000_000
     """Documents the run will see: sizes the URL and text filters."""
     expected_paragraphs: int = 20_000_000
     """Non-blank paragraphs the run will see: sizes the paragraph filter."""
+
+    def __post_init__(self) -> None:
+        if self.minhash_method not in MINHASH_METHODS:
+            raise ConfigError(
+                f"dedup.minhash_method={self.minhash_method!r} is not one of "
+                f"{', '.join(MINHASH_METHODS)}"
+            )
+
+
+@dataclass(kw_only=True)
+class FastTextClassifierConfig(Config):
+    """A fastText classifier from a local model file, run as a tagger named ``name``.
+
+    Its attributes are ``{name}__score`` (``level: document``) or ``{name}__sentence_spans``,
+    ``{name}__sentence_scores`` and ``{name}__max_score`` (``level: sentence``): the
+    probability of ``positive_label``. Removing documents is a rule's job
+    (``remove_if: jigsaw_hatespeech__max_score >= 0.4``).
+    """
+
+    name: str
+    """The tagger's name: list it in ``taggers``; it prefixes the attribute columns
+    (lowercase letters, digits and single underscores, starting with a letter)."""
+    model: str
+    """Path of the model file (fastText ``.bin`` or ``.ftz``); nothing is downloaded."""
+    positive_label: str
+    """The label whose probability is the score, with or without ``__label__`` (Dolma's
+    Jigsaw models: ``toxic`` / ``nsfw``)."""
+    level: ClassifierLevel = "sentence"
+    """``document`` (the whole text, newlines as spaces) or ``sentence`` (each sentence)."""
+
+    def __post_init__(self) -> None:
+        where = f"fasttext_classifiers: {self.name!r}"
+        if not _TAGGER_NAME.fullmatch(self.name):
+            raise ConfigError(
+                f"{where}: name must be lowercase letters, digits and single underscores, "
+                "starting with a letter (it prefixes attribute columns)"
+            )
+        if not self.model.strip():
+            raise ConfigError(f"{where}: model is empty; give the model file's path")
+        if not self.positive_label.removeprefix("__label__"):
+            raise ConfigError(f"{where}: positive_label is empty")
+        if self.level not in CLASSIFIER_LEVELS:
+            raise ConfigError(
+                f"{where}: level={self.level!r} is not one of {', '.join(CLASSIFIER_LEVELS)}"
+            )
 
 
 @dataclass(kw_only=True)
@@ -129,7 +193,9 @@ class CurationConfig(Config):
     sources: list[SourceConfig]
     """Sources, processed in this order (which fixes which duplicate is the first)."""
     taggers: list[str] = field(default_factory=lambda: ["language", "gopher", "c4", "pii"])
-    """Default taggers for every source."""
+    """Default taggers for every source: built-in names or ``fasttext_classifiers`` names."""
+    fasttext_classifiers: list[FastTextClassifierConfig] = field(default_factory=list)
+    """fastText classifiers (local model files) that ``taggers`` can name."""
     rules: list[RuleConfig] = field(default_factory=list)
     """Default removal rules for every source."""
     span_replacements: list[SpanReplacementConfig] = field(default_factory=list)
@@ -156,13 +222,8 @@ class CurationConfig(Config):
         names = [s.name for s in self.sources]
         if len(set(names)) != len(names):
             raise ConfigError(f"source names must be unique, got {names}")
+        classifiers = [c.name for c in self.fasttext_classifiers]
+        if len(set(classifiers)) != len(classifiers):
+            raise ConfigError(f"fasttext_classifiers names must be unique, got {classifiers}")
         if self.max_document_bytes <= 0 or self.batch_size <= 0:
             raise ConfigError("max_document_bytes and batch_size must be positive")
-
-    def source(self, name: str) -> SourceConfig:
-        for source in self.sources:
-            if source.name == name:
-                return source
-        raise ConfigError(
-            f"no source {name!r}; sources are {', '.join(s.name for s in self.sources)}"
-        )

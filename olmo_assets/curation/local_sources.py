@@ -25,7 +25,6 @@ from typing import Any, cast
 
 __all__ = [
     "code_documents",
-    "local_documents",
     "markdown_documents",
     "multilingual_documents",
     "prose_documents",
@@ -126,11 +125,3 @@ def multilingual_documents() -> Iterator[Document]:
             "source": "multilingual",
             "metadata": {"file": path.name},
         }
-
-
-def local_documents(*, max_code_bytes: int | None = None) -> Iterator[Document]:
-    """All four sources, in order: code, prose, markdown, multilingual."""
-    yield from code_documents(max_bytes=max_code_bytes)
-    yield from prose_documents()
-    yield from markdown_documents()
-    yield from multilingual_documents()

@@ -11,7 +11,12 @@ It takes two passes. :meth:`MinHashDeduplicator.add` computes the signatures of 
 (``bands * rows`` uint32 per document, 448 bytes by default) and keeps them in memory or
 appends them to a file; :meth:`MinHashDeduplicator.clusters` bands them and clusters the
 whole corpus. The order contract is :mod:`~olmo_assets.curation.dedup`'s: batches in the run's
-fixed order, since "first" decides which copy is kept.
+fixed order, since "first" decides which copy is kept. :meth:`~MinHashDeduplicator.save`
+and :meth:`~MinHashDeduplicator.load` carry the signatures to a later run, whose documents
+then come after them: one that joins an earlier run's cluster is a duplicate.
+
+The curation pipeline uses this clusterer when ``dedup.minhash_method`` is ``clusters``
+(:mod:`~olmo_assets.curation.stateful`); its default, ``online``, is a one-pass variant.
 
 **Definitions.** Words are ``text.lower().split()`` (Unicode whitespace). A shingle is 5
 consecutive words; a document with 1 to 4 words has one shingle of all of them, and one
@@ -24,8 +29,10 @@ generator; products stay below 2^64, so the arithmetic is exact in uint64.
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+import shutil
+from dataclasses import asdict, dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Any, ClassVar
@@ -47,6 +54,9 @@ _CHUNK_ROWS = 1024
 # Distinct words remembered between batches before the cache is cleared.
 _MAX_CACHED_WORDS = 1 << 20
 _MIX = np.uint64(0x100000001B3)
+_HEADER_FILE = "minhash.json"
+_SIGNATURES_FILE = "signatures.u32"
+_FORMAT = "olmo-minhash-clusters-v1"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -210,7 +220,8 @@ class MinHashDeduplicator:
     """Two-pass fuzzy deduplication of one run: :meth:`add` each batch, then :meth:`clusters`.
 
     Signatures live in memory, or with ``spill_path`` are appended to that file (raw uint32,
-    ``num_perm`` per document) and memory-mapped for the clustering pass.
+    ``num_perm`` per document) and memory-mapped for the clustering pass. After :meth:`load`,
+    the saved signatures of earlier runs come first (``num_prior`` documents).
     """
 
     name: ClassVar[str] = "minhash"
@@ -229,6 +240,9 @@ class MinHashDeduplicator:
         if self._spill_path is not None:
             self._spill_path.parent.mkdir(parents=True, exist_ok=True)
             self._spill_path.write_bytes(b"")
+        #: Documents of earlier runs (from :meth:`load`); they precede this run's.
+        self.num_prior = 0
+        #: Documents added in this run.
         self.num_docs = 0
 
     def add(self, docs: pl.DataFrame) -> None:
@@ -243,32 +257,91 @@ class MinHashDeduplicator:
                 out.write(signatures.tobytes())
 
     def _all_signatures(self) -> np.ndarray:
-        if self._spill_path is None:
-            if not self._signatures:
-                return np.empty((0, self.config.num_perm), dtype=np.uint32)
-            return np.concatenate(self._signatures)
-        if self.num_docs == 0:
+        total = self.num_prior + self.num_docs
+        if total == 0:
             return np.empty((0, self.config.num_perm), dtype=np.uint32)
+        if self._spill_path is None:
+            return np.concatenate(self._signatures)
         return np.memmap(
-            self._spill_path, dtype=np.uint32, mode="r", shape=(self.num_docs, self.config.num_perm)
+            self._spill_path, dtype=np.uint32, mode="r", shape=(total, self.config.num_perm)
         )
 
     def clusters(self) -> pl.DataFrame:
-        """Pass 2: ``id``, ``minhash__cluster_id`` and ``minhash__is_duplicate`` of every doc."""
-        first = cluster_signatures(self._all_signatures(), self.config)
+        """Pass 2: ``id``, ``minhash__cluster_id`` and ``minhash__is_duplicate`` of this run's
+        documents; the cluster id is null when the cluster's first document is an earlier
+        run's (whose ids are not kept)."""
+        first = cluster_signatures(self._all_signatures(), self.config)[self.num_prior :]
         ids = pl.concat(self._ids) if self._ids else pl.Series("id", [], dtype=pl.String)
+        local = first - self.num_prior
+        earlier = pl.Series([None] * self.num_docs, dtype=pl.String)
+        cluster_id = ids.gather(np.maximum(local, 0)).zip_with(pl.Series(local >= 0), earlier)
         return pl.DataFrame(
             [
                 ids,
-                ids.gather(first).alias(attribute(self.name, "cluster_id")),
-                pl.Series(attribute(self.name, "is_duplicate"), first != np.arange(self.num_docs)),
+                cluster_id.alias(attribute(self.name, "cluster_id")),
+                pl.Series(
+                    attribute(self.name, "is_duplicate"),
+                    first != np.arange(self.num_prior, self.num_prior + self.num_docs),
+                ),
             ]
         )
 
     def stats(self) -> dict[str, Any]:
-        """Documents seen and the bytes their signatures take."""
+        """Documents seen (earlier runs' included) and the bytes their signatures take."""
+        total = self.num_prior + self.num_docs
         return {
-            "num_docs": self.num_docs,
+            "num_docs": total,
+            "num_prior": self.num_prior,
             "num_perm": self.config.num_perm,
-            "signature_bytes": self.num_docs * self.config.num_perm * 4,
+            "signature_bytes": total * self.config.num_perm * 4,
         }
+
+    def save(self, directory: str | os.PathLike[str]) -> None:
+        """Write every signature (earlier runs' and this run's) and the config to ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if self._spill_path is not None:
+            shutil.copyfile(self._spill_path, directory / _SIGNATURES_FILE)
+        else:
+            self._all_signatures().tofile(directory / _SIGNATURES_FILE)
+        header = {
+            "format": _FORMAT,
+            "config": asdict(self.config),
+            "num_docs": self.num_prior + self.num_docs,
+        }
+        (directory / _HEADER_FILE).write_text(json.dumps(header, indent=2) + "\n")
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        spill_path: str | os.PathLike[str] | None = None,
+    ) -> MinHashDeduplicator:
+        """Continue from what :meth:`save` wrote: its documents come before any :meth:`add`."""
+        directory = Path(directory)
+        header_path = directory / _HEADER_FILE
+        if not header_path.is_file():
+            raise FileNotFoundError(
+                f"no saved MinHash signatures in {directory} (no {_HEADER_FILE})"
+            )
+        header = json.loads(header_path.read_text())
+        if header.get("format") != _FORMAT:
+            raise ValueError(f"{header_path} has format {header.get('format')!r}, not {_FORMAT!r}")
+        deduplicator = cls(MinHashConfig(**header["config"]), spill_path=spill_path)
+        path = directory / _SIGNATURES_FILE
+        num_docs, num_perm = int(header["num_docs"]), deduplicator.config.num_perm
+        size = path.stat().st_size if path.is_file() else -1
+        if size != num_docs * num_perm * 4:
+            raise ValueError(
+                f"{path} holds {size} bytes, not the {num_docs * num_perm * 4} of {num_docs} "
+                f"signatures of {num_perm} uint32 its header promises; the state is damaged"
+            )
+        if deduplicator._spill_path is not None:
+            shutil.copyfile(path, deduplicator._spill_path)
+        else:
+            deduplicator._signatures.append(
+                np.fromfile(path, dtype=np.uint32).reshape(num_docs, num_perm)
+            )
+        deduplicator.num_prior = num_docs
+        return deduplicator

@@ -26,10 +26,6 @@ class Decisions:
     stage: list[str | None]
     reason: list[str | None]
 
-    @property
-    def kept(self) -> np.ndarray:
-        return np.array([s is None for s in self.stage], dtype=bool)
-
 
 def decide(attributes: pl.DataFrame, rules: list[RuleConfig]) -> Decisions:
     """Evaluate ``rules`` on an attribute table (one row per document)."""

@@ -6,7 +6,9 @@ thresholds, C4's "line must end in punctuation" as line removal, PII (more than 
 removes the document; fewer are masked with OLMo's PII tokens), paragraph dedup (duplicate
 paragraphs removed) and, when evaluation data is given, Paloma decontamination.
 ``gopher_paper_config()`` swaps in the Gopher paper's quality and repetition rules.
-Sources are added by the caller (``--source NAME=PATH``).
+Sources are added by the caller (``--source NAME=PATH``). :data:`MIXES` names them for
+``olmo data curate --config NAME`` (``configs/curation/<name>.yaml`` are the same mixes,
+written out).
 """
 
 from __future__ import annotations
@@ -19,15 +21,12 @@ from olmo_assets.curation.config import (
     SpanReplacementConfig,
 )
 from olmo_assets.curation.presets import load_preset
+from olmo_assets.curation.taggers.pii import PII_REPLACEMENTS
 
 __all__ = ["MIXES", "code_source", "dolma_v1_5_config", "gopher_paper_config", "rules_from_preset"]
 
 #: Dolma's PII replacement strings by span attribute (allenai/dolma: configs/dolma-v1_5/mixing/).
-_PII_MASKS = {
-    "pii__email_spans": " |||EMAIL_ADDRESS||| ",
-    "pii__phone_spans": " |||PHONE_NUMBER||| ",
-    "pii__ip_spans": " |||IP_ADDRESS||| ",
-}
+_PII_MASKS = {f"pii__{kind}_spans": mask for kind, mask in PII_REPLACEMENTS.items()}
 
 
 def rules_from_preset(

@@ -9,6 +9,10 @@ Accounting: every input record ends in exactly one of kept (``documents/``), val
 (``validation/``), removed (``removed/``: id, source, stage, reason) or quarantined
 (``quarantine/``: file, line, error, raw bytes). ``report.json`` holds the counts per source
 and stage and checks the identity.
+
+With ``dedup.minhash_method: clusters`` near-duplicates are known only once every document
+has been seen: the documents and attributes of each batch wait in a scratch folder beside the
+output, and the mix runs over them, in the same order, after the clustering.
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
+import tempfile
 import time
 from collections import Counter, deque
+from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +36,12 @@ import polars as pl
 from tqdm import tqdm
 
 from olmo_assets.curation.bloom import BloomFilter, hash_strings
-from olmo_assets.curation.config import CurationConfig, RuleConfig, SourceConfig
+from olmo_assets.curation.config import (
+    CurationConfig,
+    FastTextClassifierConfig,
+    RuleConfig,
+    SourceConfig,
+)
 from olmo_assets.curation.mixer import apply_spans, decide, sample_copies, validation_mask
 from olmo_assets.curation.outputs import JsonlWriter, ParquetWriter
 from olmo_assets.curation.taggers.base import Tagger
@@ -58,6 +70,8 @@ TAGGERS = {
     "badwords": "olmo_assets.curation.taggers.toxicity:BadWordsTagger",
     "code": "olmo_assets.curation.taggers.code:CodeTagger",
 }
+#: Attribute prefixes of the pipeline's own columns: no tagger may take these names.
+_RESERVED_NAMES = ("dedup", "minhash", "decontam", "html")
 _MAX_BATCH_BYTES = 16 << 20
 #: Added to HTML sources' rules: pages the extractor found no text in.
 _NO_TEXT = RuleConfig(
@@ -83,12 +97,65 @@ def _without_stateful(config: CurationConfig) -> CurationConfig:
     return config.replace(dedup=dedup, decontamination_paths=[])
 
 
-def build_tagger(name: str) -> Tagger:
+def build_tagger(name: str, classifiers: Sequence[FastTextClassifierConfig] = ()) -> Tagger:
+    """The tagger a config names: one of ``classifiers`` (a config's ``fasttext_classifiers``)
+    or a built-in one of :data:`TAGGERS` (built with its defaults)."""
+    for classifier in classifiers:
+        if classifier.name == name:
+            from olmo_assets.curation.taggers.toxicity import FastTextClassifierTagger
+
+            return FastTextClassifierTagger(
+                classifier.model,
+                name=classifier.name,
+                positive_label=classifier.positive_label,
+                level=classifier.level,
+            )
     if name not in TAGGERS:
-        raise ValueError(f"unknown tagger {name!r}; available: {', '.join(TAGGERS)}")
+        available = [*TAGGERS, *(c.name for c in classifiers)]
+        raise ValueError(f"unknown tagger {name!r}; available: {', '.join(available)}")
     module, _, cls = TAGGERS[name].partition(":")
     tagger: Tagger = getattr(importlib.import_module(module), cls)()
     return tagger
+
+
+def _source_taggers(config: CurationConfig, source: SourceConfig) -> list[str]:
+    return list(source.taggers if source.taggers is not None else config.taggers)
+
+
+def _check_taggers(config: CurationConfig) -> None:
+    """Fail before reading anything: unknown tagger names, clashing or unusable classifiers."""
+    from olmo_assets.curation.taggers.toxicity import check_classifier_model
+
+    classifiers = {c.name: c for c in config.fasttext_classifiers}
+    for name in classifiers:
+        if name in TAGGERS or name in _RESERVED_NAMES:
+            raise ValueError(
+                f"fasttext_classifiers: {name!r} is the name of a built-in tagger or of the "
+                f"pipeline's own attributes ({', '.join([*TAGGERS, *_RESERVED_NAMES])}); "
+                "pick another name"
+            )
+    used: list[str] = []
+    for source in config.sources:
+        for name in _source_taggers(config, source):
+            if name not in TAGGERS and name not in classifiers:
+                known = ", ".join(TAGGERS)
+                declared = ", ".join(classifiers) or "none"
+                raise ValueError(
+                    f"source {source.name!r}: unknown tagger {name!r}; built-in taggers are "
+                    f"{known}; fasttext_classifiers in this config: {declared}"
+                )
+            if name in classifiers and name not in used:
+                used.append(name)
+    for name in used:
+        classifier = classifiers[name]
+        try:
+            check_classifier_model(classifier.model, classifier.positive_label)
+        except (FileNotFoundError, ValueError) as error:
+            raise type(error)(f"fasttext_classifiers: {name!r}: {error}") from None
+
+
+def _classifiers_for(config: CurationConfig, taggers: list[str]) -> list[FastTextClassifierConfig]:
+    return [c for c in config.fasttext_classifiers if c.name in taggers]
 
 
 @dataclass
@@ -133,6 +200,8 @@ class CurationSummary:
     output: Path
     sources: dict[str, SourceCounts]
     seconds: float
+    dedup_state: dict[str, Any] | None = None
+    """The manifest of the dedup state the run saved (``curate(dedup_state=...)``)."""
 
     def to_dict(self) -> dict[str, Any]:
         per_source = {name: counts.to_dict() for name, counts in self.sources.items()}
@@ -149,7 +218,7 @@ def quarantine_category(error: str) -> str:
 
 
 # --------------------------------------------------------------------------- workers
-_WORKER_TAGGERS: dict[str, Tagger] = {}
+_WORKER_TAGGERS: dict[tuple[str, str], Tagger] = {}
 
 
 def _quarantine_row(source: str, error: ReadError, raw: bytes | None) -> dict[str, Any]:
@@ -173,6 +242,7 @@ def _tag_batch(
     tagger_names: list[str],
     max_bytes: int,
     html: bool = False,
+    classifiers: Sequence[FastTextClassifierConfig] = (),
 ) -> tuple[pl.DataFrame, pl.DataFrame, list[dict[str, Any]]]:
     """Parse and tag one batch (runs in a worker process)."""
     documents: list[Document] = []
@@ -216,7 +286,12 @@ def _tag_batch(
         )
         docs = docs.with_columns(pl.Series("text", [text or "" for text in extracted]))
     for name in tagger_names:
-        tagger = _WORKER_TAGGERS.get(name) or _WORKER_TAGGERS.setdefault(name, build_tagger(name))
+        # Keyed by the classifier's settings too: one process may run several configs.
+        spec = next((c for c in classifiers if c.name == name), None)
+        key = (name, "" if spec is None else json.dumps(spec.to_dict(), sort_keys=True))
+        tagger = _WORKER_TAGGERS.get(key)
+        if tagger is None:
+            tagger = _WORKER_TAGGERS[key] = build_tagger(name, classifiers)
         tagged = tagger.tag(docs)
         attributes = attributes.hstack(tagged.drop("id"))
     return docs, attributes, quarantine
@@ -289,6 +364,8 @@ class _Curator:
         *,
         stages: frozenset[str] = frozenset(STAGE_NAMES),
         attributes_from: list[Path] | None = None,
+        dedup_state: Path | None = None,
+        scratch: Path | None = None,
     ) -> None:
         self.config = config
         self.stages = stages
@@ -303,7 +380,16 @@ class _Curator:
         )
         from olmo_assets.curation.stateful import StatefulTaggers
 
-        self.stateful = StatefulTaggers(config if "dedup" in stages else _without_stateful(config))
+        self.stateful = StatefulTaggers(
+            config if "dedup" in stages else _without_stateful(config),
+            state=dedup_state,
+            scratch=scratch,
+        )
+        self.scratch = scratch
+        # With the clusters method: (source, rows) of each batch fed to the stateful taggers,
+        # and the batches whose mix waits for the clustering (source, docs and attributes).
+        self._batches: list[tuple[str, int]] = []
+        self._pending: list[tuple[SourceConfig, Path, Path]] = []
 
     def _loaded_attributes(self, source: str, ids: pl.Series) -> list[pl.DataFrame]:
         if source not in self._readers:
@@ -318,7 +404,6 @@ class _Curator:
         self, source: SourceConfig, docs: pl.DataFrame, attributes: pl.DataFrame,
         quarantine: list[dict[str, Any]], counts: SourceCounts,
     ) -> None:  # fmt: skip
-        config = self.config
         # Duplicate ids (within the run) are quarantined: a later copy cannot be told apart.
         keys = hash_strings(f"{source.name}\0{doc_id}" for doc_id in docs["id"].to_list())
         duplicate = self.seen_ids.add_and_check(keys)
@@ -342,7 +427,7 @@ class _Curator:
         if docs.height == 0:
             return
         counts.input_bytes += int(docs["text"].str.len_bytes().sum())
-        attributes = attributes.hstack(self.stateful.tag(docs, exempt=source.code).drop("id"))
+        attributes = attributes.hstack(self.stateful.tag(docs).drop("id"))
         for tagger_name in sorted({c.split("__", 1)[0] for c in attributes.columns if "__" in c}):
             columns = ["id", *(c for c in attributes.columns if c.startswith(f"{tagger_name}__"))]
             self.writers.parquet("attributes", tagger_name, source.name).write(
@@ -350,10 +435,49 @@ class _Curator:
             )
         for loaded in self._loaded_attributes(source.name, docs["id"]):
             attributes = attributes.hstack(loaded)
+        if self.stateful.deferred:
+            self._batches.append((source.name, docs.height))
         if "mix" not in self.stages:
             counts.passed += docs.height
             return
+        if self.stateful.deferred:
+            assert self.scratch is not None
+            index = len(self._pending)
+            docs_path = self.scratch / f"batch-{index:07d}-documents.parquet"
+            attributes_path = self.scratch / f"batch-{index:07d}-attributes.parquet"
+            docs.write_parquet(docs_path)
+            attributes.write_parquet(attributes_path)
+            self._pending.append((source, docs_path, attributes_path))
+            return
+        self._mix(source, docs, attributes, counts)
 
+    def finish(self, counts: dict[str, SourceCounts]) -> None:
+        """After the last batch: the clusters method's near-duplicates, then the waiting mix."""
+        minhash = self.stateful.finish()
+        if minhash is None:
+            return
+        offset = 0
+        slices = []
+        for source_name, height in self._batches:
+            piece = minhash.slice(offset, height)
+            offset += height
+            self.writers.parquet("attributes", "minhash", source_name).write(piece)
+            slices.append(piece)
+        if "mix" not in self.stages:
+            return
+        for (source, docs_path, attributes_path), piece in zip(self._pending, slices, strict=True):
+            docs = pl.read_parquet(docs_path)
+            attributes = pl.read_parquet(attributes_path).hstack(piece.drop("id"))
+            docs_path.unlink()
+            attributes_path.unlink()
+            self._mix(source, docs, attributes, counts[source.name])
+
+    def _mix(
+        self, source: SourceConfig, docs: pl.DataFrame, attributes: pl.DataFrame,
+        counts: SourceCounts,
+    ) -> None:  # fmt: skip
+        """Decide, replace spans, sample, and write one batch's documents."""
+        config = self.config
         rules = list(source.rules if source.rules is not None else config.rules)
         if "html__no_extractable_text" in attributes.columns:
             rules.append(_NO_TEXT)
@@ -444,7 +568,8 @@ def _run_source(
 ) -> None:
     """Stream one source: batches tagged (in workers) ahead, processed in input order."""
     config = curator.config
-    taggers = source.taggers if source.taggers is not None else config.taggers
+    taggers = _source_taggers(config, source)
+    classifiers = _classifiers_for(config, taggers)
     pending: deque[Future[Any] | tuple[Any, ...]] = deque()
 
     def drain(limit: int) -> None:
@@ -457,7 +582,14 @@ def _run_source(
     files = resolve_inputs(source.paths)
     for batch in iter_record_batches(files, config.batch_size, _MAX_BATCH_BYTES):
         counts.input_records += len(batch)
-        arguments = (source.name, batch, taggers, config.max_document_bytes, source.html)
+        arguments = (
+            source.name,
+            batch,
+            taggers,
+            config.max_document_bytes,
+            source.html,
+            classifiers,
+        )
         if executor is None:
             pending.append(_tag_batch(*arguments))
         else:
@@ -473,6 +605,7 @@ def curate(
     progress: bool = False,
     stages: tuple[str, ...] = STAGE_NAMES,
     attributes_from: list[str | os.PathLike[str]] | None = None,
+    dedup_state: str | os.PathLike[str] | None = None,
 ) -> CurationSummary:
     """Run the chain into ``output`` (written atomically) and write ``report.json``.
 
@@ -481,42 +614,80 @@ def curate(
     runs' output folders whose ``attributes/`` are joined in (they must have read the same
     inputs). A run without ``mix`` writes attributes and quarantine, and counts documents as
     ``passed``.
+
+    ``dedup_state`` (a run with the ``dedup`` stage only) is a folder that carries what the
+    deduplication has seen from run to run (:mod:`~olmo_assets.curation.stateful`): loaded
+    first if it exists, so everything earlier runs saw counts as earlier than this run's
+    documents, and replaced atomically by the updated state once the output is in place.
     """
     target = Path(output)
     start = time.perf_counter()
     counts = {source.name: SourceCounts() for source in config.sources}
     workers = config.workers or os.cpu_count() or 1
-    with staged_folder(target) as root:
-        root.mkdir()
-        unknown = set(stages) - set(STAGE_NAMES)
-        if unknown:
-            raise ValueError(
-                f"unknown stages {sorted(unknown)}; stages are {', '.join(STAGE_NAMES)}"
+    unknown = set(stages) - set(STAGE_NAMES)
+    if unknown:
+        raise ValueError(f"unknown stages {sorted(unknown)}; stages are {', '.join(STAGE_NAMES)}")
+    if "tag" not in stages:
+        config = config.replace(taggers=[], sources=[s.replace(taggers=[]) for s in config.sources])
+    _check_taggers(config)
+    state = None if dedup_state is None else Path(dedup_state)
+    if state is not None and "dedup" not in stages:
+        raise ValueError(f"a dedup state ({state}) needs the dedup stage; stages are {stages}")
+    scratch = None
+    if "dedup" in stages and config.dedup.minhash and config.dedup.minhash_method == "clusters":
+        target.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.scratch-", dir=target.parent))
+    try:
+        with staged_folder(target) as root:
+            root.mkdir()
+            curator = _Curator(
+                config,
+                root,
+                stages=frozenset(stages),
+                attributes_from=[Path(p) for p in attributes_from or []],
+                dedup_state=state,
+                scratch=scratch,
             )
-        if "tag" not in stages:
-            config = config.replace(
-                taggers=[], sources=[s.replace(taggers=[]) for s in config.sources]
+            if state is not None and not curator.stateful.active:
+                raise ValueError(
+                    f"a dedup state ({state}) was asked for, but this config deduplicates "
+                    "nothing (dedup.url, exact, paragraphs and minhash are false and there is "
+                    "no decontamination)"
+                )
+            if state is not None and any(
+                run["output"] == str(target.resolve()) for run in curator.stateful.runs
+            ):
+                raise ValueError(
+                    f"the dedup state in {state} already holds the documents of the run that "
+                    f"wrote {target}: against it, this run would remove them all as duplicates "
+                    "of themselves; write another output folder, or use the state as it was "
+                    "before that run"
+                )
+            executor = _executor(workers)
+            bar = tqdm(desc="curate", unit="doc", disable=not progress)
+            try:
+                for source in config.sources:
+                    _run_source(curator, executor, source, counts[source.name], workers, bar)
+                curator.finish(counts)
+            finally:
+                bar.close()
+                if executor is not None:
+                    executor.shutdown(cancel_futures=True)
+                curator.writers.close()
+            report_data: dict[str, Any] = {}
+            if config.tokenize and "mix" in stages:
+                report_data["tokens"] = _tokenize_outputs(root, config)
+            summary = CurationSummary(target, counts, time.perf_counter() - start)
+            report_data |= summary.to_dict()
+            (root / "report.json").write_text(
+                json.dumps(report_data, indent=2, sort_keys=True) + "\n"
             )
-        curator = _Curator(
-            config,
-            root,
-            stages=frozenset(stages),
-            attributes_from=[Path(p) for p in attributes_from or []],
-        )
-        executor = _executor(workers)
-        bar = tqdm(desc="curate", unit="doc", disable=not progress)
-        try:
-            for source in config.sources:
-                _run_source(curator, executor, source, counts[source.name], workers, bar)
-        finally:
-            bar.close()
-            if executor is not None:
-                executor.shutdown(cancel_futures=True)
-            curator.writers.close()
-        report_data: dict[str, Any] = {}
-        if config.tokenize and "mix" in stages:
-            report_data["tokens"] = _tokenize_outputs(root, config)
-        summary = CurationSummary(target, counts, time.perf_counter() - start)
-        report_data |= summary.to_dict()
-        (root / "report.json").write_text(json.dumps(report_data, indent=2, sort_keys=True) + "\n")
+        if state is not None:
+            # After the output is in place: a failed run never leaves its documents in the
+            # state (a rerun would flag them all as duplicates of themselves).
+            with staged_folder(state) as staged:
+                summary.dedup_state = curator.stateful.save(staged, output=str(target.resolve()))
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     return summary

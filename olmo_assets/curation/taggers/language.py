@@ -29,6 +29,7 @@ from __future__ import annotations
 import importlib.resources
 import os
 import re
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -40,6 +41,7 @@ from olmo_assets.curation.taggers.base import SPAN, Tagger, attribute
 __all__ = [
     "FastTextModel",
     "LanguageTagger",
+    "fasttext_labels",
     "load_fasttext_model",
     "locate_language_model",
     "prepare_for_fasttext",
@@ -47,6 +49,11 @@ __all__ = [
 
 _LABEL_PREFIX = "__label__"
 _PARAGRAPH_TOP_K = 5
+# fastText's model file: magic and version (int32), 12 int32 arguments and a double, then the
+# dictionary: size, nwords, nlabels (int32), ntokens, pruneidx_size (int64), then ``size``
+# entries of a NUL-terminated word, its count (int64) and its type (int8, 1 for a label).
+_FASTTEXT_MAGIC = 793712314
+_FASTTEXT_ARGS_BYTES = 12 * 4 + 8
 # Dolma's split_paragraphs: each line with its newline; blank lines are not paragraphs.
 _PARAGRAPH = re.compile(r"[^\n]*\n|[^\n]+$")
 
@@ -81,6 +88,42 @@ def load_fasttext_model(path: str | os.PathLike[str]) -> FastTextModel:
 
     model: FastTextModel = fasttext.load_model(str(path))
     return model
+
+
+def fasttext_labels(path: str | os.PathLike[str]) -> list[str]:
+    """The labels (``__label__xx``) of a fastText model file, read from its dictionary.
+
+    Raises ``FileNotFoundError`` naming a missing file and ``ValueError`` for a file that is
+    not a fastText model (checked without loading the model's weights).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"fastText model {path} does not exist; pass the model file's path")
+    with path.open("rb") as data:
+        head = data.read(8 + _FASTTEXT_ARGS_BYTES + 28)
+        if len(head) < 8 or struct.unpack_from("<i", head)[0] != _FASTTEXT_MAGIC:
+            raise ValueError(f"{path} is not a fastText model file (no fastText header)")
+        if len(head) < 8 + _FASTTEXT_ARGS_BYTES + 28:
+            raise ValueError(f"{path} is a truncated fastText model file")
+        size, _, num_labels = struct.unpack_from("<iii", head, 8 + _FASTTEXT_ARGS_BYTES)
+        labels: list[str] = []
+        buffer, position = b"", 0
+        for _ in range(size):
+            end = buffer.find(b"\0", position)
+            while end < 0 or len(buffer) < end + 10:
+                chunk = data.read(1 << 20)
+                if not chunk:
+                    raise ValueError(f"{path} is a truncated fastText model file")
+                buffer, position = buffer[position:] + chunk, 0
+                end = buffer.find(b"\0")
+            if buffer[end + 9] == 1:
+                labels.append(buffer[position:end].decode("utf-8", errors="replace"))
+            position = end + 10
+    if len(labels) != num_labels:
+        raise ValueError(
+            f"{path}: the dictionary holds {len(labels)} labels, its header says {num_labels}"
+        )
+    return labels
 
 
 def prepare_for_fasttext(text: str, max_chars: int | None) -> str:

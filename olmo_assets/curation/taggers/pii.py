@@ -12,7 +12,8 @@ and an email is kept only if its part before ``@`` is not ``"("`` and its domain
 
 * **Spans are the address itself**, Python character offsets, end exclusive. Dolma's spans
   include the whitespace and punctuation its expressions consume around the address (which
-  is presumably why its replacement tokens carry spaces: see :func:`mask_pii`).
+  is presumably why its replacement tokens carry spaces: :data:`PII_REPLACEMENTS`, which the
+  mixes put in place of each span, as ``span_replacements``).
 * **Email**: the leading ``[.\\s@,?!;:)(]*`` is replaced by an equivalent that runs in linear
   time (Dolma's is quadratic on long runs of spaces or ``?``; Dolma skips documents with more
   than 10,000 question marks, we skip none): the match starts after whitespace,
@@ -36,7 +37,7 @@ Python's ``re`` then runs only on those lines, so offsets are character offsets 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import polars as pl
@@ -50,8 +51,6 @@ __all__ = [
     "PII_KINDS",
     "PII_REPLACEMENTS",
     "PiiTagger",
-    "find_pii",
-    "mask_pii",
     "matching_lines",
 ]
 
@@ -111,50 +110,6 @@ _FINDERS = {
     "phone": lambda line: _find_group(_PHONE, line),
     "ip": lambda line: _find_group(_IP, line),
 }
-
-
-def find_pii(text: str) -> dict[str, list[Span]]:
-    """``(start, end)`` character spans of each kind in ``text`` (the tagger's definition)."""
-    found: dict[str, list[Span]] = {kind: [] for kind in PII_KINDS}
-    offset = 0
-    for line in text.split("\n"):
-        for kind in PII_KINDS:
-            found[kind].extend((offset + s, offset + e) for s, e in _FINDERS[kind](line))
-        offset += len(line) + 1
-    return found
-
-
-def mask_pii(
-    text: str, spans_by_kind: Mapping[str, Iterable[Mapping[str, int] | Span] | None]
-) -> str:
-    """``text`` with each span replaced by its kind's ``PII_REPLACEMENTS`` token.
-
-    ``spans_by_kind`` maps ``"email"``, ``"phone"``, ``"ip"`` to spans as the tagger stores
-    them (``{"start": s, "end": e}``) or as ``(start, end)`` pairs. The token replaces exactly
-    the span, spaces included (Dolma's tokens), so ``"mail bob@example.com now"`` becomes
-    ``"mail  |||EMAIL_ADDRESS|||  now"``. A span overlapping an earlier one (by start) is
-    skipped, as the mixer's span replacement does. Whether to mask at all (Dolma: at most
-    five spans, else the document is removed) is the caller's rule.
-    """
-    edits: list[tuple[int, int, str]] = []
-    for kind, spans in spans_by_kind.items():
-        if kind not in PII_REPLACEMENTS:
-            raise ValueError(
-                f"mask_pii: unknown PII kind {kind!r}; expected one of {', '.join(PII_KINDS)}"
-            )
-        for span in spans or ():
-            start, end = (span["start"], span["end"]) if isinstance(span, Mapping) else span
-            edits.append((int(start), int(end), PII_REPLACEMENTS[kind]))
-    edits.sort()
-    pieces: list[str] = []
-    position = 0
-    for start, end, replacement in edits:
-        if start < position:
-            continue
-        pieces += [text[position:start], replacement]
-        position = end
-    pieces.append(text[position:])
-    return "".join(pieces)
 
 
 class PiiTagger(Tagger):

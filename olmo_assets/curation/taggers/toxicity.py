@@ -3,7 +3,11 @@
 Dolma scores each sentence with fastText classifiers trained on the Jigsaw toxic-comment data
 (hate speech and NSFW; about 0.4 GB each, downloaded from dolma-artifacts.org) and removes
 sentences scoring >= 0.4. :class:`FastTextClassifierTagger` runs such a model, or any
-fastText classifier a user has, at document or sentence level; the threshold is a rule.
+fastText classifier a user has, from a local file, at document or sentence level; the
+threshold is a rule over its scores. A curation config declares it under
+``fasttext_classifiers`` (:class:`~olmo_assets.curation.config.FastTextClassifierConfig`)
+and names it in ``taggers``. The mixer removes whole documents (a rule such as
+``max_score >= 0.4``); dropping only the toxic sentences, as Dolma does, is not offered.
 
 Nothing here downloads, so the offline default is :class:`BadWordsTagger`: occurrences of the
 terms of ``data/badwords_en.txt`` (a modest English list of profanity, sexual terms and slurs
@@ -25,8 +29,13 @@ from pathlib import Path
 
 import polars as pl
 
+from olmo_assets.curation.config import CLASSIFIER_LEVELS
 from olmo_assets.curation.taggers.base import SPAN, Tagger, attribute
-from olmo_assets.curation.taggers.language import FastTextModel, load_fasttext_model
+from olmo_assets.curation.taggers.language import (
+    FastTextModel,
+    fasttext_labels,
+    load_fasttext_model,
+)
 from olmo_assets.curation.taggers.pii import matching_lines
 
 __all__ = [
@@ -34,18 +43,19 @@ __all__ = [
     "LEVELS",
     "BadWordsTagger",
     "FastTextClassifierTagger",
+    "check_classifier_model",
     "load_terms",
     "split_sentences",
 ]
 
 #: Where a classifier is applied: the whole document, or each sentence.
-LEVELS = ("document", "sentence")
+LEVELS = CLASSIFIER_LEVELS
 #: The offline default list (one lowercase term per line, ``#`` comments).
 DEFAULT_BADWORDS = Path(__file__).parent / "data" / "badwords_en.txt"
 
 _LABEL_PREFIX = "__label__"
 _SENTENCE = re.compile(r"\S[^\n]*?(?:[.!?]+[\"'”’)\]]*(?=\s|\Z)|(?=\n)|\Z)")
-_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_NAME = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
 
 
 def split_sentences(text: str) -> list[tuple[int, int]]:
@@ -54,11 +64,27 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     return [(m.start(), m.start() + len(m.group().rstrip())) for m in _SENTENCE.finditer(text)]
 
 
+def check_classifier_model(path: str | os.PathLike[str], positive_label: str) -> None:
+    """Check that ``path`` is a fastText model with the label ``positive_label``.
+
+    Raises ``FileNotFoundError`` naming a missing file, ``ValueError`` for a file that is not
+    a fastText model or a label the model does not have (listing some of its labels).
+    """
+    label = _LABEL_PREFIX + positive_label.removeprefix(_LABEL_PREFIX)
+    labels = fasttext_labels(path)
+    if label not in labels:
+        shown = ", ".join(repr(name.removeprefix(_LABEL_PREFIX)) for name in labels[:10])
+        more = f" and {len(labels) - 10} more" if len(labels) > 10 else ""
+        raise ValueError(
+            f"fastText model {path} has no label {positive_label!r}; its labels are {shown}{more}"
+        )
+
+
 class FastTextClassifierTagger(Tagger):
     """The probability of ``positive_label`` under a fastText classifier (``{name}__*``).
 
-    ``model`` is a model file's path (loaded with ``fasttext-predict``) or an object with
-    fastText's ``predict(text, k)``. ``name`` prefixes the columns, so two classifiers (e.g.
+    ``model`` is a model file's path (loaded with ``fasttext-predict``, after
+    :func:`check_classifier_model`) or an object with fastText's ``predict(text, k)``. ``name`` prefixes the columns, so two classifiers (e.g.
     ``jigsaw_hatespeech`` and ``jigsaw_nsfw``) can run side by side. ``positive_label`` is
     the label whose probability is the score, with or without fastText's ``__label__``
     prefix (Dolma's Jigsaw models are binary: for the NSFW one, ``nsfw`` against
@@ -80,7 +106,7 @@ class FastTextClassifierTagger(Tagger):
         positive_label: str,
         level: str = "sentence",
     ) -> None:
-        if not _NAME.fullmatch(name) or "__" in name:
+        if not _NAME.fullmatch(name):
             raise ValueError(
                 f"FastTextClassifierTagger: name={name!r} must be lowercase letters, digits and "
                 "single underscores, starting with a letter (it prefixes column names)"
@@ -96,7 +122,10 @@ class FastTextClassifierTagger(Tagger):
         self.__dict__["name"] = name
         self.positive_label = _LABEL_PREFIX + positive_label.removeprefix(_LABEL_PREFIX)
         self.level = level
-        self.model = load_fasttext_model(model) if isinstance(model, str | os.PathLike) else model
+        if isinstance(model, str | os.PathLike):
+            check_classifier_model(model, positive_label)
+            model = load_fasttext_model(model)
+        self.model = model
 
     def score(self, text: str) -> float:
         """The probability of the positive label for one piece of text."""

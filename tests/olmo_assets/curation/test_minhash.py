@@ -100,3 +100,25 @@ def test_config_validation_names_the_field() -> None:
 def test_no_documents_no_clusters() -> None:
     out = MinHashDeduplicator().clusters()
     assert out.height == 0 and out.columns == ["id", "minhash__cluster_id", "minhash__is_duplicate"]
+
+
+@pytest.mark.parametrize("spill", [False, True])
+def test_saved_signatures_come_before_a_later_run(tmp_path, spill: bool) -> None:  # type: ignore[no-untyped-def]
+    first = MinHashDeduplicator(spill_path=tmp_path / "a.u32" if spill else None)
+    first.add(DOCS.slice(0, 3))  # other-a, base, other-b
+    first.save(tmp_path / "state")
+    later = MinHashDeduplicator.load(
+        tmp_path / "state", spill_path=tmp_path / "b.u32" if spill else None
+    )
+    assert later.num_prior == 3
+    later.add(DOCS.slice(3, 2))  # near, copy: both in base's cluster, begun in the first run
+    out = later.clusters()
+    assert out["id"].to_list() == ["near", "copy"]
+    assert out["minhash__is_duplicate"].to_list() == [True, True]
+    assert out["minhash__cluster_id"].to_list() == [None, None]  # an earlier run's document
+    assert later.stats()["num_docs"] == 5
+    later.save(tmp_path / "state")
+    assert MinHashDeduplicator.load(tmp_path / "state").num_prior == 5
+    (tmp_path / "state" / "signatures.u32").write_bytes(b"\0" * 12)
+    with pytest.raises(ValueError, match="the state is damaged"):
+        MinHashDeduplicator.load(tmp_path / "state")

@@ -1,4 +1,4 @@
-"""PII spans (email, phone, IPv4) on hand-counted texts, Dolma parity, and masking."""
+"""PII spans (email, phone, IPv4) on hand-counted texts, and Dolma parity, through the tagger."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from olmo_assets.curation.taggers.base import SPAN
-from olmo_assets.curation.taggers.pii import PiiTagger, find_pii, mask_pii
+from olmo_assets.curation.taggers.pii import PII_KINDS, PiiTagger
 
 
 def _docs(*texts: str | None) -> pl.DataFrame:
@@ -19,12 +19,25 @@ def _docs(*texts: str | None) -> pl.DataFrame:
     )
 
 
+def _find_all(texts: list[str]) -> list[dict[str, list[tuple[int, int]]]]:
+    """Each text's ``(start, end)`` spans per PII kind, as the tagger finds them."""
+    out = PiiTagger().tag(_docs(*texts))
+    return [
+        {kind: [(s["start"], s["end"]) for s in row[f"pii__{kind}_spans"]] for kind in PII_KINDS}
+        for row in out.iter_rows(named=True)
+    ]
+
+
+def _pii(text: str) -> dict[str, list[tuple[int, int]]]:
+    return _find_all([text])[0]
+
+
 def _spans(text: str, kind: str) -> list[str]:
-    return [text[s:e] for s, e in find_pii(text)[kind]]
+    return [text[s:e] for s, e in _pii(text)[kind]]
 
 
 def test_email_span_is_the_address() -> None:
-    assert find_pii("mail bob@example.com now")["email"] == [(5, 20)]
+    assert _pii("mail bob@example.com now")["email"] == [(5, 20)]
     # Leading punctuation and trailing punctuation are not part of the address.
     assert _spans("(bob@example.com) or <ann.lee@mail.example.org>.", "email") == [
         "bob@example.com",
@@ -35,12 +48,12 @@ def test_email_span_is_the_address() -> None:
 
 
 def test_email_needs_a_dotted_domain() -> None:
-    assert find_pii("@decorator and x @ y and user@localhost here")["email"] == []
-    assert find_pii("a@... is not an address")["email"] == []
+    assert _pii("@decorator and x @ y and user@localhost here")["email"] == []
+    assert _pii("a@... is not an address")["email"] == []
 
 
 def test_character_offsets_after_non_ascii_text() -> None:
-    assert find_pii("café bob@x.io")["email"] == [(5, 13)]
+    assert _pii("café bob@x.io")["email"] == [(5, 13)]
     docs = _docs("日本語のテキスト bob@x.io と 192.168.0.1")
     row = PiiTagger().tag(docs).row(0, named=True)
     assert row["pii__email_spans"] == [{"start": 9, "end": 17}]
@@ -62,14 +75,14 @@ def test_phone_formats(text: str, number: str) -> None:
 
 
 def test_phone_needs_whitespace_before_it() -> None:
-    assert find_pii("id:5551234567 and x5551234567")["phone"] == []
+    assert _pii("id:5551234567 and x5551234567")["phone"] == []
 
 
 def test_ipv4_octets_are_validated_and_the_address_stands_alone() -> None:
     text = "hosts 10.0.0.1, 255.255.255.255 and 192.168.1.1."
     assert _spans(text, "ip") == ["10.0.0.1", "255.255.255.255", "192.168.1.1"]
-    assert find_pii("999.1.1.1 and 1.2.3.256 and 256.1.1.1")["ip"] == []
-    assert find_pii("version 1.2.3.4.5 or v1.2.3.4")["ip"] == []
+    assert _pii("999.1.1.1 and 1.2.3.256 and 256.1.1.1")["ip"] == []
+    assert _pii("version 1.2.3.4.5 or v1.2.3.4")["ip"] == []
 
 
 def test_tagger_columns_rows_and_counts() -> None:
@@ -98,22 +111,6 @@ def test_tagger_columns_rows_and_counts() -> None:
     assert out["pii__total_count"].to_list() == [1, 0, 0, 4]
     assert out["pii__phone_spans"][3].to_list() == [{"start": 28, "end": 40}]
     assert PiiTagger().tag(_docs()).height == 0
-
-
-def test_mask_pii_replaces_spans_with_dolma_tokens() -> None:
-    text = "mail bob@example.com or 10.0.0.1"
-    spans: dict[str, list[dict[str, int]] | list[tuple[int, int]] | None] = {
-        "email": [{"start": 5, "end": 20}],
-        "ip": [(24, 32)],
-        "phone": None,
-    }
-    assert mask_pii(text, spans) == "mail  |||EMAIL_ADDRESS|||  or  |||IP_ADDRESS||| "
-    assert mask_pii(text, {}) == text
-    # Overlapping spans: the earlier one wins.
-    overlap = {"email": [(0, 10)], "ip": [(5, 12)]}
-    assert mask_pii("0123456789AB", overlap) == " |||EMAIL_ADDRESS||| AB"
-    with pytest.raises(ValueError, match="unknown PII kind 'ssn'"):
-        mask_pii(text, {"ssn": []})
 
 
 # Dolma's expressions verbatim, and its email post-processing, as the reference.
@@ -146,9 +143,9 @@ def _dolma_phones(text: str) -> list[tuple[int, int]]:
 def test_same_matches_as_dolma_on_random_text(alphabet: str, kind: str) -> None:
     reference = _dolma_emails if kind == "email" else _dolma_phones
     rng = random.Random(0)
-    for _ in range(5000):
-        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 24)))
-        assert find_pii(text)[kind] == reference(text), repr(text)
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 24))) for _ in range(5000)]
+    for text, found in zip(texts, _find_all(texts), strict=True):
+        assert found[kind] == reference(text), repr(text)
 
 
 def test_linear_time_on_long_runs() -> None:

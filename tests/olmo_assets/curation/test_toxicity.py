@@ -151,3 +151,21 @@ def test_classifier_arguments_are_checked(tmp_path: Path) -> None:
     # Each instance writes under its own name; the class default is untouched.
     assert FastTextClassifierTagger(stub, name="nsfw", positive_label="x").name == "nsfw"
     assert FastTextClassifierTagger.name == "toxicity"
+
+
+def test_classifier_from_a_model_file_checks_its_labels(tmp_path: Path) -> None:
+    from olmo_assets.curation.taggers.language import fasttext_labels, locate_language_model
+
+    model = locate_language_model()  # a real fastText classifier: 176 language labels
+    labels = fasttext_labels(model)
+    assert len(labels) == 176 and labels[0] == "__label__en"
+    tagger = FastTextClassifierTagger(model, name="english", positive_label="en", level="document")
+    scores = tagger.tag(_docs("This is plainly an English sentence.", "Ceci est en français."))
+    english, french = scores["english__score"].to_list()
+    assert english > 0.5 > french
+    with pytest.raises(ValueError, match=r"has no label 'toxic'; its labels are 'en', 'ru'"):
+        FastTextClassifierTagger(model, positive_label="toxic")
+    fake = tmp_path / "fake.bin"
+    fake.write_bytes(b"not a model at all")
+    with pytest.raises(ValueError, match=r"fake\.bin is not a fastText model file"):
+        FastTextClassifierTagger(fake, positive_label="toxic")
