@@ -1,7 +1,9 @@
 """`make demo`: the whole lab, materialized through Dagster on embedded defaults.
 
 Every artifact of ``params.yaml``'s pipeline is materialized as a Dagster asset in the
-repository's persistent instance (``.dagster/``), in dependency order, each partition a run:
+repository's persistent instance (``.dagster/``), each stage run (per source, checkpoint or
+checkpoint and task) as soon as the runs it reads are done, two at a time — the order is
+derived from the pipeline's declaration (``olmo_assets/lab/pipeline.py``):
 
 1. curation: the raw sources (standard-library code, Python docs, package READMEs,
    multilingual samples), the evaluation data, tags per source, dedup and decontamination,
@@ -10,9 +12,10 @@ repository's persistent instance (``.dagster/``), in dependency order, each part
 3. evaluation: the nine downstream tasks (subsampled) and perplexity per source on every
    kept checkpoint, then the model report.
 
-Each asset's body launches the same stage command that ``dvc repro`` runs (Dagster Pipes),
-so the instance, MLflow (``.mlflow/``) and the ``lab/`` folders end as a UI materialization
-would leave them. The run ends with a summary table and the commands to open the UIs.
+Each asset launches the same stage command that ``dvc repro`` runs (Dagster Pipes), which
+also commits the stage to DVC: the instance, MLflow (``.mlflow/``), ``dvc.lock`` and the
+``lab/`` folders end as a UI materialization would leave them, and ``dvc status`` is clean.
+The run ends with a summary table and the commands to open the UIs.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ import argparse
 import json
 import multiprocessing
 import os
+import shutil
+import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -40,26 +45,26 @@ def _environment() -> None:
     Path(os.environ["DAGSTER_HOME"]).mkdir(exist_ok=True)
 
 
-def _materialize(job: tuple[str, str | None]) -> tuple[str, float, bool]:
-    """Materialize one step's assets (one partition) in this process's Dagster."""
+def _materialize(stage: str, arguments: tuple[str, ...]) -> tuple[float, bool]:
+    """Materialize one stage run's assets in this process's Dagster."""
     from dagster import AssetKey, DagsterInstance, materialize
 
     from olmo_assets.definitions import defs
-    from olmo_assets.defs.catalog import ARTIFACTS
+    from olmo_assets.lab.pipeline import StageRun, stage_named
 
-    step, key = job
+    run = StageRun(stage_named(stage), arguments)
     start = time.perf_counter()
     result = materialize(
         list(defs.assets or []),
-        selection=[AssetKey(item.key) for item in ARTIFACTS if item.step == step],
-        partition_key=key,
+        selection=[AssetKey(list(run.asset_path(a))) for a in run.stage.writes],
+        partition_key=run.partition,
         instance=DagsterInstance.get(),
         resources=dict(defs.resources or {}),
-        tags={"olmo/demo": "1"},
+        tags={"olmo/demo": "1", "olmo/stage": run.dvc_name},
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         raise_on_error=False,
     )
-    return (f"{step}[{key}]" if key else step), time.perf_counter() - start, result.success
+    return time.perf_counter() - start, result.success
 
 
 def main() -> None:
@@ -67,7 +72,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--parallel", type=int, default=2, help="partitions materialized at once (default 2)"
+        "--parallel", type=int, default=2, help="stage runs materialized at once (default 2)"
     )
     args = parser.parse_args()
     _environment()
@@ -75,55 +80,39 @@ def main() -> None:
     from dagster import DagsterInstance
 
     from olmo_assets.lab.params import Lab
-    from olmo_assets.lab.steps import STEPS
+    from olmo_assets.lab.pipeline import STAGES, StageRun, stage_runs, upstream_runs
 
     lab = Lab.load(REPO)
-    params = lab.params
-    instance = DagsterInstance.get()
-    partitions = {
-        "source": [[name] for name in params.sources],
-        "step": [[str(step)] for step in params.eval.checkpoints],
-        "task": [[str(s), t] for s in params.eval.checkpoints for t in params.eval.tasks],
-    }
-
-    def partition_keys(step: str) -> list[str | None]:
-        names = STEPS[step].arguments
-        if not names:
-            return [None]
-        # Dagster's multi-partition keys put dimensions in name order: "checkpoint|task".
-        return ["|".join(p) for p in partitions["task" if "task" in names else names[0]]]
-
-    waves = [
-        ("curation", ["source", "eval_data", "tokenizer"]),
-        ("curation", ["tag"]),
-        ("curation", ["dedup"]),
-        ("curation", ["mix"]),
-        ("curation", ["tokenize", "corpus_report"]),
-        ("training", ["train"]),
-        ("training", ["checkpoint"]),
-        ("evaluation", ["downstream", "perplexity"]),
-        ("evaluation", ["model_report"]),
-    ]
+    runs = [run for stage in STAGES for run in stage_runs(lab, stage)]
+    needs = {run: set(upstream_runs(lab, run)) for run in runs}
+    print(f"{len(runs)} stage runs, in dependency order, {args.parallel} at a time", flush=True)
     timings: dict[str, float] = {}
+    done: set[StageRun] = set()
+    started: dict[Future[tuple[float, bool]], StageRun] = {}
     total = time.perf_counter()
     # Runs go to worker processes: Dagster's in-process execution wants a main thread.
-    pool = ProcessPoolExecutor(
-        max(1, args.parallel), mp_context=multiprocessing.get_context("spawn")
-    )
-    with pool:
-        for group, steps in waves:
-            start = time.perf_counter()
-            jobs = [(step, key) for step in steps for key in partition_keys(step)]
-            print(f"\n== {group}: {', '.join(steps)} ({len(jobs)} run(s))", flush=True)
-            for label, seconds, ok in pool.map(_materialize, jobs):
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max(1, args.parallel), mp_context=context) as pool:
+        while len(done) < len(runs):
+            for run in runs:
+                if run not in done and run not in started.values() and needs[run] <= done:
+                    started[pool.submit(_materialize, run.stage.name, run.arguments)] = run
+            finished, _ = wait(list(started), return_when=FIRST_COMPLETED)
+            for future in finished:
+                run = started.pop(future)
+                seconds, ok = future.result()
                 if not ok:
                     sys.exit(
-                        f"{label} failed after {seconds:.0f}s: see its run in the UI (make ui)"
+                        f"{run.dvc_name} failed after {seconds:.0f}s: see its run in the UI (make ui)"
                     )
-                print(f"  materialized {label:<34} {seconds:6.1f}s", flush=True)
-            timings[group] = timings.get(group, 0.0) + time.perf_counter() - start
+                done.add(run)
+                group = run.stage.group
+                timings[group] = timings.get(group, 0.0) + seconds
+                print(
+                    f"  [{len(done):>2}/{len(runs)}] {run.dvc_name:<34} {seconds:6.1f}s", flush=True
+                )
     timings["total"] = time.perf_counter() - total
-    _summary(lab, instance, timings)
+    _summary(lab, DagsterInstance.get(), timings)
 
 
 def _latest(instance: Any, key: str, partition: str | None = None) -> dict[str, Any]:
@@ -132,7 +121,8 @@ def _latest(instance: Any, key: str, partition: str | None = None) -> dict[str, 
 
     records = instance.fetch_materializations(
         AssetRecordsFilter(
-            asset_key=AssetKey(key), asset_partitions=[partition] if partition else None
+            asset_key=AssetKey.from_user_string(key),
+            asset_partitions=[partition] if partition else None,
         ),
         limit=1,
     ).records
@@ -187,7 +177,18 @@ def _summary(lab: Any, instance: Any, timings: dict[str, float]) -> None:
     if bpb:
         print(f"\n  bits per byte at step {last}: "
               + ", ".join(f"{s} {v:.3f}" for s, v in sorted(bpb.items())))  # fmt: skip
-    print("\n  time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items()))
+    print(
+        "\n  time (summed over runs per group; total is wall-clock): "
+        + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())
+    )
+    dvc = shutil.which("dvc")
+    if dvc:
+        status = subprocess.run([dvc, "status", "--quiet"], cwd=lab.repo, check=False)
+        print(
+            "  DVC: every stage is in dvc.lock, `dvc status` is clean"
+            if status.returncode == 0
+            else "  DVC: `dvc status` lists changes (see above)"
+        )
     print(
         "\nLook around:\n"
         "  make ui          # Dagster: the asset graph, lineage, metadata, checks (127.0.0.1:3000)\n"

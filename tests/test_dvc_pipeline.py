@@ -206,8 +206,8 @@ def test_dagster_shows_dvc_hashes_as_data_versions(scenario: Scenario) -> None:
     """Each DVC output's latest materialization in the Dagster instance carries the hash
     dvc.lock holds for it, and its metadata."""
     from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
-
     from olmo_assets.defs.catalog import ARTIFACTS, partition_key
+
     from olmo_assets.lab.params import Lab
     from olmo_assets.lab.steps import STEPS
 

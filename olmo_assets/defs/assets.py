@@ -1,81 +1,90 @@
-"""The lab's assets: one per artifact, each a thin launch of the stage command through Pipes.
+"""The lab's assets, built from the pipeline's declaration (:mod:`olmo_assets.lab.pipeline`).
 
-Built from :data:`olmo_assets.defs.catalog.ARTIFACTS` for one :class:`Lab`: the partitions
-come from ``params.yaml`` (sources, ``eval.checkpoints``, ``eval.tasks``), each asset's code
-version hashes the parameters its step reads, and each step becomes one (multi-)asset whose
-body runs ``python -m olmo_assets.defs.stage <step> <partition's arguments>`` and returns
-what the stage reported: materializations with metadata and data versions, and check results.
+One (multi-)asset per stage, and per source for the per-source stages (each source has its
+own parameters, so its own code version); checkpoints and checkpoint × task are partitions.
+Dependencies, partition mappings, code versions and blocking checks all come from the
+declaration. What the asset body does is given by the caller:
+
+* :func:`launch` (the UI, jobs, ``make demo``): run the stage command through Dagster Pipes;
+  the command reports its materializations and checks to the run;
+* a replay (the stage command after ``dvc repro`` ran the step): report what was recorded, so
+  Dagster itself writes the provenance (code version, input data versions) of a real run.
 
 (No ``from __future__ import annotations``: Dagster reads the ``context`` annotation.)
 """
 
+import re
+import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from dagster import (
+    AssetCheckResult,
     AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
+    AssetKey,
     AssetsDefinition,
     AssetSpec,
     BetaWarning,
-    IdentityPartitionMapping,
+    MaterializeResult,
     MultiPartitionsDefinition,
     MultiToSingleDimensionPartitionMapping,
     PartitionMapping,
     PartitionsDefinition,
+    PipesSubprocessClient,
     StaticPartitionsDefinition,
     multi_asset,
 )
 
-from olmo_assets.defs.catalog import (
-    ARTIFACTS,
-    CHECKPOINT_DIMENSION,
-    TASK_DIMENSION,
-    Artifact,
-    Partitioning,
-    artifact,
-    artifacts_of,
-    code_version,
-    step_arguments,
-)
-from olmo_assets.defs.launch import StageClient, stage_command
 from olmo_assets.lab.params import Lab
-from olmo_assets.lab.steps import STEPS
+from olmo_assets.lab.pipeline import (
+    STAGES,
+    Artifact,
+    Fanout,
+    Stage,
+    StageRun,
+    artifact_named,
+    code_version,
+)
 
 __all__ = [
-    "CHECK_DESCRIPTIONS",
+    "CHECKPOINT_DIMENSION",
     "STAGE_CLIENT",
+    "TASK_DIMENSION",
     "TRAINING_POOL",
     "TRAINING_TAG",
+    "Body",
     "LabPartitions",
+    "asset_key",
     "build_assets",
+    "launch",
+    "stage_run",
 ]
 
 STAGE_CLIENT = "stage_client"
-"""The resource key of the :class:`~olmo_assets.defs.launch.StageClient`."""
+"""The resource key of the ``PipesSubprocessClient`` that launches stage commands."""
 TRAINING_TAG = "olmo/training"
 """Tag on the training op and jobs: the instance allows one run with it at a time."""
 TRAINING_POOL = "olmo_training"
-"""Concurrency pool of the training op (``dagster instance concurrency set olmo_training 1``,
-or ``concurrency: pools: default_limit: 1`` in dagster.yaml): one training op at a time,
-from any run, ad-hoc materializations included."""
+"""Concurrency pool of the training op (``concurrency: pools: default_limit: 1`` in
+dagster.yaml): one training op at a time, ad-hoc materializations included."""
+CHECKPOINT_DIMENSION = "checkpoint"
+TASK_DIMENSION = "task"
+# Dagster writes a multi-partition key as its dimensions' keys in dimension-name order,
+# joined by "|": checkpoint|task ("100|arc_easy").
+_SEPARATOR = "|"
 
-CHECK_DESCRIPTIONS = {
-    "accounting": "Every input record is kept, held out for validation, removed or quarantined.",
-    "no_contamination_left": "No kept document is flagged as contaminated by evaluation data.",
-    "shards_readable": "Every shard memory-maps and every token id is inside the vocabulary.",
-    "losses_finite": "Every logged training loss is finite.",
-    "rows_complete": "Every expected evaluation row is there, complete and finite.",
-}
+Body = Callable[[AssetExecutionContext, StageRun], Iterable[MaterializeResult | AssetCheckResult]]
+"""What a stage's asset does when it executes, given the run (stage and arguments)."""
 
 
 @dataclass(frozen=True)
 class LabPartitions:
-    """The partitions ``params.yaml`` defines."""
+    """The partitions ``params.yaml`` defines: checkpoints, and checkpoint × task."""
 
-    source: StaticPartitionsDefinition
     checkpoint: StaticPartitionsDefinition
     checkpoint_task: MultiPartitionsDefinition
 
@@ -84,89 +93,137 @@ class LabPartitions:
         checkpoint = StaticPartitionsDefinition([str(s) for s in lab.params.eval.checkpoints])
         task = StaticPartitionsDefinition(list(lab.params.eval.tasks))
         return cls(
-            source=StaticPartitionsDefinition(list(lab.params.sources)),
-            checkpoint=checkpoint,
-            checkpoint_task=MultiPartitionsDefinition(
-                {CHECKPOINT_DIMENSION: checkpoint, TASK_DIMENSION: task}
-            ),
+            checkpoint,
+            MultiPartitionsDefinition({CHECKPOINT_DIMENSION: checkpoint, TASK_DIMENSION: task}),
         )
 
-    def of_artifact(self, item: Artifact) -> PartitionsDefinition | None:
+    def of_fanout(self, fanout: Fanout) -> PartitionsDefinition | None:
         return {
-            None: None,
-            Partitioning.SOURCE: self.source,
-            Partitioning.CHECKPOINT: self.checkpoint,
-            Partitioning.CHECKPOINT_TASK: self.checkpoint_task,
-        }[item.partitioning]
+            Fanout.CHECKPOINT: self.checkpoint,
+            Fanout.CHECKPOINT_TASK: self.checkpoint_task,
+        }.get(fanout)
 
 
-def _partition_mapping(downstream: Artifact, upstream: Artifact) -> PartitionMapping | None:
-    """How a partition reads its input's partitions; ``None``: Dagster's default (all of an
-    input's partitions for an unpartitioned asset)."""
-    if downstream.partitioning is None or upstream.partitioning is None:
-        return None
-    if downstream.partitioning == upstream.partitioning:
-        return IdentityPartitionMapping()
-    if (downstream.partitioning, upstream.partitioning) == (
-        Partitioning.CHECKPOINT_TASK,
-        Partitioning.CHECKPOINT,
-    ):
+def asset_key(artifact: Artifact, source: str | None = None) -> AssetKey:
+    """``raw_source/code`` for a per-source artifact, else the artifact's name."""
+    stage = artifact_named(artifact.name)[0]
+    return AssetKey(list(stage_run(stage, source, None).asset_path(artifact)))
+
+
+def stage_run(stage: Stage, source: str | None, partition: str | None) -> StageRun:
+    """The inverse: the run behind an asset (its source) and partition."""
+    if stage.fanout is Fanout.SOURCE:
+        if source is None:
+            raise ValueError(f"stage {stage.name} runs per source: name the source")
+        return StageRun(stage, (source,))
+    if partition is None:
+        return StageRun(stage)
+    return StageRun(stage, tuple(partition.split(_SEPARATOR)))
+
+
+def _mapping(downstream: Fanout, upstream: Fanout) -> PartitionMapping | None:
+    """Checkpoint × task reads its checkpoint; anything else uses Dagster's default (the same
+    partition between equal partitionings, every partition of a partitioned input)."""
+    if (downstream, upstream) == (Fanout.CHECKPOINT_TASK, Fanout.CHECKPOINT):
         with warnings.catch_warnings():  # a beta API, and the one that says this
             warnings.simplefilter("ignore", BetaWarning)
             return MultiToSingleDimensionPartitionMapping(
                 partition_dimension_name=CHECKPOINT_DIMENSION
             )
-    raise ValueError(f"no partition mapping from {downstream.key} to {upstream.key}")
+    return None
 
 
-def _spec(lab: Lab, item: Artifact, partitions: LabPartitions) -> AssetSpec:
-    names = STEPS[item.step].arguments if item.step in STEPS else ()
-    arguments = " ".join(f"<{name}>" for name in names)
-    return AssetSpec(
-        key=item.key,
-        deps=[
-            AssetDep(dep, partition_mapping=_partition_mapping(item, artifact(dep)))
-            for dep in item.deps
-        ],
-        description=item.description,
-        group_name=item.group,
-        code_version=code_version(lab, item.step),
-        partitions_def=partitions.of_artifact(item),
-        metadata={"stage": f"python -m olmo_assets.defs.stage {item.step} {arguments}".strip()},
-    )
+def _deps(lab: Lab, stage: Stage, source: str | None) -> list[AssetDep]:
+    deps = []
+    for read in stage.reads:
+        upstream, artifact = artifact_named(read.artifact)
+        if upstream.fanout is Fanout.SOURCE:
+            sources = list(lab.params.sources) if read.every else [source]
+            deps += [AssetDep(asset_key(artifact, s)) for s in sources]
+        else:
+            mapping = _mapping(stage.fanout, upstream.fanout)
+            deps.append(AssetDep(asset_key(artifact), partition_mapping=mapping))
+    return deps
 
 
-def _stage_asset(lab: Lab, step: str, partitions: LabPartitions) -> AssetsDefinition:
-    items = artifacts_of(step)
-    primary = items[0]
-    training = step == "train"
-    check_specs = [
-        AssetCheckSpec(name, asset=item.key, description=CHECK_DESCRIPTIONS[name], blocking=True)
-        for item in items
-        for name in item.checks
+def _version(lab: Lab, stage: Stage, source: str | None) -> str:
+    """The code version of a stage's asset: for one source, or for every partition alike."""
+    arguments = (source,) if source is not None else tuple("*" for _ in stage.fanout.keys)
+    return code_version(lab, StageRun(stage, tuple(str(a) for a in arguments)))
+
+
+def _stage_asset(
+    lab: Lab,
+    stage: Stage,
+    source: str | None,
+    partitions: LabPartitions,
+    body: Body,
+    resource_keys: frozenset[str],
+) -> AssetsDefinition:
+    version = _version(lab, stage, source)
+    example = StageRun(stage, (source,) if source else tuple(f"<{k}>" for k in stage.fanout.keys))
+    metadata = {"stage": " ".join(example.command), "dvc_stage": example.dvc_name}
+    specs = [
+        AssetSpec(
+            key=asset_key(artifact, source),
+            deps=_deps(lab, stage, source),
+            description=artifact.description,
+            group_name=stage.group,
+            code_version=version,
+            partitions_def=partitions.of_fanout(stage.fanout),
+            metadata=metadata,
+        )
+        for artifact in stage.writes
     ]
-    env: Mapping[str, str] = {"OLMO_LAB_REPO": str(lab.repo)}
+    checks = [
+        AssetCheckSpec(
+            check.name,
+            asset=asset_key(artifact, source),
+            description=check.description,
+            blocking=True,
+        )
+        for artifact, check in stage.checks
+    ]
+    training = stage.name == "train"
+    name = stage.writes[0].name + ("__" + re.sub(r"\W", "_", source) if source else "")
 
     @multi_asset(
-        name=primary.key,
-        specs=[_spec(lab, item, partitions) for item in items],
-        check_specs=check_specs,
-        partitions_def=partitions.of_artifact(primary),
+        name=name,
+        specs=specs,
+        check_specs=checks,
+        partitions_def=partitions.of_fanout(stage.fanout),
         op_tags={TRAINING_TAG: "1"} if training else None,
         pool=TRAINING_POOL if training else None,
-        required_resource_keys={STAGE_CLIENT},
+        required_resource_keys=set(resource_keys),
     )
     def stage_asset(context: AssetExecutionContext):
-        key = context.partition_key if context.has_partition_key else None
-        command = stage_command(step, step_arguments(primary, key))
-        client: StageClient = getattr(context.resources, STAGE_CLIENT)
-        return client.run(context=context, command=command, env=env).get_results()
+        partition = context.partition_key if context.has_partition_key else None
+        return body(context, stage_run(stage, source, partition))
 
     return stage_asset
 
 
-def build_assets(lab: Lab) -> list[AssetsDefinition]:
-    """Every artifact's asset, one (multi-)asset per step, in pipeline order."""
+def build_assets(
+    lab: Lab, body: Body, resource_keys: frozenset[str] = frozenset()
+) -> list[AssetsDefinition]:
+    """Every stage's asset(s), in pipeline order, each executing ``body``."""
     partitions = LabPartitions.of(lab)
-    steps = list(dict.fromkeys(item.step for item in ARTIFACTS))
-    return [_stage_asset(lab, step, partitions) for step in steps]
+    assets = []
+    for stage in STAGES:
+        sources: list[str | None] = (
+            list(lab.params.sources) if stage.fanout is Fanout.SOURCE else [None]
+        )
+        for source in sources:
+            assets.append(_stage_asset(lab, stage, source, partitions, body, resource_keys))
+    return assets
+
+
+def launch(env: Mapping[str, str]) -> Body:
+    """Run the stage command through Pipes (the ``stage_client`` resource)."""
+
+    def body(context: AssetExecutionContext, run: StageRun) -> Any:
+        client: PipesSubprocessClient = getattr(context.resources, STAGE_CLIENT)
+        command = [sys.executable, *run.command[1:]]
+        return client.run(context=context, command=command, env=dict(env)).get_results()
+
+    return body

@@ -1,22 +1,17 @@
-"""The code location for one lab: assets, jobs, the stage client and the executor.
+"""The code location for one lab: assets, jobs, the Pipes client and the executor.
 
 ``olmo_assets.definitions`` (named by ``workspace.yaml``) calls :func:`build_definitions`
 for the repository's lab; tests call it for a small copy.
 
-Jobs (selections are built from asset keys, never parsed from strings):
+A job per group of the pipeline (``curation``, ``training``, ``evaluation``). Dagster needs a
+job's partitioned assets to share one partitions definition, so a group whose stages are
+partitioned differently gets a job per partitioning: ``evaluation`` (checkpoint × task, and
+the model report) and ``evaluation_perplexity`` (per checkpoint). The asset graph's
+"Materialize all" launches a backfill over everything, in dependency order.
 
-* ``curation``: the raw sources through the token shards and the corpus report;
-* ``training``: the training run, its data order and the checkpoints;
-* ``evaluation``: the downstream tasks (checkpoint x task) and the model report;
-* ``perplexity``: perplexity per checkpoint.
-
-Dagster requires a job's partitioned assets to share one partitions definition, so there is
-no single job for everything: the asset graph's "Materialize all" (or a group's) launches an
-asset backfill that runs every asset and partition in dependency order.
-
-Jobs that train carry the ``olmo/training`` run tag, which the instance limits to one run at
-a time (``.dagster/dagster.yaml``); the training op is in the ``olmo_training`` pool, which
-covers ad-hoc materializations too.
+Training carries the ``olmo/training`` run tag, which the instance limits to one run at a
+time (``.dagster/dagster.yaml``); its op is in the ``olmo_training`` pool, which covers
+ad-hoc materializations too.
 """
 
 from __future__ import annotations
@@ -24,22 +19,20 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from dagster import (
     AssetKey,
     AssetSelection,
     Definitions,
+    PipesSubprocessClient,
     define_asset_job,
     multiprocess_executor,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import (
-    UnresolvedAssetJobDefinition,
-)
 
-from olmo_assets.defs.assets import STAGE_CLIENT, TRAINING_TAG, build_assets
-from olmo_assets.defs.catalog import ARTIFACTS
-from olmo_assets.defs.launch import StageClient
+from olmo_assets.defs.assets import STAGE_CLIENT, TRAINING_TAG, asset_key, build_assets, launch
 from olmo_assets.lab.params import Lab
+from olmo_assets.lab.pipeline import STAGES, Fanout, Stage
 
 __all__ = ["MAX_CONCURRENT_STEPS", "build_definitions", "build_jobs", "stage_environment"]
 
@@ -47,44 +40,48 @@ MAX_CONCURRENT_STEPS = 2
 """Steps a run executes at once (the multiprocess executor); curation steps use workers too."""
 
 
-def _keys(group: str) -> list[AssetKey]:
-    return [AssetKey(item.key) for item in ARTIFACTS if item.group == group]
-
-
-def build_jobs() -> list[UnresolvedAssetJobDefinition]:
-    """One job per partitioning: Dagster requires a job's partitioned assets to share one
-    partitions definition, so the evaluation of tasks (checkpoint x task) and of perplexity
-    (checkpoint) are separate jobs, and the whole pipeline is the asset graph's
-    "Materialize all" (an asset backfill, which runs each asset's partitions in order)."""
-    training_run = {TRAINING_TAG: "1"}
+def _keys(lab: Lab, stages: list[Stage]) -> list[AssetKey]:
+    sources = list(lab.params.sources)
     return [
-        define_asset_job(
-            "curation",
-            AssetSelection.assets(*_keys("curation")),
-            description="Raw sources (per source) to token shards and the corpus report.",
-        ),
-        define_asset_job(
-            "training",
-            AssetSelection.assets(*_keys("training")),
-            description="Train under torchrun, then record every kept checkpoint.",
-            tags=training_run,
-        ),
-        define_asset_job(
-            "evaluation",
-            AssetSelection.assets(AssetKey("downstream_eval"), AssetKey("model_report")),
-            description="Downstream tasks per checkpoint and task, then the model report.",
-        ),
-        define_asset_job(
-            "perplexity",
-            AssetSelection.assets(AssetKey("perplexity_eval")),
-            description="Perplexity per source on the validation splits, per checkpoint.",
-        ),
+        asset_key(artifact, source)
+        for stage in stages
+        for source in (sources if stage.fanout is Fanout.SOURCE else [None])
+        for artifact in stage.writes
     ]
+
+
+def build_jobs(lab: Lab) -> list[Any]:
+    """A job per group and partitioning (see the module's docstring)."""
+    jobs = []
+    for group in dict.fromkeys(stage.group for stage in STAGES):
+        stages = [s for s in STAGES if s.group == group]
+        partitionings = sorted(
+            {s.fanout for s in stages if s.fanout in (Fanout.CHECKPOINT, Fanout.CHECKPOINT_TASK)},
+            key=lambda fanout: -len(fanout.keys),
+        )
+        # The group's own job: its widest partitioning, with the stages that run once or per
+        # source; then a job per other partitioning.
+        main = partitionings[0] if partitionings else None
+        for fanout in [main, *partitionings[1:]]:
+            members = [
+                s
+                for s in stages
+                if s.fanout is fanout or (fanout is main and s.fanout not in partitionings)
+            ]
+            jobs.append(
+                define_asset_job(
+                    group if fanout is main else f"{group}_{members[0].name}",
+                    AssetSelection.assets(*_keys(lab, members)),
+                    description="Stages " + ", ".join(s.name for s in members) + ".",
+                    tags={TRAINING_TAG: "1"} if any(s.name == "train" for s in members) else None,
+                )
+            )
+    return jobs
 
 
 def stage_environment(lab: Lab) -> dict[str, str]:
     """What the stage processes need besides the Pipes variables: the lab, MLflow's store,
-    Dagster's instance, and this interpreter's scripts on PATH (torchrun, dvc)."""
+    Dagster's instance, and this interpreter's scripts (torchrun) and dvc on PATH."""
     scripts = str(Path(sys.executable).parent)
     env = {
         "OLMO_LAB_REPO": str(lab.repo),
@@ -97,9 +94,10 @@ def stage_environment(lab: Lab) -> dict[str, str]:
 
 
 def build_definitions(lab: Lab) -> Definitions:
+    env = stage_environment(lab)
     return Definitions(
-        assets=build_assets(lab),
-        jobs=build_jobs(),
-        resources={STAGE_CLIENT: StageClient(env=stage_environment(lab), cwd=str(lab.repo))},
+        assets=build_assets(lab, launch(env), frozenset({STAGE_CLIENT})),
+        jobs=build_jobs(lab),
+        resources={STAGE_CLIENT: PipesSubprocessClient(env=env, cwd=str(lab.repo))},
         executor=multiprocess_executor.configured({"max_concurrent": MAX_CONCURRENT_STEPS}),
     )

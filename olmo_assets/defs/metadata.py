@@ -14,16 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import olmo_assets
-from olmo_assets.defs.catalog import Artifact
 from olmo_assets.lab.params import Lab
-from olmo_assets.lab.steps import CheckResult, StepResult
+from olmo_assets.lab.steps.results import CheckResult, StepResult
 
 __all__ = [
     "MAX_EMBEDDED_IMAGE_BYTES",
     "artifact_metadata",
     "check_metadata",
     "git_metadata",
-    "stage_command_line",
     "to_dagster",
 ]
 
@@ -49,10 +47,6 @@ def _plain(value: Any) -> dict[str, Any]:
     if value is None:
         return _entry(None, "null")
     return _entry(value)
-
-
-def stage_command_line(step: str, arguments: tuple[str, ...]) -> str:
-    return " ".join(["python -m olmo_assets.defs.stage", step, *arguments])
 
 
 def git_metadata() -> Entries:
@@ -98,7 +92,6 @@ def _image(lab: Lab, name: str, path: Path) -> Entries:
 
 def artifact_metadata(
     lab: Lab,
-    artifact: Artifact,
     *,
     folder: Path,
     data_version: str,
@@ -130,9 +123,9 @@ def artifact_metadata(
     return entries
 
 
-def check_metadata(check: CheckResult, partition: str | None) -> Entries:
+def check_metadata(check: CheckResult, description: str, partition: str | None) -> Entries:
     entries = {key: _plain(value) for key, value in check.metadata.items()}
-    entries["description"] = _entry(check.description, "text")
+    entries["description"] = _entry(description, "text")
     if partition is not None:
         entries["partition"] = _entry(partition, "text")
     return entries

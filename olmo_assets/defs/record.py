@@ -1,57 +1,162 @@
-"""Recording a step run outside Dagster: runless events in the instance at ``$DAGSTER_HOME``.
+"""A stage's outcome, recorded in Dagster and in DVC — whichever of them did not run it.
 
-When ``dvc repro`` (or a shell) runs the stage command, no Dagster run exists; the stage
-records what Dagster itself would have recorded: an ``AssetMaterialization`` per artifact (on
-the asset key and partition the definitions use) with the same metadata, the data version
-(DVC's content hash) and the provenance tags Dagster's staleness reads (code version, the
-inputs' data versions and event pointers), then an ``AssetCheckEvaluation`` per check. The UI
-then shows these materializations like any other and computes staleness from them.
+:func:`build_record` turns a run's :class:`~olmo_assets.lab.steps.results.StepResult` and
+check results into one :class:`StageRecord`: a materialization per artifact (data version =
+DVC's content hash of its folder, metadata) and a result per check. Then:
+
+* launched by Dagster (Pipes): :func:`report_through_pipes` sends it to the run, and
+  :func:`commit_to_dvc` records the stage in ``dvc.lock`` and DVC's cache
+  (``dvc commit``, under DVC's own lock), so ``dvc status`` agrees;
+* launched by ``dvc repro``: DVC records the stage itself; :func:`record_in_dagster` runs a
+  Dagster materialization of the stage's assets whose body replays the record, so Dagster
+  writes its own provenance (code version, input data versions) exactly as for a UI run;
+* launched from a shell: both.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
+import shutil
+import subprocess
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from olmo_assets.defs.catalog import CHECKPOINT_DIMENSION, TASK_DIMENSION, Artifact, Partitioning
-from olmo_assets.defs.metadata import Entries, to_dagster
+from olmo_assets.defs.metadata import Entries, artifact_metadata, check_metadata, git_metadata
+from olmo_assets.lab.hashing import dvc_md5
 from olmo_assets.lab.params import Lab
+from olmo_assets.lab.pipeline import Artifact, Check, StageRun
+from olmo_assets.lab.steps.results import CheckResult, StepResult
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
 
-__all__ = ["CheckRecord", "MaterializationRecord", "dagster_instance", "record_runless"]
+__all__ = [
+    "RECORDED_BY_TAG",
+    "StageRecord",
+    "build_record",
+    "commit_to_dvc",
+    "dagster_instance",
+    "record_in_dagster",
+    "report_through_pipes",
+]
 
-# Dagster's provenance tags (dagster._core.definitions.data_version): what a run writes on
-# every materialization, and what the stale-status resolver reads back.
-CODE_VERSION_TAG = "dagster/code_version"
-DATA_VERSION_TAG = "dagster/data_version"
-DATA_VERSION_IS_USER_PROVIDED_TAG = "dagster/data_version_is_user_provided"
-INPUT_DATA_VERSION_TAG_PREFIX = "dagster/input_data_version"
-INPUT_EVENT_POINTER_TAG_PREFIX = "dagster/input_event_pointer"
-MULTI_PARTITION_TAG_PREFIX = "dagster/partition"
-NULL_EVENT_POINTER = "NULL"
-INITIAL_DATA_VERSION = "INITIAL"
+RECORDED_BY_TAG = "olmo/recorded_by"
+"""Run tag of a materialization recorded after the step ran elsewhere: ``dvc`` or ``shell``."""
 
 
 @dataclass
-class MaterializationRecord:
-    artifact: Artifact
-    partition: str | None
+class Materialization:
+    key: str
+    """The asset key as Dagster writes it for users: ``raw_source/code``."""
     data_version: str
-    code_version: str
     metadata: Entries
 
 
 @dataclass
-class CheckRecord:
-    artifact: Artifact
+class CheckOutcome:
+    key: str
     name: str
     passed: bool
-    description: str
     metadata: Entries
+
+
+@dataclass
+class StageRecord:
+    run: StageRun
+    result: StepResult
+    seconds: float
+    materializations: list[Materialization] = field(default_factory=list)
+    checks: list[CheckOutcome] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+    def summary(self) -> str:
+        lines = [f"{' '.join(self.run.command)}: done in {self.seconds:.1f}s"]
+        where = f"[{self.run.partition}]" if self.run.partition else ""
+        for item in self.materializations:
+            lines.append(f"  {item.key}{where}: data version {item.data_version}")
+        numbers = [f"{k}={v}" for k, v in self.result.metadata.items() if _is_short(v)]
+        if numbers:
+            lines.append("  " + ", ".join(numbers))
+        for check in self.checks:
+            verdict = "passed" if check.passed else "FAILED"
+            found = ", ".join(
+                f"{k}={v['raw_value']}" for k, v in check.metadata.items() if k != "description"
+            )
+            lines.append(f"  check {check.key}.{check.name}: {verdict} ({found})")
+        return "\n".join(lines)
+
+
+def _is_short(value: Any) -> bool:
+    return isinstance(value, int | float | bool) or (isinstance(value, str) and len(value) < 80)
+
+
+def build_record(
+    lab: Lab,
+    run: StageRun,
+    result: StepResult,
+    checks: list[tuple[Artifact, Check, CheckResult]],
+    seconds: float,
+) -> StageRecord:
+    record = StageRecord(run, result, seconds)
+    git = git_metadata()
+    for index, artifact in enumerate(run.stage.writes):
+        folder = run.folder(lab, artifact)
+        if not folder.exists():
+            raise FileNotFoundError(
+                f"stage {run.dvc_name} finished but {folder} ({artifact.name}) does not exist"
+            )
+        version = dvc_md5(folder)
+        metadata = artifact_metadata(
+            lab,
+            folder=folder,
+            data_version=version,
+            result=result,
+            primary=index == 0,
+            command=" ".join(run.command),
+            seconds=seconds,
+            git=git,
+        )
+        record.materializations.append(
+            Materialization("/".join(run.asset_path(artifact)), version, metadata)
+        )
+    for artifact, check, outcome in checks:
+        record.checks.append(
+            CheckOutcome(
+                "/".join(run.asset_path(artifact)),
+                check.name,
+                outcome.passed,
+                check_metadata(outcome, check.description, run.partition),
+            )
+        )
+    return record
+
+
+def report_through_pipes(record: StageRecord, pipes: Any) -> None:
+    """Report the record to the Dagster run that launched the stage (Pipes)."""
+    in_scope = set(pipes.asset_keys)
+    partition = record.run.partition
+    if partition is not None and pipes.is_partition_step and pipes.partition_key != partition:
+        raise ValueError(
+            f"the run's partition is {pipes.partition_key!r} but the stage wrote "
+            f"{partition!r} ({' '.join(record.run.command)})"
+        )
+    for item in record.materializations:
+        if item.key in in_scope:
+            pipes.report_asset_materialization(
+                metadata=item.metadata, data_version=item.data_version, asset_key=item.key
+            )
+    for check in record.checks:
+        if check.key in in_scope:
+            pipes.report_asset_check(
+                check.name,
+                check.passed,
+                severity="ERROR",
+                metadata=check.metadata,
+                asset_key=check.key,
+            )
 
 
 def dagster_instance(lab: Lab) -> DagsterInstance:
@@ -60,113 +165,75 @@ def dagster_instance(lab: Lab) -> DagsterInstance:
 
     if not os.environ.get("DAGSTER_HOME"):
         os.environ["DAGSTER_HOME"] = str(lab.repo / ".dagster")
-    home = Path(os.environ["DAGSTER_HOME"])
-    if not home.is_absolute():
+    home = os.environ["DAGSTER_HOME"]
+    if not os.path.isabs(home):
         raise ValueError(f"DAGSTER_HOME={home} must be an absolute path")
-    home.mkdir(parents=True, exist_ok=True)
+    os.makedirs(home, exist_ok=True)
     return DagsterInstance.get()
 
 
-def _dagster_partition(artifact: Artifact, partition: str | None) -> Any:
-    from dagster import MultiPartitionKey
-
-    if partition is None or artifact.partitioning != Partitioning.CHECKPOINT_TASK:
-        return partition
-    checkpoint, task = partition.split("|")
-    return MultiPartitionKey({CHECKPOINT_DIMENSION: checkpoint, TASK_DIMENSION: task})
-
-
-def _input_provenance(
-    instance: DagsterInstance, artifact: Artifact, partition: str | None
-) -> dict[str, str]:
-    """The inputs' data versions and latest event ids, as a Dagster run records them."""
-    from dagster import AssetKey, AssetRecordsFilter
-
-    from olmo_assets.defs.catalog import artifact as artifact_named
-
-    tags = {}
-    for dep in artifact.deps:
-        key = AssetKey(dep)
-        latest = instance.get_latest_materialization_event(key)
-        records = instance.get_asset_records([key])
-        pointer = NULL_EVENT_POINTER
-        if records and records[0].asset_entry.last_materialization_record is not None:
-            pointer = str(records[0].asset_entry.last_materialization_record.storage_id)
-        # An input partitioned like this artifact (identity) is read at this very partition.
-        upstream = artifact_named(dep)
-        if partition is not None and upstream.partitioning == artifact.partitioning:
-            found = instance.fetch_materializations(
-                AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
-            ).records
-            latest = found[0].event_log_entry if found else None
-        version = (latest.tags or {}).get(DATA_VERSION_TAG) if latest is not None else None
-        tags[f"{INPUT_DATA_VERSION_TAG_PREFIX}/{dep}"] = version or INITIAL_DATA_VERSION
-        tags[f"{INPUT_EVENT_POINTER_TAG_PREFIX}/{dep}"] = pointer
-    return tags
-
-
-def record_runless(
-    instance: DagsterInstance,
-    materializations: list[MaterializationRecord],
-    checks: list[CheckRecord],
-) -> None:
-    """Report the materializations, then each check against its artifact's new event."""
+def record_in_dagster(lab: Lab, record: StageRecord, recorded_by: str) -> str:
+    """A Dagster run that materializes the stage's assets by replaying ``record``; its id."""
     from dagster import (
-        AssetCheckEvaluation,
+        AssetCheckResult,
         AssetCheckSeverity,
         AssetKey,
-        AssetMaterialization,
-        AssetRecordsFilter,
+        DataVersion,
+        MaterializeResult,
+        materialize,
     )
 
-    # Not exported by `dagster`; ties a check result to the materialization it judged.
-    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
-        AssetCheckEvaluationTargetMaterializationData,
-    )
+    from olmo_assets.defs.assets import build_assets
+    from olmo_assets.defs.metadata import to_dagster
 
-    targets = {}
-    for record in materializations:
-        artifact, partition = record.artifact, record.partition
-        tags = {
-            CODE_VERSION_TAG: record.code_version,
-            **_input_provenance(instance, artifact, partition),
-            DATA_VERSION_TAG: record.data_version,
-            DATA_VERSION_IS_USER_PROVIDED_TAG: "true",
-        }
-        dagster_partition = _dagster_partition(artifact, partition)
-        if artifact.partitioning == Partitioning.CHECKPOINT_TASK:
-            tags |= {
-                f"{MULTI_PARTITION_TAG_PREFIX}/{dimension}": key
-                for dimension, key in dagster_partition.keys_by_dimension.items()
-            }
-        key = AssetKey(artifact.key)
-        instance.report_runless_asset_event(
-            AssetMaterialization(
-                asset_key=key,
-                partition=dagster_partition,
-                metadata=to_dagster(record.metadata),
-                tags=tags,
+    def replay(_context: Any, run: StageRun) -> Any:
+        for item in record.materializations:
+            yield MaterializeResult(
+                asset_key=AssetKey.from_user_string(item.key),
+                metadata=to_dagster(item.metadata),
+                data_version=DataVersion(item.data_version),
             )
-        )
-        latest = instance.fetch_materializations(
-            AssetRecordsFilter(
-                asset_key=key, asset_partitions=[partition] if partition is not None else None
-            ),
-            limit=1,
-        ).records[0]
-        targets[artifact.key] = AssetCheckEvaluationTargetMaterializationData(
-            storage_id=latest.storage_id, run_id=latest.run_id, timestamp=latest.timestamp
-        )
-    for check in checks:
-        instance.report_runless_asset_event(
-            AssetCheckEvaluation(
-                asset_key=AssetKey(check.artifact.key),
+        for check in record.checks:
+            yield AssetCheckResult(
+                asset_key=AssetKey.from_user_string(check.key),
                 check_name=check.name,
                 passed=check.passed,
                 metadata=to_dagster(check.metadata),
-                target_materialization_data=targets.get(check.artifact.key),
                 severity=AssetCheckSeverity.ERROR,
-                description=check.description,
-                blocking=True,
             )
+
+    result = materialize(
+        build_assets(lab, replay),
+        selection=[AssetKey.from_user_string(item.key) for item in record.materializations],
+        partition_key=record.run.partition,
+        instance=dagster_instance(lab),
+        tags={RECORDED_BY_TAG: recorded_by, "olmo/stage": record.run.dvc_name},
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        raise_on_error=False,
+    )
+    return str(result.run_id)
+
+
+def commit_to_dvc(lab: Lab, run: StageRun) -> str:
+    """``dvc commit`` the stage (lock entry and cache), waiting for DVC's lock; what it did."""
+    if not (lab.repo / ".dvc").is_dir():
+        return f"{lab.repo} is not a DVC repository: nothing committed to DVC"
+    dvc = shutil.which("dvc")
+    if dvc is None:
+        raise FileNotFoundError(
+            "dvc is not on PATH, so this stage cannot be recorded in dvc.lock: `make install` "
+            "creates .venv-dvc; put .venv-dvc/bin on PATH (the Makefile does) and rerun"
         )
+    done = subprocess.run(
+        [dvc, "--wait-for-lock", "commit", "--force", "--quiet", run.dvc_name],
+        cwd=lab.repo,
+        env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"`dvc commit {run.dvc_name}` failed ({done.returncode}): "
+            f"{(done.stderr or done.stdout).strip()}"
+        )
+    return f"committed to DVC: {run.dvc_name} (dvc.lock and the cache)"

@@ -1,4 +1,5 @@
-"""``olmo query "SQL"``: lineage questions over the lab's DuckDB database.
+"""``olmo query "SQL"`` (lineage questions over the lab's DuckDB database) and ``olmo lab``
+(the pipeline's declaration: ``olmo lab stages``, ``olmo lab dvc-yaml``).
 
 Registered into the ``olmo`` command through the ``olmo.commands`` entry point (see
 ``olmo_nn/cli/main.py``), so the model library never imports the lab.
@@ -35,8 +36,9 @@ examples:
 
 
 def register(commands: Any, groups: dict[str, Any]) -> None:
-    """Add ``olmo query``."""
+    """Add ``olmo query`` and ``olmo lab``."""
     del groups
+    _register_lab(commands)
     parser = commands.add_parser(
         "query",
         help="SQL over the lab's artifacts: documents, attributes, shards, batches, results",
@@ -107,4 +109,75 @@ def run_query_command(args: argparse.Namespace) -> int:
             # elided in the middle.
             width = shutil.get_terminal_size((120, 40)).columns
             relation.show(max_width=width, max_rows=args.max_rows)
+    return 0
+
+
+def _register_lab(commands: Any) -> None:
+    lab = commands.add_parser(
+        "lab",
+        help="the pipeline's declaration: its stages, and dvc.yaml generated from it",
+        description="The pipeline is declared once (olmo_assets/lab/pipeline.py); these show it "
+        "and write what is derived from it.",
+    )
+    actions = lab.add_subparsers(dest="action", required=True, metavar="ACTION")
+    stages = actions.add_parser(
+        "stages",
+        help="list the stages: what each reads and writes, its parameters and code",
+        description="List the stages of the pipeline with their fanout, the artifacts they read "
+        "and write (Dagster asset keys), the params.yaml keys and files they track, the code "
+        "they depend on and their checks.",
+    )
+    stages.set_defaults(func=_stages_command)
+    dvc = actions.add_parser(
+        "dvc-yaml",
+        help="write dvc.yaml from the declaration (or --check that it is current)",
+        description="Write dvc.yaml, generated from the pipeline's declaration, into the lab's "
+        "repository; with --check, write nothing and exit 1 if the file differs.",
+    )
+    dvc.add_argument("--repo", type=Path, help="the lab's repository (default: as olmo query)")
+    dvc.add_argument(
+        "--check", action="store_true", help="exit 1, naming the fix, if dvc.yaml is not current"
+    )
+    dvc.set_defaults(func=_dvc_yaml_command)
+
+
+def _stages_command(args: argparse.Namespace) -> int:
+    del args
+    from olmo_assets.lab.pipeline import STAGES
+
+    for stage in STAGES:
+        runs = f"per {' × '.join(stage.fanout.keys)}" if stage.fanout.keys else "once"
+        print(f"{stage.name}  ({stage.group}, {runs})")
+        reads = [r.artifact + (" (every one)" if r.every else "") for r in stage.reads]
+        rows = [
+            ("writes", ", ".join(a.name for a in stage.writes)),
+            ("reads", ", ".join(reads) or "-"),
+            ("params", ", ".join(stage.params) or "-"),
+            ("files", ", ".join(stage.files) or "-"),
+            ("code", ", ".join(stage.code_paths)),
+            ("checks", ", ".join(c.name for _, c in stage.checks) or "-"),
+        ]
+        for label, value in rows:
+            print(f"    {label:<7} {value}")
+    return 0
+
+
+def _dvc_yaml_command(args: argparse.Namespace) -> int:
+    from olmo_assets.lab.dvcyaml import dvc_yaml
+    from olmo_assets.lab.params import find_repo_root
+
+    path = (args.repo or find_repo_root()) / "dvc.yaml"
+    text = dvc_yaml()
+    if args.check:
+        if path.is_file() and path.read_text(encoding="utf-8") == text:
+            print(f"{path} is up to date with olmo_assets/lab/pipeline.py")
+            return 0
+        print(
+            f"{path} differs from what olmo_assets/lab/pipeline.py declares: run "
+            "`olmo lab dvc-yaml` and commit it",
+            file=sys.stderr,
+        )
+        return 1
+    path.write_text(text, encoding="utf-8")
+    print(f"wrote {path}")
     return 0

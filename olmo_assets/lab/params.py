@@ -1,13 +1,16 @@
 """``params.yaml``: the parameters that define the lab's artifacts, and where they live.
 
-DVC tracks these parameters (each stage of ``dvc.yaml`` lists the ones it reads) and Dagster
-hashes the same ones into its assets' code versions, so a change marks exactly the artifacts
-that depend on it stale, in both tools.
+Each stage of the pipeline (:mod:`olmo_assets.lab.pipeline`) names the exact keys it reads;
+DVC tracks those keys per stage (``dvc.yaml``) and Dagster hashes the same values into the
+stage's code version, so a change marks the same artifacts out of date in both tools.
+:meth:`Lab.param` reads a key as the YAML file has it (what DVC compares), not as the typed
+config fills it in with defaults.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,18 @@ __all__ = [
 ]
 
 SOURCE_KINDS = ("code", "prose", "markdown", "multilingual")
+#: Names that become folder names, DVC stage names and Dagster asset keys: one safe path part.
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+def check_name(kind: str, name: object) -> str:
+    """``name`` if it is one safe path part (letters, digits, ``_``, ``-``), else ConfigError."""
+    if not isinstance(name, str) or not NAME.match(name):
+        raise ConfigError(
+            f"{kind} name {name!r} is not allowed: use letters, digits, '_' and '-' (starting "
+            "with a letter or digit), since it names a folder, a DVC stage and a Dagster asset"
+        )
+    return name
 
 
 @dataclass
@@ -48,7 +63,6 @@ class CurationParams(Config):
     """The curation config (taggers, dedup, rules); its sources are replaced by ``sources``."""
     validation_fraction: float = 0.05
     """Held out per non-code source as its validation split."""
-    workers: int = 2
 
 
 @dataclass
@@ -81,8 +95,13 @@ class LabParams(Config):
     tokenizer: str = "olmo"
     train: TrainParams = field(default_factory=TrainParams)
     eval: EvalParams = field(default_factory=EvalParams)
+    workers: int = 2
+    """Processes for curation and tokenization. No stage tracks it: every artifact is the
+    same whatever its value (the curation and tokenization tests check this)."""
 
     def __post_init__(self) -> None:
+        for task in self.eval.tasks:
+            check_name("eval.tasks: task", task)
         for step in self.eval.checkpoints:
             if step % self.train.checkpoint_interval or not 0 < step <= self.train.max_steps:
                 raise ConfigError(
@@ -94,7 +113,9 @@ class LabParams(Config):
     @classmethod
     def from_yaml_dict(cls, data: dict[str, Any]) -> LabParams:
         sources = {
-            name: SourceParams.from_dict(value or {}, _where=f"sources.{name}.")
+            check_name("sources: source", name): SourceParams.from_dict(
+                value or {}, _where=f"sources.{name}"
+            )
             for name, value in (data.get("sources") or {}).items()
         }
         if not sources:
@@ -102,13 +123,6 @@ class LabParams(Config):
         params = cls.from_dict({k: v for k, v in data.items() if k != "sources"})
         params.sources = sources
         return params
-
-    def section(self, name: str) -> Any:
-        """A top-level section as plain data (what a stage's code version hashes)."""
-        value = getattr(self, name)
-        if isinstance(value, dict):
-            return {k: v.to_dict() for k, v in value.items()}
-        return value.to_dict() if isinstance(value, Config) else value
 
 
 def find_repo_root(start: Path | None = None) -> Path:
@@ -130,6 +144,8 @@ class Lab:
 
     repo: Path
     params: LabParams
+    values: dict[str, Any] = field(default_factory=dict)
+    """``params.yaml`` as written (what DVC compares a stage's parameters against)."""
 
     @classmethod
     def load(cls, repo: str | os.PathLike[str] | None = None) -> Lab:
@@ -142,7 +158,16 @@ class Lab:
             params = LabParams.from_yaml_dict(data)
         except ConfigError as error:
             raise ConfigError(f"{path}: {error}") from None
-        return cls(root, params)
+        return cls(root, params, data)
+
+    def param(self, key: str) -> Any:
+        """The value of a dotted key as ``params.yaml`` writes it (``None`` when absent)."""
+        node: Any = self.values
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node
 
     # -- where every artifact lives (relative paths are what dvc.yaml names) ------------------
     @property
@@ -190,10 +215,10 @@ class Lab:
         return self.root / "checkpoints" / f"step{step}"
 
     def downstream(self, step: int, task: str) -> Path:
-        return self.root / "eval" / f"step{step}" / "downstream" / task
+        return self.root / "eval" / "downstream" / f"step{step}" / task
 
     def perplexity(self, step: int) -> Path:
-        return self.root / "eval" / f"step{step}" / "perplexity"
+        return self.root / "eval" / "perplexity" / f"step{step}"
 
     @property
     def model_report(self) -> Path:

@@ -214,19 +214,19 @@ def _file_views(catalog: _Catalog) -> None:
         else None,
         catalog.missing(metrics, "train"),
     )
-    downstream = sorted(lab.root.glob("eval/step*/downstream/*/results.parquet"))
+    downstream = sorted(lab.root.glob("eval/downstream/step*/*/results.parquet"))
     catalog.view(
         "downstream_results",
         "downstream results: model, step, task, count, metric, value",
         _read_parquet(downstream),
-        catalog.missing(lab.root / "eval", "downstream"),
+        catalog.missing(lab.root / "eval" / "downstream", "downstream"),
     )
-    perplexity = sorted(lab.root.glob("eval/step*/perplexity/results.parquet"))
+    perplexity = sorted(lab.root.glob("eval/perplexity/step*/results.parquet"))
     catalog.view(
         "perplexity_results",
         "perplexity results: model, step, source, domain, metric, value, count",
         _read_parquet(perplexity),
-        catalog.missing(lab.root / "eval", "perplexity"),
+        catalog.missing(lab.root / "eval" / "perplexity", "perplexity"),
     )
     parts = []
     if downstream:
@@ -244,7 +244,7 @@ def _file_views(catalog: _Catalog) -> None:
         "every evaluation score: step, kind (downstream|perplexity), name (task or source), "
         "metric, value, count, model",
         " UNION ALL ".join(parts) or None,
-        catalog.missing(lab.root / "eval", "downstream"),
+        catalog.missing(lab.root / "eval" / "downstream", "downstream"),
     )
 
 
@@ -255,7 +255,7 @@ def _checkpoint_steps(lab: Lab) -> list[int]:
     """Steps with a kept checkpoint, a checkpoint record or an evaluation."""
     names = [p.name for p in lab.run_dir.glob("checkpoints/step*-unsharded")]
     names += [p.name for p in lab.root.glob("checkpoints/step*")]
-    names += [p.name for p in lab.root.glob("eval/step*")]
+    names += [p.name for p in lab.root.glob("eval/*/step*")]
     return sorted({int(m.group(1)) for n in names if (m := re.match(r"step(\d+)", n))})
 
 

@@ -60,17 +60,23 @@ def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def stage_environment(lab: Lab, home: Path) -> dict[str, str]:
-    """The environment ``dvc repro`` gives the stage command: no Pipes variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_PIPES")}
+    """The environment of a stage run from a shell: no Pipes or DVC variables."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("DAGSTER_PIPES") and k not in ("DVC_STAGE", "DVC_ROOT")
+    }
     return env | {"OLMO_LAB_REPO": str(lab.repo), "DAGSTER_HOME": str(home)}
 
 
-def run_stage(lab: Lab, home: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
-    """The stage command as ``dvc repro`` runs it, from a shell."""
+def run_stage(
+    lab: Lab, home: Path, *arguments: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The stage command as a shell runs it (``env`` adds variables, e.g. DVC's)."""
     return subprocess.run(
         [sys.executable, "-m", "olmo_assets.defs.stage", *arguments],
         cwd=lab.repo,
-        env=stage_environment(lab, home),
+        env=stage_environment(lab, home) | (env or {}),
         capture_output=True,
         text=True,
         timeout=120,

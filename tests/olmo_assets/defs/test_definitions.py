@@ -1,4 +1,4 @@
-"""Every definition of the code location loads, with the expected asset graph."""
+"""Every definition of the code location loads, with the asset graph the declaration gives."""
 
 from __future__ import annotations
 
@@ -6,26 +6,25 @@ import importlib
 import sys
 
 import pytest
-from dagster import (
-    AssetKey,
-    Definitions,
-    IdentityPartitionMapping,
-    MultiToSingleDimensionPartitionMapping,
-)
+from dagster import AssetKey, Definitions, MultiToSingleDimensionPartitionMapping
 
 from olmo_assets.defs.assets import TRAINING_POOL, TRAINING_TAG
-from olmo_assets.defs.catalog import code_version
 from olmo_assets.lab.params import Lab
+from olmo_assets.lab.pipeline import StageRun, code_version, stage_named
 
-from .conftest import SOURCES, TASKS
+from .conftest import TASKS
 
+RAW = {"raw_source/code", "raw_source/prose"}
+CURATED = {*RAW, "attributes/code", "attributes/prose", "deduplicated"}
 DEPS = {
-    "raw_source": set(),
+    "raw_source/code": set(),
+    "raw_source/prose": set(),
     "eval_task_data": set(),
-    "attributes": {"raw_source"},
-    "deduplicated": {"raw_source", "eval_task_data"},
-    "curated_corpus": {"raw_source", "attributes", "deduplicated"},
-    "validation_splits": {"raw_source", "attributes", "deduplicated"},
+    "attributes/code": {"raw_source/code"},
+    "attributes/prose": {"raw_source/prose"},
+    "deduplicated": {*RAW, "eval_task_data"},
+    "curated_corpus": CURATED,
+    "validation_splits": CURATED,
     "tokenizer": set(),
     "token_shards": {"tokenizer", "curated_corpus", "validation_splits"},
     "corpus_report": {"curated_corpus"},
@@ -37,7 +36,9 @@ DEPS = {
     "model_report": {"training_run", "downstream_eval", "perplexity_eval"},
 }
 CHECKS = {
-    ("attributes", "accounting"),
+    ("attributes/code", "accounting"),
+    ("attributes/prose", "accounting"),
+    ("deduplicated", "accounting"),
     ("curated_corpus", "accounting"),
     ("curated_corpus", "no_contamination_left"),
     ("token_shards", "shards_readable"),
@@ -56,26 +57,18 @@ def defs(small_lab: Lab) -> Definitions:
     return module.defs
 
 
-def test_every_definition_loads(defs: Definitions, small_lab: Lab) -> None:
+def test_every_definition_loads_with_the_declared_graph(defs: Definitions) -> None:
     Definitions.validate_loadable(defs)
-    repository = defs.get_repository_def()
-    graph = repository.asset_graph
+    graph = defs.get_repository_def().asset_graph
     assert {key.to_user_string() for key in graph.get_all_asset_keys()} == set(DEPS)
     for key, parents in DEPS.items():
-        node = graph.get(AssetKey(key))
+        node = graph.get(AssetKey.from_user_string(key))
         assert {p.to_user_string() for p in node.parent_keys} == parents, key
-        assert node.code_version is not None
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert checks == CHECKS
-    assert {job.name for job in repository.get_all_jobs()} >= {
-        "curation",
-        "training",
-        "evaluation",
-        "perplexity",
-    }
 
 
-def test_partitions_follow_params(defs: Definitions, small_lab: Lab) -> None:
+def test_partitions_follow_params(defs: Definitions) -> None:
     assets = defs.get_repository_def().assets_defs_by_key
 
     def keys(name: str) -> list[str]:
@@ -83,46 +76,51 @@ def test_partitions_follow_params(defs: Definitions, small_lab: Lab) -> None:
         assert partitions is not None
         return list(partitions.get_partition_keys())
 
-    assert keys("raw_source") == keys("attributes") == list(SOURCES)
     assert keys("checkpoint") == keys("perplexity_eval") == ["2", "4"]
     assert sorted(keys("downstream_eval")) == sorted(f"{c}|{t}" for c in "24" for t in TASKS)
-    assert assets[AssetKey("deduplicated")].partitions_def is None
-
-    attributes = assets[AssetKey("attributes")]
-    assert isinstance(
-        attributes.get_partition_mapping(AssetKey("raw_source")), IdentityPartitionMapping
-    )
-    downstream = assets[AssetKey("downstream_eval")]
-    mapping = downstream.get_partition_mapping(AssetKey("checkpoint"))
+    for unpartitioned in ("raw_source/code", "attributes/prose", "deduplicated", "model_report"):
+        assert assets[AssetKey.from_user_string(unpartitioned)].partitions_def is None
+    mapping = assets[AssetKey("downstream_eval")].get_partition_mapping(AssetKey("checkpoint"))
     assert isinstance(mapping, MultiToSingleDimensionPartitionMapping)
     assert mapping.partition_dimension_name == "checkpoint"
 
 
-def test_code_versions_training_limits_and_jobs(defs: Definitions, small_lab: Lab) -> None:
+def test_code_versions_are_the_declarations(defs: Definitions, small_lab: Lab) -> None:
+    graph = defs.get_repository_def().asset_graph
+    version = {
+        key.to_user_string(): graph.get(key).code_version for key in graph.get_all_asset_keys()
+    }
+    tag = stage_named("tag")
+    assert version["attributes/code"] == code_version(small_lab, StageRun(tag, ("code",)))
+    assert version["attributes/prose"] == code_version(small_lab, StageRun(tag, ("prose",)))
+    # Each source's own parameters enter its code version.
+    assert version["attributes/code"] != version["attributes/prose"]
+    assert version["curated_corpus"] == version["validation_splits"]
+    assert all(version.values())
+
+
+def test_training_limits_and_jobs(defs: Definitions) -> None:
     repository = defs.get_repository_def()
-    assets = repository.assets_defs_by_key
-    steps = {"attributes": "tag", "curated_corpus": "mix", "training_run": "train"}
-    for key, step in steps.items():
-        assert assets[AssetKey(key)].code_versions_by_key[AssetKey(key)] == code_version(
-            small_lab, step
-        )
-    training = assets[AssetKey("training_run")]
+    training = repository.assets_defs_by_key[AssetKey("training_run")]
     assert training.keys == {AssetKey("training_run"), AssetKey("data_order")}
     assert training.op.tags[TRAINING_TAG] == "1"
     assert training.op.pool == TRAINING_POOL
-    assert repository.get_job("training").tags[TRAINING_TAG] == "1"
-    assert repository.get_job("curation").executor_def.name == "multiprocess"
-    curation = {
-        k.to_user_string() for k in repository.get_job("curation").asset_layer.selected_asset_keys
+    jobs = {job.name: job for job in repository.get_all_jobs() if not job.name.startswith("__")}
+    assert set(jobs) == {"curation", "training", "evaluation", "evaluation_perplexity"}
+    assert jobs["training"].tags[TRAINING_TAG] == "1"
+    assert jobs["curation"].executor_def.name == "multiprocess"
+
+    def selected(name: str) -> set[str]:
+        return {k.to_user_string() for k in jobs[name].asset_layer.selected_asset_keys}
+
+    assert selected("curation") == set(DEPS) - {
+        "training_run",
+        "data_order",
+        "checkpoint",
+        "downstream_eval",
+        "perplexity_eval",
+        "model_report",
     }
-    assert curation == {
-        "raw_source",
-        "eval_task_data",
-        "attributes",
-        "deduplicated",
-        "curated_corpus",
-        "validation_splits",
-        "tokenizer",
-        "token_shards",
-        "corpus_report",
-    }
+    assert selected("training") == {"training_run", "data_order", "checkpoint"}
+    assert selected("evaluation") == {"downstream_eval", "model_report"}
+    assert selected("evaluation_perplexity") == {"perplexity_eval"}

@@ -1,29 +1,22 @@
-"""The stage command outside Dagster (as ``dvc repro`` runs it) records runless events that the
-instance shows as the latest materializations, the same record a Pipes run leaves."""
+"""The stage command outside Dagster (from a shell, or as ``dvc repro`` runs it) records a
+Dagster run of its assets that leaves the same record as a run launched from Dagster."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from dagster import (
-    AssetCheckKey,
-    AssetKey,
-    AssetRecordsFilter,
-    DagsterInstance,
-    materialize,
-)
-from dagster._core.event_api import EventLogRecord
+from dagster import AssetCheckKey, AssetKey, AssetRecordsFilter, DagsterInstance, materialize
+from dagster._core.event_api import EventLogRecord  # the record type fetch_materializations returns
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from olmo_assets.defs.assets import STAGE_CLIENT, build_assets
-from olmo_assets.defs.catalog import code_version
-from olmo_assets.defs.launch import StageClient
-from olmo_assets.defs.location import stage_environment as pipes_environment
+from olmo_assets.defs.record import RECORDED_BY_TAG
 from olmo_assets.lab.hashing import dvc_md5
 from olmo_assets.lab.params import Lab
+from olmo_assets.lab.pipeline import StageRun, code_version, stage_named
 
 from .conftest import run_stage
+from .test_materialize import pipes_assets
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*expected_writer_count:dagster.PreviewWarning",
@@ -31,64 +24,83 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 
-def latest(instance: DagsterInstance, key: str, partition: str) -> EventLogRecord:
+def latest(instance: DagsterInstance, key: str) -> EventLogRecord:
     records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey(key), asset_partitions=[partition]), limit=1
+        AssetRecordsFilter(asset_key=AssetKey.from_user_string(key)), limit=1
     ).records
-    assert records, f"no materialization of {key}[{partition}]"
+    assert records, f"no materialization of {key}"
     return records[0]
 
 
-def test_stage_records_runless_materializations_and_checks(
+def test_a_shell_run_is_recorded_as_a_dagster_run_with_provenance(
     small_lab: Lab, dagster_home: Path
 ) -> None:
     for arguments in (("source", "prose"), ("tag", "prose")):
         done = run_stage(small_lab, dagster_home, *arguments)
         assert done.returncode == 0, done.stderr
-    assert "attributes[prose]: data version" in done.stdout
+    assert "attributes/prose: data version" in done.stdout
+    assert "check attributes/prose.accounting: passed" in done.stdout
+    assert "is not a DVC repository: nothing committed to DVC" in done.stdout
 
     with DagsterInstance.get() as instance:
-        record = latest(instance, "attributes", "prose")
-        assert record.run_id == ""  # runless: no Dagster run made it
+        record = latest(instance, "attributes/prose")
+        run = instance.get_run_by_id(record.run_id)
+        assert run is not None and run.tags[RECORDED_BY_TAG] == "shell"
+        assert run.tags["olmo/stage"] == "tag@prose"
         event = record.asset_materialization
         assert event is not None and event.tags is not None
         assert event.tags["dagster/data_version"] == dvc_md5(small_lab.tagged("prose"))
-        assert event.tags["dagster/code_version"] == code_version(small_lab, "tag")
+        tag = StageRun(stage_named("tag"), ("prose",))
+        assert event.tags["dagster/code_version"] == code_version(small_lab, tag)
+        raw = latest(instance, "raw_source/prose").asset_materialization
+        assert raw is not None and raw.tags is not None
+        # Dagster wrote the provenance itself: the input's data version at this run.
+        assert (
+            event.tags["dagster/input_data_version/raw_source/prose"]
+            == raw.tags["dagster/data_version"]
+        )
         assert int(str(event.metadata["input_records"].value)) > 0
         assert event.metadata["command"].value == "python -m olmo_assets.defs.stage tag prose"
-        newest = instance.get_latest_materialization_event(AssetKey("attributes"))
-        assert newest is not None and newest.tags == event.tags
 
         (check,) = instance.event_log_storage.get_asset_check_execution_history(
-            AssetCheckKey(AssetKey("attributes"), "accounting"), limit=1
+            AssetCheckKey(AssetKey(["attributes", "prose"]), "accounting"), limit=1
         )
         assert check.status == AssetCheckExecutionRecordStatus.SUCCEEDED
 
-        # One pipeline, two entry points: a Pipes run of the same step leaves the same record.
-        runless = latest(instance, "raw_source", "prose").asset_materialization
-        by_key = {key: assets for assets in build_assets(small_lab) for key in assets.keys}
-        result = materialize(
-            [by_key[AssetKey("raw_source")]],
-            instance=instance,
-            partition_key="prose",
-            resources={STAGE_CLIENT: StageClient(env=pipes_environment(small_lab))},
-        )
+        # One pipeline, two entry points: a Pipes run of the same stage leaves the same record.
+        assets, resources = pipes_assets(small_lab, "raw_source/prose")
+        result = materialize(assets, instance=instance, resources=resources)
         assert result.success
-        piped = latest(instance, "raw_source", "prose")
+        piped = latest(instance, "raw_source/prose")
         assert piped.run_id == result.run_id
-        assert piped.asset_materialization is not None and runless is not None
-        piped_tags, runless_tags = piped.asset_materialization.tags or {}, runless.tags or {}
-        for tag in ("dagster/data_version", "dagster/code_version"):
-            assert piped_tags[tag] == runless_tags[tag]
-        assert set(piped.asset_materialization.metadata) == set(runless.metadata)
+        assert piped.asset_materialization is not None and raw is not None
+        piped_tags = piped.asset_materialization.tags or {}
+        for name in ("dagster/data_version", "dagster/code_version"):
+            assert piped_tags[name] == raw.tags[name]
+        assert set(piped.asset_materialization.metadata) == set(raw.metadata)
+
+
+def test_a_run_under_dvc_says_so(small_lab: Lab, dagster_home: Path) -> None:
+    done = run_stage(small_lab, dagster_home, "source", "prose", env={"DVC_STAGE": "source@prose"})
+    assert done.returncode == 0, done.stderr
+    # DVC records the stage itself: the command commits nothing to it.
+    assert "DVC" not in done.stdout.replace("recorded in Dagster", "")
+    with DagsterInstance.get() as instance:
+        run = instance.get_run_by_id(latest(instance, "raw_source/prose").run_id)
+        assert run is not None and run.tags[RECORDED_BY_TAG] == "dvc"
 
 
 def test_stage_failures_name_the_cause(small_lab: Lab, dagster_home: Path) -> None:
     missing = run_stage(small_lab, dagster_home, "tag", "code")
     assert missing.returncode == 1
-    assert str(small_lab.raw("code")) in missing.stderr
+    assert missing.stderr.endswith(
+        f"stage tag code failed: FileNotFoundError: source 'code': {small_lab.raw('code')} "
+        "does not exist; materialize raw_source/code first (or `dvc repro source@code`)\n"
+    )
     assert "Traceback" not in missing.stderr
 
     unknown = run_stage(small_lab, dagster_home, "source", "nope")
     assert unknown.returncode == 1
-    assert "unknown source 'nope'; params.yaml names code, prose" in unknown.stderr
+    assert unknown.stderr == (
+        "stage source nope failed: KeyError: unknown source 'nope'; params.yaml names code, prose\n"
+    )

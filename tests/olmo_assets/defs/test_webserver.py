@@ -27,16 +27,15 @@ from .test_definitions import DEPS
 ASSET_GRAPH = "{ assetNodes { assetKey { path } dependencyKeys { path } partitionKeys } }"
 LATEST = """
 query Latest($keys: [AssetKeyInput!]!) {
-  assetsLatestInfo(assetKeys: $keys) { assetKey { path } latestMaterialization { partition runId } }
+  assetsLatestInfo(assetKeys: $keys) { assetKey { path } latestMaterialization { runId } }
   assetNodes(assetKeys: $keys) {
     assetKey { path }
-    assetMaterializations(limit: 1, partitions: ["prose"]) {
-      partition
+    assetMaterializations(limit: 1) {
       tags { key value }
       metadataEntries { label ... on TextMetadataEntry { text } }
     }
-    dataVersion(partition: "prose")
-    staleStatus(partition: "prose")
+    dataVersion
+    staleStatus
   }
 }
 """
@@ -115,18 +114,20 @@ def test_webserver_shows_the_asset_graph_and_the_stage_materializations(
     }
     assert graph == DEPS
     partitions = {"/".join(n["assetKey"]["path"]): n["partitionKeys"] for n in nodes}
-    assert partitions["raw_source"] == ["code", "prose"]
+    assert partitions["checkpoint"] == ["2", "4"]
     assert "4|winogrande" in partitions["downstream_eval"]
 
-    keys = [{"path": ["raw_source"]}, {"path": ["attributes"]}]
+    keys = [{"path": ["raw_source", "prose"]}, {"path": ["attributes", "prose"]}]
     data = _graphql(webserver, LATEST, {"keys": keys})
-    latest = {
-        "/".join(i["assetKey"]["path"]): i["latestMaterialization"]
+    runs = {
+        "/".join(i["assetKey"]["path"]): i["latestMaterialization"]["runId"]
         for i in data["assetsLatestInfo"]
     }
-    assert latest["attributes"]["partition"] == "prose"
-    assert latest["attributes"]["runId"] == ""  # recorded by the stage, not by a Dagster run
-    folders = {"raw_source": small_lab.raw("prose"), "attributes": small_lab.tagged("prose")}
+    assert all(runs.values()) and len(set(runs.values())) == 2  # a Dagster run each
+    folders = {
+        "raw_source/prose": small_lab.raw("prose"),
+        "attributes/prose": small_lab.tagged("prose"),
+    }
     for node in data["assetNodes"]:
         key = "/".join(node["assetKey"]["path"])
         (event,) = node["assetMaterializations"]
@@ -135,5 +136,5 @@ def test_webserver_shows_the_asset_graph_and_the_stage_materializations(
         assert node["dataVersion"] == tags["dagster/data_version"] == dvc_md5(folders[key])
         assert metadata["dvc_md5"] == node["dataVersion"]
         assert metadata["command"].startswith("python -m olmo_assets.defs.stage")
-        # The stage wrote the provenance Dagster's staleness reads: both are up to date.
+        # Dagster recorded the provenance its staleness reads: both are up to date.
         assert node["staleStatus"] == "FRESH"

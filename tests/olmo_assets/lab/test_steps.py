@@ -10,8 +10,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from olmo_assets.lab.params import Lab
+from olmo_assets.lab.pipeline import stage_named
 from olmo_assets.lab.report import collect_model_report
-from olmo_assets.lab.steps import STEPS, StepResult, run_step
+from olmo_assets.lab.steps.reports import model_report as run_model_report
+from olmo_assets.lab.steps.reports import model_report_complete
+from olmo_assets.lab.steps.results import StepResult
 from olmo_nn.train.callbacks.metrics_file import read_metrics
 
 
@@ -25,9 +28,10 @@ def _acc(lab: Lab, step: int, task: str) -> float:
     return next(r["value"] for r in rows if r["metric"] == "acc")
 
 
-def test_model_report_is_a_step_reading_eval_params() -> None:
-    assert STEPS["model_report"].params == ("eval",)
-    assert STEPS["model_report"].arguments == ()
+def test_model_report_reads_exactly_its_eval_params() -> None:
+    stage = stage_named("model_report")
+    assert stage.params == ("eval.checkpoints", "eval.tasks")
+    assert stage.fanout.keys == ()
 
 
 def test_loss_csv_holds_every_logged_loss(built_lab: Lab, model_report: StepResult) -> None:
@@ -79,8 +83,8 @@ def test_eval_tables_match_the_results(built_lab: Lab, model_report: StepResult)
 
 
 def test_report_check_plots_and_no_timings(built_lab: Lab, model_report: StepResult) -> None:
-    assert model_report.outputs == [built_lab.model_report]
-    assert model_report.checks["rows_complete"].passed
+    check = model_report_complete(built_lab)
+    assert check.passed and check.metadata == {"expected": 6, "missing": "none"}
     assert set(model_report.images) == {"loss", "acc_by_step", "bits_per_byte"}
     for image in model_report.images.values():
         assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -90,7 +94,7 @@ def test_report_check_plots_and_no_timings(built_lab: Lab, model_report: StepRes
 
 def test_model_report_is_deterministic(built_lab: Lab, model_report: StepResult) -> None:
     before = {p.name: p.read_bytes() for p in built_lab.model_report.iterdir()}
-    run_step(built_lab, "model_report")
+    run_model_report(built_lab)
     after = {p.name: p.read_bytes() for p in built_lab.model_report.iterdir()}
     assert after == before
 
@@ -102,5 +106,5 @@ def test_rows_complete_lists_what_is_missing(built_lab: Lab, model_report: StepR
     )
     report = collect_model_report(Lab(built_lab.repo, params))
     assert report.missing == [
-        f"lab/eval/step{step}/downstream/boolq" for step in params.eval.checkpoints
+        f"lab/eval/downstream/step{step}/boolq" for step in params.eval.checkpoints
     ]

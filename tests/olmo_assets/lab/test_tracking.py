@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from olmo_assets.lab.params import Lab
-from olmo_assets.lab.steps import StepResult, run_step
+from olmo_assets.lab.steps.evaluation import evaluate_downstream
+from olmo_assets.lab.steps.results import StepResult
 from olmo_assets.lab.tracking import (
     CHECKPOINT_SHA256_TAG,
     EVAL_KEY_TAG,
@@ -83,7 +84,7 @@ def test_perplexity_runs_log_every_source(built_lab: Lab, client: Any) -> None:
 def test_rerun_reuses_the_run_and_outputs_hold_no_run_ids(built_lab: Lab, client: Any) -> None:
     key = "downstream/step000004/arc_easy"
     (before,) = _runs(client, built_lab, key)
-    result = run_step(built_lab, "downstream", "4", "arc_easy")
+    result = evaluate_downstream(built_lab, 4, "arc_easy")
     assert result.metadata["mlflow_run_id"] == before.info.run_id
     assert [r.info.run_id for r in _runs(client, built_lab, key)] == [before.info.run_id]
     # Nothing MLflow-specific in the folders DVC hashes.

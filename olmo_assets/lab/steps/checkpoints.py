@@ -1,0 +1,49 @@
+"""The checkpoint step: one kept checkpoint of the training run, verified and recorded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from olmo_assets.lab.params import Lab
+from olmo_assets.lab.steps.results import StepResult, relative
+from olmo_nn.atomic import staged_folder
+
+__all__ = ["checkpoint_folder", "record_checkpoint"]
+
+
+def checkpoint_folder(lab: Lab, step: int) -> Path:
+    """The training run's unsharded checkpoint at ``step`` (an error naming the fix if absent)."""
+    path = lab.checkpoint(step)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"checkpoint {path} does not exist: train past step {step} first, and keep "
+            f"eval.checkpoints in params.yaml to multiples of train.checkpoint_interval"
+        )
+    return path
+
+
+def record_checkpoint(lab: Lab, step: int) -> StepResult:
+    """Load the checkpoint (which verifies it) and record its content hash, tokens seen and
+    parameters in ``lab/checkpoints/step<N>/checkpoint.json``: evaluations depend on this
+    record, so an unchanged checkpoint leaves them up to date."""
+    import olmo_nn
+    from olmo_nn.train.callbacks.mlflow_logger import content_hash
+
+    checkpoint = checkpoint_folder(lab, step)
+    model = olmo_nn.load_model(checkpoint)
+    state = json.loads((checkpoint / "train_state.json").read_text(encoding="utf-8"))
+    record = {
+        "step": step,
+        "checkpoint_path": relative(lab, checkpoint),
+        "sha256": content_hash(checkpoint),
+        "parameters": model.num_params(),
+        "tokens_seen": state["tokens_seen"],
+        "epoch": state["epoch"],
+    }
+    with staged_folder(lab.checkpoint_record(step)) as staged:
+        staged.mkdir()
+        (staged / "checkpoint.json").write_text(
+            json.dumps(record, indent=1) + "\n", encoding="utf-8"
+        )
+    return StepResult(dict(record))

@@ -1,0 +1,291 @@
+"""Curation steps: raw sources, evaluation data, tags, dedup, the mix; and their checks.
+
+Each step is a thin call into :mod:`olmo_assets.curation`; each check re-reads the files a
+step wrote (never the step's own counters), so a lost or duplicated record fails it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from olmo_assets.curation.outputs import JsonlWriter
+from olmo_assets.lab.params import Lab
+from olmo_assets.lab.steps.results import CheckResult, StepResult, markdown_table, relative
+from olmo_nn.atomic import staged_folder
+
+__all__ = [
+    "build_eval_data",
+    "build_source",
+    "dedup_accounting",
+    "deduplicate",
+    "mix",
+    "mix_accounting",
+    "no_contamination_left",
+    "tag_accounting",
+    "tag_source",
+]
+
+
+def build_source(lab: Lab, source: str) -> StepResult:
+    """One raw source as Dolma-format ``jsonl.gz``, assembled from what is on this machine."""
+    from olmo_assets.curation import local_sources
+
+    spec = lab.params.sources[source]
+    documents = {
+        "code": lambda: local_sources.code_documents(
+            max_bytes=int(spec.max_mb * 1e6) if spec.max_mb else None
+        ),
+        "prose": local_sources.prose_documents,
+        "markdown": local_sources.markdown_documents,
+        "multilingual": local_sources.multilingual_documents,
+    }[spec.kind]()
+    num_docs = num_bytes = 0
+    # The writer's gzip carries no timestamp: the same documents give the same bytes, so a
+    # rerun changes no content hash.
+    with staged_folder(lab.raw(source)) as staged:
+        staged.mkdir()
+        writer = JsonlWriter(staged)
+        for doc in documents:
+            writer.write([{**doc, "source": source}])
+            num_docs += 1
+            num_bytes += len(doc["text"].encode("utf-8"))
+        writer.close()
+        if num_docs == 0:
+            raise ValueError(f"source {source!r} ({spec.kind}) produced no documents here")
+    return StepResult({"documents": num_docs, "text_bytes": num_bytes, "kind": spec.kind})
+
+
+def build_eval_data(lab: Lab) -> StepResult:
+    """The evaluation tasks' examples as Dolma documents: what decontamination removes."""
+    from olmo_nn.eval.tasks import load_task
+
+    counts = {}
+    with staged_folder(lab.eval_data) as staged:
+        staged.mkdir()
+        writer = JsonlWriter(staged)
+        for task in lab.params.eval.tasks:
+            instances = load_task(task, limit=None)
+            counts[task] = len(instances)
+            writer.write(
+                [
+                    {
+                        "id": f"{task}-{instance.index}",
+                        "text": instance.contexts[instance.label]
+                        + instance.continuations[instance.label],
+                        "source": task,
+                    }
+                    for instance in instances
+                ]
+            )
+        writer.close()
+    rows = [{"task": t, "examples": n} for t, n in counts.items()]
+    return StepResult({"examples": sum(counts.values())}, {"tasks": markdown_table(rows)})
+
+
+def _curation_config(lab: Lab, sources: Iterable[str], *, mixing: bool) -> Any:
+    """The mix file's config over ``sources``. Only the mix reads
+    ``curation.validation_fraction`` (tags and dedup never split), and only dedup reads the
+    evaluation data: each stage's config holds exactly what that stage declares."""
+    from olmo_assets.curation.config import CurationConfig, SourceConfig
+    from olmo_assets.curation.mixes import code_source
+
+    params = lab.params
+    fraction = params.curation.validation_fraction if mixing else 0.0
+    configs = []
+    for name in sources:
+        if not lab.raw(name).is_dir():
+            raise FileNotFoundError(
+                f"source {name!r}: {lab.raw(name)} does not exist; materialize "
+                f"raw_source/{name} first (or `dvc repro source@{name}`)"
+            )
+        paths = [str(lab.raw(name))]
+        if params.sources[name].kind == "code":
+            configs.append(code_source(name, paths))
+        else:
+            configs.append(SourceConfig(name=name, paths=paths, validation_fraction=fraction))
+    return CurationConfig.load(lab.repo / params.curation.mix).replace(
+        sources=configs, workers=params.workers, decontamination_paths=[]
+    )
+
+
+def _source_counts(report: dict[str, Any], *, decided: bool) -> tuple[dict[str, Any], str]:
+    """Counts per source (a table) and in all. ``decided``: a mix ran, so documents were kept
+    or removed; before it (tags, dedup) they all ``passed`` on, or were quarantined."""
+    outcomes = ("kept", "validation", "removed") if decided else ("passed",)
+    columns = ("input_records", *outcomes, "quarantined")
+    rows = [
+        {"source": source} | {k: counts[k] for k in columns}
+        for source, counts in report["sources"].items()
+    ]
+    metadata: dict[str, Any] = {k: sum(r[k] for r in rows) for k in columns}
+    return metadata, markdown_table(rows)
+
+
+def tag_source(lab: Lab, source: str) -> StepResult:
+    """The taggers over one source: ``attributes/<tagger>/<source>/`` (no decisions yet)."""
+    from olmo_assets.curation.pipeline import curate
+
+    curate(_curation_config(lab, [source], mixing=False), lab.tagged(source), stages=("tag",))
+    report = json.loads((lab.tagged(source) / "report.json").read_text())
+    metadata, table = _source_counts(report, decided=False)
+    taggers = sorted(p.name for p in (lab.tagged(source) / "attributes").iterdir())
+    metadata["taggers"] = ", ".join(taggers)
+    return StepResult(metadata, {"counts": table})
+
+
+def deduplicate(lab: Lab) -> StepResult:
+    """URL, exact, paragraph and fuzzy dedup across sources, and decontamination."""
+    from olmo_assets.curation.pipeline import curate
+
+    config = _curation_config(lab, lab.params.sources, mixing=False)
+    evaluation = sorted(str(p) for p in lab.eval_data.glob("*.jsonl.gz"))
+    if not evaluation:
+        raise FileNotFoundError(
+            f"{lab.eval_data} holds no evaluation data: materialize eval_task_data first"
+        )
+    curate(config.replace(decontamination_paths=evaluation), lab.dedup, stages=("dedup",))
+    report = json.loads((lab.dedup / "report.json").read_text())
+    metadata, table = _source_counts(report, decided=False)
+    metadata["decontaminated_against"] = relative(lab, lab.eval_data)
+    return StepResult(metadata, {"counts": table})
+
+
+def mix(lab: Lab) -> StepResult:
+    """Decisions, span replacement, sampling: the kept documents and the validation splits."""
+    from olmo_assets.curation.pipeline import curate
+
+    attributes = [lab.tagged(s) for s in lab.params.sources] + [lab.dedup]
+    for folder in attributes:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder} does not exist: materialize it before the mix")
+    config = _curation_config(lab, lab.params.sources, mixing=True)
+    curate(config, lab.curated, stages=("mix",), attributes_from=[*attributes])
+    report = json.loads((lab.curated / "report.json").read_text())
+    metadata, table = _source_counts(report, decided=True)
+    stage_rows = [
+        {"source": source, "stage": stage, "removed": number}
+        for source, counts in report["sources"].items()
+        for stage, number in counts["removed_by_stage"].items()
+    ]
+    metadata["removed_as_contaminated"] = sum(
+        counts["removed_by_stage"].get("decontamination", 0)
+        for counts in report["sources"].values()
+    )
+    return StepResult(metadata, {"counts": table, "removed_by_stage": markdown_table(stage_rows)})
+
+
+# -- checks: counted from the files written ----------------------------------------------------
+
+_COPY = re.compile(r"^(?P<id>.*)#\d+$")
+
+
+def count_lines(folder: Path, pattern: str = "*.jsonl.gz") -> int:
+    """Records in a folder of (gzipped) JSON-lines files: their newline count."""
+    total = 0
+    for path in sorted(folder.glob(pattern)):
+        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                total += chunk.count(b"\n")
+    return total
+
+
+def count_rows(folder: Path) -> int:
+    """Rows in a folder of parquet files (0 when the folder does not exist)."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(path).metadata.num_rows for path in sorted(folder.glob("*.parquet")))
+
+
+def _kept_documents(folder: Path) -> int:
+    """Kept documents: lines written, less the mix's sampled copies (``<id>#<n>`` beside
+    ``<id>``), so a lost or a duplicated line both show."""
+    ids: list[str] = []
+    for path in sorted(folder.glob("*.jsonl.gz")):
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            ids += [json.loads(line)["id"] for line in handle]
+    originals = set(ids)
+    copies = [i for i in ids if (match := _COPY.match(i)) is not None and match["id"] in originals]
+    return len(ids) - len(copies)
+
+
+def _attribute_accounting(lab: Lab, output: Path, sources: Iterable[str]) -> CheckResult:
+    """Every tagger wrote one row per record read that was not quarantined."""
+    rows = []
+    for source in sources:
+        read = count_lines(lab.raw(source))
+        quarantined = count_rows(output / "quarantine" / source)
+        folders = sorted((output / "attributes").glob(f"*/{source}"))
+        for folder in folders or [output / "attributes" / "(none)" / source]:
+            written = count_rows(folder)
+            rows.append(
+                {
+                    "source": source,
+                    "tagger": folder.parent.name,
+                    "read": read,
+                    "written": written,
+                    "quarantined": quarantined,
+                    "ok": written > 0 and written + quarantined == read,
+                }
+            )
+    failed = [r for r in rows if not r["ok"]]
+    return CheckResult(
+        not failed,
+        {
+            "records_read": sum({r["source"]: r["read"] for r in rows}.values()),
+            "mismatches": markdown_table(failed) if failed else "none",
+        },
+    )
+
+
+def tag_accounting(lab: Lab, source: str) -> CheckResult:
+    return _attribute_accounting(lab, lab.tagged(source), [source])
+
+
+def dedup_accounting(lab: Lab) -> CheckResult:
+    return _attribute_accounting(lab, lab.dedup, lab.params.sources)
+
+
+def mix_accounting(lab: Lab) -> CheckResult:
+    """Per source: kept + validation + removed + quarantined records written = records read."""
+    rows = []
+    for source in lab.params.sources:
+        counts = {
+            "read": count_lines(lab.raw(source)),
+            "kept": _kept_documents(lab.curated / "documents" / source),
+            "validation": count_lines(lab.curated / "validation" / source),
+            "removed": count_rows(lab.curated / "removed" / source),
+            "quarantined": count_rows(lab.curated / "quarantine" / source),
+        }
+        accounted = sum(v for k, v in counts.items() if k != "read")
+        rows.append({"source": source, **counts, "ok": accounted == counts["read"]})
+    return CheckResult(
+        all(r["ok"] for r in rows),
+        {"records_read": sum(r["read"] for r in rows), "accounting": markdown_table(rows)},
+    )
+
+
+def no_contamination_left(lab: Lab) -> CheckResult:
+    """No kept document carries dedup's contamination flag (ids compared within a source)."""
+    import polars as pl
+
+    leftover: list[str] = []
+    for source in lab.params.sources:
+        flagged_files = sorted((lab.dedup / "attributes" / "decontam" / source).glob("*.parquet"))
+        kept_files = sorted((lab.curated / "documents" / source).glob("*.jsonl.gz"))
+        if not flagged_files or not kept_files:
+            continue
+        flagged = pl.scan_parquet([str(p) for p in flagged_files]).filter(
+            pl.col("decontam__is_contaminated")
+        )
+        kept = pl.scan_ndjson([str(p) for p in kept_files]).select("id")
+        found = kept.join(flagged.select("id"), on="id").collect()["id"].to_list()
+        leftover += [f"{source}/{doc_id}" for doc_id in found]
+    return CheckResult(
+        not leftover,
+        {"contaminated_kept": len(leftover), "examples": ", ".join(leftover[:5]) or "none"},
+    )

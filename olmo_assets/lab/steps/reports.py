@@ -1,0 +1,78 @@
+"""Report steps: the curated corpus (WIMBD-style) and the model (loss and scores by step)."""
+
+from __future__ import annotations
+
+import math
+
+from olmo_assets.lab.params import Lab
+from olmo_assets.lab.steps.results import CheckResult, StepResult, markdown_table
+from olmo_nn.atomic import staged_folder
+
+__all__ = ["corpus_report", "model_report", "model_report_complete"]
+
+
+def corpus_report(lab: Lab) -> StepResult:
+    """The curated corpus, WIMBD-style: DuckDB tables and plots."""
+    from olmo_assets.curation.report import build_report
+
+    with staged_folder(lab.corpus_report) as staged:
+        staged.mkdir()
+        tables = build_report(lab.curated, destination=staged)
+    markdown = {
+        name: markdown_table(rows[:20])
+        + (f"\n\n(first 20 of {len(rows)} rows: {name}.parquet)" if len(rows) > 20 else "")
+        for name, rows in tables.items()
+        if isinstance(rows, list) and rows and isinstance(rows[0], dict)
+    }
+    images = {p.stem: p for p in sorted(lab.corpus_report.glob("*.png"))}
+    return StepResult({"tables": len(markdown)}, markdown, images)
+
+
+def model_report(lab: Lab) -> StepResult:
+    """Loss and evaluation scores by checkpoint: ``metrics.json``, CSVs, a table, plots."""
+    from olmo_assets.lab.report import (
+        collect_model_report,
+        markdown_eval_table,
+        write_model_report,
+    )
+    from olmo_assets.lab.tracking import log_report
+
+    report = collect_model_report(lab)
+    with staged_folder(lab.model_report) as staged:
+        staged.mkdir()
+        write_model_report(report, staged)
+    run_id = log_report(lab, lab.model_report)
+    return StepResult(
+        {
+            "steps": len(report.losses),
+            "final_loss": report.losses[max(report.losses)] if report.losses else math.nan,
+            "results": len(report.accuracy) + len({s for s, _ in report.perplexity}),
+            "final_mean_acc": report.mean_accuracy(max(report.checkpoints, default=0)),
+            "mlflow_run_id": run_id or "",
+        },
+        {"evaluation": markdown_eval_table(report)},
+        {p.stem: p for p in sorted(lab.model_report.glob("*.png"))},
+    )
+
+
+def model_report_complete(lab: Lab) -> CheckResult:
+    """``metrics.json`` has an accuracy for every checkpoint × task of ``params.yaml`` and a
+    perplexity for every checkpoint (read back from the report's own file)."""
+    import json
+
+    metrics = json.loads((lab.model_report / "metrics.json").read_text(encoding="utf-8"))
+    missing = []
+    for step in lab.params.eval.checkpoints:
+        label = f"step{step:06d}"
+        scores = metrics.get("eval", {}).get(label, {})
+        missing += [
+            f"{label}/{task}"
+            for task in lab.params.eval.tasks
+            if not isinstance(scores.get(task), int | float)
+        ]
+        if not metrics.get("perplexity", {}).get(label):
+            missing.append(f"{label}/perplexity")
+    expected = len(lab.params.eval.checkpoints) * (len(lab.params.eval.tasks) + 1)
+    return CheckResult(
+        not missing, {"expected": expected, "missing": ", ".join(missing[:10]) or "none"}
+    )

@@ -1,0 +1,51 @@
+"""What a step and a check return, and the small formatting helpers every step shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from olmo_assets.lab.params import Lab
+
+__all__ = ["CheckResult", "StepResult", "markdown_table", "relative"]
+
+
+@dataclass
+class StepResult:
+    """What a step reports about the artifacts it wrote (the folders are declared, not returned)."""
+
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Numbers and short strings, shown on the step's first artifact."""
+    tables: dict[str, str] = field(default_factory=dict)
+    """Markdown tables."""
+    images: dict[str, Path] = field(default_factory=dict)
+    """Plots (PNG)."""
+
+
+@dataclass
+class CheckResult:
+    """The verdict of one check over what a step wrote, and what it found."""
+
+    passed: bool
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    if not rows:
+        return "(no rows)"
+    columns = columns or list(rows[0])
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return "–" if value is None else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def relative(lab: Lab, path: Path) -> str:
+    """A path relative to the repository: results name files the same in any checkout."""
+    return path.resolve().relative_to(lab.repo.resolve()).as_posix()

@@ -1,0 +1,245 @@
+"""Every check passes on the built lab, and fails when what its step wrote is damaged.
+
+Each failing case copies the folders a check reads out of the session's lab, damages one
+thing, and asserts the verdict and what the check says it found (literal text)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from olmo_assets.lab.params import Lab
+from olmo_assets.lab.steps.curation import (
+    count_lines,
+    dedup_accounting,
+    mix_accounting,
+    no_contamination_left,
+    tag_accounting,
+)
+from olmo_assets.lab.steps.evaluation import downstream_rows_complete, perplexity_rows_complete
+from olmo_assets.lab.steps.reports import model_report_complete
+from olmo_assets.lab.steps.results import StepResult
+from olmo_assets.lab.steps.tokenization import shards_readable
+from olmo_assets.lab.steps.training import losses_finite
+
+
+def _copy(lab: Lab, target: Path, *folders: str) -> Lab:
+    """A lab at ``target`` holding copies of ``folders`` (relative to the repository)."""
+    (target / "params.yaml").parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(lab.repo / "params.yaml", target / "params.yaml")
+    for folder in folders:
+        shutil.copytree(lab.repo / folder, target / folder)
+    return Lab(target, lab.params, lab.values)
+
+
+def _drop_last_row(folder: Path) -> None:
+    path = sorted(folder.glob("*.parquet"))[-1]
+    table = pq.read_table(path)
+    pq.write_table(table.slice(0, table.num_rows - 1), path)
+
+
+def _rewrite_lines(path: Path, edit: object) -> None:
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        lines = handle.readlines()
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        handle.writelines(edit(lines))  # type: ignore[operator]
+
+
+def test_every_check_passes_on_the_built_lab(built_lab: Lab, model_report: StepResult) -> None:
+    del model_report
+    results = {
+        "tag code": tag_accounting(built_lab, "code"),
+        "tag prose": tag_accounting(built_lab, "prose"),
+        "dedup": dedup_accounting(built_lab),
+        "mix": mix_accounting(built_lab),
+        "contamination": no_contamination_left(built_lab),
+        "shards": shards_readable(built_lab),
+        "losses": losses_finite(built_lab),
+        "downstream": downstream_rows_complete(built_lab, 2, "arc_easy"),
+        "perplexity": perplexity_rows_complete(built_lab, 4),
+        "report": model_report_complete(built_lab),
+    }
+    assert {name: r.passed for name, r in results.items()} == dict.fromkeys(results, True)
+    assert results["shards"].metadata == {"splits": "train, validation", "problems": "none"}
+    assert results["losses"].metadata == {"steps": 4, "non_finite_at": "none", "missing_steps": 0}
+
+
+def test_tag_accounting_fails_when_a_tagger_lost_a_row(built_lab: Lab, tmp_path: Path) -> None:
+    lab = _copy(built_lab, tmp_path, "lab/raw/prose", "lab/tagged/prose")
+    read = count_lines(lab.raw("prose"))
+    tagger = sorted((lab.tagged("prose") / "attributes").iterdir())[0]
+    _drop_last_row(tagger / "prose")
+    result = tag_accounting(lab, "prose")
+    assert not result.passed
+    assert result.metadata["records_read"] == read
+    assert f"| prose | {tagger.name} | {read} | {read - 1} | 0 | False |" in str(
+        result.metadata["mismatches"]
+    )
+
+
+def test_dedup_accounting_fails_when_a_row_is_lost(built_lab: Lab, tmp_path: Path) -> None:
+    lab = _copy(built_lab, tmp_path, "lab/raw", "lab/dedup")
+    _drop_last_row(lab.dedup / "attributes" / "dedup" / "code")
+    result = dedup_accounting(lab)
+    assert not result.passed
+    read = count_lines(lab.raw("code"))
+    assert f"| code | dedup | {read} | {read - 1} | 0 | False |" in str(
+        result.metadata["mismatches"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("damage", "change"),
+    [(lambda lines: lines[:-1], -1), (lambda lines: [*lines, lines[0]], 1)],
+    ids=["lost", "duplicated"],
+)
+def test_mix_accounting_fails_on_a_lost_or_duplicated_document(
+    built_lab: Lab, tmp_path: Path, damage: object, change: int
+) -> None:
+    lab = _copy(built_lab, tmp_path, "lab/raw", "lab/curated")
+    before = mix_accounting(lab)
+    assert before.passed
+    (documents,) = sorted((lab.curated / "documents" / "prose").glob("*.jsonl.gz"))
+    kept = count_lines(documents.parent)
+    _rewrite_lines(documents, damage)
+    result = mix_accounting(lab)
+    assert not result.passed
+    table = str(result.metadata["accounting"])
+    row = next(line for line in table.splitlines() if line.startswith("| prose |"))
+    assert row.split(" | ")[2] == str(kept + change)
+    assert row.endswith("| False |")
+
+
+def test_no_contamination_left_fails_on_a_flagged_kept_document(
+    built_lab: Lab, tmp_path: Path
+) -> None:
+    lab = _copy(built_lab, tmp_path, "lab/dedup", "lab/curated")
+    (documents,) = sorted((lab.curated / "documents" / "prose").glob("*.jsonl.gz"))
+    with gzip.open(documents, "rt", encoding="utf-8") as handle:
+        kept = json.loads(handle.readline())["id"]
+    (flags,) = sorted((lab.dedup / "attributes" / "decontam" / "prose").glob("*.parquet"))
+    table = pq.read_table(flags).to_pylist()
+    for row in table:
+        row["decontam__is_contaminated"] = row["id"] == kept
+    pq.write_table(pq.read_table(flags).from_pylist(table), flags)
+    result = no_contamination_left(lab)
+    assert not result.passed
+    assert result.metadata == {"contaminated_kept": 1, "examples": f"prose/{kept}"}
+
+
+def _shards(built_lab: Lab, tmp_path: Path) -> tuple[Lab, dict]:
+    lab = _copy(built_lab, tmp_path, "lab/shards")
+    manifest = json.loads((lab.shards / "train" / "manifest.json").read_text(encoding="utf-8"))
+    return lab, manifest
+
+
+def test_shards_readable_fails_on_a_short_token_file(built_lab: Lab, tmp_path: Path) -> None:
+    lab, manifest = _shards(built_lab, tmp_path)
+    part = lab.shards / "train" / "part-00000.npy"
+    part.write_bytes(part.read_bytes()[:-2])  # one uint16 token short
+    result = shards_readable(lab)
+    tokens = manifest["files"][0]["num_tokens"]
+    assert not result.passed
+    assert result.metadata["problems"] == (
+        f"train/part-00000.npy: {tokens - 1} tokens, manifest says {tokens}; "
+        "train/part-00000.npy: sha256 differs from the manifest; "
+        f"train/part-00000.npy: index span [{manifest['num_tokens'] - _last_length(lab)}, "
+        f"{manifest['num_tokens']}) out of place"
+    )
+
+
+def _last_length(lab: Lab) -> int:
+    index = pq.read_table(lab.shards / "train" / "index.parquet").to_pydict()
+    return int(index["end"][-1] - index["start"][-1])
+
+
+def test_shards_readable_fails_on_an_id_outside_the_vocabulary(
+    built_lab: Lab, tmp_path: Path
+) -> None:
+    lab, manifest = _shards(built_lab, tmp_path)
+    part = lab.shards / "train" / "part-00000.npy"
+    data = bytearray(part.read_bytes())
+    data[0:2] = (65535).to_bytes(2, "little")
+    part.write_bytes(bytes(data))
+    result = shards_readable(lab)
+    assert not result.passed
+    assert result.metadata["problems"] == (
+        "train/part-00000.npy: sha256 differs from the manifest; "
+        f"train/part-00000.npy: token id 65535 >= vocab {manifest['tokenizer']['vocab_size']}"
+    )
+
+
+def test_shards_readable_fails_when_the_index_loses_a_document(
+    built_lab: Lab, tmp_path: Path
+) -> None:
+    lab, manifest = _shards(built_lab, tmp_path)
+    last = _last_length(lab)
+    _drop_last_row(lab.shards / "train")
+    result = shards_readable(lab)
+    total = manifest["num_tokens"]
+    assert not result.passed
+    assert result.metadata["problems"] == (
+        f"train/part-00000.npy: the index covers {total - last} of {total} tokens; "
+        f"train: index has {manifest['num_documents'] - 1} documents, manifest says "
+        f"{manifest['num_documents']}; "
+        f"train: index spans {total - last} tokens, manifest says {total}"
+    )
+
+
+def test_losses_finite_fails_on_a_nan_or_a_missing_step(built_lab: Lab, tmp_path: Path) -> None:
+    lab = _copy(built_lab, tmp_path)
+    lab.run_dir.mkdir(parents=True)
+    lines = (built_lab.run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    last = json.loads(lines[-1]) | {"loss": "NaN"}
+    (lab.run_dir / "metrics.jsonl").write_text(
+        "\n".join([*lines[:-2], json.dumps(last)]) + "\n", encoding="utf-8"
+    )
+    result = losses_finite(lab)
+    assert not result.passed
+    assert result.metadata == {"steps": 3, "non_finite_at": "4", "missing_steps": 1}
+
+
+def test_downstream_rows_complete_fails_on_a_missing_metric(built_lab: Lab, tmp_path: Path) -> None:
+    lab = _copy(built_lab, tmp_path, "lab/eval/downstream/step2/arc_easy")
+    path = lab.downstream(2, "arc_easy") / "results.json"
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps([r for r in rows if r["metric"] != "acc_per_char"]))
+    result = downstream_rows_complete(lab, 2, "arc_easy")
+    assert not result.passed
+    assert result.metadata == {
+        "examples": 8,
+        "missing": "acc_per_char",
+        "not_finite_or_incomplete": "none",
+    }
+
+
+def test_perplexity_rows_complete_fails_on_a_nan(built_lab: Lab, tmp_path: Path) -> None:
+    lab = _copy(built_lab, tmp_path, "lab/curated/validation", "lab/eval/perplexity/step4")
+    path = lab.perplexity(4) / "results.json"
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    for row in rows:
+        if (row["source"], row["metric"], row.get("domain")) == ("prose", "bits_per_byte", None):
+            row["value"] = float("nan")
+    path.write_text(json.dumps(rows))
+    result = perplexity_rows_complete(lab, 4)
+    assert not result.passed
+    assert result.metadata["not_finite"] == "prose/bits_per_byte"
+
+
+def test_model_report_complete_fails_on_a_missing_score(
+    built_lab: Lab, model_report: StepResult, tmp_path: Path
+) -> None:
+    del model_report
+    lab = _copy(built_lab, tmp_path, "lab/reports/model")
+    path = lab.model_report / "metrics.json"
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    del metrics["eval"]["step000004"]["winogrande"]
+    path.write_text(json.dumps(metrics))
+    result = model_report_complete(lab)
+    assert not result.passed
+    assert result.metadata == {"expected": 6, "missing": "step000004/winogrande"}

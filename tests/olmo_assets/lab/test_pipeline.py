@@ -1,0 +1,169 @@
+"""The pipeline's declaration: dvc.yaml is generated from it and current, each stage's code
+version moves with exactly the keys, files and code the stage declares, runs know what they
+read, and names that become paths are checked."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from olmo_assets.lab.dvcyaml import dvc_yaml
+from olmo_assets.lab.params import Lab
+from olmo_assets.lab.pipeline import (
+    STAGES,
+    StageRun,
+    code_version,
+    parse_run,
+    stage_named,
+    stage_runs,
+    upstream_runs,
+)
+from olmo_nn.config import ConfigError
+
+from .conftest import REPO, small_params
+
+
+def test_the_committed_dvc_yaml_is_the_generated_one() -> None:
+    assert (REPO / "dvc.yaml").read_text(encoding="utf-8") == dvc_yaml()
+
+
+def test_dvc_yaml_check_names_the_fix(tmp_path: Path) -> None:
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "dvc.yaml").write_text(dvc_yaml().replace("eval.limit", "eval.limits"))
+    olmo = [sys.executable, "-m", "olmo_nn.cli.main", "lab", "dvc-yaml", "--repo", str(tmp_path)]
+    stale = subprocess.run([*olmo, "--check"], capture_output=True, text=True)
+    assert stale.returncode == 1
+    assert stale.stderr == (
+        f"{tmp_path / 'dvc.yaml'} differs from what olmo_assets/lab/pipeline.py declares: run "
+        "`olmo lab dvc-yaml` and commit it\n"
+    )
+    assert subprocess.run(olmo, capture_output=True).returncode == 0
+    assert subprocess.run([*olmo, "--check"], capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Lab:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(small_params()), encoding="utf-8")
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    return Lab.load(tmp_path)
+
+
+def _versions(lab: Lab) -> dict[str, str]:
+    loaded = Lab.load(lab.repo)
+    return {
+        run.dvc_name: code_version(loaded, run)
+        for stage in STAGES
+        for run in stage_runs(loaded, stage)
+    }
+
+
+def _edit(lab: Lab, key: str, value: object) -> None:
+    params = yaml.safe_load((lab.repo / "params.yaml").read_text(encoding="utf-8"))
+    *parents, last = key.split(".")
+    node = params
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    (lab.repo / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "changed"),
+    [
+        ("eval.limit", 9, {"downstream@2-arc_easy", "downstream@2-winogrande",
+                           "downstream@4-arc_easy", "downstream@4-winogrande"}),
+        ("eval.perplexity_documents", 7, {"perplexity@2", "perplexity@4"}),
+        ("sources.code.max_mb", 0.2, {"source@code", "tag@code", "dedup", "mix"}),
+        ("train.max_steps", 6, {"train"}),
+        ("curation.validation_fraction", 0.1, {"mix"}),
+        ("tokenizer", "configs/nope.json", {"tokenizer"}),
+        ("workers", 1, set()),
+    ],
+)  # fmt: skip
+def test_a_parameter_changes_the_code_version_of_exactly_its_readers(
+    lab: Lab, key: str, value: object, changed: set[str]
+) -> None:
+    before = _versions(lab)
+    _edit(lab, key, value)
+    after = _versions(lab)
+    assert {name for name in before if after.get(name) != before[name]} == changed
+
+
+def test_a_config_file_changes_exactly_the_stages_that_read_it(lab: Lab) -> None:
+    before = _versions(lab)
+    mix = lab.repo / lab.params.curation.mix
+    mix.write_text(mix.read_text(encoding="utf-8") + "# edited\n", encoding="utf-8")
+    assert {n for n, v in _versions(lab).items() if v != before[n]} == {
+        "tag@code",
+        "tag@prose",
+        "dedup",
+        "mix",
+    }
+    before = _versions(lab)
+    config = lab.repo / lab.params.train.config
+    config.write_text(config.read_text(encoding="utf-8") + "# edited\n", encoding="utf-8")
+    assert {n for n, v in _versions(lab).items() if v != before[n]} == {"train"}
+
+
+def test_every_stage_depends_on_its_own_step_module() -> None:
+    modules = {stage.name: stage.module for stage in STAGES}
+    assert modules["tag"] == "olmo_assets/lab/steps/curation.py"
+    assert modules["train"] == "olmo_assets/lab/steps/training.py"
+    for stage in STAGES:
+        assert (REPO / stage.module).is_file()
+        assert all((REPO / path).exists() for path in stage.code_paths), stage.name
+
+
+def test_runs_know_what_they_read(lab: Lab) -> None:
+    def names(stage: str, *arguments: str) -> list[str]:
+        run = StageRun(stage_named(stage), arguments)
+        return [r.dvc_name for r in upstream_runs(lab, run)]
+
+    assert names("tag", "prose") == ["source@prose"]
+    assert names("downstream", "4", "arc_easy") == ["checkpoint@4"]
+    assert names("perplexity", "2") == ["checkpoint@2", "mix"]
+    assert names("mix") == ["source@code", "source@prose", "tag@code", "tag@prose", "dedup"]
+    assert names("model_report") == [
+        "train",
+        "downstream@2-arc_easy",
+        "downstream@2-winogrande",
+        "downstream@4-arc_easy",
+        "downstream@4-winogrande",
+        "perplexity@2",
+        "perplexity@4",
+    ]
+    run = StageRun(stage_named("downstream"), ("4", "arc_easy"))
+    assert (run.dvc_name, run.partition) == ("downstream@4-arc_easy", "4|arc_easy")
+    assert run.command == ["python", "-m", "olmo_assets.defs.stage", "downstream", "4", "arc_easy"]
+
+
+def test_bad_stage_arguments_are_refused_with_the_fix(lab: Lab) -> None:
+    with pytest.raises(ValueError) as wrong_count:
+        parse_run(lab, "downstream", ["4"])
+    assert str(wrong_count.value) == (
+        "stage 'downstream' takes 2 argument(s) (step, task), got ['4']"
+    )
+    with pytest.raises(KeyError) as unknown:
+        parse_run(lab, "tag", ["web"])
+    assert unknown.value.args[0] == "unknown source 'web'; params.yaml names code, prose"
+    with pytest.raises(ValueError, match="checkpoint step 'last' is not a whole number"):
+        parse_run(lab, "checkpoint", ["last"])
+
+
+@pytest.mark.parametrize("name", ["../escaped", "..", "a/b", "web.crawl", ""])
+def test_a_source_name_must_be_one_safe_path_part(tmp_path: Path, name: str) -> None:
+    params = small_params()
+    params["sources"] = {name: {"kind": "prose"}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    with pytest.raises(ConfigError) as error:
+        Lab.load(tmp_path)
+    assert str(error.value) == (
+        f"{tmp_path / 'params.yaml'}: sources: source name {name!r} is not allowed: use "
+        "letters, digits, '_' and '-' (starting with a letter or digit), since it names a "
+        "folder, a DVC stage and a Dagster asset"
+    )
