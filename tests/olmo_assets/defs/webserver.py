@@ -1,0 +1,123 @@
+"""The real ``dagster-webserver`` for tests: started on a free loopback port over a lab's
+``workspace.yaml``, asked through GraphQL what the UI shows (assets, staleness), reloaded
+after its parameters change."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ASSET_GRAPH = "{ assetNodes { assetKey { path } dependencyKeys { path } partitionKeys } }"
+STALENESS = "{ assetNodes { assetKey { path } partitionKeys staleStatus } }"
+BY_PARTITION = """
+query Partitioned($keys: [AssetKeyInput!]!) {
+  assetNodes(assetKeys: $keys) { assetKey { path } partitionKeys staleStatusByPartition }
+}
+"""
+RELOAD = """
+mutation Reload($name: String!) {
+  reloadRepositoryLocation(repositoryLocationName: $name) {
+    __typename
+    ... on WorkspaceLocationEntry {
+      locationOrLoadError { __typename ... on PythonError { message } }
+    }
+  }
+}
+"""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    body = json.dumps({"query": query, "variables": variables or {}}).encode("utf-8")
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            answer = json.load(response)
+    except urllib.error.HTTPError as error:  # GraphQL answers a malformed query with 400
+        answer = json.load(error)
+    assert not answer.get("errors"), answer["errors"]
+    return answer["data"]
+
+
+@contextmanager
+def webserver(workspace: Path, cwd: Path, env: dict[str, str], log: Path) -> Iterator[str]:
+    """``dagster-webserver -w workspace`` until the block ends; yields its GraphQL URL."""
+    port = free_port()
+    command = [
+        str(Path(sys.executable).parent / "dagster-webserver"),
+        *("-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)),
+    ]
+    with log.open("w") as output:
+        server = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}/graphql"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                assert server.poll() is None, log.read_text()
+                try:
+                    if graphql(url, ASSET_GRAPH)["assetNodes"]:
+                        break
+                except (urllib.error.URLError, ConnectionError, AssertionError, ValueError):
+                    pass
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.5)
+            yield url
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
+
+
+def reload(url: str, location: str = "olmo_lab") -> None:
+    """Reload the code location (what the UI's *Reload* does after params.yaml changes)."""
+    entry = graphql(url, RELOAD, {"name": location})["reloadRepositoryLocation"]
+    assert entry["__typename"] == "WorkspaceLocationEntry", entry
+    loaded = entry["locationOrLoadError"]
+    assert loaded["__typename"] == "RepositoryLocation", loaded
+
+
+def stale(url: str) -> dict[tuple[str, str | None], str]:
+    """Every asset (and partition) the UI shows as not fresh, with its status (STALE or
+    MISSING)."""
+    found: dict[tuple[str, str | None], str] = {}
+    partitioned = []
+    for node in graphql(url, STALENESS)["assetNodes"]:
+        key = "/".join(node["assetKey"]["path"])
+        if node["partitionKeys"]:
+            partitioned.append({"path": node["assetKey"]["path"]})
+        elif node["staleStatus"] != "FRESH":
+            found[key, None] = node["staleStatus"]
+    for node in graphql(url, BY_PARTITION, {"keys": partitioned})["assetNodes"]:
+        key = "/".join(node["assetKey"]["path"])
+        for partition, status in zip(
+            node["partitionKeys"], node["staleStatusByPartition"], strict=True
+        ):
+            if status != "FRESH":
+                found[key, partition] = status
+    return found
