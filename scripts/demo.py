@@ -195,7 +195,8 @@ def _summary(lab: Any, instance: Any, timings: dict[str, float]) -> None:
         "  make mlflow-ui   # MLflow: the training run and one run per evaluation (127.0.0.1:5000)\n"
         '  .venv/bin/olmo query "SELECT source, count(DISTINCT doc_id) FROM batch_documents '
         'GROUP BY source"\n'
-        "  .venv-dvc/bin/dvc repro   # the same steps as DVC stages (dvc.yaml, params.yaml)\n"
+        "  .venv-dvc/bin/dvc repro   # the same stages through DVC: nothing to do until you edit\n"
+        "                            # params.yaml (`dvc exp run -S eval.limit=100`)\n"
         f"  plots: {lab.model_report}/*.png, {lab.corpus_report}/*.png"
     )
 
