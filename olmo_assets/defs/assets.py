@@ -13,6 +13,7 @@ declaration. What the asset body does is given by the caller:
 (No ``from __future__ import annotations``: Dagster reads the ``context`` annotation.)
 """
 
+import os
 import re
 import sys
 import warnings
@@ -49,6 +50,7 @@ from olmo_assets.lab.pipeline import (
     artifact_named,
     code_version,
 )
+from olmo_assets.lab.processes import LAUNCHER_PID
 
 __all__ = [
     "CHECKPOINT_DIMENSION",
@@ -224,6 +226,7 @@ def launch(env: Mapping[str, str]) -> Body:
     def body(context: AssetExecutionContext, run: StageRun) -> Any:
         client: PipesSubprocessClient = getattr(context.resources, STAGE_CLIENT)
         command = [sys.executable, *run.command[1:]]
-        return client.run(context=context, command=command, env=dict(env)).get_results()
+        launched = {**env, LAUNCHER_PID: str(os.getpid())}
+        return client.run(context=context, command=command, env=launched).get_results()
 
     return body

@@ -3,11 +3,13 @@
 ``olmo_assets.definitions`` (named by ``workspace.yaml``) calls :func:`build_definitions`
 for the repository's lab; tests call it for a small copy.
 
-A job per group of the pipeline (``curation``, ``training``, ``evaluation``). Dagster needs a
-job's partitioned assets to share one partitions definition, so a group whose stages are
-partitioned differently gets a job per partitioning: ``evaluation`` (checkpoint × task, and
-the model report) and ``evaluation_perplexity`` (per checkpoint). The asset graph's
-"Materialize all" launches a backfill over everything, in dependency order.
+Jobs: one per group for its stages that run once or per source (``curation``, ``training``:
+the run, ``evaluation``: the model report), and one per partitioned stage
+(``training_checkpoint``, ``evaluation_downstream``, ``evaluation_perplexity``), launched per
+partition or as a backfill. Keeping them apart
+means a partition's run never reruns the training or rebuilds the model report from half the
+results. The asset graph's "Materialize all" launches a backfill over everything, in
+dependency order.
 
 Training carries the ``olmo/training`` run tag, which the instance limits to one run at a
 time (``.dagster/dagster.yaml``); its op is in the ``olmo_training`` pool, which covers
@@ -51,29 +53,22 @@ def _keys(lab: Lab, stages: list[Stage]) -> list[AssetKey]:
 
 
 def build_jobs(lab: Lab) -> list[Any]:
-    """A job per group and partitioning (see the module's docstring)."""
+    """A job per group for its stages that run once or per source, and a job per partitioned
+    stage, named after it (see the module's docstring)."""
     jobs = []
+    partitioned = (Fanout.CHECKPOINT, Fanout.CHECKPOINT_TASK)
     for group in dict.fromkeys(stage.group for stage in STAGES):
         stages = [s for s in STAGES if s.group == group]
-        partitionings = sorted(
-            {s.fanout for s in stages if s.fanout in (Fanout.CHECKPOINT, Fanout.CHECKPOINT_TASK)},
-            key=lambda fanout: -len(fanout.keys),
-        )
-        # The group's own job: its widest partitioning, with the stages that run once or per
-        # source; then a job per other partitioning.
-        main = partitionings[0] if partitionings else None
-        for fanout in [main, *partitionings[1:]]:
-            members = [
-                s
-                for s in stages
-                if s.fanout is fanout or (fanout is main and s.fanout not in partitionings)
-            ]
+        members = [[s for s in stages if s.fanout not in partitioned]]
+        members += [[s] for s in stages if s.fanout in partitioned]
+        for chosen in filter(None, members):
+            name = f"{group}_{chosen[0].name}" if chosen[0].fanout in partitioned else group
             jobs.append(
                 define_asset_job(
-                    group if fanout is main else f"{group}_{members[0].name}",
-                    AssetSelection.assets(*_keys(lab, members)),
-                    description="Stages " + ", ".join(s.name for s in members) + ".",
-                    tags={TRAINING_TAG: "1"} if any(s.name == "train" for s in members) else None,
+                    name,
+                    AssetSelection.assets(*_keys(lab, chosen)),
+                    description="Stages " + ", ".join(s.name for s in chosen) + ".",
+                    tags={TRAINING_TAG: "1"} if any(s.name == "train" for s in chosen) else None,
                 )
             )
     return jobs

@@ -2,8 +2,8 @@
 
 One builder serves both entry points: under Pipes the entries go to
 ``report_asset_materialization`` as they are; outside Pipes :func:`to_dagster` turns them into
-Dagster's ``MetadataValue`` objects for a runless ``AssetMaterialization``. Either way the UI
-shows the same numbers, markdown tables, plots, content hash, git commit and command.
+Dagster's ``MetadataValue`` objects for the run that replays the stage's outcome. Either way
+the UI shows the same numbers, markdown tables, plots, content hash, git commit and command.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,8 +35,10 @@ __all__ = [
     "RECORDED_BY_TAG",
     "StageRecord",
     "build_record",
+    "check_partition",
     "commit_to_dvc",
     "dagster_instance",
+    "dvc_executable",
     "record_in_dagster",
     "report_through_pipes",
 ]
@@ -83,7 +86,9 @@ class StageRecord:
         for check in self.checks:
             verdict = "passed" if check.passed else "FAILED"
             found = ", ".join(
-                f"{k}={v['raw_value']}" for k, v in check.metadata.items() if k != "description"
+                f"{k}={v['raw_value']}"
+                for k, v in check.metadata.items()
+                if k != "description" and "\n" not in str(v["raw_value"])
             )
             lines.append(f"  check {check.key}.{check.name}: {verdict} ({found})")
         return "\n".join(lines)
@@ -134,15 +139,19 @@ def build_record(
     return record
 
 
+def check_partition(run: StageRun, pipes: Any) -> None:
+    """Refuse, before any work, a run whose arguments are not the Dagster run's partition."""
+    partition = run.partition
+    if partition is not None and pipes.is_partition_step and pipes.partition_key != partition:
+        raise ValueError(
+            f"the Dagster run's partition is {pipes.partition_key!r} but the stage was launched "
+            f"for {partition!r} ({' '.join(run.command)})"
+        )
+
+
 def report_through_pipes(record: StageRecord, pipes: Any) -> None:
     """Report the record to the Dagster run that launched the stage (Pipes)."""
     in_scope = set(pipes.asset_keys)
-    partition = record.run.partition
-    if partition is not None and pipes.is_partition_step and pipes.partition_key != partition:
-        raise ValueError(
-            f"the run's partition is {pipes.partition_key!r} but the stage wrote "
-            f"{partition!r} ({' '.join(record.run.command)})"
-        )
     for item in record.materializations:
         if item.key in in_scope:
             pipes.report_asset_materialization(
@@ -211,29 +220,66 @@ def record_in_dagster(lab: Lab, record: StageRecord, recorded_by: str) -> str:
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         raise_on_error=False,
     )
+    # A failed check is blocking, so it fails the run too: that is the record, not a fault.
+    recorded = {
+        e.materialization.asset_key.to_user_string()
+        for e in result.get_asset_materialization_events()
+    }
+    lost = [m.key for m in record.materializations if m.key not in recorded]
+    if lost or (not result.success and record.passed):
+        failures = [e.message for e in result.all_events if e.is_failure and e.message]
+        raise RuntimeError(
+            f"recording {record.run.dvc_name} in Dagster failed (run {result.run_id}): "
+            + ("; ".join(failures) or f"no materialization of {', '.join(lost)}")
+        )
     return str(result.run_id)
 
 
-def commit_to_dvc(lab: Lab, run: StageRun) -> str:
-    """``dvc commit`` the stage (lock entry and cache), waiting for DVC's lock; what it did."""
+def dvc_executable(lab: Lab) -> str | None:
+    """The ``dvc`` to commit with; ``None`` when the lab is no DVC repository. Called before a
+    stage runs, so a missing ``dvc`` is found before the work, not after it."""
     if not (lab.repo / ".dvc").is_dir():
-        return f"{lab.repo} is not a DVC repository: nothing committed to DVC"
+        return None
     dvc = shutil.which("dvc")
     if dvc is None:
         raise FileNotFoundError(
-            "dvc is not on PATH, so this stage cannot be recorded in dvc.lock: `make install` "
+            "dvc is not on PATH, so this stage could not be recorded in dvc.lock: `make install` "
             "creates .venv-dvc; put .venv-dvc/bin on PATH (the Makefile does) and rerun"
         )
-    done = subprocess.run(
-        [dvc, "--wait-for-lock", "commit", "--force", "--quiet", run.dvc_name],
-        cwd=lab.repo,
-        env={**os.environ, "DVC_NO_ANALYTICS": "1"},
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"`dvc commit {run.dvc_name}` failed ({done.returncode}): "
-            f"{(done.stderr or done.stdout).strip()}"
+    return dvc
+
+
+#: What DVC says when another DVC process holds its repository lock, or (while `dvc repro`
+#: runs a stage) a lock on one of this stage's paths: both are worth waiting for.
+_BUSY = ("Unable to acquire lock", "is busy")
+#: How long a commit waits for another DVC process before giving up.
+COMMIT_PATIENCE_SECONDS = 3600.0
+
+
+def commit_to_dvc(lab: Lab, run: StageRun, dvc: str | None) -> str:
+    """``dvc commit`` the stage (lock entry and cache), waiting for other DVC processes (their
+    repository lock, and the locks ``dvc repro`` keeps on a running stage's paths)."""
+    if dvc is None:
+        return f"{lab.repo} is not a DVC repository: nothing committed to DVC"
+    command = [dvc, "--wait-for-lock", "commit", "--force", "--quiet", run.dvc_name]
+    deadline, pause, said = time.monotonic() + COMMIT_PATIENCE_SECONDS, 1.0, False
+    while True:
+        done = subprocess.run(
+            command,
+            cwd=lab.repo,
+            env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+            capture_output=True,
+            text=True,
         )
-    return f"committed to DVC: {run.dvc_name} (dvc.lock and the cache)"
+        message = (done.stderr or done.stdout).strip()
+        if done.returncode == 0:
+            return f"committed to DVC: {run.dvc_name} (dvc.lock and the cache)"
+        if not any(busy in message for busy in _BUSY) or time.monotonic() > deadline:
+            raise RuntimeError(f"`dvc commit {run.dvc_name}` failed ({done.returncode}): {message}")
+        if not said:
+            print(
+                f"waiting for another DVC process to commit {run.dvc_name}: {message}", flush=True
+            )
+            said = True
+        time.sleep(pause)
+        pause = min(pause * 2, 15.0)

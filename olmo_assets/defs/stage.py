@@ -31,25 +31,29 @@ from contextlib import contextmanager
 from olmo_assets.defs.record import (
     StageRecord,
     build_record,
+    check_partition,
     commit_to_dvc,
+    dvc_executable,
     record_in_dagster,
     report_through_pipes,
 )
 from olmo_assets.lab.params import Lab
 from olmo_assets.lab.pipeline import STAGES, StageRun, parse_run
 from olmo_assets.lab.processes import children_stop_with_this_process, stop_with_parent
+from olmo_assets.lab.steps.results import InputError
 from olmo_nn.config import ConfigError
 
 __all__ = ["describe", "main", "run_stage"]
 
-# Mistakes a user can fix from the message alone (no traceback needed).
-USER_ERRORS = (FileNotFoundError, ValueError, KeyError, ConfigError)
+# Mistakes a user can fix from the message alone: no traceback. Anything else is a bug, and
+# its traceback is printed.
+USER_ERRORS = (FileNotFoundError, InputError, ConfigError)
 
 
 def describe(error: BaseException) -> str:
-    # KeyError's str() quotes its message; its first argument is the message itself.
-    message = error.args[0] if isinstance(error, KeyError) and error.args else error
-    return f"{type(error).__name__}: {message}"
+    if isinstance(error, USER_ERRORS):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
 
 
 @contextmanager
@@ -74,12 +78,15 @@ def _one_writer(lab: Lab, run: StageRun) -> Iterator[None]:
 def _execute(lab: Lab, run: StageRun, *, commit: bool) -> StageRecord:
     """Run the stage and its checks; commit it to DVC if asked and every check passed. The
     lock covers hashing and committing: the folders must not change until recorded."""
+    dvc = dvc_executable(lab) if commit else None
     with _one_writer(lab, run), children_stop_with_this_process():
         started = time.perf_counter()
         result, checks = run.execute(lab)
         record = build_record(lab, run, result, checks, time.perf_counter() - started)
         if commit and record.passed:
-            print(commit_to_dvc(lab, run), flush=True)
+            print(commit_to_dvc(lab, run, dvc), flush=True)
+        elif commit:
+            print(f"not committed to DVC: {run.dvc_name} failed a check", flush=True)
     return record
 
 
@@ -91,6 +98,7 @@ def run_stage(lab: Lab, run: StageRun) -> int:
         stop_with_parent()
         with open_dagster_pipes() as pipes:
             try:
+                check_partition(run, pipes)
                 record = _execute(lab, run, commit=True)
                 report_through_pipes(record, pipes)
             except Exception as error:

@@ -34,7 +34,7 @@ import olmo_assets
 from olmo_assets.lab.hashing import dvc_md5
 from olmo_assets.lab.params import Lab
 from olmo_assets.lab.steps import checkpoints, curation, evaluation, reports, tokenization, training
-from olmo_assets.lab.steps.results import CheckResult, StepResult
+from olmo_assets.lab.steps.results import CheckResult, InputError, StepResult
 
 __all__ = [
     "CODE_ROOT",
@@ -147,7 +147,7 @@ STAGES: tuple[Stage, ...] = (
         "curation",
         (Artifact("raw_source", Lab.raw, "One raw source as Dolma-format jsonl.gz."),),
         params=("sources.{source}",),
-        code=("olmo_assets/curation/local_sources.py",),
+        code=("olmo_assets/curation/local_sources.py", "olmo_assets/curation/outputs.py"),
         fanout=Fanout.SOURCE,
     ),
     Stage(
@@ -162,7 +162,7 @@ STAGES: tuple[Stage, ...] = (
             ),
         ),
         params=("eval.tasks",),
-        code=("olmo_nn/eval",),
+        code=("olmo_nn/eval", "olmo_assets/curation/outputs.py"),
     ),
     Stage(
         "tag",
@@ -380,7 +380,7 @@ STAGES: tuple[Stage, ...] = (
             Read("perplexity_eval", every=True),
         ),
         params=("eval.checkpoints", "eval.tasks"),
-        code=("olmo_assets/lab/report.py",),
+        code=("olmo_assets/lab/report.py", "olmo_nn/train/callbacks/metrics_file.py"),
     ),
 )
 
@@ -390,7 +390,7 @@ _WRITERS = {artifact.name: (stage, artifact) for stage in STAGES for artifact in
 
 def stage_named(name: str) -> Stage:
     if name not in _STAGES:
-        raise KeyError(f"unknown stage {name!r}; stages are {', '.join(_STAGES)}")
+        raise InputError(f"unknown stage {name!r}; stages are {', '.join(_STAGES)}")
     return _STAGES[name]
 
 
@@ -519,17 +519,17 @@ def parse_run(lab: Lab, name: str, arguments: list[str]) -> StageRun:
     stage = stage_named(name)
     keys = stage.fanout.keys
     if len(arguments) != len(keys):
-        raise ValueError(
+        raise InputError(
             f"stage {name!r} takes {len(keys)} argument(s) ({', '.join(keys) or 'none'}), "
             f"got {arguments}"
         )
     run = StageRun(stage, tuple(arguments))
     source = run.keys.get("source")
     if source is not None and source not in lab.params.sources:
-        raise KeyError(f"unknown source {source!r}; params.yaml names {', '.join(lab.params.sources)}")  # fmt: skip
+        raise InputError(f"unknown source {source!r}; params.yaml names {', '.join(lab.params.sources)}")  # fmt: skip
     step = run.keys.get("step")
     if step is not None and not step.isdigit():
-        raise ValueError(f"checkpoint step {step!r} is not a whole number")
+        raise InputError(f"checkpoint step {step!r} is not a whole number")
     return run
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import signal
 import subprocess
 import sys
@@ -20,7 +21,13 @@ from types import FrameType
 
 import psutil
 
-__all__ = ["children_stop_with_this_process", "run_command", "stop_tree", "stop_with_parent"]
+__all__ = [
+    "LAUNCHER_PID",
+    "children_stop_with_this_process",
+    "run_command",
+    "stop_tree",
+    "stop_with_parent",
+]
 
 GRACE_SECONDS = 10.0
 
@@ -68,16 +75,21 @@ def children_stop_with_this_process(grace_seconds: float = GRACE_SECONDS) -> Ite
             signal.signal(number, handler)
 
 
+LAUNCHER_PID = "OLMO_LAUNCHER_PID"
+"""Set by a launcher to its own pid, so a child can tell whether it already died."""
+
+
 def stop_with_parent() -> None:
     """Have Linux send this process SIGTERM when its parent dies (a launcher killed outright
-    cannot stop its children itself). No-op elsewhere."""
+    cannot stop its children itself). Should the launcher (``$OLMO_LAUNCHER_PID``) have died
+    before this took effect, the process stops now. No-op outside Linux."""
     if not sys.platform.startswith("linux"):
         return
-    parent = psutil.Process().ppid()
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-    if psutil.Process().ppid() != parent:  # the parent died before prctl took effect
-        psutil.Process().terminate()
+    launcher = os.environ.get(LAUNCHER_PID)
+    if launcher is not None and os.getppid() != int(launcher):
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run_command(command: Sequence[str], env: Mapping[str, str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""The pipeline's steps, a module per stage of the lab: curation, tokenization, training,
+"""The pipeline's steps, a module per kind of stage: curation, tokenization, training,
 checkpoints, evaluation, reports. A step reads its inputs and parameters from the
 :class:`~olmo_assets.lab.params.Lab`, writes its declared folders (complete or not at all)
 and returns a :class:`~olmo_assets.lab.steps.results.StepResult`; a check re-reads what a

@@ -15,7 +15,13 @@ from typing import Any
 
 from olmo_assets.curation.outputs import JsonlWriter
 from olmo_assets.lab.params import Lab
-from olmo_assets.lab.steps.results import CheckResult, StepResult, markdown_table, relative
+from olmo_assets.lab.steps.results import (
+    CheckResult,
+    InputError,
+    StepResult,
+    markdown_table,
+    relative,
+)
 from olmo_nn.atomic import staged_folder
 
 __all__ = [
@@ -56,7 +62,7 @@ def build_source(lab: Lab, source: str) -> StepResult:
             num_bytes += len(doc["text"].encode("utf-8"))
         writer.close()
         if num_docs == 0:
-            raise ValueError(f"source {source!r} ({spec.kind}) produced no documents here")
+            raise InputError(f"source {source!r} ({spec.kind}) produced no documents here")
     return StepResult({"documents": num_docs, "text_bytes": num_bytes, "kind": spec.kind})
 
 
@@ -213,41 +219,51 @@ def _kept_documents(folder: Path) -> int:
     return len(ids) - len(copies)
 
 
-def _attribute_accounting(lab: Lab, output: Path, sources: Iterable[str]) -> CheckResult:
-    """Every tagger wrote one row per record read that was not quarantined."""
+def _attribute_accounting(lab: Lab, output: Path, expected: dict[str, set[str]]) -> CheckResult:
+    """Every expected tagger of each source wrote one row per record read that was not
+    quarantined (a tagger folder that is missing counts as zero rows)."""
     rows = []
-    for source in sources:
+    for source, taggers in expected.items():
         read = count_lines(lab.raw(source))
         quarantined = count_rows(output / "quarantine" / source)
-        folders = sorted((output / "attributes").glob(f"*/{source}"))
-        for folder in folders or [output / "attributes" / "(none)" / source]:
-            written = count_rows(folder)
+        for tagger in sorted(taggers):
+            written = count_rows(output / "attributes" / tagger / source)
             rows.append(
                 {
                     "source": source,
-                    "tagger": folder.parent.name,
+                    "tagger": tagger,
                     "read": read,
                     "written": written,
                     "quarantined": quarantined,
-                    "ok": written > 0 and written + quarantined == read,
+                    "ok": written + quarantined == read,
                 }
             )
     failed = [r for r in rows if not r["ok"]]
     return CheckResult(
-        not failed,
+        bool(rows) and not failed,
         {
             "records_read": sum({r["source"]: r["read"] for r in rows}.values()),
+            "taggers": ", ".join(sorted({str(r["tagger"]) for r in rows})) or "none",
             "mismatches": markdown_table(failed) if failed else "none",
         },
     )
 
 
 def tag_accounting(lab: Lab, source: str) -> CheckResult:
-    return _attribute_accounting(lab, lab.tagged(source), [source])
+    """Each tagger the mix configures for the source (by the attribute prefix it writes)."""
+    from olmo_assets.curation.pipeline import build_tagger
+
+    config = _curation_config(lab, [source], mixing=False)
+    (spec,) = config.sources
+    names = spec.taggers if spec.taggers is not None else config.taggers
+    taggers = {str(build_tagger(name, config.fasttext_classifiers).name) for name in names}
+    return _attribute_accounting(lab, lab.tagged(source), {source: taggers})
 
 
 def dedup_accounting(lab: Lab) -> CheckResult:
-    return _attribute_accounting(lab, lab.dedup, lab.params.sources)
+    """Every dedup tagger that wrote attributes for any source, for every source."""
+    taggers = {p.name for p in (lab.dedup / "attributes").glob("*") if p.is_dir()}
+    return _attribute_accounting(lab, lab.dedup, dict.fromkeys(lab.params.sources, taggers))
 
 
 def mix_accounting(lab: Lab) -> CheckResult:
@@ -270,14 +286,20 @@ def mix_accounting(lab: Lab) -> CheckResult:
 
 
 def no_contamination_left(lab: Lab) -> CheckResult:
-    """No kept document carries dedup's contamination flag (ids compared within a source)."""
+    """No kept document carries dedup's contamination flag (ids compared within a source);
+    a source with kept documents but no flags fails too (dedup ran without the evaluation
+    data)."""
     import polars as pl
 
     leftover: list[str] = []
+    unflagged: list[str] = []
     for source in lab.params.sources:
         flagged_files = sorted((lab.dedup / "attributes" / "decontam" / source).glob("*.parquet"))
         kept_files = sorted((lab.curated / "documents" / source).glob("*.jsonl.gz"))
-        if not flagged_files or not kept_files:
+        if not kept_files:
+            continue
+        if not flagged_files:
+            unflagged.append(source)
             continue
         flagged = pl.scan_parquet([str(p) for p in flagged_files]).filter(
             pl.col("decontam__is_contaminated")
@@ -286,6 +308,10 @@ def no_contamination_left(lab: Lab) -> CheckResult:
         found = kept.join(flagged.select("id"), on="id").collect()["id"].to_list()
         leftover += [f"{source}/{doc_id}" for doc_id in found]
     return CheckResult(
-        not leftover,
-        {"contaminated_kept": len(leftover), "examples": ", ".join(leftover[:5]) or "none"},
+        not leftover and not unflagged,
+        {
+            "contaminated_kept": len(leftover),
+            "examples": ", ".join(leftover[:5]) or "none",
+            "sources_without_flags": ", ".join(unflagged) or "none",
+        },
     )

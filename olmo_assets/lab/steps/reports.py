@@ -56,8 +56,9 @@ def model_report(lab: Lab) -> StepResult:
 
 
 def model_report_complete(lab: Lab) -> CheckResult:
-    """``metrics.json`` has an accuracy for every checkpoint × task of ``params.yaml`` and a
-    perplexity for every checkpoint (read back from the report's own file)."""
+    """``metrics.json`` has a finite accuracy for every checkpoint × task of ``params.yaml`` and
+    a perplexity for every checkpoint (read back from the report's own file, which writes a
+    value that is not finite as null)."""
     import json
 
     metrics = json.loads((lab.model_report / "metrics.json").read_text(encoding="utf-8"))

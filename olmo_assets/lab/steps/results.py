@@ -8,7 +8,12 @@ from typing import Any
 
 from olmo_assets.lab.params import Lab
 
-__all__ = ["CheckResult", "StepResult", "markdown_table", "relative"]
+__all__ = ["CheckResult", "InputError", "StepResult", "markdown_table", "relative"]
+
+
+class InputError(ValueError):
+    """A stage cannot run on what it was given (a missing or empty input, an unknown source):
+    the message says what is wrong and how to fix it, so no traceback is needed."""
 
 
 @dataclass

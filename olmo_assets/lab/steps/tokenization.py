@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from olmo_assets.lab.params import Lab
-from olmo_assets.lab.steps.results import CheckResult, StepResult, markdown_table
+from olmo_assets.lab.steps.results import CheckResult, InputError, StepResult, markdown_table
 from olmo_nn.atomic import staged_folder
 
 __all__ = ["SPLITS", "save_tokenizer", "shards_readable", "tokenize"]
@@ -48,7 +48,7 @@ def tokenize(lab: Lab) -> StepResult:
             inputs = lab.curated / folder
             if not inputs.is_dir() or not any(inputs.rglob("*.jsonl.gz")):
                 if split == "train":
-                    raise ValueError(f"{inputs} holds no kept documents: nothing to train on")
+                    raise InputError(f"{inputs} holds no kept documents: nothing to train on")
                 continue
             summary = tokenize_documents(
                 [inputs], staged / split, tokenizer=tokenizer, workers=lab.params.workers

@@ -13,7 +13,7 @@ from olmo_assets.lab.params import Lab
 from olmo_assets.lab.processes import run_command
 from olmo_assets.lab.steps.results import CheckResult, StepResult
 
-__all__ = ["losses_finite", "train", "train_command"]
+__all__ = ["launch_identity", "losses_finite", "train", "train_command"]
 
 
 def train_command(lab: Lab) -> list[str]:
@@ -48,19 +48,34 @@ def train_command(lab: Lab) -> list[str]:
     ]
 
 
+def launch_identity(lab: Lab, command: list[str]) -> str:
+    """What a run must share with an earlier one to resume it: the command, the shards'
+    manifest, and the stage's code version (its parameters, the training config's content
+    and the code), so an edited config or trainer starts afresh instead of resuming."""
+    from olmo_assets.lab.pipeline import StageRun, code_version, stage_named
+
+    manifest = lab.shards / "train" / "manifest.json"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest.parent} holds no token shards: materialize them first")
+    return json.dumps(
+        {
+            "command": command[1:],
+            "shards": manifest.read_text(encoding="utf-8"),
+            "code_version": code_version(lab, StageRun(stage_named("train"))),
+        }
+    )
+
+
 def train(lab: Lab) -> StepResult:
     """Train under ``torchrun`` (``train.nproc`` ranks); an interrupted run resumes."""
     from olmo_assets.lab.tracking import experiment_id
     from olmo_nn.train.callbacks.metrics_file import read_metrics
 
-    manifest = lab.shards / "train" / "manifest.json"
-    if not manifest.is_file():
-        raise FileNotFoundError(f"{manifest.parent} holds no token shards: materialize them first")
     command = train_command(lab)
-    # The run resumes from its checkpoints when it was started with this very command and
-    # these shards (an interrupted run); anything else starts it afresh.
+    # The run resumes from its checkpoints when it was launched the same way (an interrupted
+    # run); anything else starts it afresh.
     identity = lab.run_dir / "launch.json"
-    launch = json.dumps({"command": command[1:], "shards": manifest.read_text(encoding="utf-8")})
+    launch = launch_identity(lab, command)
     if lab.run_dir.exists() and (
         not identity.is_file() or identity.read_text(encoding="utf-8") != launch
     ):

@@ -106,7 +106,14 @@ def test_training_limits_and_jobs(defs: Definitions) -> None:
     assert training.op.tags[TRAINING_TAG] == "1"
     assert training.op.pool == TRAINING_POOL
     jobs = {job.name: job for job in repository.get_all_jobs() if not job.name.startswith("__")}
-    assert set(jobs) == {"curation", "training", "evaluation", "evaluation_perplexity"}
+    assert set(jobs) == {
+        "curation",
+        "training",
+        "training_checkpoint",
+        "evaluation_downstream",
+        "evaluation_perplexity",
+        "evaluation",
+    }
     assert jobs["training"].tags[TRAINING_TAG] == "1"
     assert jobs["curation"].executor_def.name == "multiprocess"
 
@@ -121,6 +128,8 @@ def test_training_limits_and_jobs(defs: Definitions) -> None:
         "perplexity_eval",
         "model_report",
     }
-    assert selected("training") == {"training_run", "data_order", "checkpoint"}
-    assert selected("evaluation") == {"downstream_eval", "model_report"}
+    assert selected("training") == {"training_run", "data_order"}
+    assert selected("training_checkpoint") == {"checkpoint"}
+    assert selected("evaluation_downstream") == {"downstream_eval"}
     assert selected("evaluation_perplexity") == {"perplexity_eval"}
+    assert selected("evaluation") == {"model_report"}

@@ -94,7 +94,7 @@ def test_stage_failures_name_the_cause(small_lab: Lab, dagster_home: Path) -> No
     missing = run_stage(small_lab, dagster_home, "tag", "code")
     assert missing.returncode == 1
     assert missing.stderr.endswith(
-        f"stage tag code failed: FileNotFoundError: source 'code': {small_lab.raw('code')} "
+        f"stage tag code failed: source 'code': {small_lab.raw('code')} "
         "does not exist; materialize raw_source/code first (or `dvc repro source@code`)\n"
     )
     assert "Traceback" not in missing.stderr
@@ -102,5 +102,40 @@ def test_stage_failures_name_the_cause(small_lab: Lab, dagster_home: Path) -> No
     unknown = run_stage(small_lab, dagster_home, "source", "nope")
     assert unknown.returncode == 1
     assert unknown.stderr == (
-        "stage source nope failed: KeyError: unknown source 'nope'; params.yaml names code, prose\n"
+        "stage source nope failed: unknown source 'nope'; params.yaml names code, prose\n"
     )
+
+
+@pytest.mark.parametrize("passes", [True, False], ids=["passed", "failed"])
+def test_only_a_stage_whose_checks_pass_is_committed_to_dvc(
+    small_lab: Lab, dagster_home: Path, monkeypatch: pytest.MonkeyPatch, passes: bool
+) -> None:
+    """From a shell in a DVC repository: committed when every check passes; otherwise
+    recorded in Dagster with the failed check, not committed, and the exit status is 1."""
+    from olmo_assets.defs import stage as command
+    from olmo_assets.lab import pipeline
+    from olmo_assets.lab.steps.results import CheckResult
+
+    assert run_stage(small_lab, dagster_home, "source", "prose").returncode == 0
+    (small_lab.repo / ".dvc").mkdir()  # the stage now finds a DVC repository
+    commits: list[str] = []
+    monkeypatch.setattr(command, "dvc_executable", lambda lab: "dvc")
+    monkeypatch.setattr(
+        command, "commit_to_dvc", lambda lab, run, dvc: commits.append(run.dvc_name) or "ok"
+    )
+    execute = pipeline.StageRun.execute
+
+    def judged(self: pipeline.StageRun, lab: Lab) -> tuple:
+        result, checks = execute(self, lab)
+        return result, [(a, c, CheckResult(passes, {"forced": True})) for a, c, _ in checks]
+
+    monkeypatch.setattr(pipeline.StageRun, "execute", judged)
+    run = pipeline.parse_run(small_lab, "tag", ["prose"])
+    assert command.run_stage(small_lab, run) == (0 if passes else 1)
+    assert commits == (["tag@prose"] if passes else [])
+    with DagsterInstance.get() as instance:
+        (check,) = instance.event_log_storage.get_asset_check_execution_history(
+            AssetCheckKey(AssetKey(["attributes", "prose"]), "accounting"), limit=1
+        )
+        expected = "SUCCEEDED" if passes else "FAILED"
+        assert check.status == AssetCheckExecutionRecordStatus[expected]

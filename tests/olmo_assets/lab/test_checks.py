@@ -70,7 +70,7 @@ def test_every_check_passes_on_the_built_lab(built_lab: Lab, model_report: StepR
 
 
 def test_tag_accounting_fails_when_a_tagger_lost_a_row(built_lab: Lab, tmp_path: Path) -> None:
-    lab = _copy(built_lab, tmp_path, "lab/raw/prose", "lab/tagged/prose")
+    lab = _copy(built_lab, tmp_path, "configs", "lab/raw/prose", "lab/tagged/prose")
     read = count_lines(lab.raw("prose"))
     tagger = sorted((lab.tagged("prose") / "attributes").iterdir())[0]
     _drop_last_row(tagger / "prose")
@@ -79,6 +79,22 @@ def test_tag_accounting_fails_when_a_tagger_lost_a_row(built_lab: Lab, tmp_path:
     assert result.metadata["records_read"] == read
     assert f"| prose | {tagger.name} | {read} | {read - 1} | 0 | False |" in str(
         result.metadata["mismatches"]
+    )
+
+
+def test_tag_accounting_fails_when_a_configured_tagger_wrote_nothing(
+    built_lab: Lab, tmp_path: Path
+) -> None:
+    lab = _copy(built_lab, tmp_path, "configs", "lab/raw/prose", "lab/tagged/prose")
+    taggers = sorted(p.name for p in (lab.tagged("prose") / "attributes").iterdir())
+    assert tag_accounting(lab, "prose").metadata["taggers"] == ", ".join(taggers)
+    shutil.rmtree(lab.tagged("prose") / "attributes" / "gopher")
+    result = tag_accounting(lab, "prose")
+    read = count_lines(lab.raw("prose"))
+    assert not result.passed
+    assert result.metadata["mismatches"] == (
+        "| source | tagger | read | written | quarantined | ok |\n|---|---|---|---|---|---|\n"
+        f"| prose | gopher | {read} | 0 | 0 | False |"
     )
 
 
@@ -129,7 +145,19 @@ def test_no_contamination_left_fails_on_a_flagged_kept_document(
     pq.write_table(pq.read_table(flags).from_pylist(table), flags)
     result = no_contamination_left(lab)
     assert not result.passed
-    assert result.metadata == {"contaminated_kept": 1, "examples": f"prose/{kept}"}
+    assert result.metadata == {
+        "contaminated_kept": 1,
+        "examples": f"prose/{kept}",
+        "sources_without_flags": "none",
+    }
+
+
+def test_no_contamination_left_fails_without_the_flags(built_lab: Lab, tmp_path: Path) -> None:
+    lab = _copy(built_lab, tmp_path, "lab/dedup", "lab/curated")
+    shutil.rmtree(lab.dedup / "attributes" / "decontam" / "prose")
+    result = no_contamination_left(lab)
+    assert not result.passed
+    assert result.metadata["sources_without_flags"] == "prose"
 
 
 def _shards(built_lab: Lab, tmp_path: Path) -> tuple[Lab, dict]:

@@ -23,6 +23,8 @@ from olmo_assets.lab.pipeline import (
     stage_runs,
     upstream_runs,
 )
+from olmo_assets.lab.steps.results import InputError
+from olmo_assets.lab.steps.training import launch_identity, train_command
 from olmo_nn.config import ConfigError
 
 from .conftest import REPO, small_params
@@ -143,15 +145,15 @@ def test_runs_know_what_they_read(lab: Lab) -> None:
 
 
 def test_bad_stage_arguments_are_refused_with_the_fix(lab: Lab) -> None:
-    with pytest.raises(ValueError) as wrong_count:
+    with pytest.raises(InputError) as wrong_count:
         parse_run(lab, "downstream", ["4"])
     assert str(wrong_count.value) == (
         "stage 'downstream' takes 2 argument(s) (step, task), got ['4']"
     )
-    with pytest.raises(KeyError) as unknown:
+    with pytest.raises(InputError) as unknown:
         parse_run(lab, "tag", ["web"])
-    assert unknown.value.args[0] == "unknown source 'web'; params.yaml names code, prose"
-    with pytest.raises(ValueError, match="checkpoint step 'last' is not a whole number"):
+    assert str(unknown.value) == "unknown source 'web'; params.yaml names code, prose"
+    with pytest.raises(InputError, match="checkpoint step 'last' is not a whole number"):
         parse_run(lab, "checkpoint", ["last"])
 
 
@@ -167,3 +169,23 @@ def test_a_source_name_must_be_one_safe_path_part(tmp_path: Path, name: str) -> 
         "letters, digits, '_' and '-' (starting with a letter or digit), since it names a "
         "folder, a DVC stage and a Dagster asset"
     )
+
+
+def test_training_resumes_only_what_was_launched_the_same_way(lab: Lab) -> None:
+    """An edited training config or trainer starts the run afresh instead of resuming."""
+    manifest = lab.shards / "train" / "manifest.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text("{}", encoding="utf-8")
+
+    def identity() -> str:
+        loaded = Lab.load(lab.repo)
+        return launch_identity(loaded, train_command(loaded))
+
+    before = identity()
+    _edit(lab, "workers", 1)
+    assert identity() == before
+    config = lab.repo / lab.params.train.config
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace("seed: 6198", "seed: 6199"), encoding="utf-8")
+    assert config.read_text(encoding="utf-8") != text
+    assert identity() != before
