@@ -34,6 +34,7 @@ from dagster import (
     MultiPartitionsDefinition,
     MultiToSingleDimensionPartitionMapping,
     PartitionMapping,
+    PreviewWarning,
     PartitionsDefinition,
     PipesSubprocessClient,
     StaticPartitionsDefinition,
@@ -51,6 +52,10 @@ from olmo_assets.lab.pipeline import (
     code_version,
 )
 from olmo_assets.lab.processes import LAUNCHER_PID
+
+# Dagster's own Pipes session reads a preview property of its message reader; the warning
+# says nothing about this code and would repeat on every stage.
+warnings.filterwarnings("ignore", "Function `PipesMessageReader", PreviewWarning)
 
 __all__ = [
     "CHECKPOINT_DIMENSION",
