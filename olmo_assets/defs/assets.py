@@ -34,9 +34,9 @@ from dagster import (
     MultiPartitionsDefinition,
     MultiToSingleDimensionPartitionMapping,
     PartitionMapping,
-    PreviewWarning,
     PartitionsDefinition,
     PipesSubprocessClient,
+    PreviewWarning,
     StaticPartitionsDefinition,
     multi_asset,
 )
