@@ -83,6 +83,9 @@ def main() -> None:
     from olmo_assets.lab.pipeline import STAGES, StageRun, stage_runs, upstream_runs
 
     lab = Lab.load(REPO)
+    # The instance's SQLite schema is created (or migrated) here, once, before worker
+    # processes open it at the same moment.
+    instance = DagsterInstance.get()
     runs = [run for stage in STAGES for run in stage_runs(lab, stage)]
     needs = {run: set(upstream_runs(lab, run)) for run in runs}
     print(f"{len(runs)} stage runs, in dependency order, {args.parallel} at a time", flush=True)
@@ -112,7 +115,7 @@ def main() -> None:
                     f"  [{len(done):>2}/{len(runs)}] {run.dvc_name:<34} {seconds:6.1f}s", flush=True
                 )
     timings["total"] = time.perf_counter() - total
-    _summary(lab, DagsterInstance.get(), timings)
+    _summary(lab, instance, timings)
 
 
 def _latest(instance: Any, key: str, partition: str | None = None) -> dict[str, Any]:
