@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from olmo_nn.config import Config, ConfigError
+from olmo_nn.paths import safe_name
 
 __all__ = [
     "CLASSIFIER_LEVELS",
@@ -87,7 +88,7 @@ class SourceConfig(Config):
     """One source: its files and what happens to its documents."""
 
     name: str
-    """Source name (output folders are named after it)."""
+    """Source name (output folders are named after it): letters, digits, ``_`` and ``-``."""
     paths: list[str]
     """Files, folders (recursive) or globs of Dolma documents (jsonl, jsonl.gz, jsonl.zst, parquet)."""
     taggers: list[str] | None = None
@@ -107,6 +108,10 @@ class SourceConfig(Config):
     nothing extractable are removed at the ``extraction`` stage."""
 
     def __post_init__(self) -> None:
+        try:
+            safe_name("source", self.name)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         if not self.paths:
             raise ConfigError(f"source {self.name!r}: paths is empty")
         if self.sample_rate < 0:

@@ -1,0 +1,57 @@
+"""Curation is safe by default: source names never leave the output folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from olmo_assets.curation.config import CurationConfig, SourceConfig
+from olmo_nn.cli.main import main
+from olmo_nn.config import ConfigError
+
+MIX = "sources: []\ntaggers: [length]\ndedup: {url: false, exact: false, paragraphs: false}\n"
+
+
+def _corpus(tmp_path: Path) -> Path:
+    folder = tmp_path / "in" / "prose"
+    folder.mkdir(parents=True)
+    lines = [json.dumps({"id": f"d{i}", "text": f"document number {i}"}) for i in range(5)]
+    (folder / "a.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def _message(name: str) -> str:
+    return (
+        f"source name {name!r} is not allowed: use letters, digits, '_' and '-' (starting with "
+        "a letter or digit), since it names a folder"
+    )
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "..", ".", "a/b", "a\\b", ".hidden", ""])
+def test_source_names_that_are_not_one_path_part_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    folder = _corpus(tmp_path)
+    mix = tmp_path / "mix.yaml"
+    mix.write_text(MIX, encoding="utf-8")
+    out = tmp_path / "deep" / "er" / "out"
+    args = ["data", "curate", "--config", str(mix), "--source", f"{name}={folder}"]
+    assert main([*args, "--output", str(out), "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    if name:
+        assert _message(name) in err
+    else:
+        assert "must look like NAME=PATH_OR_GLOB" in err
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "mix.yaml"]
+
+
+def test_config_source_names_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as error:
+        CurationConfig.from_yaml("sources:\n- {name: ../x, paths: [in]}\n")
+    assert str(error.value) == _message("../x")
+    with pytest.raises(ValueError, match="is not allowed"):
+        SourceConfig(name="..", paths=["in"])
+    assert SourceConfig(name="web-2_en", paths=["in"]).name == "web-2_en"
