@@ -32,6 +32,7 @@ examples:
   olmo query --tables
   olmo query "SELECT source, count(DISTINCT doc_id) FROM batch_documents WHERE step <= 80 GROUP BY source"
   olmo query "SELECT name, source, step, share, value FROM eval_source_share WHERE metric = 'acc'"
+  olmo query "SELECT * FROM removed" --export removed.parquet
 """
 
 
@@ -68,6 +69,13 @@ def register(commands: Any, groups: dict[str, Any]) -> None:
     parser.add_argument(
         "--tables", action="store_true", help="list the views and tables, and what each needs"
     )
+    parser.add_argument(
+        "--export",
+        type=Path,
+        metavar="FILE",
+        help="write the result to FILE (.parquet, .csv or .json), outside lab/, instead of "
+        "printing it (the query itself can never write)",
+    )
     parser.set_defaults(func=run_query_command)
 
 
@@ -81,9 +89,11 @@ def _plain(value: Any) -> Any:
 def run_query_command(args: argparse.Namespace) -> int:
     """Handler of ``olmo query``."""
     from olmo_assets.lab.params import Lab
-    from olmo_assets.lab.query import session
+    from olmo_assets.lab.query import read_only_sql, session
 
     lab = Lab.load(args.repo)
+    if args.export is not None:
+        _check_export(lab.root, args.export)
     if args.tables:
         sql = (
             "SELECT name, kind, CASE WHEN ready THEN description ELSE 'not ready: ' || needs END "
@@ -94,10 +104,14 @@ def run_query_command(args: argparse.Namespace) -> int:
     else:
         raise ValueError('give a query, e.g. olmo query "SELECT * FROM evaluation", or --tables')
     with session(lab) as con:
-        relation = con.sql(sql)
+        relation = read_only_sql(con, sql)
         if relation is None:  # a statement without rows
             return 0
-        if args.format == "csv":
+        if args.export is not None:
+            table = relation.to_arrow_table()
+            _export(table, args.export)
+            print(f"wrote {table.num_rows} rows to {args.export}")
+        elif args.format == "csv":
             writer = csv.writer(sys.stdout, lineterminator="\n")
             writer.writerow(relation.columns)
             writer.writerows(relation.fetchall())
@@ -110,6 +124,36 @@ def run_query_command(args: argparse.Namespace) -> int:
             width = shutil.get_terminal_size((120, 40)).columns
             relation.show(max_width=width, max_rows=args.max_rows)
     return 0
+
+
+_EXPORT_SUFFIXES = (".parquet", ".csv", ".json")
+
+
+def _check_export(lab_root: Path, path: Path) -> None:
+    """``--export``: a file of a known kind, never inside the lab's artifacts."""
+    if path.resolve().is_relative_to(lab_root.resolve()):
+        raise ValueError(
+            f"--export {path}: inside the lab's artifacts ({lab_root}); write the export elsewhere"
+        )
+    if path.suffix not in _EXPORT_SUFFIXES:
+        raise ValueError(f"--export {path}: the file name must end in .parquet, .csv or .json")
+    if path.is_dir():
+        raise ValueError(f"--export {path} is a directory; name a file")
+
+
+def _export(table: Any, path: Path) -> None:
+    """Write an Arrow table to ``path`` (Parquet, CSV with a header, or a JSON array)."""
+    import pyarrow.csv
+    import pyarrow.parquet
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        pyarrow.parquet.write_table(table, path)
+    elif path.suffix == ".csv":
+        pyarrow.csv.write_csv(table, path)
+    else:
+        text = json.dumps(table.to_pylist(), default=_plain, ensure_ascii=False)
+        path.write_text(text + "\n", encoding="utf-8")
 
 
 def _register_lab(commands: Any) -> None:

@@ -19,6 +19,11 @@
 
 A relation whose artifact does not exist yet is left out; :func:`run_query` turns DuckDB's
 "table does not exist" into a message naming the artifact and how to build it.
+
+User SQL (:func:`run_query`, ``olmo query``) cannot change anything: it runs on a read-only
+connection that reads files under ``lab/`` only, with its settings locked, and only queries
+are accepted (no COPY, ATTACH, EXPORT, CREATE, SET, ...). ``olmo query --export FILE``
+writes a result to one file outside ``lab/``.
 """
 
 from __future__ import annotations
@@ -37,7 +42,15 @@ if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
 
-__all__ = ["QueryResult", "TableInfo", "open_database", "refresh", "run_query", "session"]
+__all__ = [
+    "QueryResult",
+    "TableInfo",
+    "open_database",
+    "read_only_sql",
+    "refresh",
+    "run_query",
+    "session",
+]
 
 _DOLMA_COLUMNS = "{'id': 'VARCHAR', 'text': 'VARCHAR', 'source': 'VARCHAR', 'metadata': 'JSON'}"
 _MISSING_TABLE = re.compile(r"Table with name (\w+) does not exist")
@@ -440,13 +453,44 @@ def _explain_missing(con: duckdb.DuckDBPyConnection, error: Exception) -> str | 
     return f"{name}: {row[0]}"
 
 
-@contextmanager
-def session(lab: Lab) -> Iterator[duckdb.DuckDBPyConnection]:
-    """The refreshed database, closed on exit; DuckDB errors inside become ``ValueError``, or
-    ``FileNotFoundError`` naming the artifact a missing relation needs and how to build it."""
+_READ_ONLY = (
+    "olmo query runs read-only SQL (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE): "
+    "{kind} is refused; to save a result, pass --export FILE"
+)
+
+
+def _read_only_connection(lab: Lab) -> duckdb.DuckDBPyConnection:
+    """The database read-only, able to read files under ``lab/`` only, its settings locked."""
     import duckdb
 
-    con = open_database(lab)
+    con = duckdb.connect(str(lab.database), read_only=True)
+    con.execute("SET allowed_directories = [?]", [f"{lab.root}/"])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def read_only_sql(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyRelation | None:
+    """``con.sql(sql)`` when every statement is a query; ``ValueError`` for anything else
+    (COPY, ATTACH, EXPORT, CREATE, SET, INSTALL, PRAGMA, ...), before any of them runs."""
+    import duckdb
+
+    for statement in con.extract_statements(sql):
+        if statement.type != duckdb.StatementType.SELECT:
+            raise ValueError(_READ_ONLY.format(kind=statement.type.name))
+    return con.sql(sql)
+
+
+@contextmanager
+def session(lab: Lab) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The database, refreshed, then reopened read-only (see :func:`_read_only_connection`)
+    and closed on exit; run user SQL with :func:`read_only_sql`. DuckDB errors inside become
+    ``ValueError``, or ``FileNotFoundError`` naming the artifact a missing relation needs and
+    how to build it."""
+    import duckdb
+
+    open_database(lab).close()
+    con = _read_only_connection(lab)
     try:
         yield con
     except duckdb.Error as error:
@@ -459,9 +503,9 @@ def session(lab: Lab) -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 def run_query(lab: Lab, sql: str) -> QueryResult:
-    """Run ``sql`` on the refreshed database (see :func:`session` for its errors)."""
+    """Run the read-only ``sql`` on the refreshed database (see :func:`session`)."""
     import pyarrow as pa
 
     with session(lab) as con:
-        relation = con.sql(sql)
+        relation = read_only_sql(con, sql)
         return QueryResult(pa.table({}) if relation is None else relation.to_arrow_table())

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from olmo_assets.lab.params import Lab
 from olmo_assets.lab.query import open_database, run_query
@@ -153,3 +155,102 @@ def test_olmo_query_command(built_lab: Lab, capsys: pytest.CaptureFixture[str]) 
     assert re.search(rf"│\s+{count}\s+│", capsys.readouterr().out)
     assert main(["query", "--repo", repo, "SELECT * FROM no_such_view"]) == 2
     assert "no_such_view" in capsys.readouterr().err
+
+
+# -- the query cannot write ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_lab(tmp_path: Path) -> Lab:
+    """A lab with nothing built but one curated documents file (no session-built lab needed)."""
+    from tests.olmo_assets.lab.conftest import small_params
+
+    repo = tmp_path / "repo"
+    part = repo / "lab" / "curated" / "documents" / "code" / "part-00000.jsonl.gz"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(gzip.compress(b'{"id": "a", "text": "x", "source": "code"}\n', mtime=0))
+    (repo / "params.yaml").write_text(yaml.safe_dump(small_params()), encoding="utf-8")
+    return Lab.load(repo)
+
+
+READ_ONLY = (
+    "olmo query runs read-only SQL (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE): "
+    "{kind} is refused; to save a result, pass --export FILE"
+)
+
+
+def _query(lab: Lab, sql: str, *extra: str) -> int:
+    return main(["query", "--repo", str(lab.repo), *extra, sql])
+
+
+def test_query_cannot_overwrite_lab_files(
+    small_lab: Lab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    part = small_lab.curated / "documents" / "code" / "part-00000.jsonl.gz"
+    before = part.read_bytes()
+    assert _query(small_lab, "SELECT count(*) AS n FROM documents", "--format", "csv") == 0
+    assert capsys.readouterr().out == "n\n1\n"
+    assert _query(small_lab, f"COPY (SELECT 42 AS id) TO '{part}' (FORMAT json)") == 2
+    assert READ_ONLY.format(kind="COPY") in capsys.readouterr().err
+    folder = part.parent
+    sql = f"COPY (SELECT 1 AS a, 2 AS b) TO '{folder}' (FORMAT csv, PARTITION_BY (a), OVERWRITE)"
+    assert _query(small_lab, sql) == 2
+    assert READ_ONLY.format(kind="COPY") in capsys.readouterr().err
+    # Hidden after a harmless statement, or in EXPORT DATABASE: the same.
+    assert _query(small_lab, f"SELECT 1; COPY (SELECT 1) TO '{part}'") == 2
+    assert _query(small_lab, f"EXPORT DATABASE '{small_lab.root}'") == 2
+    assert READ_ONLY.format(kind="EXPORT") in capsys.readouterr().err
+    assert part.read_bytes() == before
+    assert sorted(p.name for p in folder.iterdir()) == ["part-00000.jsonl.gz"]
+
+
+def test_query_cannot_reach_outside_the_lab(
+    small_lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "other.duckdb"
+    assert _query(small_lab, f"ATTACH '{other}' AS other") == 2
+    assert READ_ONLY.format(kind="ATTACH") in capsys.readouterr().err
+    assert not other.exists()
+    assert _query(small_lab, "SELECT content FROM read_text('/etc/hostname')") == 2
+    err = capsys.readouterr().err
+    assert 'Cannot access file "/etc/hostname"' in err
+    escape = f"{small_lab.root}/../../../../../etc/hostname"
+    assert _query(small_lab, f"SELECT content FROM read_text('{escape}')") == 2
+    assert "Cannot access file" in capsys.readouterr().err
+    for sql in ("SET enable_external_access = true", "INSTALL httpfs", "CREATE TABLE t (a INT)"):
+        assert _query(small_lab, sql) == 2
+    with pytest.raises(ValueError, match=re.escape(READ_ONLY.format(kind="CREATE"))):
+        run_query(small_lab, "CREATE TEMP TABLE t AS SELECT 1")
+
+
+def test_query_export_writes_one_named_file(
+    small_lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pyarrow.parquet as pq
+
+    sql = "SELECT id, source FROM documents"
+    target = tmp_path / "out" / "docs.parquet"
+    assert _query(small_lab, sql, "--export", str(target)) == 0
+    assert capsys.readouterr().out == f"wrote 1 rows to {target}\n"
+    assert pq.read_table(target).to_pylist() == [{"id": "a", "source": "code"}]
+    assert _query(small_lab, sql, "--export", str(tmp_path / "docs.csv")) == 0
+    assert (tmp_path / "docs.csv").read_text(encoding="utf-8") == '"id","source"\n"a","code"\n'
+    assert _query(small_lab, sql, "--export", str(tmp_path / "docs.json")) == 0
+    assert json.loads((tmp_path / "docs.json").read_text()) == [{"id": "a", "source": "code"}]
+    inside = small_lab.curated / "documents" / "code" / "part-00000.jsonl.gz"
+    before = inside.read_bytes()
+    for path in (
+        inside,
+        small_lab.root / "export.parquet",
+        small_lab.root / ".." / "lab" / "x.csv",
+    ):
+        assert _query(small_lab, sql, "--export", str(path)) == 2
+        assert (
+            f"--export {path}: inside the lab's artifacts ({small_lab.root}); "
+            "write the export elsewhere"
+        ) in capsys.readouterr().err
+    assert inside.read_bytes() == before
+    assert _query(small_lab, sql, "--export", str(tmp_path / "docs.txt")) == 2
+    assert (
+        f"--export {tmp_path / 'docs.txt'}: the file name must end in .parquet, .csv or .json"
+    ) in capsys.readouterr().err
