@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import importlib
 import json
-import multiprocessing
 import os
 import re
-import shutil
-import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +43,7 @@ from olmo_assets.curation.config import (
 from olmo_assets.curation.mixer import apply_spans, decide, sample_copies, validation_mask
 from olmo_assets.curation.outputs import JsonlWriter, ParquetWriter
 from olmo_assets.curation.taggers.base import Tagger
-from olmo_nn.atomic import staged_folder
+from olmo_nn.atomic import scratch_folder, staged_folder
 from olmo_nn.data.documents import (
     Document,
     RawRecord,
@@ -54,6 +52,7 @@ from olmo_nn.data.documents import (
     parse_record,
     resolve_inputs,
 )
+from olmo_nn.data.workers import process_pool
 
 __all__ = ["TAGGERS", "CurationSummary", "build_tagger", "curate"]
 
@@ -542,7 +541,7 @@ def _executor(workers: int) -> Executor | None:
     if workers <= 1:
         return None
     # Spawned, not forked: Polars' thread pool deadlocks in a forked child.
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return process_pool(workers, "spawn")
 
 
 def _tokenize_outputs(root: Path, config: CurationConfig) -> dict[str, Any]:
@@ -633,11 +632,10 @@ def curate(
     state = None if dedup_state is None else Path(dedup_state)
     if state is not None and "dedup" not in stages:
         raise ValueError(f"a dedup state ({state}) needs the dedup stage; stages are {stages}")
-    scratch = None
-    if "dedup" in stages and config.dedup.minhash and config.dedup.minhash_method == "clusters":
-        target.parent.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.scratch-", dir=target.parent))
-    try:
+    with ExitStack() as stack:
+        scratch = None
+        if "dedup" in stages and config.dedup.minhash and config.dedup.minhash_method == "clusters":
+            scratch = stack.enter_context(scratch_folder(target))
         with staged_folder(target) as root:
             root.mkdir()
             curator = _Curator(
@@ -687,7 +685,4 @@ def curate(
             # state (a rerun would flag them all as duplicates of themselves).
             with staged_folder(state) as staged:
                 summary.dedup_state = curator.stateful.save(staged, output=str(target.resolve()))
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
     return summary

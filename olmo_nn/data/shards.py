@@ -40,6 +40,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from olmo_nn.atomic import remove_dead_temporaries, temporary_name
+
 if TYPE_CHECKING:
     from olmo_nn.tokenizer import Tokenizer
 
@@ -90,8 +92,8 @@ class _OpenPart:
         self.index = index
         self.name = part_name(index)
         self.meta_name = part_name(index, ".csv.gz")
-        self.tmp_path = folder / f".{self.name}.tmp-{os.getpid()}"
-        self.tmp_meta_path = folder / f".{self.meta_name}.tmp-{os.getpid()}"
+        self.tmp_path = temporary_name(folder / self.name)
+        self.tmp_meta_path = temporary_name(folder / self.meta_name)
         self.dtype = dtype
         self.num_tokens = 0
         self.num_documents = 0
@@ -172,10 +174,12 @@ class ShardWriter:
         self._parts: list[_OpenPart] = []
         self._sources: dict[str, dict[str, int]] = {}
         self._rows: dict[str, list[Any]] = {name: [] for name in _INDEX_SCHEMA.names}
-        self._index_tmp = self.directory / f".{INDEX_NAME}.tmp-{os.getpid()}"
+        self._index_tmp = temporary_name(self.directory / INDEX_NAME)
+        self._manifest_tmp = temporary_name(self.directory / MANIFEST_NAME)
         self._index: pq.ParquetWriter | None = None
         self._closed = False
         self.directory.mkdir(parents=True, exist_ok=True)
+        remove_dead_temporaries(self.directory)
 
     @classmethod
     def for_tokenizer(
@@ -322,9 +326,19 @@ class ShardWriter:
         }
 
     def close(self) -> None:
-        """Finish: rename every file into place, replace an old set's files, write the manifest."""
+        """Finish: rename every file into place, replace an old set's files, write the manifest.
+
+        If that fails, the temporary files are removed (:meth:`abort`) and the error raised.
+        """
         if self._closed:
             return
+        try:
+            self._finish()
+        except BaseException:
+            self.abort()
+            raise
+
+    def _finish(self) -> None:
         self._flush_index()
         assert self._index is not None
         self._index.close()
@@ -342,20 +356,19 @@ class ShardWriter:
             part.tmp_path.replace(self.directory / part.name)
             part.tmp_meta_path.replace(self.directory / part.meta_name)
         self._index_tmp.replace(self.directory / INDEX_NAME)
-        manifest_tmp = self.directory / f".{MANIFEST_NAME}.tmp-{os.getpid()}"
-        manifest_tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        manifest_tmp.replace(self.directory / MANIFEST_NAME)
+        self._manifest_tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        self._manifest_tmp.replace(self.directory / MANIFEST_NAME)
 
     def abort(self) -> None:
-        """Drop everything written so far; the folder is left as it was before."""
-        if self._closed:
-            return
+        """Drop every temporary file; a shard set already in the folder is left as it was,
+        unless a failed :meth:`close` had begun replacing it (then no manifest is left)."""
         self._closed = True
         for part in self._parts:
             part.discard()
         if self._index is not None:
             self._index.close()
         self._index_tmp.unlink(missing_ok=True)
+        self._manifest_tmp.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True, slots=True)

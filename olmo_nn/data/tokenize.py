@@ -28,13 +28,12 @@ error) — and counted in the manifest. ``strict=True`` raises a
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
@@ -42,6 +41,7 @@ from typing import Any, NamedTuple, TextIO
 import numpy as np
 from tqdm import tqdm
 
+from olmo_nn.atomic import temporary_name
 from olmo_nn.data.documents import (
     DocumentError,
     RawRecord,
@@ -51,6 +51,7 @@ from olmo_nn.data.documents import (
     resolve_inputs,
 )
 from olmo_nn.data.shards import DEFAULT_MAX_TOKENS_PER_FILE, ShardWriter
+from olmo_nn.data.workers import process_pool
 from olmo_nn.tokenizer import Tokenizer
 
 __all__ = ["ERRORS_NAME", "TokenizeSummary", "tokenize_documents"]
@@ -131,12 +132,7 @@ def _ready() -> bool:
 def _start_workers(tokenizer: Tokenizer, workers: int) -> Executor:
     """A process pool whose workers hold ``tokenizer``, all started before returning."""
     method = "fork" if sys.platform == "linux" else "spawn"
-    executor = ProcessPoolExecutor(
-        workers,
-        mp_context=multiprocessing.get_context(method),
-        initializer=_init_worker,
-        initargs=(tokenizer,),
-    )
+    executor = process_pool(workers, method, _init_worker, (tokenizer,))
     # The first task starts every worker (all at once under fork), so they are forked
     # before the progress bar's monitor thread exists.
     executor.submit(_ready).result()
@@ -248,7 +244,7 @@ def tokenize_documents(
     writer = ShardWriter.for_tokenizer(
         output, tok, max_tokens_per_file=max_tokens_per_file, overwrite=overwrite
     )
-    errors_tmp = output / f".{ERRORS_NAME}.tmp-{os.getpid()}"
+    errors_tmp = temporary_name(output / ERRORS_NAME)
     executor: Executor | None = None
     num_errors = num_bytes = 0
     try:

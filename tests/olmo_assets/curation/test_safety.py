@@ -1,8 +1,10 @@
-"""Curation is safe by default: source names never leave the output folder."""
+"""Curation is safe by default: source names never leave the output folder, a killed run's
+workers die with it and its staging is removed by the next run."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,3 +57,22 @@ def test_config_source_names_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="is not allowed"):
         SourceConfig(name="..", paths=["in"])
     assert SourceConfig(name="web-2_en", paths=["in"]).name == "web-2_en"
+
+
+def test_killing_curate_kills_its_workers_and_its_staging_goes_later(tmp_path: Path) -> None:
+    from tests.olmo_nn.data.test_data_cleanup import assert_gone, big_input, kill_mid_run
+
+    mix, out = tmp_path / "mix.yaml", tmp_path / "out"
+    mix.write_text(MIX, encoding="utf-8")
+    command = [sys.executable, "-m", "olmo_nn.cli.main", "data", "curate", "--config", str(mix)]
+    command += ["--source", f"web={big_input(tmp_path / 'big')}", "--output", str(out)]
+    workers = kill_mid_run(
+        [*command, "--workers", "2"],
+        lambda: any(tmp_path.glob(".out.*/staged/documents/web/*.jsonl.gz")),
+    )
+    assert_gone(workers)
+    assert [p.name for p in tmp_path.glob(".out.*")]  # the killed run's staging
+    folder = _corpus(tmp_path)
+    args = ["data", "curate", "--config", str(mix), "--source", f"web={folder}"]
+    assert main([*args, "--output", str(out), "--workers", "1"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big", "in", "mix.yaml", "out"]

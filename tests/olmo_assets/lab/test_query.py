@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
 from olmo_assets.lab.params import Lab
 from olmo_assets.lab.query import open_database, run_query
@@ -163,13 +162,11 @@ def test_olmo_query_command(built_lab: Lab, capsys: pytest.CaptureFixture[str]) 
 @pytest.fixture
 def small_lab(tmp_path: Path) -> Lab:
     """A lab with nothing built but one curated documents file (no session-built lab needed)."""
-    from tests.olmo_assets.lab.conftest import small_params
-
     repo = tmp_path / "repo"
     part = repo / "lab" / "curated" / "documents" / "code" / "part-00000.jsonl.gz"
     part.parent.mkdir(parents=True)
     part.write_bytes(gzip.compress(b'{"id": "a", "text": "x", "source": "code"}\n', mtime=0))
-    (repo / "params.yaml").write_text(yaml.safe_dump(small_params()), encoding="utf-8")
+    (repo / "params.yaml").write_bytes((Path(__file__).parents[3] / "params.yaml").read_bytes())
     return Lab.load(repo)
 
 
