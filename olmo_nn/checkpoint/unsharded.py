@@ -4,29 +4,37 @@
 :class:`TransformerConfig`. Other sections (training state, data position) are carried through
 untouched, so the trainer can add what it needs. Loading reads safetensors only: nothing is
 ever unpickled. Writes are atomic: the folder is assembled under a temporary name and renamed
-into place, so a crash never leaves a checkpoint that looks complete.
+into place, so a crash never leaves a checkpoint that looks complete. The last file written is
+``SHA256SUMS``, and loading verifies every file against it first (see
+:mod:`olmo_nn.checkpoint.integrity`: strict for the folders we write).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from olmo_nn.atomic import staged_folder
+from olmo_nn.checkpoint.integrity import CheckpointError, verify_manifest, write_manifest
 from olmo_nn.model.config import TransformerConfig
 from olmo_nn.model.transformer import OLMo
 
 __all__ = [
     "CONFIG_FILE",
     "WEIGHTS_FILE",
+    "check_safetensors",
     "load_checkpoint_config",
     "load_model",
     "load_state_dict_into",
+    "read_safetensors",
+    "read_weights",
     "save_checkpoint",
     "save_state_dict",
 ]
@@ -52,12 +60,43 @@ def _checkpoint_dir(path: str | os.PathLike[str]) -> Path:
 def load_checkpoint_config(
     path: str | os.PathLike[str],
 ) -> tuple[TransformerConfig, dict[str, Any]]:
-    """The model config and the whole config mapping of a checkpoint folder."""
+    """The model config and the whole config mapping of a checkpoint folder (verified)."""
     folder = _checkpoint_dir(path)
+    verify_manifest(folder, [CONFIG_FILE], only=True)
     data = yaml.safe_load((folder / CONFIG_FILE).read_text(encoding="utf-8")) or {}
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
         raise ValueError(f"{folder / CONFIG_FILE} has no 'model' section with the model config")
     return TransformerConfig.from_dict(data["model"], _where="model"), data
+
+
+def read_safetensors(path: Path, *, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a damaged file is a ``CheckpointError`` naming it."""
+    try:
+        return load_file(str(path), device=str(device))
+    except SafetensorError as error:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file (truncated or corrupted): {error}"
+        ) from None
+
+
+def check_safetensors(path: Path) -> None:
+    """Read a safetensors file's header only: a damaged file is a ``CheckpointError`` naming it."""
+    try:
+        with safe_open(str(path), "pt"):
+            pass
+    except SafetensorError as error:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file (truncated or corrupted): {error}"
+        ) from None
+
+
+def read_weights(
+    path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
+) -> dict[str, torch.Tensor]:
+    """The weights of an unsharded checkpoint folder, after verifying its files."""
+    folder = _checkpoint_dir(path)
+    verify_manifest(folder, [CONFIG_FILE, WEIGHTS_FILE])
+    return read_safetensors(folder / WEIGHTS_FILE, device=device)
 
 
 def load_state_dict_into(
@@ -87,11 +126,15 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
 ) -> OLMo:
-    """The model of an unsharded checkpoint folder, in eval mode."""
-    folder = _checkpoint_dir(path)
+    """The model of an unsharded checkpoint folder, in eval mode.
+
+    Every file is verified against ``SHA256SUMS`` first: a folder without it, or a file that
+    changed since it was written, is a :class:`CheckpointError` naming the file.
+    """
+    tensors = read_weights(path, device=device)
+    folder = Path(path)
     config, _ = load_checkpoint_config(folder)
     model = OLMo(config, init_device="meta")
-    tensors = load_file(str(folder / WEIGHTS_FILE), device=str(device))
     # assign=True adopts the loaded tensors: no second copy of the weights in memory.
     load_state_dict_into(model, tensors, source=str(folder / WEIGHTS_FILE), assign=True)
     if dtype is not None:
@@ -119,8 +162,12 @@ def save_state_dict(
     *,
     config: dict[str, Any] | None = None,
     overwrite: bool = False,
+    files: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write named tensors (e.g. a gathered FSDP state dict) as an unsharded checkpoint."""
+    """Write named tensors (e.g. a gathered FSDP state dict) as an unsharded checkpoint.
+
+    ``files`` are more text files to write into it (name -> text), covered by ``SHA256SUMS``.
+    """
     target = Path(path)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} already exists; pass overwrite=True to replace it")
@@ -133,4 +180,7 @@ def save_state_dict(
         (staging / CONFIG_FILE).write_text(
             yaml.safe_dump(full_config, sort_keys=False), encoding="utf-8"
         )
+        for name, text in (files or {}).items():
+            (staging / name).write_text(text, encoding="utf-8")
+        write_manifest(staging)
     return target

@@ -11,6 +11,7 @@ is the task's default as OLMo chose it.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +67,8 @@ def evaluate_task(
     """Score every choice of ``instances`` (``contexts``/``continuations``/``label``).
 
     The ``unconditional`` normalization subtracts log P(continuation | unconditional_context)
-    (the task's ``TaskSpec.unconditional_context``).
+    (the task's ``TaskSpec.unconditional_context``). A log-likelihood that is NaN or infinite
+    (corrupted or diverged weights) is an error naming the model, never an accuracy.
     """
     if default_normalization not in NORMALIZATIONS:
         raise ValueError(
@@ -92,6 +94,13 @@ def evaluate_task(
         convention=convention,
         batch_size=batch_size,
     )
+    bad = sum(1 for score in both if not math.isfinite(score.logprob_sum))
+    if bad:
+        raise ValueError(
+            f"{getattr(model, 'name', model)}: {bad} of {len(both)} log-likelihoods on task "
+            f"{task} are not finite (NaN or infinite): its weights are corrupted or diverged; "
+            "no accuracy is reported"
+        )
     scores, baseline = both[: len(requests)], both[len(requests) :]
     normalized = {
         "none": normalize(scores, "none"),

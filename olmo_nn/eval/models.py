@@ -198,6 +198,10 @@ def _load_hf(folder: Path, *, device: str, dtype: torch.dtype | None) -> Languag
             f"{folder} has no tokenizer.json: save the model's fast tokenizer there "
             "(`AutoTokenizer.from_pretrained(...).save_pretrained(folder)`)"
         )
+    from olmo_nn.checkpoint.unsharded import check_safetensors
+
+    for weights in sorted(folder.glob("*.safetensors")):
+        check_safetensors(weights)  # a message naming the file, not transformers' traceback
     kwargs: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
     module: Any = transformers.AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     module = module.to(device)
@@ -227,7 +231,10 @@ def load_language_model(
     """A native checkpoint folder, or ``hf:FOLDER`` for a transformers model folder.
 
     A native checkpoint uses the ``tokenizer.json`` beside it if there is one, else OLMo's
-    tokenizer. Nothing is downloaded: ``FOLDER`` must be local.
+    tokenizer. Nothing is downloaded: ``FOLDER`` must be local. A native checkpoint is verified
+    against the sha256 record written with it (a missing record or a changed file is a
+    ``CheckpointError`` naming the file); an ``hf:`` folder is not ours and has none, but a
+    damaged safetensors file in it is named.
     """
     text = str(spec)
     if text.startswith(HF_PREFIX):

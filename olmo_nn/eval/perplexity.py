@@ -93,7 +93,11 @@ def _domain_of(metadata: Mapping[str, Any] | None) -> str | None:
 def score_documents(
     model: LanguageModel, documents: Iterable[Mapping[str, Any]], *, batch_size: int = 8
 ) -> list[DocumentScore]:
-    """Score each document (``id``, ``text``, ``source``, optional ``metadata``) on its own."""
+    """Score each document (``id``, ``text``, ``source``, optional ``metadata``) on its own.
+
+    A log-likelihood that is NaN or infinite (corrupted or diverged weights) is an error
+    naming the model, never a perplexity.
+    """
     if batch_size <= 0:
         raise ValueError(f"batch_size={batch_size} must be positive")
     docs = list(documents)
@@ -114,6 +118,12 @@ def score_documents(
         batch = windows[start : start + batch_size]
         for w, value in zip(batch, _window_nll(model, batch, pad_id), strict=True):
             nll[w.document] += value
+    bad = sum(1 for value in nll if not math.isfinite(value))
+    if bad:
+        raise ValueError(
+            f"{model.name}: the log-likelihood of {bad} of {len(nll)} documents is not finite "
+            "(NaN or infinite): its weights are corrupted or diverged; no perplexity is reported"
+        )
     return [
         DocumentScore(
             id=str(doc.get("id", index)),

@@ -5,6 +5,8 @@
 ``model.safetensors``, tokenizer files). ``import_hf`` reads such a folder (one safetensors
 file or an indexed set of shards) into our checkpoint format. Nothing is ever unpickled, and
 both write atomically: the folder is assembled under a temporary name and renamed into place.
+An imported checkpoint records the sha256 of all its files, tokenizer files included; the Hugging
+Face folder itself is not ours and carries no record (a damaged safetensors file in it is named).
 """
 
 from __future__ import annotations
@@ -16,10 +18,16 @@ from typing import Any
 
 import tokenizers
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from olmo_nn.atomic import staged_folder
-from olmo_nn.checkpoint.unsharded import load_checkpoint_config, load_model, save_checkpoint
+from olmo_nn.checkpoint.integrity import write_manifest
+from olmo_nn.checkpoint.unsharded import (
+    load_checkpoint_config,
+    load_model,
+    read_safetensors,
+    save_checkpoint,
+)
 from olmo_nn.hf.config import (
     hf_config_from_transformer,
     transformer_config_from_hf,
@@ -204,7 +212,7 @@ def import_hf(
     _check_target(target, overwrite=overwrite, protected=folder)
     hf_tensors: dict[str, torch.Tensor] = {}
     for path in files:
-        hf_tensors.update(load_file(str(path)))
+        hf_tensors.update(read_safetensors(path))
     source = str(files[0] if len(files) == 1 else folder / HF_WEIGHTS_INDEX_FILE)
     tensors = from_hf_state_dict(hf_tensors, config, source=source)
     del hf_tensors
@@ -220,4 +228,5 @@ def import_hf(
     with staged_folder(target) as staging:
         save_checkpoint(model, staging, config={"imported_from": imported_from})
         copy_tokenizer_files(folder, staging)
+        write_manifest(staging)  # again, now with the tokenizer files
     return target

@@ -189,7 +189,7 @@ def save_unsharded(
         }
         if model_config.weight_tying:
             clean.pop("lm_head.weight", None)
-        save_state_dict(clean, model_config, final, config=config, overwrite=True)
-        (final / TRAIN_STATE_FILE).write_text(json.dumps(train_state, indent=1), encoding="utf-8")
+        state = {TRAIN_STATE_FILE: json.dumps(train_state, indent=1)}
+        save_state_dict(clean, model_config, final, config=config, overwrite=True, files=state)
     ctx.barrier()
     return final

@@ -18,7 +18,11 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from olmo_nn.checkpoint.unsharded import load_checkpoint_config, load_state_dict_into
+from olmo_nn.checkpoint.unsharded import (
+    load_checkpoint_config,
+    load_state_dict_into,
+    read_weights,
+)
 from olmo_nn.model.transformer import OLMo
 from olmo_nn.parallel import (
     DistributedContext,
@@ -121,9 +125,7 @@ class Trainer:
                 raise ValueError(
                     f"init_from={config.init_from} holds a different model config than this run's"
                 )
-            from safetensors.torch import load_file
-
-            tensors = load_file(str(Path(config.init_from) / "model.safetensors"))
+            tensors = read_weights(config.init_from)
             load_state_dict_into(model, tensors, source=config.init_from)
         return model
 

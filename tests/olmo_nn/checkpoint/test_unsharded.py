@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 
 import olmo_nn
 from olmo_nn.checkpoint import load_checkpoint_config, save_checkpoint
+from olmo_nn.checkpoint.integrity import write_manifest
 from olmo_nn.cli.main import main
 from olmo_nn.model import OLMo, TransformerConfig
 
@@ -28,7 +29,8 @@ def test_round_trip_is_exact(tmp_path: Path, variant: str) -> None:
     ]
     model = OLMo(config)
     path = save_checkpoint(model, tmp_path / "ckpt", config={"step": 7})
-    assert sorted(p.name for p in path.iterdir()) == ["config.yaml", "model.safetensors"]
+    names = sorted(p.name for p in path.iterdir())
+    assert names == ["SHA256SUMS", "config.yaml", "model.safetensors"]
     loaded = olmo_nn.load_model(path)
     assert not loaded.training
     assert loaded.config == config
@@ -48,6 +50,7 @@ def test_wrong_shape_names_the_tensor(tmp_path: Path) -> None:
     tensors = load_file(str(path / "model.safetensors"))
     tensors["blocks.1.ff_out.weight"] = torch.zeros(32, 65)
     save_file(tensors, str(path / "model.safetensors"))
+    write_manifest(path)  # edited and re-recorded: the content, not the record, is wrong
     with pytest.raises(
         ValueError,
         match=r"tensor 'blocks.1.ff_out.weight' has shape \(32, 65\) but the config implies \(32, 64\)",
@@ -60,6 +63,7 @@ def test_missing_tensor_is_named(tmp_path: Path) -> None:
     tensors = load_file(str(path / "model.safetensors"))
     del tensors["lm_head.weight"]
     save_file(tensors, str(path / "model.safetensors"))
+    write_manifest(path)  # edited and re-recorded: the content, not the record, is wrong
     with pytest.raises(ValueError, match=r"missing tensors \['lm_head.weight'\]"):
         olmo_nn.load_model(path)
 
@@ -69,6 +73,7 @@ def test_unknown_config_key_is_named(tmp_path: Path) -> None:
     data = yaml.safe_load((path / "config.yaml").read_text())
     data["model"]["n_kv_heads"] = 2
     (path / "config.yaml").write_text(yaml.safe_dump(data))
+    write_manifest(path)
     with pytest.raises(
         ValueError,
         match=r"unknown TransformerConfig key: model\.n_kv_heads \(did you mean model\.n_heads\?\)",

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from olmo_nn.checkpoint import save_checkpoint
+from olmo_nn.checkpoint.integrity import write_manifest
 from olmo_nn.cli.main import main
 from olmo_nn.hf import export_hf, import_hf
 from olmo_nn.model import OLMo, TransformerConfig
@@ -96,6 +97,7 @@ def test_misshapen_checkpoint_tensor_is_named(
     tensors = load_file(str(path))
     tensors["blocks.0.ff_out.weight"] = torch.zeros(64, 48)
     save_file(tensors, str(path), metadata={"format": "pt"})
+    write_manifest(checkpoint)  # edited and re-recorded: the content, not the record, is wrong
     with pytest.raises(ValueError, match=r"blocks\.0\.ff_out\.weight"):
         export_hf(checkpoint, tmp_path / "hf")
     assert not (tmp_path / "hf").exists()
