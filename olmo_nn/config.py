@@ -297,8 +297,15 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
-    def from_yaml(cls, text: str) -> Self:
-        data = yaml.safe_load(text) or {}
+    def from_yaml(cls, text: str, *, source: str = "YAML text") -> Self:
+        """Build from YAML text; ``source`` names it in a parse error (``FILE, line N, ...``)."""
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = "" if mark is None else f", line {mark.line + 1}, column {mark.column + 1}"
+            problem = getattr(error, "problem", None) or str(error)
+            raise ConfigError(f"{source}{where}: not valid YAML: {problem}") from None
         if not isinstance(data, Mapping):
             raise ConfigError(
                 f"expected a YAML mapping for {cls.__name__}, got {type(data).__name__}"
@@ -308,9 +315,20 @@ class Config:
     @classmethod
     def load(cls, path: str | Path) -> Self:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"config file {path} is a directory; give the path of a YAML file")
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
-        return cls.from_yaml(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            line = raw.count(b"\n", 0, error.start) + 1
+            raise ConfigError(
+                f"{path}, line {line}: not UTF-8 text (byte 0x{raw[error.start]:02x}); "
+                "save the file as UTF-8"
+            ) from None
+        return cls.from_yaml(text, source=str(path))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_yaml(), encoding="utf-8")

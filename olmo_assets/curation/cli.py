@@ -11,6 +11,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from olmo_nn.cli.arguments import int_at_least
+from olmo_nn.data.workers import exit_on_sigterm
+
 if TYPE_CHECKING:
     from olmo_assets.curation.config import CurationConfig
 
@@ -20,6 +23,7 @@ _CONFIG_HELP = (
     "mix config: a YAML file, or a built-in mix by name (dolma_v1_5, gopher_paper); "
     "default: dolma_v1_5"
 )
+_WORKERS_HELP = "tagging processes (default: one per core)"
 _DEDUP_STATE_HELP = (
     "carry deduplication across runs: load the dedup state from DIR if it exists (so this "
     "run's documents are deduplicated against every earlier run's), and replace it atomically "
@@ -51,7 +55,7 @@ def register(commands: Any, groups: dict[str, Any]) -> None:
     curate.add_argument(
         "--output", type=Path, required=True, help="output folder (replaced atomically)"
     )
-    curate.add_argument("--workers", type=int, help="tagging processes (default: one per core)")
+    curate.add_argument("--workers", type=int_at_least(1), help=_WORKERS_HELP)
     curate.add_argument(
         "--overwrite", action="store_true", help="replace an existing output folder"
     )
@@ -79,7 +83,7 @@ def register(commands: Any, groups: dict[str, Any]) -> None:
             help="a source and its files (repeatable)",
         )  # fmt: skip
         parser.add_argument("--output", type=Path, required=True, help="output folder")
-        parser.add_argument("--workers", type=int, help="tagging processes (default: one per core)")
+        parser.add_argument("--workers", type=int_at_least(1), help=_WORKERS_HELP)
         parser.add_argument(
             "--overwrite", action="store_true", help="replace an existing output folder"
         )
@@ -143,7 +147,7 @@ def _load_config(value: str | None) -> CurationConfig:
 
     if value is None:
         return MIXES["dolma_v1_5"]()
-    if Path(value).is_file():
+    if Path(value).exists():
         return CurationConfig.load(value)
     if value in MIXES:
         return MIXES[value]()
@@ -179,14 +183,15 @@ def _curate(args: argparse.Namespace) -> int:
         )
     if args.output.exists() and not args.overwrite:
         raise ValueError(f"{args.output} already exists; pass --overwrite to replace it")
-    summary = curate(
-        config,
-        args.output,
-        progress=True,
-        stages=args.stages,
-        attributes_from=getattr(args, "attributes", None),
-        dedup_state=getattr(args, "dedup_state", None),
-    )
+    with exit_on_sigterm():  # a terminated run removes its staging, as a failed one does
+        summary = curate(
+            config,
+            args.output,
+            progress=True,
+            stages=args.stages,
+            attributes_from=getattr(args, "attributes", None),
+            dedup_state=getattr(args, "dedup_state", None),
+        )
     report = summary.to_dict()
     print(f"curated {len(report['sources'])} source(s) into {args.output} in {summary.seconds:.1f} s "
           f"({report['total_input_bytes'] / 1e6 / max(summary.seconds, 1e-9):.2f} MB/s)")  # fmt: skip

@@ -232,3 +232,5 @@ class CurationConfig(Config):
             raise ConfigError(f"fasttext_classifiers names must be unique, got {classifiers}")
         if self.max_document_bytes <= 0 or self.batch_size <= 0:
             raise ConfigError("max_document_bytes and batch_size must be positive")
+        if self.workers < 0:
+            raise ConfigError(f"workers={self.workers} must be at least 0 (0: one per core)")

@@ -8,7 +8,13 @@ from typing import Any
 
 from olmo_nn.cli.arguments import int_at_least
 from olmo_nn.data.shards import DEFAULT_MAX_TOKENS_PER_FILE
-from olmo_nn.data.tokenize import DEFAULT_BATCH_SIZE, ERRORS_NAME, tokenize_documents
+from olmo_nn.data.tokenize import (
+    DEFAULT_BATCH_SIZE,
+    ERRORS_NAME,
+    TokenizeSummary,
+    tokenize_documents,
+)
+from olmo_nn.data.workers import exit_on_sigterm
 
 
 def register(commands: Any) -> Any:
@@ -91,7 +97,14 @@ def register(commands: Any) -> Any:
 
 def run_tokenize(args: argparse.Namespace) -> int:
     """Handler of ``olmo data tokenize``: tokenize, print the summary, return 0."""
-    summary = tokenize_documents(
+    with exit_on_sigterm():
+        summary = _tokenize(args)
+    print(summary.format())
+    return 0
+
+
+def _tokenize(args: argparse.Namespace) -> TokenizeSummary:
+    return tokenize_documents(
         args.inputs,
         args.output,
         tokenizer=args.tokenizer,
@@ -103,5 +116,3 @@ def run_tokenize(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=False if args.no_progress else None,
     )
-    print(summary.format())
-    return 0

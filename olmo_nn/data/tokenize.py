@@ -228,9 +228,10 @@ def tokenize_documents(
     documents that carry none (default: their file's parent folder). ``progress``: ``True``
     shows a bar, ``None`` shows it only on a terminal.
 
-    Raises ``FileNotFoundError`` for missing inputs, ``ValueError`` for bad options or an
-    output folder that already holds a shard set (unless ``overwrite``), and
-    :class:`DocumentError` at the first bad record when ``strict``; nothing is left in
+    Raises ``FileNotFoundError`` for missing inputs, ``ValueError`` for bad options, an
+    output folder that already holds a shard set (unless ``overwrite``) or inputs whose
+    records were all rejected (only ``errors.jsonl``, listing them, is written), and
+    :class:`DocumentError` at the first bad record when ``strict``; nothing else is left in
     ``output`` after an exception.
     """
     if workers < 1:
@@ -283,6 +284,12 @@ def tokenize_documents(
                 bar.set_postfix(documents=writer.num_documents, errors=num_errors, refresh=False)
         writer.num_errors = num_errors
         errors_tmp.replace(output / ERRORS_NAME)
+        if num_errors and not writer.num_documents:
+            raise ValueError(
+                f"all {num_errors:,} input records were rejected, so no token shards were "
+                f"written to {output}; {output / ERRORS_NAME} lists each one's file, line and "
+                "reason"
+            )
         writer.close()
     except BaseException:
         writer.abort()

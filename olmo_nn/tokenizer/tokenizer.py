@@ -43,6 +43,7 @@ _KNOWN_IDS = {DEFAULT_TOKENIZER: {"eos": 50279, "pad": 1}}
 _EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "<|im_end|>")
 _PAD_CANDIDATES = ("<|padding|>", "<pad>", "<|pad|>")
 _BOS_CANDIDATES = ("<s>", "<|begin_of_text|>", "<bos>")
+_EXPECTED = "expected a Hugging Face tokenizer.json"
 # Below this many characters a batch is encoded on the calling thread.
 _MIN_PARALLEL_CHARS = 1 << 16
 # Texts shorter than this are encoded in groups of about this many characters per call.
@@ -72,6 +73,26 @@ def _resolve(name_or_path: str | os.PathLike[str]) -> tuple[str, Path]:
         f"tokenizers.Tokenizer.from_pretrained('{text}').save('tokenizer.json')\"` "
         "and pass the saved file's path."
     )
+
+
+def _read_spec(path: Path) -> tuple[str, dict[str, Any]]:
+    """A tokenizer file's text and JSON; ``ValueError`` naming the file when it is not one."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        byte = f"byte 0x{raw[error.start]:02x} at offset {error.start}"
+        raise ValueError(f"tokenizer file {path}: not UTF-8 text ({byte}); {_EXPECTED}") from None
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as error:
+        where = f"{error.msg}: line {error.lineno} column {error.colno}"
+        raise ValueError(f"tokenizer file {path}: not JSON ({where}); {_EXPECTED}") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("model"), dict):
+        raise ValueError(
+            f'tokenizer file {path}: JSON, but not a tokenizer (no "model" section); {_EXPECTED}'
+        )
+    return text, spec
 
 
 def _token_id(spec: dict[str, Any], candidates: Iterable[str]) -> int | None:
@@ -129,7 +150,12 @@ class Tokenizer:
         self.json_text = spec_json
         spec = json.loads(spec_json)
         self._spec = spec
-        self._hf = tokenizers.Tokenizer.from_str(spec_json)
+        try:
+            self._hf = tokenizers.Tokenizer.from_str(spec_json)
+        except Exception as error:  # the library raises a bare Exception
+            raise ValueError(
+                f"tokenizer {name}: the tokenizers library cannot read it ({error}); {_EXPECTED}"
+            ) from None
         self._fast: FastBPE | None = None
         if engine != "tokenizers":
             self._fast = compile_fast_bpe(spec)
@@ -180,8 +206,7 @@ class Tokenizer:
     ) -> Tokenizer:
         """OLMo's tokenizer by default; a shipped name, a ``tokenizer.json`` or its folder."""
         name, path = _resolve(name_or_path if name_or_path is not None else DEFAULT_TOKENIZER)
-        spec_json = path.read_text(encoding="utf-8")
-        spec = json.loads(spec_json)
+        spec_json, spec = _read_spec(path)
         if eos_token_id is None:
             eos_token_id = _config_token(path.parent, "eos_token", spec)
         if pad_token_id is None:

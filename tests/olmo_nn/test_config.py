@@ -309,3 +309,34 @@ def test_unknown_preset_lists_the_available_ones() -> None:
         ConfigError, match=r"unknown model preset 'olmo-3b'; available: tiny, olmo-60m"
     ):
         preset("olmo-3b")
+
+
+# ------------------------------------------------------------------- unreadable config files
+def test_broken_yaml_names_the_file_and_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("model:\n  d_model: [64\n  n_heads: 4\n", encoding="utf-8")
+    assert _error(TrainConfig.load, path) == (
+        f"{path}, line 3, column 10: not valid YAML: expected ',' or ']', but got ':'"
+    )
+    path.write_text("model: x: y\n", encoding="utf-8")
+    assert _error(TrainConfig.load, path) == (
+        f"{path}, line 1, column 9: not valid YAML: mapping values are not allowed here"
+    )
+
+
+def test_non_utf8_config_names_the_file_and_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("seed: 1\nname: café\n".encode("latin-1"))
+    assert _error(TrainConfig.load, path) == (
+        f"{path}, line 2: not UTF-8 text (byte 0xe9); save the file as UTF-8"
+    )
+
+
+def test_a_directory_is_not_a_config_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert _error(TrainConfig.load, tmp_path) == (
+        f"config file {tmp_path} is a directory; give the path of a YAML file"
+    )
+    assert main(["train", str(tmp_path), "--dry-run"]) == 2
+    assert capsys.readouterr().err == (
+        f"olmo train: error: config file {tmp_path} is a directory; give the path of a YAML file\n"
+    )

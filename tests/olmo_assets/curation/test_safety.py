@@ -76,3 +76,22 @@ def test_killing_curate_kills_its_workers_and_its_staging_goes_later(tmp_path: P
     args = ["data", "curate", "--config", str(mix), "--source", f"web={folder}"]
     assert main([*args, "--output", str(out), "--workers", "1"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big", "in", "mix.yaml", "out"]
+
+
+# ------------------------------------------------------------------ messages, not tracebacks
+def test_bad_workers_and_a_directory_config_are_refused_with_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _corpus(tmp_path)
+    args = ["data", "curate", "--source", f"web={folder}", "--output", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--workers", "-2"])
+    assert exit_.value.code == 2
+    assert "argument --workers: -2 must be at least 1" in capsys.readouterr().err
+    assert main([*args, "--config", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        f"olmo data: error: config file {tmp_path} is a directory; give the path of a YAML file\n"
+    )
+    with pytest.raises(ConfigError) as error:
+        CurationConfig.from_yaml("sources: []\nworkers: -2\n")
+    assert str(error.value) == "workers=-2 must be at least 0 (0: one per core)"

@@ -71,8 +71,11 @@ def test_a_failed_close_removes_every_temporary_file(
     assert not (out / "manifest.json").exists()
 
 
-def kill_mid_run(command: list[str], started: Callable[[], bool]) -> list[psutil.Process]:
-    """Start ``command``, SIGKILL it once ``started()`` and it has 2+ workers; its workers."""
+def kill_mid_run(
+    command: list[str], started: Callable[[], bool], signal_number: int = signal.SIGKILL
+) -> list[psutil.Process]:
+    """Start ``command``, signal it once ``started()`` and it has 2+ workers, wait for it to
+    end (killed, or exiting 143 on SIGTERM); its workers."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     workers: list[psutil.Process] = []
@@ -82,8 +85,8 @@ def kill_mid_run(command: list[str], started: Callable[[], bool]) -> list[psutil
             break
         time.sleep(0.05)
     assert process.poll() is None, process.stderr.read() if process.stderr else ""
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    os.kill(process.pid, signal_number)
+    assert process.wait(timeout=30) in (-signal.SIGKILL, 128 + signal.SIGTERM)
     return workers
 
 
@@ -123,3 +126,15 @@ def test_killing_tokenize_kills_its_workers_and_its_leftovers_go_later(
     assert _hidden(out)  # what the killed run was writing
     tokenize_documents([corpus], out)
     assert _hidden(out) == []
+
+
+def test_terminated_tokenize_cleans_up_at_once(tmp_path: Path) -> None:
+    inputs, out = big_input(tmp_path / "big"), tmp_path / "shards"
+    command = [sys.executable, "-m", "olmo_nn.cli.main", "data", "tokenize", str(inputs)]
+    workers = kill_mid_run(
+        [*command, "--output", str(out), "--workers", "2", "--no-progress"],
+        lambda: out.is_dir() and any(out.glob(".part-00000.npy.tmp-*")),
+        signal.SIGTERM,
+    )
+    assert_gone(workers)
+    assert list(out.iterdir()) == []

@@ -177,3 +177,18 @@ def test_cli_strict_exits_2_with_file_and_line(
     assert not (out / "manifest.json").exists()
     assert main(["data", "tokenize", str(tmp_path / "nothing"), "-o", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_all_inputs_rejected_fails_naming_errors_jsonl(
+    tmp_path: Path, lines_writer: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = lines_writer(tmp_path / "in" / "a.jsonl", ["{bad", {"id": "2"}])
+    out = tmp_path / "out"
+    argv = ["data", "tokenize", str(bad), "-o", str(out), "--workers", "1", "--no-progress"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"olmo data: error: all 2 input records were rejected, so no token shards were "
+        f"written to {out}; {out / 'errors.jsonl'} lists each one's file, line and reason\n"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["errors.jsonl"]
+    assert len((out / "errors.jsonl").read_text().splitlines()) == 2

@@ -110,3 +110,38 @@ def test_lone_surrogates_are_refused(olmo_tokenizer: Tokenizer) -> None:
     ):
         with pytest.raises(ValueError, match=r"lone surrogate '\\ud800' at character 2"):
             encode("ab\ud800cd")
+
+
+def test_a_file_that_is_not_a_tokenizer_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from olmo_nn.cli.main import main
+
+    expected = "expected a Hugging Face tokenizer.json"
+    cases = {
+        "config.json": (b'{"a": 1}', f'JSON, but not a tokenizer (no "model" section); {expected}'),
+        "list.json": (b"[1, 2]", f'JSON, but not a tokenizer (no "model" section); {expected}'),
+        "text.json": (b"hello", f"not JSON (Expecting value: line 1 column 1); {expected}"),
+        "latin1.json": (b'{"\xe9": 1}', f"not UTF-8 text (byte 0xe9 at offset 2); {expected}"),
+    }
+    for name, (content, message) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(ValueError) as error:
+            Tokenizer.from_name_or_path(path)
+        assert str(error.value) == f"tokenizer file {path}: {message}"
+    path = tmp_path / "bad_model.json"
+    path.write_text('{"model": {"type": "nope"}}', encoding="utf-8")
+    with pytest.raises(ValueError) as error:
+        Tokenizer.from_name_or_path(path)
+    message = str(error.value)
+    assert message.startswith(f"tokenizer {path}: the tokenizers library cannot read it (")
+    assert message.endswith(f"); {expected}")
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"id": "a", "text": "x"}\n', encoding="utf-8")
+    argv = ["data", "tokenize", str(docs), "-o", str(tmp_path / "out"), "--workers", "1"]
+    assert main([*argv, "--tokenizer", str(tmp_path / "config.json")]) == 2
+    assert capsys.readouterr().err == (
+        f"olmo data: error: tokenizer file {tmp_path / 'config.json'}: JSON, but not a tokenizer "
+        f'(no "model" section); {expected}\n'
+    )
