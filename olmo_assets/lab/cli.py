@@ -25,7 +25,9 @@ the current files first: documents, validation, removed, quarantine, attributes_
 perplexity_results, evaluation; from the training run: data_order, batch_instances,
 instance_documents; for lineage: batch_documents, source_tokens_by_step,
 source_share_by_checkpoint, eval_source_share. `--tables` lists them, and what builds
-the artifact of each one that is not ready."""
+the artifact of each one that is not ready. The SQL cannot change anything: only queries
+run (no COPY, ATTACH, CREATE, SET, ...), reading files under lab/ only; `--export FILE`
+writes a result to one file outside lab/."""
 
 _EXAMPLES = """\
 examples:
