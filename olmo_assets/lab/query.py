@@ -497,6 +497,8 @@ def session(lab: Lab) -> Iterator[duckdb.DuckDBPyConnection]:
         explained = _explain_missing(con, error)
         if explained is not None:
             raise FileNotFoundError(explained) from None
+        if isinstance(error, duckdb.PermissionException):
+            raise ValueError(f"{error} (olmo query reads files under {lab.root} only)") from None
         raise ValueError(str(error)) from None
     finally:
         con.close()

@@ -209,8 +209,11 @@ def test_query_cannot_reach_outside_the_lab(
     assert READ_ONLY.format(kind="ATTACH") in capsys.readouterr().err
     assert not other.exists()
     assert _query(small_lab, "SELECT content FROM read_text('/etc/hostname')") == 2
-    err = capsys.readouterr().err
-    assert 'Cannot access file "/etc/hostname"' in err
+    assert capsys.readouterr().err == (
+        'olmo query: error: Permission Error: Cannot access file "/etc/hostname" - file system '
+        f"operations are disabled by configuration (olmo query reads files under {small_lab.root} "
+        "only)\n"
+    )
     escape = f"{small_lab.root}/../../../../../etc/hostname"
     assert _query(small_lab, f"SELECT content FROM read_text('{escape}')") == 2
     assert "Cannot access file" in capsys.readouterr().err
