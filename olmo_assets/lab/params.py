@@ -10,7 +10,6 @@ config fills it in with defaults.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import yaml
 
 from olmo_nn.config import Config, ConfigError
+from olmo_nn.paths import safe_name
 
 __all__ = [
     "SOURCE_KINDS",
@@ -31,18 +31,15 @@ __all__ = [
 ]
 
 SOURCE_KINDS = ("code", "prose", "markdown", "multilingual")
-#: Names that become folder names, DVC stage names and Dagster asset keys: one safe path part.
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
 def check_name(kind: str, name: object) -> str:
-    """``name`` if it is one safe path part (letters, digits, ``_``, ``-``), else ConfigError."""
-    if not isinstance(name, str) or not NAME.match(name):
-        raise ConfigError(
-            f"{kind} name {name!r} is not allowed: use letters, digits, '_' and '-' (starting "
-            "with a letter or digit), since it names a folder, a DVC stage and a Dagster asset"
-        )
-    return name
+    """``name`` if it is one safe path part (``olmo_nn.paths.safe_name``), else ConfigError:
+    source and task names become folders, DVC stage names and Dagster asset keys."""
+    try:
+        return safe_name(kind, name, names="a folder, a DVC stage and a Dagster asset")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 @dataclass

@@ -157,7 +157,7 @@ def test_bad_stage_arguments_are_refused_with_the_fix(lab: Lab) -> None:
         parse_run(lab, "checkpoint", ["last"])
 
 
-@pytest.mark.parametrize("name", ["../escaped", "..", "a/b", "web.crawl", ""])
+@pytest.mark.parametrize("name", ["../escaped", "..", "a/b", "web.crawl", "", "code\n"])
 def test_a_source_name_must_be_one_safe_path_part(tmp_path: Path, name: str) -> None:
     params = small_params()
     params["sources"] = {name: {"kind": "prose"}}
