@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from olmo_nn.cli.arguments import int_at_least
 
 
 def register(commands: Any) -> None:
@@ -21,12 +25,15 @@ def register(commands: Any) -> None:
         "config", type=Path, metavar="CONFIG.yaml", help="training config (see configs/)"
     )
     parser.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="overrides, e.g. optim.lr=3e-4"
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="overrides, e.g. optim.lr=3e-4 (before or after the options)",
     )
     parser.add_argument("--run-dir", type=Path, help="run directory (default: runs/RUN_NAME)")
     parser.add_argument(
         "--stop-at",
-        type=int,
+        type=int_at_least(1),
         metavar="STEP",
         help="end after this step, saving a checkpoint, without changing the schedule",
     )
@@ -34,6 +41,21 @@ def register(commands: Any) -> None:
         "--dry-run", action="store_true", help="print the resolved config and derived numbers"
     )
     parser.set_defaults(func=_train)
+    _take_overrides_anywhere(parser)
+
+
+def _take_overrides_anywhere(parser: argparse.ArgumentParser) -> None:
+    """Accept KEY=VALUE after the options too (argparse takes positionals in one run only)."""
+
+    def parse_known_args(
+        args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = argparse.ArgumentParser.parse_known_args(parser, args, namespace)
+        late = [arg for arg in extras if "=" in arg and not arg.startswith("-")]
+        parsed.overrides = [*parsed.overrides, *late]
+        return parsed, [arg for arg in extras if arg not in late]
+
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign,assignment]
 
 
 def _describe(config: Any, world_size: int) -> str:
@@ -68,8 +90,13 @@ def _train(args: argparse.Namespace) -> int:
         print(config.to_yaml() + _describe(config, world_size))
         return 0
     config.accumulation_steps(world_size)  # fail at start on impossible batch arithmetic
+    from olmo_nn.train.checkpointing import DiskFullError
     from olmo_nn.train.run import run_training
 
     run_dir = args.run_dir or Path("runs") / config.run_name
-    run_training(config, run_dir, stop_at=args.stop_at)
+    try:
+        run_training(config, run_dir, stop_at=args.stop_at)
+    except DiskFullError as error:  # not a traceback: the message says what to do
+        print(f"olmo train: error: {error}", file=sys.stderr)
+        return 1
     return 0

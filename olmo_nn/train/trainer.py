@@ -4,6 +4,10 @@ Everything that must survive a restart (model, optimizer, step, tokens seen, the
 RNG and the step-skipping detector) goes through :meth:`Trainer.state_dict` into each
 checkpoint; the data order and the schedule are pure functions of those, so a resumed run
 reproduces the uninterrupted one bit for bit on CPU.
+
+A run holds its directory exclusively (:mod:`olmo_nn.train.lock`). It resumes from the newest
+intact checkpoint, skipping damaged ones, and first writes an interval's unsharded checkpoint
+that an interruption between the two saves left missing.
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ from __future__ import annotations
 import math
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 
@@ -34,8 +40,10 @@ from olmo_nn.parallel import (
 from olmo_nn.train.batch import BatchSchedule
 from olmo_nn.train.callbacks.base import Callback
 from olmo_nn.train.checkpointing import (
-    latest_checkpoint,
+    checkpoint_dir,
     load_sharded,
+    remove_staging_folders,
+    resume_checkpoint,
     rng_state,
     save_sharded,
     save_unsharded,
@@ -44,6 +52,7 @@ from olmo_nn.train.checkpointing import (
 from olmo_nn.train.config import TrainConfig
 from olmo_nn.train.data_order import DataOrder, InstanceSpace
 from olmo_nn.train.loader import BatchLoader, StepBatch
+from olmo_nn.train.lock import run_directory_lock
 from olmo_nn.train.optim import build_optimizer
 from olmo_nn.train.schedule import lr_at, set_lr
 from olmo_nn.train.stability import OutlierDetector, clip_grad_norm, clip_threshold, z_loss
@@ -208,12 +217,19 @@ class Trainer:
                     )
             else:
                 path.write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
+            for leftover in remove_staging_folders(self.run_dir):
+                print(f"removed {leftover}, left by an interrupted save", file=sys.stderr)
             # The saved order is authoritative when resuming (it must match these shards).
             self.order = DataOrder.for_run(self.run_dir, self.data, self.config.data.seed)
         self.ctx.barrier()
 
     def _resume(self) -> None:
-        checkpoint = latest_checkpoint(self.run_dir)
+        # Rank 0 verifies (hashing every file once, not once per rank) and names the choice.
+        checkpoint = resume_checkpoint(self.run_dir) if self.ctx.is_main else None
+        if self.ctx.initialized and self.ctx.world_size > 1:
+            chosen = [checkpoint]
+            dist.broadcast_object_list(chosen, src=0)
+            checkpoint = chosen[0]
         if checkpoint is None:
             return
         state = load_sharded(checkpoint, self.model, self.optimizer)
@@ -224,12 +240,33 @@ class Trainer:
                 f"resumed from {checkpoint} (step {self.step}, written by {state['world_size']} process(es))"
             )
 
+    def _unsharded_due(self, step: int) -> bool:
+        interval = self.config.save_interval_unsharded
+        return step == self.config.max_steps or (interval is not None and step % interval == 0)
+
+    def _write_missing_unsharded(self) -> None:
+        """The resumed step's unsharded checkpoint, if the run stopped before writing it."""
+        if self.last_checkpoint is None or not self._unsharded_due(self.step):
+            return
+        path = checkpoint_dir(self.run_dir, self.step, unsharded=True)
+        if not path.is_dir():
+            self.save(unsharded=True)
+            if self.ctx.is_main:
+                print(f"wrote the missing {path} from {self.last_checkpoint}")
+
     # ------------------------------------------------------------------ the loop
     def fit(self) -> None:
+        """Train to ``max_steps`` (or ``stop_at``), holding the run directory throughout."""
+        with run_directory_lock(self.run_dir) if self.ctx.is_main else nullcontext():
+            self._fit()
+
+    def _fit(self) -> None:
         self._prepare_run_dir()
         self._resume()
         for callback in self.callbacks:
             callback.on_train_start(self)
+        self._write_missing_unsharded()
+        start = self.step
         last = min(self.config.max_steps, self.stop_at or self.config.max_steps)
         loader = BatchLoader(
             self.data,
@@ -257,8 +294,8 @@ class Trainer:
             f"{self.step:06d}"
         ):
             self.save(unsharded=False)
-        if self.step == self.config.max_steps:
-            self.save(unsharded=True)
+        if self.step > start and self._unsharded_due(self.step):
+            self.save(unsharded=True)  # at max_steps, and at an interval --stop-at ends on
         for callback in self.callbacks:
             callback.on_train_end(self)
 

@@ -1,7 +1,8 @@
 """``RUN_DIR/metrics.jsonl``: one JSON line per optimizer step, written by rank 0.
 
 On resume, lines past the restored checkpoint's step (written before a crash) are dropped,
-so the file always describes one uninterrupted run.
+so the file always describes one uninterrupted run. A last line cut off by a crash or a full
+disk is dropped too, saying so; a broken line anywhere else is an error naming it.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -28,13 +30,35 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """All step records of a run, in order."""
-    path = run_dir / METRICS_FILE
+def _read(path: Path) -> tuple[list[dict[str, Any]], int | None]:
+    """The records of ``path``, and the number of its last line if that one was cut off."""
     if not path.is_file():
-        return []
-    with path.open(encoding="utf-8") as lines:
-        return [json.loads(line) for line in lines if line.strip()]
+        return [], None
+    lines = path.read_text(encoding="utf-8").splitlines()
+    last = max((n for n, line in enumerate(lines, 1) if line.strip()), default=0)
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if number == last:
+                return records, number
+            raise ValueError(
+                f"{path}, line {number}: not valid JSON ({error}); only a cut-off last line is "
+                "repaired: fix or remove this line"
+            ) from None
+    return records, None
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """All step records of a run, in order (without a last line a crash cut off)."""
+    path = run_dir / METRICS_FILE
+    records, torn = _read(path)
+    if torn is not None:
+        print(f"{path}: line {torn} was cut off (a crash or a full disk); ignored", file=sys.stderr)
+    return records
 
 
 class MetricsFile(Callback):
@@ -47,7 +71,14 @@ class MetricsFile(Callback):
         if not trainer.ctx.is_main:
             return
         path = trainer.run_dir / METRICS_FILE
-        kept = [m for m in read_metrics(trainer.run_dir) if m["step"] <= trainer.step]
+        records, torn = _read(path)
+        if torn is not None:
+            print(
+                f"{path}: line {torn} was cut off (a crash or a full disk while it was written); "
+                "dropped it",
+                file=sys.stderr,
+            )
+        kept = [m for m in records if m["step"] <= trainer.step]
         tmp = path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(json.dumps(m) + "\n" for m in kept), encoding="utf-8")
         os.replace(tmp, path)
