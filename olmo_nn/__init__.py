@@ -1,7 +1,7 @@
 """olmo_nn: OLMo's model, tokenizer, token shards, checkpoints and Hugging Face interop.
 
 >>> import olmo_nn
->>> model = olmo_nn.load_model("path/to/checkpoint")   # nn.Module in eval mode
+>>> model = olmo_nn.load_model("path/to/checkpoint")   # nn.Module in eval mode, files verified
 >>> logits = model(token_ids)                          # (B, T) -> (B, T, padded vocab)
 
 Names are imported on first use, so command-line tools that need no torch start fast.

@@ -147,15 +147,22 @@ def read_train_state(checkpoint: Path) -> dict[str, Any]:
 
 
 class _MetadataUnpickler(pickle.Unpickler):
+    """Admits DCP's metadata classes, torch dtypes and :data:`_ALLOWED_GLOBALS`, nothing else."""
+
     def __init__(self, file: IO[bytes], path: Path) -> None:
         super().__init__(file)
         self.path = path
 
     def find_class(self, module: str, name: str) -> Any:
         found = getattr(sys.modules.get(module), name, None)
-        allowed = (module, name) in _ALLOWED_GLOBALS or (
-            (module == dcp_metadata.__name__ and isinstance(found, type))
+        allowed = (
+            (module, name) in _ALLOWED_GLOBALS
             or (module == "torch" and isinstance(found, torch.dtype))
+            or (  # a class defined there, not one it imports
+                module == dcp_metadata.__name__
+                and isinstance(found, type)
+                and found.__module__ == module
+            )
         )
         if not allowed:
             raise UnsafeCheckpointError(

@@ -286,6 +286,32 @@ def test_disk_full_names_the_cause_and_leaves_no_staging_folders(
     assert losses(run) == losses(ref)
 
 
+def test_disk_full_during_the_unsharded_save_is_named(
+    reference: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import olmo_nn.checkpoint.unsharded as unsharded
+
+    config, _ = reference
+    run = tmp_path / "run"
+
+    def full_disk(_tensors: object, filename: str, **_kwargs: object) -> None:
+        Path(filename).write_bytes(b"\0" * 100)  # half written, then the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(unsharded, "save_file", full_disk)
+    capsys.readouterr()
+    assert train(config, run, "--stop-at", "4") == 1
+    checkpoints = run / "checkpoints"
+    assert (
+        f"olmo train: error: no space left on device: saving {checkpoints / 'step000004-unsharded'}"
+        " needs about "
+    ) in capsys.readouterr().err
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step000002", "step000004"]
+
+
 def test_disk_full_hidden_behind_another_error_is_named(
     reference: tuple[Path, Path],
     tmp_path: Path,
