@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 from olmo_assets.lab.params import Lab
-from olmo_assets.lab.steps.results import StepResult, relative
+from olmo_assets.lab.steps.results import InputError, StepResult, relative
 from olmo_nn.atomic import staged_folder
 
-__all__ = ["checkpoint_folder", "record_checkpoint"]
+__all__ = ["checkpoint_folder", "record_checkpoint", "recorded_checkpoint"]
 
 
 def checkpoint_folder(lab: Lab, step: int) -> Path:
@@ -47,3 +47,27 @@ def record_checkpoint(lab: Lab, step: int) -> StepResult:
             json.dumps(record, indent=1) + "\n", encoding="utf-8"
         )
     return StepResult(dict(record))
+
+
+def recorded_checkpoint(lab: Lab, step: int) -> Path:
+    """The checkpoint an evaluation scores, verified against the lab's record of it: its
+    content hash must be the one ``lab/checkpoints/step<N>/checkpoint.json`` holds, so no
+    score comes from weights that changed after they were recorded."""
+    from olmo_nn.train.callbacks.mlflow_logger import content_hash
+
+    path = checkpoint_folder(lab, step)
+    record = lab.checkpoint_record(step) / "checkpoint.json"
+    if not record.is_file():
+        raise FileNotFoundError(
+            f"{record} does not exist: materialize checkpoint[{step}] first "
+            f"(or `dvc repro checkpoint@{step}`)"
+        )
+    recorded = json.loads(record.read_text(encoding="utf-8"))["sha256"]
+    actual = content_hash(path)
+    if actual != recorded:
+        raise InputError(
+            f"{path} changed after it was recorded: its content hash is {actual[:16]}, "
+            f"{record} says {recorded[:16]}; if the change is meant, record it again "
+            f"(`dvc repro checkpoint@{step}`, or materialize checkpoint[{step}])"
+        )
+    return path

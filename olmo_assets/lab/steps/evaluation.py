@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from olmo_assets.lab.params import Lab
-from olmo_assets.lab.steps.checkpoints import checkpoint_folder
+from olmo_assets.lab.steps.checkpoints import recorded_checkpoint
 from olmo_assets.lab.steps.results import CheckResult, StepResult, markdown_table, relative
 from olmo_nn.atomic import staged_folder
 
@@ -33,7 +33,7 @@ def evaluate_downstream(lab: Lab, step: int, task: str) -> StepResult:
     from olmo_nn.eval.models import load_language_model
     from olmo_nn.eval.tasks import get_task_spec
 
-    checkpoint = checkpoint_folder(lab, step)
+    checkpoint = recorded_checkpoint(lab, step)
     instances = _task_instances(lab, task)
     spec = get_task_spec(task)
     result = evaluate_task(
@@ -108,7 +108,7 @@ def evaluate_perplexity(lab: Lab, step: int) -> StepResult:
     from olmo_nn.eval.models import load_language_model
     from olmo_nn.eval.perplexity import evaluate_perplexity as score
 
-    checkpoint = checkpoint_folder(lab, step)
+    checkpoint = recorded_checkpoint(lab, step)
     documents = _validation_documents(lab)
     rows = [
         {"model": relative(lab, checkpoint), "step": step, **row}

@@ -56,9 +56,9 @@ def built_lab(tmp_path_factory: pytest.TempPathFactory) -> Lab:
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / '.mlflow' / 'mlflow.db'}")
         patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
         lab = Lab.load(root)
-        # Every stage in the declaration's order, but the checkpoint records (nothing here
-        # reads them) and the reports (the model report is a fixture of its own).
-        skipped = {"checkpoint", "corpus_report", "model_report"}
+        # Every stage in the declaration's order, but the reports (the model report is a
+        # fixture of its own).
+        skipped = {"corpus_report", "model_report"}
         for stage in STAGES:
             if stage.name not in skipped:
                 for run in stage_runs(lab, stage):

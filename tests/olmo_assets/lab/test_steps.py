@@ -108,3 +108,36 @@ def test_rows_complete_lists_what_is_missing(built_lab: Lab, model_report: StepR
     assert report.missing == [
         f"lab/eval/downstream/step{step}/boolq" for step in params.eval.checkpoints
     ]
+
+
+def test_an_evaluation_refuses_a_checkpoint_changed_after_its_record(
+    built_lab: Lab, tmp_path: Path
+) -> None:
+    """Even with a consistent SHA256SUMS (a deliberate swap, not damage), the weights must be
+    the ones the lab's checkpoint record names."""
+    import shutil
+
+    import pytest
+
+    from olmo_assets.lab.steps.evaluation import evaluate_downstream
+    from olmo_assets.lab.steps.results import InputError
+    from olmo_nn.checkpoint.integrity import write_manifest
+
+    lab = Lab(tmp_path, built_lab.params, built_lab.values)
+    shutil.copy(built_lab.repo / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(built_lab.checkpoint(2), lab.checkpoint(2))
+    shutil.copytree(built_lab.checkpoint_record(2), lab.checkpoint_record(2))
+    weights = lab.checkpoint(2) / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    (lab.checkpoint(2) / "SHA256SUMS").unlink()
+    write_manifest(lab.checkpoint(2))
+    with pytest.raises(InputError) as refused:
+        evaluate_downstream(lab, 2, "arc_easy")
+    record = lab.checkpoint_record(2) / "checkpoint.json"
+    assert str(refused.value).startswith(f"{lab.checkpoint(2)} changed after it was recorded: ")
+    assert str(refused.value).endswith(
+        f"{record} says {json.loads(record.read_text())['sha256'][:16]}; if the change is meant, "
+        "record it again (`dvc repro checkpoint@2`, or materialize checkpoint[2])"
+    )
