@@ -126,6 +126,13 @@ def _perplexity(args: argparse.Namespace) -> int:
         for d in reader
     )
     rows = evaluate_perplexity(model, documents, batch_size=args.batch_size)
+    report = reader.report
+    if report.num_documents == 0:
+        first = f"; the first: {report.errors[0]}" if report.errors else ""
+        raise ValueError(
+            f"no document in {', '.join(map(str, args.data))} could be read ({report.num_errors} input record(s) "
+            f"rejected{first}): nothing was scored and no results were written"
+        )
     step = _step(args.model)
     rows = [{"model": args.model, "step": step, **row} for row in rows]
     args.output.mkdir(parents=True, exist_ok=True)

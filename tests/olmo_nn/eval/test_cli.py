@@ -80,3 +80,21 @@ def test_perplexity_per_source(checkpoint: Path, tmp_path: Path) -> None:
     web = {r["metric"]: r for r in rows if r["source"] == "web" and r["domain"] is None}
     assert web["perplexity"]["count"] == 3
     assert web["bits_per_byte"]["value"] > 0
+
+
+def test_perplexity_fails_when_every_input_is_rejected(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "docs" / "web" / "a.jsonl"
+    data.parent.mkdir(parents=True)
+    data.write_text('{"id": "a"}\nnot json\n')
+    out = tmp_path / "ppl"
+    command = ["eval", "perplexity", "--model", str(checkpoint), "--data", str(data.parent)]
+    assert main([*command, "--output", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(
+        f"olmo eval: error: no document in {data.parent} could be read (2 input record(s) "
+        f"rejected; the first: {data}:1: "
+    )
+    assert error.endswith("nothing was scored and no results were written\n")
+    assert not out.exists()
