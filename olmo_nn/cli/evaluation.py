@@ -129,8 +129,9 @@ def _perplexity(args: argparse.Namespace) -> int:
     report = reader.report
     if report.num_documents == 0:
         first = f"; the first: {report.errors[0]}" if report.errors else ""
+        inputs = ", ".join(map(str, args.data))
         raise ValueError(
-            f"no document in {', '.join(map(str, args.data))} could be read ({report.num_errors} input record(s) "
+            f"no document in {inputs} could be read ({report.num_errors} input record(s) "
             f"rejected{first}): nothing was scored and no results were written"
         )
     step = _step(args.model)
