@@ -55,8 +55,11 @@ def scratch_folder(target: Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_workspaces(target)
     workspace = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    with (workspace / _LOCK).open("wb") as lock:
+    # Locked before it gets its name: another writer's clean-up only looks at workspaces
+    # whose lock file exists, so it never finds this one unlocked.
+    with (workspace / f"{_LOCK}.new").open("wb") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        (workspace / f"{_LOCK}.new").rename(workspace / _LOCK)
         try:
             yield workspace
         finally:

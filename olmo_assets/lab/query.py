@@ -221,8 +221,10 @@ def _file_views(catalog: _Catalog) -> None:
     catalog.view(
         "training_metrics",
         "one row per optimizer step: loss, lr, grad_norm, tokens_seen, batch_fingerprint, ...",
+        # A cut-off last line (a crash while it was written) is skipped, as resume repairs it:
+        # DuckDB reads it as a row of nulls.
         f"SELECT * FROM read_json({_sql_string(metrics)}, format='newline_delimited', "
-        "sample_size=-1)"
+        "sample_size=-1, ignore_errors=true) WHERE step IS NOT NULL"
         if metrics.is_file()
         else None,
         catalog.missing(metrics, "train"),
@@ -460,7 +462,11 @@ _READ_ONLY = (
 
 
 def _read_only_connection(lab: Lab) -> duckdb.DuckDBPyConnection:
-    """The database read-only, able to read files under ``lab/`` only, its settings locked."""
+    """The database read-only, able to read files under ``lab/`` only, its settings locked.
+
+    These settings confine reading; they do not stop writing: DuckDB lets ``COPY … TO`` write
+    into an allowed directory even on a read-only connection. What keeps user SQL from
+    writing is :func:`read_only_sql`, which runs queries only."""
     import duckdb
 
     con = duckdb.connect(str(lab.database), read_only=True)
@@ -471,14 +477,19 @@ def _read_only_connection(lab: Lab) -> duckdb.DuckDBPyConnection:
 
 
 def read_only_sql(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyRelation | None:
-    """``con.sql(sql)`` when every statement is a query; ``ValueError`` for anything else
-    (COPY, ATTACH, EXPORT, CREATE, SET, INSTALL, PRAGMA, ...), before any of them runs."""
+    """The last statement's rows, when every statement of ``sql`` is a query; ``ValueError``
+    for anything else (COPY, ATTACH, EXPORT, CREATE, SET, INSTALL, PRAGMA, ...), before any of
+    them runs. The statement run is the one checked (``sql`` is not parsed again); the queries
+    before it have no effect to keep, so they are not run."""
     import duckdb
 
-    for statement in con.extract_statements(sql):
+    statements = con.extract_statements(sql)
+    for statement in statements:
         if statement.type != duckdb.StatementType.SELECT:
             raise ValueError(_READ_ONLY.format(kind=statement.type.name))
-    return con.sql(sql)
+    if not statements:
+        return None
+    return con.sql(statements[-1].query)
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from typing import Literal
 
 from olmo_nn.config import Config, ConfigError
 from olmo_nn.model.config import TransformerConfig
+from olmo_nn.paths import safe_name
 from olmo_nn.train.data_order import DataConfig
 from olmo_nn.train.optim import OptimConfig
 from olmo_nn.train.schedule import BatchSizeWarmupConfig, SchedulerConfig
@@ -119,6 +120,10 @@ class TrainConfig(Config):
             raise ConfigError(f"precision={self.precision!r}: expected 'fp32' or 'bf16'")
         if self.z_loss is not None and self.z_loss < 0:
             raise ConfigError(f"z_loss={self.z_loss} must be >= 0 or null")
+        try:
+            safe_name("run", self.run_name, names="the run's folder under runs/")
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
 
     @property
     def sequence_length(self) -> int:

@@ -340,3 +340,16 @@ def test_a_directory_is_not_a_config_file(tmp_path: Path, capsys: pytest.Capture
     assert capsys.readouterr().err == (
         f"olmo train: error: config file {tmp_path} is a directory; give the path of a YAML file\n"
     )
+
+
+@pytest.mark.parametrize("name", ["../../x", "..", "a/b"])
+def test_a_run_name_must_be_one_safe_path_part(name: str) -> None:
+    from olmo_nn.train.config import TrainConfig
+
+    config = TrainConfig.load(REPO / "configs" / "tiny.yaml")
+    with pytest.raises(ConfigError) as error:
+        config.with_overrides([f"run_name={name}"])
+    assert str(error.value) == (
+        f"run name {name!r} is not allowed: use letters, digits, '_' and '-' (starting with a "
+        "letter or digit), since it names the run's folder under runs/"
+    )

@@ -254,3 +254,63 @@ def test_query_export_writes_one_named_file(
     assert (
         f"--export {tmp_path / 'docs.txt'}: the file name must end in .parquet, .csv or .json"
     ) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("sql", "kind"),
+    [
+        ("COPY (SELECT 1) TO 'x.csv'", "COPY"),
+        ("SELECT 1; COPY (SELECT 1) TO 'x.csv'", "COPY"),
+        ("ATTACH 'other.duckdb'", "ATTACH"),
+        ("EXPORT DATABASE 'out'", "EXPORT"),
+        ("CREATE TABLE t AS SELECT 1", "CREATE"),
+        ("INSERT INTO t VALUES (1)", "INSERT"),
+        ("DELETE FROM t", "DELETE"),
+        ("DROP TABLE t", "DROP"),
+        ("SET threads = 1", "SET"),
+        ("INSTALL httpfs", "LOAD"),
+        ("LOAD httpfs", "LOAD"),
+        ("PRAGMA version", "PRAGMA"),
+        ("CHECKPOINT", "CALL"),
+        ("VACUUM", "VACUUM"),
+    ],
+)
+def test_only_queries_run(sql: str, kind: str) -> None:
+    """The statement filter itself, on a plain connection (no settings to lean on)."""
+    import duckdb
+
+    from olmo_assets.lab.query import read_only_sql
+
+    con = duckdb.connect()
+    with pytest.raises(ValueError) as refused:
+        read_only_sql(con, sql)
+    assert str(refused.value) == (
+        "olmo query runs read-only SQL (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, "
+        f"SUMMARIZE): {kind} is refused; to save a result, pass --export FILE"
+    )
+
+
+@pytest.mark.parametrize(
+    "sql", ["SELECT 1 AS x", "WITH a AS (SELECT 1 AS x) SELECT * FROM a", "VALUES (1)", "FROM (SELECT 1 AS x)", "SELECT 0; SELECT 1 AS x"]
+)  # fmt: skip
+def test_queries_return_their_rows(sql: str) -> None:
+    import duckdb
+
+    from olmo_assets.lab.query import read_only_sql
+
+    relation = read_only_sql(duckdb.connect(), sql)
+    assert relation is not None and relation.fetchall() == [(1,)]
+
+
+def test_a_cut_off_last_metrics_line_is_skipped(built_lab: Lab, tmp_path: Path) -> None:
+    """As resume repairs it: the rows before the torn line are there, the torn one is not."""
+    from olmo_assets.lab.query import read_only_sql, session
+
+    lab = Lab(tmp_path, built_lab.params, built_lab.values)
+    lab.run_dir.mkdir(parents=True)
+    lines = (built_lab.run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    torn = "\n".join(lines) + "\n" + lines[-1][: len(lines[-1]) // 2]
+    (lab.run_dir / "metrics.jsonl").write_text(torn, encoding="utf-8")
+    with session(lab) as con:
+        relation = read_only_sql(con, "SELECT count(*) FROM training_metrics")
+        assert relation is not None and relation.fetchall() == [(len(lines),)]
