@@ -18,7 +18,14 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["MANIFEST_FILE", "CheckpointError", "file_sha256", "verify_manifest", "write_manifest"]
+__all__ = [
+    "MANIFEST_FILE",
+    "CheckpointError",
+    "file_sha256",
+    "read_manifest",
+    "verify_manifest",
+    "write_manifest",
+]
 
 MANIFEST_FILE = "SHA256SUMS"
 
@@ -50,7 +57,8 @@ def write_manifest(folder: Path) -> Path:
     return path
 
 
-def _read_manifest(folder: Path) -> dict[str, str]:
+def read_manifest(folder: Path) -> dict[str, str]:
+    """The sha256 ``SHA256SUMS`` records for each listed file (a :class:`CheckpointError` if none)."""
     path = folder / MANIFEST_FILE
     if not path.is_file():
         raise CheckpointError(
@@ -74,7 +82,7 @@ def verify_manifest(folder: Path, required: Iterable[str] = (), *, only: bool = 
     With ``only``, just the ``required`` files are hashed (e.g. a config read on its own).
     Raises :class:`CheckpointError` naming the first file that fails.
     """
-    recorded = _read_manifest(folder)
+    recorded = read_manifest(folder)
     manifest = folder / MANIFEST_FILE
     required = list(required)
     for name in required:

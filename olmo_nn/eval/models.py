@@ -200,10 +200,21 @@ def _load_hf(folder: Path, *, device: str, dtype: torch.dtype | None) -> Languag
         )
     from olmo_nn.checkpoint.unsharded import check_safetensors
 
-    for weights in sorted(folder.glob("*.safetensors")):
+    safetensors = sorted(folder.glob("*.safetensors"))
+    pickled = sorted(p.name for p in folder.glob("pytorch_model*.bin"))
+    if not safetensors and pickled:
+        raise ValueError(
+            f"{folder} holds {pickled[0]} (pickle) and no safetensors weights; 'hf:' models "
+            "load safetensors only, since unpickling can run code. Re-save it with safetensors, "
+            "e.g. in transformers `AutoModelForCausalLM.from_pretrained(folder)"
+            ".save_pretrained(out)` (safetensors is its default format)"
+        )
+    for weights in safetensors:
         check_safetensors(weights)  # a message naming the file, not transformers' traceback
     kwargs: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
-    module: Any = transformers.AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    module: Any = transformers.AutoModelForCausalLM.from_pretrained(
+        folder, use_safetensors=True, **kwargs
+    )
     module = module.to(device)
     config = module.config
     max_length = getattr(config, "max_position_embeddings", None) or getattr(
@@ -234,7 +245,8 @@ def load_language_model(
     tokenizer. Nothing is downloaded: ``FOLDER`` must be local. A native checkpoint is verified
     against the sha256 record written with it (a missing record or a changed file is a
     ``CheckpointError`` naming the file); an ``hf:`` folder is not ours and has none, but a
-    damaged safetensors file in it is named.
+    damaged safetensors file in it is named, and its weights load from safetensors only (a
+    folder with only pickled ``*.bin`` weights is refused).
     """
     text = str(spec)
     if text.startswith(HF_PREFIX):

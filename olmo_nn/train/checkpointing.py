@@ -8,16 +8,18 @@ Layout under ``RUN_DIR/checkpoints/``::
 
 Both are written under a temporary name and renamed into place once complete, ``SHA256SUMS``
 (the sha256 of every file, :mod:`olmo_nn.checkpoint.integrity`) last, so a crash or SIGKILL
-mid-save leaves the previous checkpoint intact and loadable. A failed save removes its staging
-folder (the trainer removes any that a killed save left at its next start), and one that ran
-out of disk space says so (:class:`DiskFullError`). ``train_state.json`` carries the step,
-tokens seen, the data position (instances consumed), the RNG state and the step-skipping
-detector.
+mid-save leaves the previous checkpoint intact and loadable; a save that replaces its step's
+checkpoint moves the old one aside first, and the trainer's next start moves it back if a
+crash left the step without one. A failed save removes its staging folder (the trainer removes
+any that a killed save left at its next start), and one that ran out of disk space says so
+(:class:`DiskFullError`). ``train_state.json`` carries the step, tokens seen, the data position
+(instances consumed), the RNG state and the step-skipping detector.
 
-Resuming verifies every file against ``SHA256SUMS`` before reading any, and unpickles nothing
-but DCP's own metadata: ``.metadata`` goes through an unpickler that admits only the
-``torch.distributed.checkpoint`` metadata classes (anything else is an
-:class:`UnsafeCheckpointError`), and DCP's non-tensor items load with
+Resuming verifies the files against ``SHA256SUMS`` before reading any (files added to the
+folder afterwards are ignored), and unpickles nothing but DCP's own metadata: ``.metadata``
+goes through an unpickler that admits only the ``torch.distributed.checkpoint`` metadata
+classes, torch dtypes and paths (anything else is an :class:`UnsafeCheckpointError`), and
+whose data files must be listed in ``SHA256SUMS``; DCP's non-tensor items load with
 ``torch.load(weights_only=True)``. :func:`resume_checkpoint` skips a damaged checkpoint for the
 newest intact one, saying why.
 """
@@ -25,15 +27,18 @@ newest intact one, saying why.
 from __future__ import annotations
 
 import base64
+import collections
 import errno
+import importlib
 import json
+import pathlib
 import pickle
 import re
 import shutil
 import sys
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
@@ -44,6 +49,7 @@ import yaml
 from torch import nn
 from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+from torch.distributed.checkpoint.filesystem import _StorageInfo
 from torch.distributed.checkpoint.planner import ReadItem
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -56,6 +62,7 @@ from torch.distributed.tensor import DTensor
 from olmo_nn.checkpoint.integrity import (
     MANIFEST_FILE,
     CheckpointError,
+    read_manifest,
     verify_manifest,
     write_manifest,
 )
@@ -84,21 +91,41 @@ _DCP_METADATA_FILE = ".metadata"
 _SHARDED = re.compile(r"^step(\d+)$")
 _UNSHARDED = re.compile(r"^step(\d+)-unsharded$")
 _WRAPPER_PREFIXES = ("_orig_mod.", "_checkpoint_wrapped_module.")
-_ALLOWED_GLOBALS = frozenset(
+_PICKLE_MODULES = frozenset(
     {
-        ("torch", "Size"),
-        ("torch.serialization", "_get_layout"),
-        ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
-        ("pathlib", "PosixPath"),
-        ("pathlib", "WindowsPath"),
-        ("collections", "OrderedDict"),
+        "collections",
+        "pathlib",
+        "pathlib._local",  # where Python 3.13 defines (and pickles) PosixPath
+        "torch",
+        "torch.serialization",
+        "torch.distributed.checkpoint.filesystem",
+        dcp_metadata.__name__,
     }
 )
-"""What DCP's ``.metadata`` pickles besides its metadata classes and torch dtypes."""
+"""The only modules DCP's ``.metadata`` may make the unpickler import."""
+_PICKLE_OBJECTS = (
+    collections.OrderedDict,
+    pathlib.PosixPath,
+    pathlib.WindowsPath,
+    pathlib.PurePosixPath,
+    pathlib.PureWindowsPath,
+    torch.Size,
+    torch.serialization._get_layout,
+    _StorageInfo,
+    *(v for v in vars(torch).values() if isinstance(v, torch.dtype)),
+    *(
+        v
+        for v in vars(dcp_metadata).values()
+        if isinstance(v, type) and v.__module__ == dcp_metadata.__name__  # not ones it imports
+    ),
+)
+"""What DCP's ``.metadata`` may unpickle, by identity (whatever module a Python version
+defines it in): its metadata classes, torch dtypes and sizes, paths."""
 
 
 class UnsafeCheckpointError(CheckpointError):
-    """A checkpoint's pickle names something other than DCP's metadata: it was tampered with."""
+    """A checkpoint's metadata names something other than DCP's metadata classes, or a file
+    outside its record: it was tampered with (or written by an unsupported version)."""
 
 
 class DiskFullError(OSError):
@@ -127,18 +154,31 @@ def _checkpoints(run_dir: Path, pattern: re.Pattern[str]) -> list[tuple[int, Pat
     return sorted(found)
 
 
+def _aside(final: Path) -> Path:
+    """Where a checkpoint is moved while a new save of its step replaces it."""
+    return final.with_name(f".{final.name}.replaced")
+
+
 def remove_staging_folders(run_dir: Path) -> list[Path]:
     """Remove what interrupted saves left in ``checkpoints/`` (hidden folders and files).
 
-    Only for the process that holds the run directory's lock: no other save can be running.
+    A checkpoint that a save killed mid-replacement left aside (its step's folder missing) is
+    moved back instead. Only for the process that holds the run directory's lock: no other
+    save can be running.
     """
     folder = run_dir / "checkpoints"
-    removed = [path for path in folder.glob(".*")] if folder.is_dir() else []
-    for path in removed:
+    removed = []
+    for path in sorted(folder.glob(".*")) if folder.is_dir() else []:
+        final = folder / path.name[1:].split(".")[0]
+        if path == _aside(final) and path.is_dir() and not final.exists():
+            path.rename(final)
+            print(f"restored {final}, which an interrupted save had moved aside", file=sys.stderr)
+            continue
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
+        removed.append(path)
     return removed
 
 
@@ -147,34 +187,36 @@ def read_train_state(checkpoint: Path) -> dict[str, Any]:
 
 
 class _MetadataUnpickler(pickle.Unpickler):
-    """Admits DCP's metadata classes, torch dtypes and :data:`_ALLOWED_GLOBALS`, nothing else."""
+    """Admits the objects of :data:`_PICKLE_OBJECTS`, nothing else.
+
+    A name is looked up only in the modules of :data:`_PICKLE_MODULES` (nothing else is
+    imported), and only what it names there directly (no dotted names, no lazy attributes).
+    """
 
     def __init__(self, file: IO[bytes], path: Path) -> None:
         super().__init__(file)
         self.path = path
 
     def find_class(self, module: str, name: str) -> Any:
-        found = getattr(sys.modules.get(module), name, None)
-        allowed = (
-            (module, name) in _ALLOWED_GLOBALS
-            or (module == "torch" and isinstance(found, torch.dtype))
-            or (  # a class defined there, not one it imports
-                module == dcp_metadata.__name__
-                and isinstance(found, type)
-                and found.__module__ == module
-            )
-        )
-        if not allowed:
+        found = None
+        if module in _PICKLE_MODULES and name.isidentifier():
+            with suppress(ImportError):  # pathlib._local before Python 3.13
+                found = vars(importlib.import_module(module)).get(name)
+        if not any(found is allowed for allowed in _PICKLE_OBJECTS):
             raise UnsafeCheckpointError(
                 f"{self.path}: refusing to unpickle {module}.{name}: only "
                 "torch.distributed.checkpoint's metadata classes are allowed; the checkpoint was "
-                "tampered with"
+                "tampered with, or written by an unsupported torch or Python version"
             )
-        return super().find_class(module, name)
+        return found
 
 
 def read_dcp_metadata(path: Path) -> dcp_metadata.Metadata:
-    """DCP's ``.metadata`` file, unpickled admitting nothing but its metadata classes."""
+    """DCP's ``.metadata`` file, unpickled admitting nothing but its metadata classes.
+
+    The files it says hold the data (which DCP opens relative to the folder) must be bare file
+    names listed in the folder's ``SHA256SUMS``: nothing outside the record is ever read.
+    """
     try:
         with path.open("rb") as file:
             metadata = _MetadataUnpickler(file, path).load()
@@ -186,6 +228,16 @@ def read_dcp_metadata(path: Path) -> dcp_metadata.Metadata:
         raise CheckpointError(f"{path} is not readable DCP metadata ({error})") from None
     if not isinstance(metadata, dcp_metadata.Metadata):
         raise UnsafeCheckpointError(f"{path} holds a {type(metadata).__name__}, not DCP metadata")
+    listed = read_manifest(path.parent)
+    storage = metadata.storage_data
+    for info in storage.values() if isinstance(storage, dict) else [storage]:
+        name = getattr(info, "relative_path", None)
+        if not isinstance(name, str) or Path(name).name != name or name not in listed:
+            raise UnsafeCheckpointError(
+                f"{path} names {name!r} as a data file, which is not a file listed in "
+                f"{path.parent / MANIFEST_FILE}: refusing to read it; the checkpoint was "
+                "tampered with"
+            )
     return metadata
 
 
@@ -217,13 +269,22 @@ class _SafeLoadPlanner(DefaultLoadPlanner):
 
 
 def verify_sharded(checkpoint: Path) -> None:
-    """Every file matches ``SHA256SUMS`` and ``.metadata`` holds DCP metadata only.
+    """The files the loader reads are listed in ``SHA256SUMS``, every listed file matches it,
+    and ``.metadata`` holds DCP metadata naming listed data files only.
 
+    Files put into the folder afterwards (a ``.DS_Store``) are ignored, with a line on stderr.
     Raises :class:`CheckpointError` (damaged), or :class:`UnsafeCheckpointError` (tampered).
     """
-    present = [p.name for p in checkpoint.iterdir() if p.is_file() and p.name != MANIFEST_FILE]
-    verify_manifest(checkpoint, {*present, _DCP_METADATA_FILE, TRAIN_STATE_FILE})
+    verify_manifest(checkpoint, [_DCP_METADATA_FILE, TRAIN_STATE_FILE, "config.yaml"])
     read_dcp_metadata(checkpoint / _DCP_METADATA_FILE)
+    listed = {*read_manifest(checkpoint), MANIFEST_FILE}
+    extra = sorted(p.name for p in checkpoint.iterdir() if p.name not in listed)
+    if extra:
+        print(
+            f"{checkpoint}: ignoring {', '.join(extra)}: not listed in {MANIFEST_FILE} (added "
+            "after the checkpoint was written)",
+            file=sys.stderr,
+        )
 
 
 def resume_checkpoint(run_dir: Path) -> Path | None:
@@ -285,8 +346,13 @@ def _nbytes(tree: Any) -> int:
     return tree.numel() * tree.element_size() if isinstance(tree, torch.Tensor) else 0
 
 
-def _out_of_space(error: BaseException) -> bool:
-    """Whether ENOSPC is anywhere in the error's chain (DCP wraps each rank's failure)."""
+_SHORT_WRITE = ("unexpected pos", "short write", "file write failed")
+"""What torch says when a write comes up short (on a full disk, often instead of ENOSPC)."""
+
+
+def _disk_full_cause(error: BaseException, low_on_space: bool) -> BaseException | None:
+    """The error in ``error``'s chain (DCP wraps each rank's failure) that a full disk explains:
+    ENOSPC, or, when ``low_on_space``, a short write."""
     pending: list[Any] = [error]
     seen: set[int] = set()
     while pending:
@@ -297,18 +363,20 @@ def _out_of_space(error: BaseException) -> bool:
             continue
         seen.add(id(current))
         if isinstance(current, OSError) and current.errno == errno.ENOSPC:
-            return True
+            return current
         failures = getattr(current, "failures", None)
+        if low_on_space and failures is None and any(s in str(current) for s in _SHORT_WRITE):
+            return current
         pending += [current.__cause__, current.__context__, *(failures or {}).values()]
-    return False
+    return None
 
 
 @contextmanager
 def _saving(final: Path, needed: int, staging: Path | None = None) -> Iterator[None]:
     """Remove ``staging`` when the block fails; name a failure for want of disk space.
 
-    A full disk does not always surface as ENOSPC (torch reports a torn write as "unexpected
-    pos"), so a failure is also put down to it when less than ``needed`` bytes are free.
+    That is ENOSPC, or a short write (torch reports a torn write as "unexpected pos" rather
+    than ENOSPC) when less than ``needed`` bytes are free; any other failure is raised as is.
     """
     try:
         yield
@@ -318,11 +386,13 @@ def _saving(final: Path, needed: int, staging: Path | None = None) -> Iterator[N
         if isinstance(error, KeyboardInterrupt | SystemExit):
             raise
         free = shutil.disk_usage(final.parent).free
-        if _out_of_space(error) or free < needed:
+        cause = _disk_full_cause(error, low_on_space=free < needed)
+        if cause is not None:
             raise DiskFullError(
                 f"no space left on device: saving {final} needs about {needed / 1e6:.1f} MB "
                 f"and {free / 1e6:.1f} MB are free; its partial files were removed. Free some "
-                "space and run the same command again to resume from the last checkpoint"
+                "space and run the same command again to resume from the last checkpoint "
+                f"(the error: {type(cause).__name__}: {cause})"
             ) from error
         raise
 
@@ -362,9 +432,14 @@ def save_sharded(
             )
             write_manifest(staging)  # last: the record of a complete checkpoint
     if ctx.is_main:
-        if final.exists():
-            shutil.rmtree(final)
-        staging.rename(final)
+        if final.exists():  # moved aside, not removed first: a crash here loses no checkpoint
+            aside = _aside(final)
+            shutil.rmtree(aside, ignore_errors=True)
+            final.rename(aside)
+            staging.rename(final)
+            shutil.rmtree(aside)
+        else:
+            staging.rename(final)
         for _, old in _checkpoints(run_dir, _SHARDED)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     ctx.barrier()

@@ -7,7 +7,8 @@ reproduces the uninterrupted one bit for bit on CPU.
 
 A run holds its directory exclusively (:mod:`olmo_nn.train.lock`). It resumes from the newest
 intact checkpoint, skipping damaged ones, and first writes an interval's unsharded checkpoint
-that an interruption between the two saves left missing.
+that an interruption between the two saves left missing. Rank 0 alone takes the lock and
+chooses the checkpoint; when that fails, every rank raises its error (:func:`on_main_rank`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from __future__ import annotations
 import math
 import sys
 import time
-from contextlib import nullcontext
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -57,7 +59,9 @@ from olmo_nn.train.optim import build_optimizer
 from olmo_nn.train.schedule import lr_at, set_lr
 from olmo_nn.train.stability import OutlierDetector, clip_grad_norm, clip_threshold, z_loss
 
-__all__ = ["NonFiniteLossError", "Trainer"]
+__all__ = ["NonFiniteLossError", "Trainer", "on_main_rank"]
+
+_T = TypeVar("_T")
 
 #: Dense (no sparsity) bf16 tensor-core peak of the accelerators we know, for MFU, from
 #: NVIDIA's H100/H200 and A100 datasheets (which list twice these figures with sparsity).
@@ -66,6 +70,31 @@ _PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite and step skipping is off."""
+
+
+def on_main_rank(ctx: DistributedContext, work: Callable[[], _T]) -> _T:
+    """``work()`` on rank 0, its result handed to every rank; if it raises, every rank raises
+    the same error (its type and message; a RuntimeError where that type cannot be rebuilt)
+    rather than waiting for rank 0 in a collective."""
+    result: Any = None
+    failure: Exception | None = None
+    if ctx.is_main:
+        try:
+            result = work()
+        except Exception as error:
+            failure = error
+    if ctx.initialized and ctx.world_size > 1:
+        sent = [result, *((type(failure), str(failure)) if failure else (None, None))]
+        dist.broadcast_object_list(sent, src=0)
+        result, kind, message = sent
+        if kind is not None and not ctx.is_main:
+            try:
+                failure = kind(message)
+            except Exception:
+                failure = RuntimeError(message)
+    if failure is not None:
+        raise failure
+    return result
 
 
 def _peak_flops(device: torch.device) -> float | None:
@@ -202,34 +231,30 @@ class Trainer:
         self.skipper.load_state_dict(state["loss_detector"])
         self.grad_norm_skipper.load_state_dict(state["grad_norm_detector"])
 
-    def _prepare_run_dir(self) -> None:
+    def _claim_run_dir(self, held: ExitStack) -> Path | None:
+        """Rank 0: hold the run directory (until ``held`` closes), check its config, tidy what
+        interrupted saves left, and choose the checkpoint to resume from (or None)."""
+        held.enter_context(run_directory_lock(self.run_dir))
         resolved = self.config.to_dict()
         path = self.run_dir / "config.yaml"
-        if self.ctx.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            if path.is_file():
-                existing = yaml.safe_load(path.read_text(encoding="utf-8"))
-                if existing != resolved:
-                    changed = sorted(k for k in resolved if existing.get(k) != resolved[k])
-                    raise ValueError(
-                        f"{self.run_dir} holds a run with a different config (sections differing: "
-                        f"{', '.join(changed)}); resume it with its own config or pick another --run-dir"
-                    )
-            else:
-                path.write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
-            for leftover in remove_staging_folders(self.run_dir):
-                print(f"removed {leftover}, left by an interrupted save", file=sys.stderr)
-            # The saved order is authoritative when resuming (it must match these shards).
-            self.order = DataOrder.for_run(self.run_dir, self.data, self.config.data.seed)
-        self.ctx.barrier()
+        if path.is_file():
+            existing = yaml.safe_load(path.read_text(encoding="utf-8"))
+            if existing != resolved:
+                changed = sorted(k for k in resolved if existing.get(k) != resolved[k])
+                raise ValueError(
+                    f"{self.run_dir} holds a run with a different config (sections differing: "
+                    f"{', '.join(changed)}); resume it with its own config or pick another --run-dir"
+                )
+        else:
+            path.write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
+        for leftover in remove_staging_folders(self.run_dir):
+            print(f"removed {leftover}, left by an interrupted save", file=sys.stderr)
+        # The saved order is authoritative when resuming (it must match these shards).
+        self.order = DataOrder.for_run(self.run_dir, self.data, self.config.data.seed)
+        # Verified here only (hashing every file once, not once per rank).
+        return resume_checkpoint(self.run_dir)
 
-    def _resume(self) -> None:
-        # Rank 0 verifies (hashing every file once, not once per rank) and names the choice.
-        checkpoint = resume_checkpoint(self.run_dir) if self.ctx.is_main else None
-        if self.ctx.initialized and self.ctx.world_size > 1:
-            chosen = [checkpoint]
-            dist.broadcast_object_list(chosen, src=0)
-            checkpoint = chosen[0]
+    def _resume(self, checkpoint: Path | None) -> None:
         if checkpoint is None:
             return
         state = load_sharded(checkpoint, self.model, self.optimizer)
@@ -257,12 +282,12 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self) -> None:
         """Train to ``max_steps`` (or ``stop_at``), holding the run directory throughout."""
-        with run_directory_lock(self.run_dir) if self.ctx.is_main else nullcontext():
-            self._fit()
+        with ExitStack() as held:
+            checkpoint = on_main_rank(self.ctx, lambda: self._claim_run_dir(held))
+            self._fit(checkpoint)
 
-    def _fit(self) -> None:
-        self._prepare_run_dir()
-        self._resume()
+    def _fit(self, checkpoint: Path | None) -> None:
+        self._resume(checkpoint)
         for callback in self.callbacks:
             callback.on_train_start(self)
         self._write_missing_unsharded()

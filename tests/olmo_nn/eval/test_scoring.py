@@ -230,6 +230,25 @@ def test_load_native_and_hf_folders(
         load_language_model("hf:/no/such/folder")
 
 
+def test_hf_folder_with_pickled_weights_only_is_refused(
+    hf_model: Any, tokenizer: Tokenizer, tmp_path: Path
+) -> None:
+    folder = tmp_path / "hf"
+    hf_model.save_pretrained(folder)
+    tokenizer.save(folder)
+    # What save_pretrained(safe_serialization=False) wrote (transformers >= 5 writes safetensors).
+    (folder / "model.safetensors").unlink()
+    torch.save(hf_model.state_dict(), folder / "pytorch_model.bin")
+    with pytest.raises(ValueError) as error:
+        load_language_model(f"hf:{folder}")
+    assert str(error.value) == (
+        f"{folder} holds pytorch_model.bin (pickle) and no safetensors weights; 'hf:' models "
+        "load safetensors only, since unpickling can run code. Re-save it with safetensors, "
+        "e.g. in transformers `AutoModelForCausalLM.from_pretrained(folder).save_pretrained(out)` "
+        "(safetensors is its default format)"
+    )
+
+
 @pytest.mark.parametrize("which", ["hf", "native"])
 def test_logits_at_equals_selected_full_logits(
     which: str, hf_model: torch.nn.Module, native_module: OLMo, tokenizer: Tokenizer

@@ -7,17 +7,22 @@ import errno
 import os
 import pickle
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file
 
 from olmo_nn.cli.main import main
 from olmo_nn.train.callbacks.metrics_file import read_metrics
 
-from .test_trainer import losses, small_config, train
+from .conftest import FreePort, RunRanks
+from .test_trainer import REPO, losses, small_config, train
 
 
 class _Payload:
@@ -75,7 +80,7 @@ def test_planted_pickle_in_the_sharded_metadata_never_runs(
         assert (
             f"olmo train: error: {checkpoint / '.metadata'}: refusing to unpickle builtins.exec: "
             "only torch.distributed.checkpoint's metadata classes are allowed; the checkpoint "
-            "was tampered with"
+            "was tampered with, or written by an unsupported torch or Python version"
         ) in err
     else:
         assert (
@@ -119,6 +124,55 @@ def test_sharded_checkpoint_with_a_flipped_byte_is_refused(
     err = capsys.readouterr().err
     assert f"{shard}: its sha256 does not match the one recorded" in err
     assert f"olmo train: error: no intact checkpoint to resume from in {run / 'checkpoints'}" in err
+
+
+@pytest.mark.parametrize("where", ["relative", "absolute"])
+def test_metadata_naming_data_outside_the_folder_is_refused(
+    reference: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    from olmo_nn.checkpoint.integrity import write_manifest
+
+    config, _ = reference
+    run = tmp_path / "run"
+    assert train(config, run, "--stop-at", "4") == 0
+    checkpoints = run / "checkpoints"
+    elsewhere = "../step000002/__0_0.distcp"
+    if where == "absolute":
+        elsewhere = str(checkpoints / "step000002" / "__0_0.distcp")
+    metadata_file = checkpoints / "step000004" / ".metadata"
+    metadata = pickle.loads(metadata_file.read_bytes())
+    for info in metadata.storage_data.values():
+        info.relative_path = elsewhere  # step 2's weights under step 4's name
+    metadata_file.write_bytes(pickle.dumps(metadata))
+    write_manifest(metadata_file.parent)  # and the record rewritten to match
+    capsys.readouterr()
+    assert train(config, run) == 2
+    assert (
+        f"olmo train: error: {metadata_file} names {elsewhere!r} as a data file, which is not a "
+        f"file listed in {metadata_file.parent / 'SHA256SUMS'}: refusing to read it; the "
+        "checkpoint was tampered with"
+    ) in capsys.readouterr().err
+
+
+def test_a_file_added_to_the_latest_checkpoint_is_ignored(
+    reference: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, ref = reference
+    run = tmp_path / "run"
+    assert train(config, run, "--stop-at", "4") == 0
+    latest = run / "checkpoints" / "step000004"
+    (latest / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    capsys.readouterr()
+    assert train(config, run) == 0
+    captured = capsys.readouterr()
+    assert f"resumed from {latest} (step 4" in captured.out
+    notice = (
+        f"{latest}: ignoring .DS_Store: not listed in SHA256SUMS (added after the checkpoint was "
+        "written)\n"
+    )
+    assert captured.err.count(notice) == 1
+    assert "skipping checkpoint" not in captured.err
+    assert losses(run) == losses(ref)
 
 
 # ------------------------------------------------------------------ 4: interval unsharded kept
@@ -227,20 +281,79 @@ def test_torn_metrics_line_elsewhere_is_named(
 def test_second_run_on_the_same_directory_is_refused(
     reference: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from olmo_nn.train.lock import run_directory_lock
-
     config, _ = reference
     run = tmp_path / "run"
-    with run_directory_lock(run):  # as a first `olmo train` holds it for its whole run
+    hold = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from olmo_nn.train.lock import run_directory_lock\n"
+        "with run_directory_lock(Path(sys.argv[1])):\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    # As a first `olmo train` holds it for its whole run, in another process.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(run)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
         capsys.readouterr()
         assert train(config, run) == 2
         assert (
-            f"olmo train: error: {run} is in use by another `olmo train` (pid {os.getpid()}); "
+            f"olmo train: error: {run} is in use by another `olmo train` (pid {holder.pid}); "
             "two runs must not write one run directory: wait for it to end, or stop it"
         ) in capsys.readouterr().err
         assert not (run / "metrics.jsonl").exists()
-    assert train(config, run, "--stop-at", "1") == 0  # released: the next run starts
+        holder.send_signal(signal.SIGKILL)  # it crashes: the kernel releases its lock
+        assert holder.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        holder.kill()
+        holder.wait()
+    assert train(config, run, "--stop-at", "1") == 0  # the next run starts
     assert not (run / ".lock").exists()
+
+
+def _refused_worker(rank: int, port: int, config: str, run: str) -> None:
+    from olmo_nn.parallel import init_distributed
+    from olmo_nn.train.config import TrainConfig
+    from olmo_nn.train.trainer import Trainer
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE="2")  # fmt: skip
+    ctx = init_distributed("cpu")
+    try:
+        trainer = Trainer(TrainConfig.load(Path(config)), Path(run), ctx=ctx)
+        try:
+            trainer.fit()
+            outcome = "no error"
+        except Exception as error:
+            outcome = f"{type(error).__name__}: {error}"
+        (Path(run).parent / f"rank{rank}.txt").write_text(outcome)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="needs torch.distributed")
+@pytest.mark.parametrize("refusal", ["run-dir-in-use", "other-config"])
+def test_every_rank_raises_rank_0s_refusal(
+    tmp_path: Path, run_ranks: RunRanks, free_port: FreePort, refusal: str
+) -> None:
+    from olmo_nn.train.lock import run_directory_lock
+
+    config, run = small_config(tmp_path), tmp_path / "run"
+    if refusal == "run-dir-in-use":
+        expected = f"RunDirectoryInUse: {run} is in use by another `olmo train` (pid {os.getpid()})"
+        with run_directory_lock(run):
+            run_ranks(_refused_worker, 2, free_port(), str(config), str(run), timeout_s=90)
+    else:
+        run.mkdir()
+        (run / "config.yaml").write_text("max_steps: 1\n")
+        expected = f"ValueError: {run} holds a run with a different config"
+        run_ranks(_refused_worker, 2, free_port(), str(config), str(run), timeout_s=90)
+    outcomes = [(tmp_path / f"rank{rank}.txt").read_text() for rank in range(2)]
+    assert outcomes[0].startswith(expected), outcomes
+    assert outcomes[1] == outcomes[0]
 
 
 # ------------------------------------------------------------------ disk full
@@ -277,6 +390,9 @@ def test_disk_full_names_the_cause_and_leaves_no_staging_folders(
         "about "
     ) in err
     assert "MB are free; its partial files were removed. Free some space and run the same " in err
+    assert (
+        "from the last checkpoint (the error: OSError: [Errno 28] No space left on device)" in err
+    )
     assert sorted(p.name for p in checkpoints.iterdir()) == ["step000002"]
     # Leftovers of a save killed outright are removed at the next start.
     (checkpoints / ".step000004.partial").mkdir()
@@ -335,6 +451,7 @@ def test_disk_full_hidden_behind_another_error_is_named(
     err = capsys.readouterr().err
     assert "olmo train: error: no space left on device: saving " in err
     assert "and 0.0 MB are free" in err
+    assert "(the error: RuntimeError: unexpected pos 704 vs 598)\n" in err
 
 
 # ------------------------------------------------------------------ the command line
