@@ -43,6 +43,7 @@ from dagster import (
 
 from olmo_assets.lab.params import Lab
 from olmo_assets.lab.pipeline import (
+    PARTITION_SEPARATOR,
     STAGES,
     Artifact,
     Fanout,
@@ -80,9 +81,6 @@ TRAINING_POOL = "olmo_training"
 dagster.yaml): one training op at a time, ad-hoc materializations included."""
 CHECKPOINT_DIMENSION = "checkpoint"
 TASK_DIMENSION = "task"
-# Dagster writes a multi-partition key as its dimensions' keys in dimension-name order,
-# joined by "|": checkpoint|task ("100|arc_easy").
-_SEPARATOR = "|"
 
 Body = Callable[[AssetExecutionContext, StageRun], Iterable[MaterializeResult | AssetCheckResult]]
 """What a stage's asset does when it executes, given the run (stage and arguments)."""
@@ -125,7 +123,7 @@ def stage_run(stage: Stage, source: str | None, partition: str | None) -> StageR
         return StageRun(stage, (source,))
     if partition is None:
         return StageRun(stage)
-    return StageRun(stage, tuple(partition.split(_SEPARATOR)))
+    return StageRun(stage, tuple(partition.split(PARTITION_SEPARATOR)))
 
 
 def _mapping(downstream: Fanout, upstream: Fanout) -> PartitionMapping | None:

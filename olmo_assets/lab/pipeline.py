@@ -38,6 +38,7 @@ from olmo_assets.lab.steps.results import CheckResult, InputError, StepResult
 
 __all__ = [
     "CODE_ROOT",
+    "PARTITION_SEPARATOR",
     "STAGES",
     "Artifact",
     "Check",
@@ -55,6 +56,11 @@ __all__ = [
 #: The folder the code runs from: a ``code`` path missing from a lab's repository (a lab
 #: folder holding only params.yaml and configs) is hashed here.
 CODE_ROOT = Path(olmo_assets.__file__).resolve().parents[1]
+
+
+#: Dagster writes a multi-partition key as its dimensions' keys in dimension-name order,
+#: joined by this: checkpoint|task ("100|arc_easy").
+PARTITION_SEPARATOR = "|"
 
 
 class Fanout(enum.Enum):
@@ -450,7 +456,7 @@ class StageRun:
         """Its Dagster partition: the checkpoint, or ``<checkpoint>|<task>`` (Dagster joins a
         multi-partition's keys with ``|`` in dimension-name order); none per source."""
         if self.stage.fanout in (Fanout.CHECKPOINT, Fanout.CHECKPOINT_TASK):
-            return "|".join(self.arguments)
+            return PARTITION_SEPARATOR.join(self.arguments)
         return None
 
     def asset_path(self, artifact: Artifact) -> tuple[str, ...]:

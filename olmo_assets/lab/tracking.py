@@ -140,6 +140,7 @@ class EvaluationRun:
         step: int,
         name: str,
         checkpoint: Path,
+        checkpoint_sha256: str,
         results: Path,
         *,
         params: dict[str, Any],
@@ -147,16 +148,15 @@ class EvaluationRun:
         tags: dict[str, str] | None = None,
     ) -> EvaluationRun:
         """Evaluation ``kind`` (downstream, perplexity) of ``name`` (a task, or "") on the
-        checkpoint of ``step``: its key, run name and the checkpoint's content hash."""
-        from olmo_nn.train.callbacks.mlflow_logger import content_hash
-
+        checkpoint of ``step`` (whose content hash the caller has already checked): its key
+        and run name."""
         label = f"step{step:06d}"
         return cls(
             key="/".join([kind, label, name] if name else [kind, label]),
             run_name=" ".join(["eval" if kind == "downstream" else kind, label, name]).strip(),
             step=step,
             checkpoint=checkpoint,
-            checkpoint_sha256=content_hash(checkpoint),
+            checkpoint_sha256=checkpoint_sha256,
             results=results,
             params=params,
             metrics=metrics,

@@ -49,10 +49,10 @@ def record_checkpoint(lab: Lab, step: int) -> StepResult:
     return StepResult(dict(record))
 
 
-def recorded_checkpoint(lab: Lab, step: int) -> Path:
-    """The checkpoint an evaluation scores, verified against the lab's record of it: its
-    content hash must be the one ``lab/checkpoints/step<N>/checkpoint.json`` holds, so no
-    score comes from weights that changed after they were recorded."""
+def recorded_checkpoint(lab: Lab, step: int) -> tuple[Path, str]:
+    """The checkpoint an evaluation scores and its content hash, verified against the lab's
+    record of it: the hash must be the one ``lab/checkpoints/step<N>/checkpoint.json`` holds,
+    so no score comes from weights that changed after they were recorded."""
     from olmo_nn.train.callbacks.mlflow_logger import content_hash
 
     path = checkpoint_folder(lab, step)
@@ -70,4 +70,4 @@ def recorded_checkpoint(lab: Lab, step: int) -> Path:
             f"{record} says {recorded[:16]}; if the change is meant, record it again "
             f"(`dvc repro checkpoint@{step}`, or materialize checkpoint[{step}])"
         )
-    return path
+    return path, actual

@@ -33,7 +33,7 @@ def evaluate_downstream(lab: Lab, step: int, task: str) -> StepResult:
     from olmo_nn.eval.models import load_language_model
     from olmo_nn.eval.tasks import get_task_spec
 
-    checkpoint = recorded_checkpoint(lab, step)
+    checkpoint, sha256 = recorded_checkpoint(lab, step)
     instances = _task_instances(lab, task)
     spec = get_task_spec(task)
     result = evaluate_task(
@@ -56,6 +56,7 @@ def evaluate_downstream(lab: Lab, step: int, task: str) -> StepResult:
             step,
             task,
             checkpoint,
+            sha256,
             target / "results.json",
             params={
                 "task": task,
@@ -108,7 +109,7 @@ def evaluate_perplexity(lab: Lab, step: int) -> StepResult:
     from olmo_nn.eval.models import load_language_model
     from olmo_nn.eval.perplexity import evaluate_perplexity as score
 
-    checkpoint = recorded_checkpoint(lab, step)
+    checkpoint, sha256 = recorded_checkpoint(lab, step)
     documents = _validation_documents(lab)
     rows = [
         {"model": relative(lab, checkpoint), "step": step, **row}
@@ -127,6 +128,7 @@ def evaluate_perplexity(lab: Lab, step: int) -> StepResult:
             step,
             "",
             checkpoint,
+            sha256,
             target / "results.json",
             params={
                 "documents_per_source": lab.params.eval.perplexity_documents,

@@ -27,8 +27,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from olmo_assets.defs.assets import stage_run
 from olmo_assets.lab.hashing import dvc_md5
-from olmo_assets.lab.pipeline import StageRun, artifact_named
+from olmo_assets.lab.pipeline import artifact_named
 
 from .conftest import REPO
 from .webserver import reload, stale, webserver
@@ -106,10 +107,7 @@ def copy_repository(target: Path) -> None:
 def dvc_stage(key: str, partition: str | None) -> str:
     """The DVC stage behind a Dagster asset (and partition)."""
     name, *source = key.split("/")
-    stage = artifact_named(name)[0]
-    if source:
-        return StageRun(stage, (source[0],)).dvc_name
-    return StageRun(stage, tuple(partition.split("|")) if partition else ()).dvc_name
+    return stage_run(artifact_named(name)[0], source[0] if source else None, partition).dvc_name
 
 
 @dataclass
