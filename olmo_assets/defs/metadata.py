@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,36 @@ def _plain(value: Any) -> dict[str, Any]:
     if value is None:
         return _entry(None, "null")
     return _entry(value)
+
+
+def _column_type(values: list[Any]) -> str:
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, bool) for v in present):
+        return "bool"
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return "int"
+    if present and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
+        return "float"
+    return "string"
+
+
+def _cell(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    return str(value)
+
+
+def table_entry(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rows as Dagster table metadata: every column (the union of the rows' keys, in
+    first-seen order), typed from its values; a missing cell is null."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    schema = [
+        {"name": name, "type": _column_type([row.get(name) for row in rows])} for name in columns
+    ]
+    records = [{name: _cell(row.get(name)) for name in columns} for row in rows]
+    return _entry({"records": records, "schema": schema}, "table")
 
 
 def git_metadata() -> Entries:
@@ -106,7 +137,7 @@ def artifact_metadata(
     entries: Entries = {}
     if primary:
         entries |= {key: _plain(value) for key, value in result.metadata.items()}
-        entries |= {f"{name}_table": _entry(table, "md") for name, table in result.tables.items()}
+        entries |= {name: table_entry(rows) for name, rows in result.tables.items()}
         for name, path in result.images.items():
             entries |= _image(lab, name, path)
     if primary and "mlflow_run_id" in result.metadata:
@@ -125,6 +156,7 @@ def artifact_metadata(
 
 def check_metadata(check: CheckResult, description: str, partition: str | None) -> Entries:
     entries = {key: _plain(value) for key, value in check.metadata.items()}
+    entries |= {name: table_entry(rows) for name, rows in check.tables.items()}
     entries["description"] = _entry(description, "text")
     if partition is not None:
         entries["partition"] = _entry(partition, "text")
@@ -133,9 +165,16 @@ def check_metadata(check: CheckResult, description: str, partition: str | None) 
 
 def to_dagster(entries: Entries) -> dict[str, Any]:
     """Pipes-format entries as Dagster metadata values (for events recorded outside Pipes)."""
-    from dagster import MetadataValue
+    from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
 
-    converters = {
+    def table(value: dict[str, Any]) -> Any:
+        return MetadataValue.table(
+            [TableRecord(record) for record in value["records"]],
+            TableSchema([TableColumn(c["name"], c["type"]) for c in value["schema"]]),
+        )
+
+    converters: dict[str, Callable[[Any], Any]] = {
+        "table": table,
         "md": MetadataValue.md,
         "path": MetadataValue.path,
         "json": MetadataValue.json,

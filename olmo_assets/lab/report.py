@@ -27,7 +27,7 @@ from typing import Any
 
 from olmo_assets.lab.params import Lab
 
-__all__ = ["ModelReport", "collect_model_report", "markdown_eval_table", "write_model_report"]
+__all__ = ["ModelReport", "collect_model_report", "eval_table_rows", "write_model_report"]
 
 PERPLEXITY_METRICS = ("perplexity", "bits_per_byte")
 
@@ -146,27 +146,12 @@ def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
         writer.writerows(["" if v is None else v for v in row] for row in rows)
 
 
-def _eval_table_rows(report: ModelReport) -> list[dict[str, Any]]:
+def eval_table_rows(report: ModelReport) -> list[dict[str, Any]]:
     steps = sorted({step for step, _ in report.accuracy})
     return [
         {"step": step} | {task: report.accuracy.get((step, task)) for task in report.tasks}
         for step in steps
     ]
-
-
-def markdown_eval_table(report: ModelReport) -> str:
-    """Accuracy by checkpoint (rows) and task (columns), as a Markdown table."""
-    rows = _eval_table_rows(report)
-    if not rows:
-        return "(no evaluation results)"
-    lines = [
-        "| step | " + " | ".join(report.tasks) + " |",
-        "|---|" + "---|" * len(report.tasks),
-    ]
-    for row in rows:
-        cells = ["" if row[t] is None else f"{row[t]:.3f}" for t in report.tasks]
-        lines.append(f"| {row['step']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def _accuracy_series(report: ModelReport, task: str) -> tuple[list[int], list[float]]:
@@ -223,7 +208,7 @@ def write_model_report(report: ModelReport, folder: Path) -> dict[str, Path]:
             for step, acc in zip(*_accuracy_series(report, task), strict=True)
         ],
     )
-    table = _eval_table_rows(report)
+    table = eval_table_rows(report)
     _write_csv(
         folder / "acc_by_step.csv",
         ["step", *report.tasks],

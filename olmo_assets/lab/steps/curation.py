@@ -19,7 +19,6 @@ from olmo_assets.lab.steps.results import (
     CheckResult,
     InputError,
     StepResult,
-    markdown_table,
     relative,
 )
 from olmo_nn.atomic import staged_folder
@@ -90,7 +89,7 @@ def build_eval_data(lab: Lab) -> StepResult:
             )
         writer.close()
     rows = [{"task": t, "examples": n} for t, n in counts.items()]
-    return StepResult({"examples": sum(counts.values())}, {"tasks": markdown_table(rows)})
+    return StepResult({"examples": sum(counts.values())}, {"tasks": rows})
 
 
 def _curation_config(lab: Lab, sources: Iterable[str], *, mixing: bool) -> Any:
@@ -119,7 +118,9 @@ def _curation_config(lab: Lab, sources: Iterable[str], *, mixing: bool) -> Any:
     )
 
 
-def _source_counts(report: dict[str, Any], *, decided: bool) -> tuple[dict[str, Any], str]:
+def _source_counts(
+    report: dict[str, Any], *, decided: bool
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Counts per source (a table) and in all. ``decided``: a mix ran, so documents were kept
     or removed; before it (tags, dedup) they all ``passed`` on, or were quarantined."""
     outcomes = ("kept", "validation", "removed") if decided else ("passed",)
@@ -129,7 +130,7 @@ def _source_counts(report: dict[str, Any], *, decided: bool) -> tuple[dict[str, 
         for source, counts in report["sources"].items()
     ]
     metadata: dict[str, Any] = {k: sum(r[k] for r in rows) for k in columns}
-    return metadata, markdown_table(rows)
+    return metadata, rows
 
 
 def tag_source(lab: Lab, source: str) -> StepResult:
@@ -182,7 +183,7 @@ def mix(lab: Lab) -> StepResult:
         counts["removed_by_stage"].get("decontamination", 0)
         for counts in report["sources"].values()
     )
-    return StepResult(metadata, {"counts": table, "removed_by_stage": markdown_table(stage_rows)})
+    return StepResult(metadata, {"counts": table, "removed_by_stage": stage_rows})
 
 
 # -- checks: counted from the files written ----------------------------------------------------
@@ -244,8 +245,9 @@ def _attribute_accounting(lab: Lab, output: Path, expected: dict[str, set[str]])
         {
             "records_read": sum({r["source"]: r["read"] for r in rows}.values()),
             "taggers": ", ".join(sorted({str(r["tagger"]) for r in rows})) or "none",
-            "mismatches": markdown_table(failed) if failed else "none",
+            "mismatches": len(failed),
         },
+        {"accounting": rows},
     )
 
 
@@ -281,7 +283,8 @@ def mix_accounting(lab: Lab) -> CheckResult:
         rows.append({"source": source, **counts, "ok": accounted == counts["read"]})
     return CheckResult(
         all(r["ok"] for r in rows),
-        {"records_read": sum(r["read"] for r in rows), "accounting": markdown_table(rows)},
+        {"records_read": sum(r["read"] for r in rows)},
+        {"accounting": rows},
     )
 
 

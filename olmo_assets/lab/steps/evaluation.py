@@ -9,7 +9,7 @@ from typing import Any
 
 from olmo_assets.lab.params import Lab
 from olmo_assets.lab.steps.checkpoints import recorded_checkpoint
-from olmo_assets.lab.steps.results import CheckResult, StepResult, markdown_table, relative
+from olmo_assets.lab.steps.results import CheckResult, StepResult, relative
 from olmo_nn.atomic import staged_folder
 
 __all__ = [
@@ -77,7 +77,7 @@ def evaluate_downstream(lab: Lab, step: int, task: str) -> StepResult:
             "task": task,
             "mlflow_run_id": run_id,
         },
-        {"results": markdown_table(rows, ["metric", "value", "count"])},
+        {"results": [{k: r[k] for k in ("metric", "value", "count")} for r in rows]},
     )
 
 
@@ -147,7 +147,11 @@ def evaluate_perplexity(lab: Lab, step: int) -> StepResult:
             **{f"{r['source']}/{r['metric']}": r["value"] for r in headline},
             "mlflow_run_id": run_id,
         },
-        {"results": markdown_table(headline, ["source", "metric", "value", "count"])},
+        {
+            "results": [
+                {k: r.get(k) for k in ("source", "metric", "value", "count")} for r in headline
+            ]
+        },
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from olmo_assets.lab.params import Lab
-from olmo_assets.lab.steps.results import CheckResult, StepResult, markdown_table
+from olmo_assets.lab.steps.results import CheckResult, StepResult
 from olmo_nn.atomic import staged_folder
 
 __all__ = ["corpus_report", "model_report", "model_report_complete"]
@@ -18,21 +18,20 @@ def corpus_report(lab: Lab) -> StepResult:
     with staged_folder(lab.corpus_report) as staged:
         staged.mkdir()
         tables = build_report(lab.curated, destination=staged)
-    markdown = {
-        name: markdown_table(rows[:20])
-        + (f"\n\n(first 20 of {len(rows)} rows: {name}.parquet)" if len(rows) > 20 else "")
+    shown = {
+        name: rows
         for name, rows in tables.items()
         if isinstance(rows, list) and rows and isinstance(rows[0], dict)
     }
     images = {p.stem: p for p in sorted(lab.corpus_report.glob("*.png"))}
-    return StepResult({"tables": len(markdown)}, markdown, images)
+    return StepResult({"tables": len(shown)}, shown, images)
 
 
 def model_report(lab: Lab) -> StepResult:
     """Loss and evaluation scores by checkpoint: ``metrics.json``, CSVs, a table, plots."""
     from olmo_assets.lab.report import (
         collect_model_report,
-        markdown_eval_table,
+        eval_table_rows,
         write_model_report,
     )
     from olmo_assets.lab.tracking import log_report
@@ -50,7 +49,7 @@ def model_report(lab: Lab) -> StepResult:
             "final_mean_acc": report.mean_accuracy(max(report.checkpoints, default=0)),
             "mlflow_run_id": run_id or "",
         },
-        {"evaluation": markdown_eval_table(report)},
+        {"evaluation": eval_table_rows(report)},
         {p.stem: p for p in sorted(lab.model_report.glob("*.png"))},
     )
 

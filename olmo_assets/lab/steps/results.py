@@ -8,7 +8,10 @@ from typing import Any
 
 from olmo_assets.lab.params import Lab
 
-__all__ = ["CheckResult", "InputError", "StepResult", "markdown_table", "relative"]
+__all__ = ["CheckResult", "InputError", "Rows", "StepResult", "relative"]
+
+Rows = list[dict[str, Any]]
+"""A table: one dict per row; the columns are the keys, in first-seen order."""
 
 
 class InputError(ValueError):
@@ -22,8 +25,8 @@ class StepResult:
 
     metadata: dict[str, Any] = field(default_factory=dict)
     """Numbers and short strings, shown on the step's first artifact."""
-    tables: dict[str, str] = field(default_factory=dict)
-    """Markdown tables."""
+    tables: dict[str, Rows] = field(default_factory=dict)
+    """Tables, shown in full (every column) on the step's first artifact."""
     images: dict[str, Path] = field(default_factory=dict)
     """Plots (PNG)."""
 
@@ -34,21 +37,8 @@ class CheckResult:
 
     passed: bool
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
-    if not rows:
-        return "(no rows)"
-    columns = columns or list(rows[0])
-
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return f"{value:.4g}"
-        return "–" if value is None else str(value)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
+    tables: dict[str, Rows] = field(default_factory=dict)
+    """What it found, row by row: the flagged examples (a few) or the counts it compared."""
 
 
 def relative(lab: Lab, path: Path) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from olmo_assets.lab.params import Lab
-from olmo_assets.lab.steps.results import CheckResult, InputError, StepResult, markdown_table
+from olmo_assets.lab.steps.results import CheckResult, InputError, StepResult
 from olmo_nn.atomic import staged_folder
 
 __all__ = ["SPLITS", "save_tokenizer", "shards_readable", "tokenize"]
@@ -64,7 +64,7 @@ def tokenize(lab: Lab) -> StepResult:
                 r["source"]: r.get("num_tokens", 0) for r in rows if r["split"] == "train"
             },
         },
-        {"tokens": markdown_table(rows)},
+        {"tokens": rows},
     )
 
 

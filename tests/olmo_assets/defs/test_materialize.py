@@ -63,7 +63,14 @@ def test_source_and_its_attributes_materialize_with_metadata_and_dvc_hashes(
         assert raw.metadata["dvc_md5"].value == raw.tags["dagster/data_version"]
         assert small_lab.repo / str(raw.metadata["path"].value) == small_lab.raw("prose")
         assert attributes.metadata["input_records"].value == raw.metadata["documents"].value
-        assert str(attributes.metadata["counts_table"].value).startswith("| source |")
+        counts = attributes.metadata["counts"].value
+        assert [c.name for c in counts.schema.columns] == [
+            "source",
+            "input_records",
+            "passed",
+            "quarantined",
+        ]
+        assert [r.data["source"] for r in counts.records] == ["prose"]
         assert attributes.metadata["command"].value == "python -m olmo_assets.defs.stage tag prose"
         assert len(str(attributes.metadata["git_commit"].value)) == 40
 
