@@ -9,6 +9,10 @@ An evaluation rerun that reproduces a result already logged (same key, same chec
 same ``results.json`` bytes) reuses that run instead of adding a duplicate; a different
 checkpoint or a different result gets a new run, so the experiment keeps the history.
 
+Every step that draws plots has a run to hold them: the training run (training, model
+report) or a run "corpus report" (the corpus report's files, reused for the same bytes).
+:func:`log_plot` stores a plot at ``plots/<md5>/<name>``, an address per version.
+
 Nothing here writes into the steps' output folders: MLflow ids and timestamps stay in the
 tracking store, so the folders DVC hashes are the same on every rerun. ``mlflow`` is
 imported inside the functions (it takes over a second to import).
@@ -27,13 +31,16 @@ from olmo_assets.lab.params import Lab
 
 __all__ = [
     "CHECKPOINT_SHA256_TAG",
+    "CORPUS_REPORT_ARTIFACTS",
     "EVAL_KEY_TAG",
     "PARENT_RUN_TAG",
     "RESULTS_SHA256_TAG",
     "TRAINING_RUN_TAG",
     "EvaluationRun",
     "experiment_id",
+    "log_corpus_report",
     "log_evaluation",
+    "log_plot",
     "log_report",
     "training_run_id",
 ]
@@ -47,6 +54,11 @@ PARENT_RUN_TAG = "mlflow.parentRunId"
 """MLflow's own tag: the UI nests a run under this one."""
 REPORT_ARTIFACTS = "model_report"
 """Where the model report's files go among the training run's artifacts."""
+CORPUS_REPORT_ARTIFACTS = "corpus_report"
+"""Where the corpus report's files go among its run's artifacts."""
+REPORT_MD5_TAG = "olmo.report_md5"
+"""The corpus report folder's DVC hash: a rerun with the same bytes reuses its run."""
+PLOTS_ARTIFACTS = "plots"
 _RUN_ID_FILE = "mlflow_run_id"
 
 
@@ -245,4 +257,43 @@ def log_report(lab: Lab, folder: Path) -> str | None:
         return None
     client = _client(lab)
     client.log_artifacts(run_id, str(folder), REPORT_ARTIFACTS)
+    return run_id
+
+
+def log_plot(lab: Lab, run_id: str, path: Path) -> str:
+    """Log the PNG ``path`` as an artifact of run ``run_id``; returns its artifact path.
+
+    The path is ``plots/<md5 of the file's bytes>/<file name>``: each version of a plot keeps
+    its own address (``links.mlflow_artifact_url(run_id, artifact_path)``), so a link
+    recorded with an older materialization still shows the plot it showed then.
+    """
+    from olmo_assets.lab.hashing import file_md5
+
+    folder = f"{PLOTS_ARTIFACTS}/{file_md5(path)}"
+    _client(lab).log_artifact(run_id, str(path), folder)
+    return f"{folder}/{path.name}"
+
+
+def log_corpus_report(lab: Lab, folder: Path) -> str:
+    """Log the corpus report's files as the artifacts of a run "corpus report"; its id.
+
+    A FINISHED run that logged the same report (the folder's DVC hash) is reused, as
+    :func:`log_evaluation` reuses an evaluation run; a different report gets a new run.
+    """
+    from olmo_assets.lab.hashing import dvc_md5
+
+    client = _client(lab)
+    experiment = experiment_id(lab, client)
+    identity = {"olmo.kind": "corpus_report", REPORT_MD5_TAG: dvc_md5(folder)}
+    existing = _find_run(client, experiment, identity)
+    if existing is not None:
+        return str(existing.info.run_id)
+    run = client.create_run(experiment, run_name="corpus report", tags=identity)
+    run_id = str(run.info.run_id)
+    try:
+        client.log_artifacts(run_id, str(folder), CORPUS_REPORT_ARTIFACTS)
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id, status="FINISHED")
     return run_id

@@ -14,6 +14,7 @@ __all__ = ["corpus_report", "model_report", "model_report_complete"]
 def corpus_report(lab: Lab) -> StepResult:
     """The curated corpus, WIMBD-style: DuckDB tables and plots."""
     from olmo_assets.curation.report import build_report
+    from olmo_assets.lab.tracking import log_corpus_report
 
     with staged_folder(lab.corpus_report) as staged:
         staged.mkdir()
@@ -24,7 +25,8 @@ def corpus_report(lab: Lab) -> StepResult:
         if isinstance(rows, list) and rows and isinstance(rows[0], dict)
     }
     images = {p.stem: p for p in sorted(lab.corpus_report.glob("*.png"))}
-    return StepResult({"tables": len(shown)}, shown, images)
+    run_id = log_corpus_report(lab, lab.corpus_report)
+    return StepResult({"tables": len(shown), "mlflow_run_id": run_id}, shown, images)
 
 
 def model_report(lab: Lab) -> StepResult:
