@@ -22,17 +22,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 
 
 def _environment() -> None:
@@ -45,75 +44,78 @@ def _environment() -> None:
     Path(os.environ["DAGSTER_HOME"]).mkdir(exist_ok=True)
 
 
-def _materialize(stage: str, arguments: tuple[str, ...]) -> tuple[float, bool]:
-    """Materialize one stage run's assets in this process's Dagster."""
-    from dagster import AssetKey, DagsterInstance, materialize
+def _run(lab: Any, runs: list[Any], server: Any, parallel: int) -> dict[str, float]:
+    """Launch every stage run in its named job as soon as the runs it reads are done,
+    ``parallel`` at a time; print each as it ends, and the steps' progress lines meanwhile."""
+    from olmo_assets.lab.pipeline import StageRun, upstream_runs
+    from olmo_assets.lab.progress import PREFIX
 
-    from olmo_assets.definitions import defs
-    from olmo_assets.lab.pipeline import StageRun, stage_named
-
-    run = StageRun(stage_named(stage), arguments)
-    start = time.perf_counter()
-    result = materialize(
-        list(defs.assets or []),
-        selection=[AssetKey(list(run.asset_path(a))) for a in run.stage.writes],
-        partition_key=run.partition,
-        instance=DagsterInstance.get(),
-        resources=dict(defs.resources or {}),
-        tags={"olmo/demo": "1", "olmo/stage": run.dvc_name},
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-        raise_on_error=False,
-    )
-    return time.perf_counter() - start, result.success
+    needs = {run: set(upstream_runs(lab, run)) for run in runs}
+    timings: dict[str, float] = {}
+    done: set[StageRun] = set()
+    active: dict[StageRun, tuple[str, float, str | None]] = {}  # run id, start, log cursor
+    while len(done) < len(runs):
+        for run in runs:
+            if len(active) >= parallel:
+                break
+            if run not in done and run not in active and needs[run] <= done:
+                tags = {"olmo/demo": "1", "olmo/stage": run.dvc_name}
+                active[run] = (server.launch(run, tags), time.perf_counter(), None)
+        time.sleep(1.0)
+        for run, (run_id, start, cursor) in list(active.items()):
+            lines, cursor = server.messages(run_id, cursor)
+            active[run] = (run_id, start, cursor)
+            for line in lines:
+                if line.startswith(PREFIX):
+                    print(f"       {run.dvc_name}: {line[len(PREFIX) :]}", flush=True)
+            status = server.status(run_id)
+            if status not in FINISHED:
+                continue
+            seconds = time.perf_counter() - start
+            del active[run]
+            if status != "SUCCESS":
+                failures = [line for line in lines if line.startswith("step failed")]
+                sys.exit(
+                    f"{run.dvc_name} ended {status} after {seconds:.0f}s"
+                    + (f": {failures[-1]}" if failures else "")
+                    + f"\n  its run: {server.url}/runs/{run_id} (`make ui` shows it)"
+                )
+            done.add(run)
+            group = run.stage.group
+            timings[group] = timings.get(group, 0.0) + seconds
+            print(f"  [{len(done):>2}/{len(runs)}] {run.dvc_name:<34} {seconds:6.1f}s", flush=True)
+    return timings
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--parallel", type=int, default=2, help="stage runs materialized at once (default 2)"
-    )
+    parser.add_argument("--parallel", type=int, default=2, help="stage runs at once (default 2)")
     args = parser.parse_args()
     _environment()
 
     from dagster import DagsterInstance
 
+    from olmo_assets.defs.server import dagster_dev
     from olmo_assets.lab.params import Lab
-    from olmo_assets.lab.pipeline import STAGES, StageRun, stage_runs, upstream_runs
+    from olmo_assets.lab.pipeline import STAGES, stage_runs
 
     lab = Lab.load(REPO)
-    # The instance's SQLite schema is created (or migrated) here, once, before worker
-    # processes open it at the same moment.
+    # The instance's SQLite schema is created (or migrated) here, once, before the
+    # webserver, the daemon and the runs open it.
     instance = DagsterInstance.get()
     runs = [run for stage in STAGES for run in stage_runs(lab, stage)]
-    needs = {run: set(upstream_runs(lab, run)) for run in runs}
-    print(f"{len(runs)} stage runs, in dependency order, {args.parallel} at a time", flush=True)
-    timings: dict[str, float] = {}
-    done: set[StageRun] = set()
-    started: dict[Future[tuple[float, bool]], StageRun] = {}
+    log = Path(os.environ["DAGSTER_HOME"]) / "demo-dagster-dev.log"
+    print(
+        f"{len(runs)} stage runs, in dependency order, {args.parallel} at a time, each launched "
+        f"in its job through `dagster dev` (its output: {log})",
+        flush=True,
+    )
     total = time.perf_counter()
-    # Runs go to worker processes: Dagster's in-process execution wants a main thread.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max(1, args.parallel), mp_context=context) as pool:
-        while len(done) < len(runs):
-            for run in runs:
-                if run not in done and run not in started.values() and needs[run] <= done:
-                    started[pool.submit(_materialize, run.stage.name, run.arguments)] = run
-            finished, _ = wait(list(started), return_when=FIRST_COMPLETED)
-            for future in finished:
-                run = started.pop(future)
-                seconds, ok = future.result()
-                if not ok:
-                    sys.exit(
-                        f"{run.dvc_name} failed after {seconds:.0f}s: see its run in the UI (make ui)"
-                    )
-                done.add(run)
-                group = run.stage.group
-                timings[group] = timings.get(group, 0.0) + seconds
-                print(
-                    f"  [{len(done):>2}/{len(runs)}] {run.dvc_name:<34} {seconds:6.1f}s", flush=True
-                )
+    with dagster_dev(REPO, log) as server:
+        print(f"  Dagster is up at {server.url} while the demo runs", flush=True)
+        timings = _run(lab, runs, server, max(1, args.parallel))
     timings["total"] = time.perf_counter() - total
     _summary(lab, instance, timings)
 

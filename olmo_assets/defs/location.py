@@ -36,7 +36,13 @@ from olmo_assets.defs.assets import STAGE_CLIENT, TRAINING_TAG, asset_key, build
 from olmo_assets.lab.params import Lab
 from olmo_assets.lab.pipeline import STAGES, Fanout, Stage
 
-__all__ = ["MAX_CONCURRENT_STEPS", "build_definitions", "build_jobs", "stage_environment"]
+__all__ = [
+    "MAX_CONCURRENT_STEPS",
+    "build_definitions",
+    "build_jobs",
+    "job_name",
+    "stage_environment",
+]
 
 MAX_CONCURRENT_STEPS = 2
 """Steps a run executes at once (the multiprocess executor); curation steps use workers too."""
@@ -52,17 +58,25 @@ def _keys(lab: Lab, stages: list[Stage]) -> list[AssetKey]:
     ]
 
 
+_PARTITIONED = (Fanout.CHECKPOINT, Fanout.CHECKPOINT_TASK)
+
+
+def job_name(stage: Stage) -> str:
+    """The job a stage runs in: its group's (``curation``), or its own when partitioned
+    (``evaluation_downstream``)."""
+    return f"{stage.group}_{stage.name}" if stage.fanout in _PARTITIONED else stage.group
+
+
 def build_jobs(lab: Lab) -> list[Any]:
     """A job per group for its stages that run once or per source, and a job per partitioned
-    stage, named after it (see the module's docstring)."""
+    stage, named by :func:`job_name` (see the module's docstring)."""
     jobs = []
-    partitioned = (Fanout.CHECKPOINT, Fanout.CHECKPOINT_TASK)
     for group in dict.fromkeys(stage.group for stage in STAGES):
         stages = [s for s in STAGES if s.group == group]
-        members = [[s for s in stages if s.fanout not in partitioned]]
-        members += [[s] for s in stages if s.fanout in partitioned]
+        members = [[s for s in stages if s.fanout not in _PARTITIONED]]
+        members += [[s] for s in stages if s.fanout in _PARTITIONED]
         for chosen in filter(None, members):
-            name = f"{group}_{chosen[0].name}" if chosen[0].fanout in partitioned else group
+            name = job_name(chosen[0])
             jobs.append(
                 define_asset_job(
                     name,

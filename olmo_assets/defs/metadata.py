@@ -11,18 +11,24 @@ from __future__ import annotations
 import base64
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import olmo_assets
+from olmo_assets.lab import links
 from olmo_assets.lab.params import Lab
 from olmo_assets.lab.steps.results import CheckResult, StepResult
 
 __all__ = [
+    "LAUNCHERS",
     "MAX_EMBEDDED_IMAGE_BYTES",
+    "Input",
     "artifact_metadata",
     "check_metadata",
     "git_metadata",
+    "plot_metadata",
+    "provenance_metadata",
     "to_dagster",
 ]
 
@@ -113,12 +119,78 @@ def _shown(lab: Lab, path: Path) -> str:
         return str(path)
 
 
-def _image(lab: Lab, name: str, path: Path) -> Entries:
+def _image(lab: Lab, name: str, path: Path, run_id: str | None) -> Entries:
+    """A plot shown on the asset page: a short Markdown image whose URL is the plot's MLflow
+    artifact (Dagster renders Markdown under 1,000 characters in place; a longer one, such as
+    an embedded PNG, only behind "Show Markdown"). Without an MLflow run, it is embedded."""
+    from olmo_assets.lab.tracking import log_plot
+
     entries = {f"{name}_plot_path": _entry(_shown(lab, path), "path")}
-    if path.is_file() and path.stat().st_size <= MAX_EMBEDDED_IMAGE_BYTES:
+    if not path.is_file():
+        return entries
+    if run_id:
+        url = links.mlflow_artifact_url(run_id, log_plot(lab, run_id, path))
+        entries[f"{name}_plot"] = _entry(f"![{name}]({url})", "md")
+    elif path.stat().st_size <= MAX_EMBEDDED_IMAGE_BYTES:
         encoded = base64.b64encode(path.read_bytes()).decode("ascii")
         entries[f"{name}_plot"] = _entry(f"![{name}](data:image/png;base64,{encoded})", "md")
     return entries
+
+
+@dataclass(frozen=True)
+class Input:
+    """One artifact (partition) a stage run read, and its data version when recorded."""
+
+    asset_path: tuple[str, ...]
+    partition: str | None
+    data_version: str
+
+    @property
+    def asset(self) -> str:
+        return "/".join(self.asset_path)
+
+    @property
+    def url(self) -> str:
+        return links.dagster_asset_url(self.asset_path, self.partition)
+
+
+def provenance_metadata(inputs: list[Input]) -> Entries:
+    """Where a materialization came from: a link per upstream asset (to the partition read,
+    or to the asset when it read many of its partitions) and a table of every input with the
+    data version it had (DVC's content hash: the upstream materialization's data version)."""
+    entries: Entries = {}
+    by_asset: dict[tuple[str, ...], list[Input]] = {}
+    for item in inputs:
+        by_asset.setdefault(item.asset_path, []).append(item)
+    for path, items in by_asset.items():
+        one = items[0] if len(items) == 1 else None
+        url = one.url if one else links.dagster_asset_url(path)
+        entries[f"upstream/{'/'.join(path)}"] = _entry(url, "url")
+    if inputs:
+        entries["inputs"] = table_entry(
+            [
+                {"asset": i.asset, "partition": i.partition, "data_version": i.data_version}
+                for i in inputs
+            ]
+        )
+    return entries
+
+
+def plot_metadata(lab: Lab, result: StepResult) -> Entries:
+    """The step's plots, each shown in place (see :func:`_image`)."""
+    run_id = result.metadata.get("mlflow_run_id") or None
+    entries: Entries = {}
+    for name, path in result.images.items():
+        entries |= _image(lab, name, path, run_id)
+    return entries
+
+
+LAUNCHERS = {
+    "dagster": "Dagster: this run ran the step (through Pipes) and committed it to DVC",
+    "dvc": "dvc repro: DVC ran the step and recorded it in dvc.lock; this run only records it",
+    "shell": "a shell: the stage command ran the step, committed it to DVC and recorded it here",
+}
+"""Who ran a stage (``launched_by``), as a materialization says it."""
 
 
 def artifact_metadata(
@@ -131,18 +203,29 @@ def artifact_metadata(
     command: str,
     seconds: float,
     git: Entries,
+    inputs: list[Input],
+    launched_by: str,
+    plots: Entries,
 ) -> Entries:
     """Everything shown on one materialization. The step's own numbers, tables and plots go
-    on its primary artifact; every artifact gets its folder, content hash, size and origin."""
-    entries: Entries = {}
+    on its primary artifact; every artifact gets its provenance (links to what it read, with
+    their data versions), folder, content hash, size and origin."""
+    entries: Entries = {"launched_by": _entry(LAUNCHERS[launched_by], "text")}
+    run_id = result.metadata.get("mlflow_run_id")
     if primary:
+        clash = set(result.metadata) & set(result.tables)
+        if clash:
+            raise ValueError(f"a step named a number and a table alike: {sorted(clash)}")
         entries |= {key: _plain(value) for key, value in result.metadata.items()}
         entries |= {name: table_entry(rows) for name, rows in result.tables.items()}
-        for name, path in result.images.items():
-            entries |= _image(lab, name, path)
-    if primary and "mlflow_run_id" in result.metadata:
+        entries |= plots
+    if primary and run_id:
+        from olmo_assets.lab.tracking import experiment_id
+
+        entries["mlflow_run"] = _entry(links.mlflow_run_url(experiment_id(lab), run_id), "url")
         entries["mlflow_tracking_uri"] = _entry(lab.mlflow_uri, "text")
         entries["mlflow_experiment"] = _entry(lab.mlflow_experiment, "text")
+    entries |= provenance_metadata(inputs)
     entries |= {
         "path": _entry(_shown(lab, folder), "path"),
         "dvc_md5": _entry(data_version, "text"),

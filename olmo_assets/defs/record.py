@@ -22,10 +22,17 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from olmo_assets.defs.metadata import Entries, artifact_metadata, check_metadata, git_metadata
+from olmo_assets.defs.metadata import (
+    Entries,
+    Input,
+    artifact_metadata,
+    check_metadata,
+    git_metadata,
+    plot_metadata,
+)
 from olmo_assets.lab.hashing import dvc_md5
 from olmo_assets.lab.params import Lab
-from olmo_assets.lab.pipeline import Artifact, Check, StageRun
+from olmo_assets.lab.pipeline import Artifact, Check, StageRun, inputs
 from olmo_assets.lab.steps.results import CheckResult, StepResult
 
 if TYPE_CHECKING:
@@ -98,15 +105,31 @@ def _is_short(value: Any) -> bool:
     return isinstance(value, int | float | bool) or (isinstance(value, str) and len(value) < 80)
 
 
+def read_inputs(lab: Lab, run: StageRun) -> list[Input]:
+    """What ``run`` read, each with its data version now (DVC's hash of its folder: what
+    ``dvc commit`` records as the stage's dependency, and the upstream's data version)."""
+    found = []
+    for upstream, artifact in inputs(lab, run):
+        folder = upstream.folder(lab, artifact)
+        version = dvc_md5(folder) if folder.exists() else "missing"
+        found.append(Input(upstream.asset_path(artifact), upstream.partition, version))
+    return found
+
+
 def build_record(
     lab: Lab,
     run: StageRun,
     result: StepResult,
     checks: list[tuple[Artifact, Check, CheckResult]],
     seconds: float,
+    launched_by: str,
 ) -> StageRecord:
+    """The stage's outcome as materializations and check results (``launched_by``: a key of
+    :data:`~olmo_assets.defs.metadata.LAUNCHERS`)."""
     record = StageRecord(run, result, seconds)
     git = git_metadata()
+    read = read_inputs(lab, run)
+    plots = plot_metadata(lab, result)
     for index, artifact in enumerate(run.stage.writes):
         folder = run.folder(lab, artifact)
         if not folder.exists():
@@ -123,6 +146,9 @@ def build_record(
             command=" ".join(run.command),
             seconds=seconds,
             git=git,
+            inputs=read,
+            launched_by=launched_by,
+            plots=plots,
         )
         record.materializations.append(
             Materialization("/".join(run.asset_path(artifact)), version, metadata)

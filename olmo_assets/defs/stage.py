@@ -40,6 +40,7 @@ from olmo_assets.defs.record import (
 from olmo_assets.lab.params import Lab
 from olmo_assets.lab.pipeline import STAGES, StageRun, parse_run
 from olmo_assets.lab.processes import children_stop_with_this_process, stop_with_parent
+from olmo_assets.lab.progress import PREFIX, reporting_to
 from olmo_assets.lab.steps.results import InputError
 from olmo_nn.config import ConfigError
 
@@ -75,14 +76,15 @@ def _one_writer(lab: Lab, run: StageRun) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _execute(lab: Lab, run: StageRun, *, commit: bool) -> StageRecord:
+def _execute(lab: Lab, run: StageRun, *, commit: bool, launched_by: str) -> StageRecord:
     """Run the stage and its checks; commit it to DVC if asked and every check passed. The
     lock covers hashing and committing: the folders must not change until recorded."""
     dvc = dvc_executable(lab) if commit else None
     with _one_writer(lab, run), children_stop_with_this_process():
         started = time.perf_counter()
         result, checks = run.execute(lab)
-        record = build_record(lab, run, result, checks, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        record = build_record(lab, run, result, checks, seconds, launched_by)
         if commit and record.passed:
             print(commit_to_dvc(lab, run, dvc), flush=True)
         elif commit:
@@ -96,10 +98,13 @@ def run_stage(lab: Lab, run: StageRun) -> int:
 
     if PipesEnvVarParamsLoader().is_dagster_pipes_process():
         stop_with_parent()
-        with open_dagster_pipes() as pipes:
+        with (
+            open_dagster_pipes() as pipes,
+            reporting_to(lambda line: pipes.log.info(PREFIX + line)),
+        ):
             try:
                 check_partition(run, pipes)
-                record = _execute(lab, run, commit=True)
+                record = _execute(lab, run, commit=True, launched_by="dagster")
                 report_through_pipes(record, pipes)
             except Exception as error:
                 pipes.log.error(f"{' '.join(run.command)} failed: {describe(error)}")
@@ -109,7 +114,7 @@ def run_stage(lab: Lab, run: StageRun) -> int:
         return 0
     # DVC sets DVC_STAGE for the commands it runs, and records them itself.
     by_dvc = "DVC_STAGE" in os.environ
-    record = _execute(lab, run, commit=not by_dvc)
+    record = _execute(lab, run, commit=not by_dvc, launched_by="dvc" if by_dvc else "shell")
     run_id = record_in_dagster(lab, record, "dvc" if by_dvc else "shell")
     print(record.summary(), flush=True)
     print(f"  recorded in Dagster ({os.environ['DAGSTER_HOME']}) as run {run_id}", flush=True)

@@ -48,6 +48,7 @@ __all__ = [
     "StageRun",
     "artifact_named",
     "code_version",
+    "inputs",
     "stage_named",
     "stage_runs",
     "upstream_runs",
@@ -509,15 +510,21 @@ def stage_runs(lab: Lab, stage: Stage) -> list[StageRun]:
     return [StageRun(stage, arguments) for arguments in values[stage.fanout]]
 
 
-def upstream_runs(lab: Lab, run: StageRun) -> list[StageRun]:
-    """The runs whose artifacts ``run`` reads (what must be done before it)."""
-    found: dict[StageRun, None] = {}
+def inputs(lab: Lab, run: StageRun) -> list[tuple[StageRun, Artifact]]:
+    """What ``run`` reads: each upstream run with the artifact of it that is read, in the
+    order of the stage's reads (every source, checkpoint or task of an ``every`` read)."""
+    found: list[tuple[StageRun, Artifact]] = []
     for read in run.stage.reads:
-        upstream = artifact_named(read.artifact)[0]
+        upstream, artifact = artifact_named(read.artifact)
         for candidate in stage_runs(lab, upstream):
             if read.every or all(run.keys[k] == v for k, v in candidate.keys.items()):
-                found[candidate] = None
-    return list(found)
+                found.append((candidate, artifact))
+    return found
+
+
+def upstream_runs(lab: Lab, run: StageRun) -> list[StageRun]:
+    """The runs whose artifacts ``run`` reads (what must be done before it)."""
+    return list(dict.fromkeys(upstream for upstream, _ in inputs(lab, run)))
 
 
 def parse_run(lab: Lab, name: str, arguments: list[str]) -> StageRun:

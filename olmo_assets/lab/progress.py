@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-__all__ = ["report", "reporting_to"]
+__all__ = ["PREFIX", "report", "reporting_to"]
+
+PREFIX = "progress: "
+"""What starts a progress line in a Dagster run's event log (so a launcher can pick them out)."""
 
 _sink: Callable[[str], None] = lambda line: print(line, flush=True)  # noqa: E731
 

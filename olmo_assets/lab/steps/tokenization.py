@@ -64,7 +64,7 @@ def tokenize(lab: Lab) -> StepResult:
                 r["source"]: r.get("num_tokens", 0) for r in rows if r["split"] == "train"
             },
         },
-        {"tokens": rows},
+        {"tokens_by_source": rows},
     )
 
 
