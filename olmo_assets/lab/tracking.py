@@ -59,6 +59,10 @@ CORPUS_REPORT_ARTIFACTS = "corpus_report"
 REPORT_MD5_TAG = "olmo.report_md5"
 """The corpus report folder's DVC hash: a rerun with the same bytes reuses its run."""
 PLOTS_ARTIFACTS = "plots"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+"""MLflow 3 opens an experiment of kind ``custom_model_development`` in the model-training
+view (runs, metrics, charts) rather than the GenAI view (traces)."""
+EXPERIMENT_KIND = "custom_model_development"
 _RUN_ID_FILE = "mlflow_run_id"
 
 
@@ -81,7 +85,8 @@ def _client(lab: Lab) -> Any:
 
 
 def experiment_id(lab: Lab, client: Any = None) -> str:
-    """The pipeline's experiment (created on first use); also migrates a new SQLite store.
+    """The pipeline's experiment (created on first use, in MLflow's model-training view);
+    also migrates a new SQLite store.
 
     The train step calls this before launching the trainer, so the store's schema is
     created by one process before parallel evaluation steps write to it. With a SQLite
@@ -94,11 +99,20 @@ def experiment_id(lab: Lab, client: Any = None) -> str:
     name = lab.mlflow_experiment
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            # An experiment created before the kind was set (or by MLflow's defaults).
+            client.set_experiment_tag(
+                experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+            )
         return str(experiment.experiment_id)
     database = _sqlite_file(lab.mlflow_uri)
     location = (database.parent / "artifacts").resolve().as_uri() if database else None
     try:
-        return str(client.create_experiment(name, artifact_location=location))
+        return str(
+            client.create_experiment(
+                name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+            )
+        )
     except MlflowException:
         # Another step created it meanwhile.
         experiment = client.get_experiment_by_name(name)

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_TRACKING_URI", "MLflowLogger", "content_hash"]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+EXPERIMENT_KIND_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+"""An experiment this callback creates opens in MLflow 3's model-training view, not GenAI's."""
 _RUN_ID_FILE = "mlflow_run_id"
 _BATCH = 50
 
@@ -69,7 +71,9 @@ class MLflowLogger(Callback):
         experiment_id = (
             experiment.experiment_id
             if experiment is not None
-            else self._client.create_experiment(trainer.config.mlflow_experiment)
+            else self._client.create_experiment(
+                trainer.config.mlflow_experiment, tags=EXPERIMENT_KIND_TAGS
+            )
         )
         id_file = trainer.run_dir / _RUN_ID_FILE
         if id_file.is_file():

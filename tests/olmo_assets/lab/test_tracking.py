@@ -17,6 +17,7 @@ from olmo_assets.lab.tracking import (
     PARENT_RUN_TAG,
     TRAINING_RUN_TAG,
     EvaluationRun,
+    experiment_id,
     log_evaluation,
     training_run_id,
 )
@@ -45,6 +46,7 @@ def test_experiment_is_the_pipelines_with_local_artifacts(built_lab: Lab, client
     experiment = client.get_experiment_by_name(built_lab.mlflow_experiment)
     assert built_lab.mlflow_experiment == f"olmo-lab/{built_lab.repo.name}"
     assert experiment.artifact_location == (built_lab.repo / ".mlflow" / "artifacts").as_uri()
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     training = client.get_run(training_run_id(built_lab))
     assert training.info.experiment_id == experiment.experiment_id
     assert training.info.status == "FINISHED"
@@ -124,3 +126,17 @@ def test_model_report_is_attached_to_the_training_run(
     assert model_report.metadata["mlflow_run_id"] == training
     names = {Path(a.path).name for a in client.list_artifacts(training, "model_report")}
     assert {"metrics.json", "loss.csv", "loss.png"} <= names
+
+
+def test_an_experiment_made_without_a_kind_gets_the_model_training_view(
+    built_lab: Lab, tmp_path: Path
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    lab = Lab(tmp_path, built_lab.params, built_lab.values)
+    (tmp_path / ".mlflow").mkdir()
+    client = MlflowClient(tracking_uri=lab.mlflow_uri)
+    made = client.create_experiment(lab.mlflow_experiment)
+    assert "mlflow.experimentKind" not in client.get_experiment(made).tags
+    assert experiment_id(lab) == made
+    assert client.get_experiment(made).tags["mlflow.experimentKind"] == "custom_model_development"
