@@ -19,4 +19,5 @@ def test_an_experiment_the_trainer_creates_opens_in_the_model_training_view(
     config = small_config(tmp_path, mlflow=True, max_steps=3, mlflow_experiment="fresh")
     assert train(config, tmp_path / "run") == 0
     experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name("fresh")
+    assert experiment is not None
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
