@@ -15,8 +15,11 @@ export DAGSTER_HOME := $(CURDIR)/.dagster
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 3000
 MLFLOW_PORT ?= 5000
+# Where materializations link to (olmo_assets/lab/links.py): the UIs `make ui` serves.
+export OLMO_DAGSTER_URL ?= http://$(UI_HOST):$(UI_PORT)
+export OLMO_MLFLOW_URL ?= http://$(UI_HOST):$(MLFLOW_PORT)
 
-.PHONY: install demo test lint format ui mlflow-ui bench-tokenizer bench-train bench-curation bench-eval clean-venv
+.PHONY: install demo test browser lint format ui mlflow-ui bench-tokenizer bench-train bench-curation bench-eval clean-venv
 
 install: $(STAMP) $(DVC_STAMP)
 
@@ -36,8 +39,17 @@ $(STAMP): pyproject.toml requirements/constraints.txt scripts/install_torch.sh
 demo: install
 	$(BIN)/python scripts/demo.py
 
-test: lint
-	$(BIN)/python -m pytest -q
+# Debian's Chromium for the browser test: installed with apt when run as root (as in CI), and
+# then required (OLMO_REQUIRE_BROWSER), so the test runs there instead of skipping.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null || \
+		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
+	else echo "Chromium is not installed and this is not root with apt: the browser test will skip"; fi
+
+test: lint browser
+	if [ -x /usr/bin/chromium ]; then export OLMO_REQUIRE_BROWSER=1; fi; $(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check .
@@ -61,11 +73,17 @@ bench-eval: install
 	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e '.[bench]'
 	$(BIN)/python benchmarks/eval_throughput.py
 
-# The Dagster UI on the repository's persistent instance (.dagster/), loopback only.
+# The Dagster UI (dagster dev: webserver and daemon) on the repository's persistent instance
+# (.dagster/), with the MLflow UI beside it: it serves the plots the asset pages show.
+# Loopback only; both stop together.
 ui: install
+	mkdir -p .mlflow
+	$(BIN)/mlflow ui --host $(UI_HOST) --port $(MLFLOW_PORT) \
+		--backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/.mlflow/mlflow.db}" & \
+	trap "kill $$! 2>/dev/null" EXIT INT TERM; \
 	$(BIN)/dagster dev -w workspace.yaml -h $(UI_HOST) -p $(UI_PORT)
 
-# MLflow's UI on the lab's tracking store (.mlflow/mlflow.db unless MLFLOW_TRACKING_URI).
+# MLflow's UI alone, on the lab's tracking store (.mlflow/mlflow.db unless MLFLOW_TRACKING_URI).
 mlflow-ui: install
 	mkdir -p .mlflow
 	$(BIN)/mlflow ui --host $(UI_HOST) --port $(MLFLOW_PORT) \

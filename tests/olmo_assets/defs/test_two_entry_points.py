@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 import yaml
@@ -31,8 +32,10 @@ from olmo_assets.defs.assets import stage_run
 from olmo_assets.lab.hashing import dvc_md5
 from olmo_assets.lab.pipeline import artifact_named
 
+from .browser import Page, chromium, mlflow_ui, walk_lineage
 from .conftest import REPO
-from .webserver import reload, stale, webserver
+from .lineage_checks import provenance_mismatches, unresolved_links
+from .webserver import free_port, reload, stale, webserver
 
 pytestmark = pytest.mark.slow
 
@@ -43,6 +46,14 @@ TINY_PARAMS = {
     "train": {"max_steps": 2, "checkpoint_interval": 2, "overrides": {"scheduler.warmup_steps": 1}},
     "eval": {"checkpoints": [2], "tasks": ["arc_easy"], "limit": 4, "perplexity_documents": 2},
 }
+# The walk from a score to a raw source: each link's label, and text its page shows.
+LINEAGE_WALK = [
+    ("upstream/checkpoint", "weights_bytes"),
+    ("upstream/training_run", "loss_plot"),
+    ("upstream/token_shards", "tokens_by_source"),
+    ("upstream/curated_corpus", "removed_by_stage"),
+    ("upstream/raw_source/code", "sample_documents"),
+]
 RUNNING = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
 
 
@@ -126,6 +137,13 @@ class Scenario:
     """Output path -> its content hash, when ``lock`` was read."""
     pulled: dict[str, str] = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    provenance: tuple[int, list[str]] = (0, [])
+    """Edges checked, and disagreements, over the demo's materializations."""
+    links: tuple[int, list[str]] = (0, [])
+    """Dagster links checked through GraphQL, and those naming nothing."""
+    pages: list[Page] | None = None
+    """The browser's walk from an evaluation to a raw source (None without Chromium)."""
+    mlflow: dict = field(default_factory=dict)
 
     def lock_outs(self) -> dict[str, str]:
         return {
@@ -210,6 +228,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
     # Stage commands write __pycache__ into the code they depend on: .dvcignore must hide it.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     dvc_bin = Path(shutil.which("dvc") or REPO / ".venv-dvc" / "bin" / "dvc")
+    ports = (free_port(), free_port())
     if not dvc_bin.is_file():
         pytest.fail("dvc is not installed: `make install` creates .venv-dvc with it")
     env |= {
@@ -220,6 +239,9 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
         "DAGSTER_HOME": str(repo / ".dagster"),
+        # The UIs' addresses, which the materializations link to: served below.
+        "OLMO_DAGSTER_URL": f"http://127.0.0.1:{ports[0]}",
+        "OLMO_MLFLOW_URL": f"http://127.0.0.1:{ports[1]}",
         "GIT_AUTHOR_NAME": "test",
         "GIT_AUTHOR_EMAIL": "test@example.com",
         "GIT_COMMITTER_NAME": "test",
@@ -244,8 +266,21 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
 
     # Staleness: what the UI shows against what DVC says, after each edit.
     serve = dict(env, OLMO_LAB_REPO=str(repo))
-    with webserver(repo / "workspace.yaml", repo, serve, root / "webserver.log") as url:
+    with webserver(repo / "workspace.yaml", repo, serve, root / "webserver.log", ports[0]) as url:
         result.dagster_stale["demo"] = stale(url)
+        result.provenance = provenance_mismatches(repo)
+        result.links = unresolved_links(repo, url, env["OLMO_DAGSTER_URL"])
+        result.mlflow = _mlflow_record(env["MLFLOW_TRACKING_URI"], repo)
+        if chromium():
+            backend = env["MLFLOW_TRACKING_URI"]
+            with mlflow_ui(ports[1], backend, env, root / "mlflow.log"):
+                result.pages = walk_lineage(
+                    env["OLMO_DAGSTER_URL"]
+                    + "/assets/downstream_eval?"
+                    + urlencode({"view": "partitions", "partition": "2|arc_easy"}),
+                    Path(os.environ.get("OLMO_SCREENSHOTS", root / "screenshots")),
+                    LINEAGE_WALK,
+                )
         for name, (edit, _) in EDITS.items():
             edit(repo)
             reload(url)
@@ -339,3 +374,64 @@ def test_metrics_and_plots_show_the_model_report(scenario: Scenario) -> None:
     page = (scenario.repo.parent / "plots" / "index.html").read_text()
     assert "Training loss" in page
     assert "Accuracy by checkpoint" in page
+
+
+def _mlflow_record(uri: str, repo: Path) -> dict:
+    """The training run's per-task metric history and its experiment's kind, from MLflow."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    run_id = (repo / "lab" / "runs" / "train" / "mlflow_run_id").read_text().strip()
+    experiment = client.get_experiment(client.get_run(run_id).info.experiment_id)
+    history = {
+        key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+        for key in ("downstream/arc_easy/acc", "downstream/arc_easy/acc_stderr")
+    }
+    return {"kind": experiment.tags.get("mlflow.experimentKind"), "history": history}
+
+
+def test_every_materialization_records_the_data_versions_it_read(scenario: Scenario) -> None:
+    edges, problems = scenario.provenance
+    # 15 stage runs' materializations read 19 upstream assets in the tiny pipeline.
+    assert edges >= 19
+    assert problems == []
+
+
+def test_every_dagster_link_resolves_to_a_materialized_asset_or_partition(
+    scenario: Scenario,
+) -> None:
+    checked, problems = scenario.links
+    assert checked >= 19
+    assert problems == []
+
+
+def test_the_training_run_in_mlflow_has_a_curve_per_task(scenario: Scenario) -> None:
+    assert scenario.mlflow["kind"] == "custom_model_development"
+    acc = scenario.mlflow["history"]["downstream/arc_easy/acc"]
+    assert [step for step, _ in acc] == [2]
+    assert 0.0 <= acc[0][1] <= 1.0
+
+
+def test_a_browser_follows_a_score_to_its_checkpoint_and_raw_source(scenario: Scenario) -> None:
+    if scenario.pages is None:
+        if os.environ.get("OLMO_REQUIRE_BROWSER"):
+            pytest.fail("Chromium is not installed, and this run requires the browser test")
+        pytest.skip("Chromium is not installed (make test installs it when run as root)")
+    pages = scenario.pages
+    assert [p.url.split("/assets/")[1].split("?")[0] for p in pages] == [
+        "downstream_eval",
+        "checkpoint",
+        "training_run",
+        "token_shards",
+        "curated_corpus",
+        "raw_source/code",
+    ]
+    assert "partition=2" in pages[1].url
+    for page in pages:
+        assert page.screenshot.stat().st_size > 10_000, page.screenshot
+    evaluation, checkpoint, training, *_, raw = pages
+    assert "acc" in evaluation.text and "mlflow_run" in evaluation.text
+    assert "sha256" in checkpoint.text and "sample_documents" in checkpoint.text
+    # The loss plot is on the page, served by the MLflow UI, not behind a toggle.
+    assert training.images >= 1 and training.loaded == training.images
+    assert "sample_documents" in raw.text

@@ -56,9 +56,11 @@ def graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> di
 
 
 @contextmanager
-def webserver(workspace: Path, cwd: Path, env: dict[str, str], log: Path) -> Iterator[str]:
+def webserver(
+    workspace: Path, cwd: Path, env: dict[str, str], log: Path, port: int | None = None
+) -> Iterator[str]:
     """``dagster-webserver -w workspace`` until the block ends; yields its GraphQL URL."""
-    port = free_port()
+    port = port or free_port()
     command = [
         str(Path(sys.executable).parent / "dagster-webserver"),
         *("-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)),

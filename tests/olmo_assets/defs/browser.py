@@ -1,0 +1,150 @@
+"""A researcher's walk through the lineage, in a real browser: headless Chromium (Debian's
+``chromium``) driven by Playwright, over the real Dagster webserver and MLflow UI.
+
+:func:`walk_lineage` opens an evaluation partition, then follows the links its metadata
+shows — to the checkpoint, the training run, the token shards, the curated corpus and a raw
+source — the way a user clicks them, screenshotting each page and noting what it shows: the
+page's text, and how many of its plots (images served by the MLflow UI) loaded.
+:func:`mlflow_ui` serves the lab's tracking store as ``make ui`` does.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CHROMIUM = "/usr/bin/chromium"
+# As root, Chromium needs --no-sandbox; the rest keep it off a network this machine lacks.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium() -> str | None:
+    """Debian's Chromium, if installed (``make test`` installs it where it can)."""
+    return CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
+
+
+@contextmanager
+def mlflow_ui(port: int, backend: str, env: dict[str, str], log: Path) -> Iterator[str]:
+    """``mlflow ui`` on the tracking store ``backend`` until the block ends; its URL."""
+    command = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "ui",
+        *("--host", "127.0.0.1", "--port", str(port), "--backend-store-uri", backend),
+    ]
+    url = f"http://127.0.0.1:{port}"
+    with log.open("w") as output:
+        server = subprocess.Popen(
+            command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                assert server.poll() is None, log.read_text()
+                try:
+                    with urllib.request.urlopen(f"{url}/health", timeout=5) as answer:
+                        if answer.status == 200:
+                            break
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.5)
+            yield url
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
+
+
+@dataclass
+class Page:
+    url: str
+    text: str
+    screenshot: Path
+    images: int
+    """Plots on the page served by the MLflow UI."""
+    loaded: int
+    """Of those, how many the browser decoded (a broken link has no width)."""
+    links: dict[str, str] = field(default_factory=dict)
+    """Each ``upstream/...`` link the page shows: its label and address."""
+
+
+def _dismiss_welcome(page: Any) -> None:
+    """Dagster's first-visit newsletter prompt covers the page until skipped."""
+    skip = page.get_by_role("button", name="Skip")
+    try:
+        skip.wait_for(timeout=4000)
+        skip.click()
+    except Exception:
+        pass
+
+
+def _visit(page: Any, url: str, expect: str, shot: Path) -> Page:
+    page.goto(url)
+    _dismiss_welcome(page)
+    page.get_by_text(expect, exact=False).first.wait_for(timeout=60_000)
+    # Plots come from another server: wait until each has loaded or failed.
+    page.wait_for_function(
+        "Array.from(document.images).filter(i => i.src.includes('get-artifact'))"
+        ".every(i => i.complete)",
+        timeout=30_000,
+    )
+    images, loaded = page.evaluate(
+        "(() => { const plots = Array.from(document.images)"
+        ".filter(i => i.src.includes('get-artifact'));"
+        " return [plots.length, plots.filter(i => i.naturalWidth > 0).length]; })()"
+    )
+    links = page.evaluate(
+        "Object.fromEntries(Array.from(document.querySelectorAll('tr')).flatMap(row => {"
+        " const cells = row.querySelectorAll('td'); const a = row.querySelector('a[href]');"
+        " const label = cells.length ? cells[0].innerText.trim() : '';"
+        " return label.startsWith('upstream/') && a ? [[label, a.href]] : []; }))"
+    )
+    page.screenshot(path=str(shot), full_page=True)
+    return Page(url, page.inner_text("body"), shot, images, loaded, links)
+
+
+def walk_lineage(start: str, shots: Path, steps: list[tuple[str, str]]) -> list[Page]:
+    """Open ``start``; then, for each ``(link label, text to wait for)``, follow the link of
+    that label on the current page. Each page is screenshotted into ``shots``."""
+    from playwright.sync_api import sync_playwright
+
+    shots.mkdir(parents=True, exist_ok=True)
+    pages: list[Page] = []
+    browser_path = chromium()
+    assert browser_path, "Chromium is not installed"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            url, expect = start, "upstream/"
+            for number, (label, wait_for) in enumerate([("", "upstream/"), *steps], start=1):
+                if label:
+                    current = pages[-1]
+                    assert label in current.links, (label, current.url, current.links)
+                    url, expect = current.links[label], wait_for
+                name = (label or "start").replace("/", "_")
+                pages.append(_visit(page, url, expect, shots / f"{number}-{name}.png"))
+        finally:
+            browser.close()
+    return pages
