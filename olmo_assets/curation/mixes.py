@@ -80,11 +80,14 @@ def gopher_paper_config() -> CurationConfig:
     return _web_mix("gopher_paper")
 
 
-def code_source(name: str, paths: list[str]) -> SourceConfig:
-    """A code source: code heuristics instead of the web rules, exempt from decontamination."""
+def code_source(name: str, paths: list[str], *, validation_fraction: float = 0.0) -> SourceConfig:
+    """A code source: code heuristics instead of the web rules, exempt from decontamination;
+    ``validation_fraction`` of its kept documents held out as its validation split, as for
+    any source, so perplexity is measured on code too."""
     return SourceConfig(
         name=name,
         paths=paths,
+        validation_fraction=validation_fraction,
         code=True,
         taggers=["length", "code", "pii"],
         rules=[

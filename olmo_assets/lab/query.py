@@ -50,6 +50,7 @@ __all__ = [
     "refresh",
     "run_query",
     "session",
+    "source_tokens_at",
 ]
 
 _DOLMA_COLUMNS = "{'id': 'VARCHAR', 'text': 'VARCHAR', 'source': 'VARCHAR', 'metadata': 'JSON'}"
@@ -213,7 +214,8 @@ def _file_views(catalog: _Catalog) -> None:
     records = sorted(lab.root.glob("checkpoints/step*/checkpoint.json"))
     catalog.view(
         "checkpoints",
-        "kept checkpoints: step, path, sha256, parameters, tokens_seen, epoch",
+        "kept checkpoints: step, checkpoint_path, weights_bytes, folder_bytes, sha256, "
+        "parameters, tokens_seen, epoch",
         f"SELECT * FROM read_json({_sql_list(records)})" if records else None,
         catalog.missing(lab.root / "checkpoints", "checkpoint"),
     )
@@ -363,6 +365,34 @@ SELECT e.step, e.kind, e.name, e.metric, e.value, e.value_change,
 FROM scores e JOIN source_share_by_checkpoint s USING (step)
 ORDER BY e.kind, e.name, e.metric, s.source, e.step
 """
+
+
+def source_tokens_at(batches: TrainingBatches, step: int) -> list[dict[str, Any]]:
+    """Each source's tokens in the global batches up to ``step`` (``source, tokens, share``):
+    the rows ``source_tokens_by_step`` holds at ``step``, computed by the same SQL in an
+    in-memory database over the run's batches up to ``step`` (so a checkpoint step can report
+    them without the lab's database file, which one process at a time may open)."""
+    import dataclasses
+
+    import duckdb
+
+    if not 1 <= step <= batches.last_step:
+        raise ValueError(f"step {step} is outside the training run's steps 1..{batches.last_step}")
+    con = duckdb.connect()
+    try:
+        tables = dataclasses.replace(batches, last_step=step).tables()
+        for name in ("batch_instances", "instance_documents"):
+            con.register(name, tables[name])
+        con.execute(f"CREATE VIEW batch_documents AS {_BATCH_DOCUMENTS}")
+        con.execute(f"CREATE VIEW source_tokens_by_step AS {_SOURCE_TOKENS_BY_STEP}")
+        rows = con.execute(
+            "SELECT source, tokens_so_far, share_so_far FROM source_tokens_by_step "
+            "WHERE step = ? ORDER BY source",
+            [step],
+        ).fetchall()
+    finally:
+        con.close()
+    return [{"source": s, "tokens": int(t), "share": float(f)} for s, t, f in rows]
 
 
 def _lineage_views(catalog: _Catalog) -> None:

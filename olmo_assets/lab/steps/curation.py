@@ -15,9 +15,16 @@ from typing import Any
 
 from olmo_assets.curation.outputs import JsonlWriter
 from olmo_assets.lab.params import Lab
+from olmo_assets.lab.samples import (
+    document_row,
+    raw_documents,
+    spread,
+    text_start,
+)
 from olmo_assets.lab.steps.results import (
     CheckResult,
     InputError,
+    Rows,
     StepResult,
     relative,
 )
@@ -36,8 +43,15 @@ __all__ = [
 ]
 
 
+_SAMPLE_DOCUMENTS = 5
+"""A raw source's first documents shown on its page."""
+_EXAMPLES_PER_GROUP = 3
+"""Examples of one filter (or one source's quarantine) in a table of examples."""
+
+
 def build_source(lab: Lab, source: str) -> StepResult:
-    """One raw source as Dolma-format ``jsonl.gz``, assembled from what is on this machine."""
+    """One raw source as Dolma-format ``jsonl.gz``, assembled from what is on this machine;
+    its first documents (``sample_documents``: id, characters, metadata keys, text start)."""
     from olmo_assets.curation import local_sources
 
     spec = lab.params.sources[source]
@@ -50,6 +64,7 @@ def build_source(lab: Lab, source: str) -> StepResult:
         "multilingual": local_sources.multilingual_documents,
     }[spec.kind]()
     num_docs = num_bytes = 0
+    samples: Rows = []
     # The writer's gzip carries no timestamp: the same documents give the same bytes, so a
     # rerun changes no content hash.
     with staged_folder(lab.raw(source)) as staged:
@@ -59,10 +74,15 @@ def build_source(lab: Lab, source: str) -> StepResult:
             writer.write([{**doc, "source": source}])
             num_docs += 1
             num_bytes += len(doc["text"].encode("utf-8"))
+            if len(samples) < _SAMPLE_DOCUMENTS:
+                samples.append(document_row(doc))
         writer.close()
         if num_docs == 0:
             raise InputError(f"source {source!r} ({spec.kind}) produced no documents here")
-    return StepResult({"documents": num_docs, "text_bytes": num_bytes, "kind": spec.kind})
+    return StepResult(
+        {"documents": num_docs, "text_bytes": num_bytes, "kind": spec.kind},
+        {"sample_documents": samples},
+    )
 
 
 def build_eval_data(lab: Lab) -> StepResult:
@@ -110,7 +130,7 @@ def _curation_config(lab: Lab, sources: Iterable[str], *, mixing: bool) -> Any:
             )
         paths = [str(lab.raw(name))]
         if params.sources[name].kind == "code":
-            configs.append(code_source(name, paths))
+            configs.append(code_source(name, paths, validation_fraction=fraction))
         else:
             configs.append(SourceConfig(name=name, paths=paths, validation_fraction=fraction))
     return CurationConfig.load(lab.repo / params.curation.mix).replace(
@@ -163,7 +183,10 @@ def deduplicate(lab: Lab) -> StepResult:
 
 
 def mix(lab: Lab) -> StepResult:
-    """Decisions, span replacement, sampling: the kept documents and the validation splits."""
+    """Decisions, span replacement, sampling: the kept documents and the validation splits
+    (every source, code included, holds out ``curation.validation_fraction`` of its kept
+    documents). Tables: counts per source, removals per stage, and a few documents each
+    filter removed (``removed_examples``)."""
     from olmo_assets.curation.pipeline import curate
 
     attributes = [lab.tagged(s) for s in lab.params.sources] + [lab.dedup]
@@ -179,11 +202,55 @@ def mix(lab: Lab) -> StepResult:
         for source, counts in report["sources"].items()
         for stage, number in counts["removed_by_stage"].items()
     ]
+    # Perplexity is measured on the validation splits: say which sources it cannot cover.
+    metadata["sources_without_validation"] = (
+        ", ".join(s for s, counts in report["sources"].items() if not counts["validation"])
+        or "none"
+    )
     metadata["removed_as_contaminated"] = sum(
         counts["removed_by_stage"].get("decontamination", 0)
         for counts in report["sources"].values()
     )
-    return StepResult(metadata, {"counts": table, "removed_by_stage": stage_rows})
+    return StepResult(
+        metadata,
+        {
+            "counts": table,
+            "removed_by_stage": stage_rows,
+            "removed_examples": _removed_examples(lab),
+        },
+    )
+
+
+def _removed_examples(lab: Lab) -> Rows:
+    """A few documents each filter removed (``stage/reason``), alternating between the sources
+    it removed documents from: ``source, stage, reason, id, text_start`` (of the raw text)."""
+    import polars as pl
+
+    by_filter: dict[tuple[str, str], dict[str, list[str]]] = {}
+    for source in lab.params.sources:
+        files = sorted((lab.curated / "removed" / source).glob("*.parquet"))
+        if not files:
+            continue
+        removed = pl.read_parquet([str(p) for p in files], columns=["id", "stage", "reason"])
+        heads = removed.group_by(["stage", "reason"], maintain_order=True).head(_EXAMPLES_PER_GROUP)
+        for stage, reason, doc_id in heads.select("stage", "reason", "id").iter_rows():
+            by_filter.setdefault((stage, reason), {}).setdefault(source, []).append(doc_id)
+    groups = {
+        (stage, reason): [
+            {"source": source, "stage": stage, "reason": reason, "id": ids[depth]}
+            for depth in range(_EXAMPLES_PER_GROUP)
+            for source, ids in per_source.items()
+            if depth < len(ids)
+        ]
+        for (stage, reason), per_source in sorted(by_filter.items())
+    }
+    rows: Rows = spread(groups, per_group=_EXAMPLES_PER_GROUP)
+    for source in dict.fromkeys(row["source"] for row in rows):
+        shown = [row for row in rows if row["source"] == source]
+        texts = raw_documents(lab.raw(source), [row["id"] for row in shown])
+        for row in shown:
+            row["text_start"] = text_start(texts[row["id"]])
+    return rows
 
 
 # -- checks: counted from the files written ----------------------------------------------------
@@ -247,8 +314,45 @@ def _attribute_accounting(lab: Lab, output: Path, expected: dict[str, set[str]])
             "taggers": ", ".join(sorted({str(r["tagger"]) for r in rows})) or "none",
             "mismatches": len(failed),
         },
-        {"accounting": rows},
+        {"accounting": rows} | _quarantined_examples(lab, output, list(expected)),
     )
+
+
+def _quarantined_examples(lab: Lab, output: Path, sources: list[str]) -> dict[str, Rows]:
+    """``{"quarantined": rows}`` when a run quarantined records (else nothing): a few per
+    source, each with its ``file`` and ``line``, ``error``, ``id`` (when the record has one)
+    and ``raw_start`` (the record as read)."""
+    import polars as pl
+
+    groups: dict[str, Rows] = {}
+    for source in sources:
+        files = sorted((output / "quarantine" / source).glob("*.parquet"))
+        if not files:
+            continue
+        frame = pl.read_parquet([str(p) for p in files]).head(_EXAMPLES_PER_GROUP)
+        groups[source] = [_quarantined_row(lab, row) for row in frame.iter_rows(named=True)]
+    rows = spread(groups, per_group=_EXAMPLES_PER_GROUP)
+    return {"quarantined": rows} if rows else {}
+
+
+def _quarantined_row(lab: Lab, row: dict[str, Any]) -> dict[str, Any]:
+    raw = (row["raw"] or b"").decode("utf-8", errors="replace")
+    try:
+        record = json.loads(raw)
+    except json.JSONDecodeError:  # quarantined for not being JSON: it names no id
+        record = None
+    doc_id = record.get("id") if isinstance(record, dict) else None
+    file = row["file"]
+    if file and Path(file).resolve().is_relative_to(lab.repo.resolve()):
+        file = relative(lab, Path(file))
+    return {
+        "source": row["source"],
+        "file": file,
+        "line": row["line"],
+        "error": row["error"],
+        "id": None if doc_id is None else str(doc_id),
+        "raw_start": text_start(raw),
+    }
 
 
 def tag_accounting(lab: Lab, source: str) -> CheckResult:
@@ -281,40 +385,126 @@ def mix_accounting(lab: Lab) -> CheckResult:
         }
         accounted = sum(v for k, v in counts.items() if k != "read")
         rows.append({"source": source, **counts, "ok": accounted == counts["read"]})
+    sources = list(lab.params.sources)
     return CheckResult(
         all(r["ok"] for r in rows),
         {"records_read": sum(r["read"] for r in rows)},
-        {"accounting": rows},
+        {"accounting": rows} | _quarantined_examples(lab, lab.curated, sources),
     )
+
+
+_FLAGGED_EXAMPLES = 10
+"""Flagged documents shown by the contamination check."""
 
 
 def no_contamination_left(lab: Lab) -> CheckResult:
     """No kept document carries dedup's contamination flag (ids compared within a source);
     a source with kept documents but no flags fails too (dedup ran without the evaluation
-    data)."""
+    data).
+
+    It shows what decontamination flagged: per source, the documents flagged, removed and
+    kept (``by_source``); and a few flagged documents (``flagged``: the kept ones first),
+    each with what the mix did with it, its first paragraph found in the evaluation data
+    and its text start."""
     import polars as pl
 
-    leftover: list[str] = []
+    by_source: Rows = []
+    leftover: Rows = []
+    handled: dict[str, Rows] = {}
     unflagged: list[str] = []
     for source in lab.params.sources:
-        flagged_files = sorted((lab.dedup / "attributes" / "decontam" / source).glob("*.parquet"))
-        kept_files = sorted((lab.curated / "documents" / source).glob("*.jsonl.gz"))
-        if not kept_files:
+        flag_files = sorted((lab.dedup / "attributes" / "decontam" / source).glob("*.parquet"))
+        if not flag_files:
+            if any((lab.curated / "documents" / source).glob("*.jsonl.gz")):
+                unflagged.append(source)
             continue
-        if not flagged_files:
-            unflagged.append(source)
-            continue
-        flagged = pl.scan_parquet([str(p) for p in flagged_files]).filter(
+        flagged = pl.read_parquet([str(p) for p in flag_files]).filter(
             pl.col("decontam__is_contaminated")
         )
-        kept = pl.scan_ndjson([str(p) for p in kept_files]).select("id")
-        found = kept.join(flagged.select("id"), on="id").collect()["id"].to_list()
-        leftover += [f"{source}/{doc_id}" for doc_id in found]
+        kept = _ids(lab.curated / "documents" / source)
+        validation = _ids(lab.curated / "validation" / source)
+        removed = _removed_by(lab.curated / "removed" / source)
+        found = [
+            {
+                "source": source,
+                "id": doc_id,
+                "outcome": "kept"
+                if doc_id in kept
+                else "validation"
+                if doc_id in validation
+                else removed.get(doc_id, "not in the mix's output"),
+                "spans": spans,
+            }
+            for doc_id, spans in flagged.select("id", "decontam__spans").iter_rows()
+        ]
+        by_source.append(
+            {
+                "source": source,
+                "flagged": len(found),
+                "removed": sum(row["id"] in removed for row in found),
+                "kept": sum(row["outcome"] == "kept" for row in found),
+            }
+        )
+        leftover += [row for row in found if row["outcome"] == "kept"]
+        handled[source] = [row for row in found if row["outcome"] != "kept"]
+    shown = leftover[:_FLAGGED_EXAMPLES]
+    shown += spread(handled, per_group=_FLAGGED_EXAMPLES, limit=_FLAGGED_EXAMPLES - len(shown))
+    tables = {"by_source": by_source} if by_source else {}
+    if shown:
+        tables["flagged"] = _flagged_rows(lab, shown)
     return CheckResult(
         not leftover and not unflagged,
         {
+            "flagged": sum(row["flagged"] for row in by_source),
+            "removed": sum(row["removed"] for row in by_source),
             "contaminated_kept": len(leftover),
-            "examples": ", ".join(leftover[:5]) or "none",
             "sources_without_flags": ", ".join(unflagged) or "none",
         },
+        tables,
     )
+
+
+def _ids(folder: Path) -> set[str]:
+    """The ids of a folder of Dolma ``jsonl.gz`` files (none when it has no files)."""
+    import polars as pl
+
+    files = sorted(folder.glob("*.jsonl.gz"))
+    if not files:
+        return set()
+    return set(pl.scan_ndjson([str(p) for p in files]).select("id").collect()["id"].to_list())
+
+
+def _removed_by(folder: Path) -> dict[str, str]:
+    """``id -> "stage/reason"`` of the documents the mix removed from one source."""
+    import polars as pl
+
+    files = sorted(folder.glob("*.parquet"))
+    if not files:
+        return {}
+    frame = pl.read_parquet([str(p) for p in files], columns=["id", "stage", "reason"])
+    return {i: f"{stage}/{reason}" for i, stage, reason in frame.iter_rows()}
+
+
+def _flagged_rows(lab: Lab, flagged: Rows) -> Rows:
+    """Flagged documents as rows: ``source, id, outcome, matched_paragraphs`` (how many of its
+    paragraphs are evaluation text), ``matched_text`` (the first) and ``text_start``."""
+    texts: dict[str, dict[str, str]] = {}
+    for source in dict.fromkeys(row["source"] for row in flagged):
+        ids = [row["id"] for row in flagged if row["source"] == source]
+        texts[source] = raw_documents(lab.raw(source), ids)
+    rows = []
+    for row in flagged:
+        text = texts[row["source"]].get(row["id"], "")
+        spans = row["spans"] or []
+        first = spans[0] if spans else None
+        rows.append(
+            {
+                "source": row["source"],
+                "id": row["id"],
+                "outcome": row["outcome"],
+                "matched_paragraphs": len(spans),
+                "matched_text": text_start(text[first["start"] : first["end"]]) if first else None,
+                "text_start": text_start(text),
+            }
+        )
+    return rows

@@ -14,12 +14,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from olmo_assets.lab.params import Lab
+from olmo_assets.lab.samples import text_start
 from olmo_assets.lab.steps.curation import (
     count_lines,
     dedup_accounting,
+    mix,
     mix_accounting,
     no_contamination_left,
     tag_accounting,
+    tag_source,
 )
 from olmo_assets.lab.steps.evaluation import downstream_rows_complete, perplexity_rows_complete
 from olmo_assets.lab.steps.reports import model_report_complete
@@ -69,6 +72,11 @@ def test_every_check_passes_on_the_built_lab(built_lab: Lab, model_report: StepR
     assert results["losses"].metadata == {"steps": 4, "non_finite_at": "none", "missing_steps": 0}
 
 
+def _row(rows: list[dict], **match: object) -> dict:
+    (found,) = [row for row in rows if all(row[k] == v for k, v in match.items())]
+    return found
+
+
 def test_tag_accounting_fails_when_a_tagger_lost_a_row(built_lab: Lab, tmp_path: Path) -> None:
     lab = _copy(built_lab, tmp_path, "configs", "lab/raw/prose", "lab/tagged/prose")
     read = count_lines(lab.raw("prose"))
@@ -77,9 +85,16 @@ def test_tag_accounting_fails_when_a_tagger_lost_a_row(built_lab: Lab, tmp_path:
     result = tag_accounting(lab, "prose")
     assert not result.passed
     assert result.metadata["records_read"] == read
-    assert f"| prose | {tagger.name} | {read} | {read - 1} | 0 | False |" in str(
-        result.metadata["mismatches"]
-    )
+    assert result.metadata["mismatches"] == 1
+    assert _row(result.tables["accounting"], tagger=tagger.name) == {
+        "source": "prose",
+        "tagger": tagger.name,
+        "read": read,
+        "written": read - 1,
+        "quarantined": 0,
+        "ok": False,
+    }
+    assert "quarantined" not in result.tables
 
 
 def test_tag_accounting_fails_when_a_configured_tagger_wrote_nothing(
@@ -92,10 +107,37 @@ def test_tag_accounting_fails_when_a_configured_tagger_wrote_nothing(
     result = tag_accounting(lab, "prose")
     read = count_lines(lab.raw("prose"))
     assert not result.passed
-    assert result.metadata["mismatches"] == (
-        "| source | tagger | read | written | quarantined | ok |\n|---|---|---|---|---|---|\n"
-        f"| prose | gopher | {read} | 0 | 0 | False |"
-    )
+    assert [row for row in result.tables["accounting"] if not row["ok"]] == [
+        {
+            "source": "prose",
+            "tagger": "gopher",
+            "read": read,
+            "written": 0,
+            "quarantined": 0,
+            "ok": False,
+        }
+    ]
+
+
+def test_tag_accounting_shows_the_quarantined_records(built_lab: Lab, tmp_path: Path) -> None:
+    """A record without text and a line that is not JSON are quarantined by the tag step: the
+    check passes (they are accounted for) and shows them, with the id where there is one."""
+    lab = _copy(built_lab, tmp_path, "configs", "lab/raw/prose")
+    (raw,) = sorted(lab.raw("prose").glob("*.jsonl.gz"))
+    read = count_lines(lab.raw("prose"))
+    broken = [json.dumps({"id": "pydoc/no-text", "source": "prose"}) + "\n", "{not json\n"]
+    _rewrite_lines(raw, lambda lines: [*lines, *broken])
+    tag_source(lab, "prose")
+    result = tag_accounting(lab, "prose")
+    assert result.passed
+    assert {row["quarantined"] for row in result.tables["accounting"]} == {2}
+    quarantined = result.tables["quarantined"]
+    assert [(r["file"], r["line"], r["id"]) for r in quarantined] == [
+        ("lab/raw/prose/part-00000.jsonl.gz", read + 1, "pydoc/no-text"),
+        ("lab/raw/prose/part-00000.jsonl.gz", read + 2, None),
+    ]
+    assert [r["raw_start"] for r in quarantined] == [broken[0].strip(), "{not json"]
+    assert all(r["source"] == "prose" and r["error"] for r in quarantined)
 
 
 def test_dedup_accounting_fails_when_a_row_is_lost(built_lab: Lab, tmp_path: Path) -> None:
@@ -104,9 +146,14 @@ def test_dedup_accounting_fails_when_a_row_is_lost(built_lab: Lab, tmp_path: Pat
     result = dedup_accounting(lab)
     assert not result.passed
     read = count_lines(lab.raw("code"))
-    assert f"| code | dedup | {read} | {read - 1} | 0 | False |" in str(
-        result.metadata["mismatches"]
-    )
+    assert _row(result.tables["accounting"], source="code", tagger="dedup") == {
+        "source": "code",
+        "tagger": "dedup",
+        "read": read,
+        "written": read - 1,
+        "quarantined": 0,
+        "ok": False,
+    }
 
 
 @pytest.mark.parametrize(
@@ -125,31 +172,109 @@ def test_mix_accounting_fails_on_a_lost_or_duplicated_document(
     _rewrite_lines(documents, damage)
     result = mix_accounting(lab)
     assert not result.passed
-    table = str(result.metadata["accounting"])
-    row = next(line for line in table.splitlines() if line.startswith("| prose |"))
-    assert row.split(" | ")[2] == str(kept + change)
-    assert row.endswith("| False |")
+    row = _row(result.tables["accounting"], source="prose")
+    assert (row["kept"], row["ok"]) == (kept + change, False)
+    assert _row(before.tables["accounting"], source="prose")["kept"] == kept
+
+
+def _first_kept(lab: Lab, source: str) -> dict:
+    (documents,) = sorted((lab.curated / "documents" / source).glob("*.jsonl.gz"))
+    with gzip.open(documents, "rt", encoding="utf-8") as handle:
+        return json.loads(handle.readline())
+
+
+def _raw_text(lab: Lab, source: str, doc_id: str) -> str:
+    for path in sorted(lab.raw(source).glob("*.jsonl.gz")):
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            for line in handle:
+                record = json.loads(line)
+                if record["id"] == doc_id:
+                    return record["text"]
+    raise AssertionError(f"{doc_id} is not in {lab.raw(source)}")
+
+
+def _flag(lab: Lab, source: str, doc_id: str, spans: list[dict]) -> None:
+    """Mark one document of ``source`` contaminated in the dedup run's attributes."""
+    (flags,) = sorted((lab.dedup / "attributes" / "decontam" / source).glob("*.parquet"))
+    table = pq.read_table(flags)
+    rows = table.to_pylist()
+    for row in rows:
+        if row["id"] == doc_id:
+            row["decontam__is_contaminated"] = True
+            row["decontam__contaminated_paragraphs"] = len(spans)
+            row["decontam__spans"] = spans
+    pq.write_table(table.from_pylist(rows, schema=table.schema), flags)
 
 
 def test_no_contamination_left_fails_on_a_flagged_kept_document(
     built_lab: Lab, tmp_path: Path
 ) -> None:
-    lab = _copy(built_lab, tmp_path, "lab/dedup", "lab/curated")
-    (documents,) = sorted((lab.curated / "documents" / "prose").glob("*.jsonl.gz"))
-    with gzip.open(documents, "rt", encoding="utf-8") as handle:
-        kept = json.loads(handle.readline())["id"]
-    (flags,) = sorted((lab.dedup / "attributes" / "decontam" / "prose").glob("*.parquet"))
-    table = pq.read_table(flags).to_pylist()
-    for row in table:
-        row["decontam__is_contaminated"] = row["id"] == kept
-    pq.write_table(pq.read_table(flags).from_pylist(table), flags)
+    lab = _copy(built_lab, tmp_path, "lab/raw", "lab/dedup", "lab/curated")
+    kept = _first_kept(lab, "prose")["id"]
+    text = _raw_text(lab, "prose", kept)
+    paragraph_end = text.index("\n") + 1
+    _flag(lab, "prose", kept, [{"start": 0, "end": paragraph_end}])
     result = no_contamination_left(lab)
     assert not result.passed
     assert result.metadata == {
+        "flagged": 1,
+        "removed": 0,
         "contaminated_kept": 1,
-        "examples": f"prose/{kept}",
         "sources_without_flags": "none",
     }
+    assert result.tables["by_source"] == [
+        {"source": "code", "flagged": 0, "removed": 0, "kept": 0},
+        {"source": "prose", "flagged": 1, "removed": 0, "kept": 1},
+    ]
+    assert result.tables["flagged"] == [
+        {
+            "source": "prose",
+            "id": kept,
+            "outcome": "kept",
+            "matched_paragraphs": 1,
+            "matched_text": text_start(text[:paragraph_end]),
+            "text_start": text_start(text),
+        }
+    ]
+
+
+def test_the_mix_removes_a_flagged_document_and_the_check_shows_it(
+    built_lab: Lab, tmp_path: Path
+) -> None:
+    """Flagged after dedup, a kept document is removed by the next mix (Paloma's rule); the
+    check passes and shows it, and the mix lists it among its removed examples."""
+    lab = _copy(built_lab, tmp_path, "configs", "lab/raw", "lab/tagged", "lab/dedup")
+    kept = _first_kept(built_lab, "prose")["id"]
+    _flag(lab, "prose", kept, [])
+    outcome = mix(lab)
+    result = no_contamination_left(lab)
+    assert result.passed
+    assert result.metadata == {
+        "flagged": 1,
+        "removed": 1,
+        "contaminated_kept": 0,
+        "sources_without_flags": "none",
+    }
+    assert result.tables["flagged"] == [
+        {
+            "source": "prose",
+            "id": kept,
+            "outcome": "decontamination/contaminated",
+            "matched_paragraphs": 0,
+            "matched_text": None,
+            "text_start": text_start(_raw_text(lab, "prose", kept)),
+        }
+    ]
+    assert outcome.metadata["removed_as_contaminated"] == 1
+    assert {
+        "source": "prose",
+        "stage": "decontamination",
+        "reason": "contaminated",
+        "id": kept,
+    } in [
+        {k: row[k] for k in ("source", "stage", "reason", "id")}
+        for row in outcome.tables["removed_examples"]
+    ]
 
 
 def test_no_contamination_left_fails_without_the_flags(built_lab: Lab, tmp_path: Path) -> None:
