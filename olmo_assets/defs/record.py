@@ -208,17 +208,19 @@ def dagster_instance(lab: Lab) -> DagsterInstance:
 
 
 def record_in_dagster(lab: Lab, record: StageRecord, recorded_by: str) -> str:
-    """A Dagster run that materializes the stage's assets by replaying ``record``; its id."""
+    """A run of the stage's named job (``evaluation_downstream``, …) that materializes its
+    assets by replaying ``record``, tagged with who ran the step; its id."""
     from dagster import (
         AssetCheckResult,
         AssetCheckSeverity,
         AssetKey,
         DataVersion,
+        Definitions,
         MaterializeResult,
-        materialize,
     )
 
     from olmo_assets.defs.assets import build_assets
+    from olmo_assets.defs.location import build_jobs, job_name
     from olmo_assets.defs.metadata import to_dagster
 
     def replay(_context: Any, run: StageRun) -> Any:
@@ -237,9 +239,11 @@ def record_in_dagster(lab: Lab, record: StageRecord, recorded_by: str) -> str:
                 severity=AssetCheckSeverity.ERROR,
             )
 
-    result = materialize(
-        build_assets(lab, replay),
-        selection=[AssetKey.from_user_string(item.key) for item in record.materializations],
+    job = Definitions(assets=build_assets(lab, replay), jobs=build_jobs(lab)).resolve_job_def(
+        job_name(record.run.stage)
+    )
+    result = job.execute_in_process(
+        asset_selection=[AssetKey.from_user_string(item.key) for item in record.materializations],
         partition_key=record.run.partition,
         instance=dagster_instance(lab),
         tags={RECORDED_BY_TAG: recorded_by, "olmo/stage": record.run.dvc_name},

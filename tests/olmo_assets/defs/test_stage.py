@@ -47,6 +47,7 @@ def test_a_shell_run_is_recorded_as_a_dagster_run_with_provenance(
         run = instance.get_run_by_id(record.run_id)
         assert run is not None and run.tags[RECORDED_BY_TAG] == "shell"
         assert run.tags["olmo/stage"] == "tag@prose"
+        assert run.job_name == "curation"
         event = record.asset_materialization
         assert event is not None and event.tags is not None
         assert event.tags["dagster/data_version"] == dvc_md5(small_lab.tagged("prose"))
@@ -86,8 +87,14 @@ def test_a_run_under_dvc_says_so(small_lab: Lab, dagster_home: Path) -> None:
     # DVC records the stage itself: the command commits nothing to it.
     assert "DVC" not in done.stdout.replace("recorded in Dagster", "")
     with DagsterInstance.get() as instance:
-        run = instance.get_run_by_id(latest(instance, "raw_source/prose").run_id)
+        record = latest(instance, "raw_source/prose")
+        run = instance.get_run_by_id(record.run_id)
         assert run is not None and run.tags[RECORDED_BY_TAG] == "dvc"
+        # In the stage's named job, with a line saying who ran the step.
+        assert run.job_name == "curation"
+        event = record.asset_materialization
+        assert event is not None
+        assert str(event.metadata["launched_by"].value).startswith("dvc repro: DVC ran the step")
 
 
 def test_stage_failures_name_the_cause(small_lab: Lab, dagster_home: Path) -> None:
