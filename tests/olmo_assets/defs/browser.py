@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,9 +124,15 @@ def _visit(page: Any, url: str, expect: str, shot: Path) -> Page:
     return Page(url, page.inner_text("body"), shot, images, loaded, links)
 
 
-def walk_lineage(start: str, shots: Path, steps: list[tuple[str, str]]) -> list[Page]:
+def walk_lineage(
+    start: str,
+    shots: Path,
+    steps: list[tuple[str, str]],
+    also: Sequence[tuple[str, str]] = (),
+) -> list[Page]:
     """Open ``start``; then, for each ``(link label, text to wait for)``, follow the link of
-    that label on the current page. Each page is screenshotted into ``shots``."""
+    that label on the current page; then open each ``(address, text to wait for)`` of
+    ``also``. Each page is screenshotted into ``shots``."""
     from playwright.sync_api import sync_playwright
 
     shots.mkdir(parents=True, exist_ok=True)
@@ -136,7 +142,8 @@ def walk_lineage(start: str, shots: Path, steps: list[tuple[str, str]]) -> list[
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            # Tall: the UI scrolls inside its own panes, so a screenshot shows the viewport.
+            page = browser.new_page(viewport={"width": 1400, "height": 2200})
             url, expect = start, "upstream/"
             for number, (label, wait_for) in enumerate([("", "upstream/"), *steps], start=1):
                 if label:
@@ -144,6 +151,9 @@ def walk_lineage(start: str, shots: Path, steps: list[tuple[str, str]]) -> list[
                     assert label in current.links, (label, current.url, current.links)
                     url, expect = current.links[label], wait_for
                 name = (label or "start").replace("/", "_")
+                pages.append(_visit(page, url, expect, shots / f"{number}-{name}.png"))
+            for number, (url, expect) in enumerate(also, start=len(pages) + 1):
+                name = url.split("://")[1].split("/", 1)[1].replace("/", "_")
                 pages.append(_visit(page, url, expect, shots / f"{number}-{name}.png"))
         finally:
             browser.close()

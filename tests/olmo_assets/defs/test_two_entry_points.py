@@ -280,6 +280,10 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
                     + urlencode({"view": "partitions", "partition": "2|arc_easy"}),
                     Path(os.environ.get("OLMO_SCREENSHOTS", root / "screenshots")),
                     LINEAGE_WALK,
+                    [
+                        (env["OLMO_DAGSTER_URL"] + "/assets/model_report", "acc_by_step_plot"),
+                        (env["OLMO_DAGSTER_URL"] + "/runs", "evaluation_downstream"),
+                    ],
                 )
         for name, (edit, _) in EDITS.items():
             edit(repo)
@@ -417,7 +421,7 @@ def test_a_browser_follows_a_score_to_its_checkpoint_and_raw_source(scenario: Sc
         if os.environ.get("OLMO_REQUIRE_BROWSER"):
             pytest.fail("Chromium is not installed, and this run requires the browser test")
         pytest.skip("Chromium is not installed (make test installs it when run as root)")
-    pages = scenario.pages
+    *pages, report, runs = scenario.pages
     assert [p.url.split("/assets/")[1].split("?")[0] for p in pages] == [
         "downstream_eval",
         "checkpoint",
@@ -435,3 +439,10 @@ def test_a_browser_follows_a_score_to_its_checkpoint_and_raw_source(scenario: Sc
     # The loss plot is on the page, served by the MLflow UI, not behind a toggle.
     assert training.images >= 1 and training.loaded == training.images
     assert "sample_documents" in raw.text
+    # The comparison view: every plot of the model report loaded, the full table shown.
+    assert report.images >= 3 and report.loaded == report.images
+    assert "evaluation" in report.text
+    # Runs have names: each stage run in its job.
+    for job in ("curation", "training", "training_checkpoint", "evaluation_downstream"):
+        assert job in runs.text
+    assert "__ephemeral_asset_job__" not in runs.text
