@@ -11,6 +11,9 @@ means a partition's run never reruns the training or rebuilds the model report f
 results. The asset graph's "Materialize all" launches a backfill over everything, in
 dependency order.
 
+A partitioned stage's job runs its one step in the run's process (the in-process executor);
+the group jobs run up to two steps at once (the multiprocess executor).
+
 Training carries the ``olmo/training`` run tag, which the instance limits to one run at a
 time (``.dagster/dagster.yaml``); its op is in the ``olmo_training`` pool, which covers
 ad-hoc materializations too.
@@ -29,6 +32,7 @@ from dagster import (
     Definitions,
     PipesSubprocessClient,
     define_asset_job,
+    in_process_executor,
     multiprocess_executor,
 )
 
@@ -76,13 +80,16 @@ def build_jobs(lab: Lab) -> list[Any]:
         members = [[s for s in stages if s.fanout not in _PARTITIONED]]
         members += [[s] for s in stages if s.fanout in _PARTITIONED]
         for chosen in filter(None, members):
-            name = job_name(chosen[0])
+            partitioned = chosen[0].fanout in _PARTITIONED
             jobs.append(
                 define_asset_job(
-                    name,
+                    job_name(chosen[0]),
                     AssetSelection.assets(*_keys(lab, chosen)),
                     description="Stages " + ", ".join(s.name for s in chosen) + ".",
                     tags={TRAINING_TAG: "1"} if any(s.name == "train" for s in chosen) else None,
+                    # A partition's run is one step: run it in the run's own process rather
+                    # than start another for it.
+                    executor_def=in_process_executor if partitioned else None,
                 )
             )
     return jobs
