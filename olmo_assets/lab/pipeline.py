@@ -328,11 +328,18 @@ STAGES: tuple[Stage, ...] = (
             Artifact(
                 "checkpoint",
                 Lab.checkpoint_record,
-                "One kept checkpoint, verified loadable: content hash, tokens seen, parameters.",
+                "One kept checkpoint, verified loadable: content hash, tokens seen, parameters; "
+                "the tokens per source it saw and the documents of its last batches.",
             ),
         ),
-        reads=(Read("training_run"),),
-        code=LIBRARY,
+        # The shards and the tokenizer: its last batches' documents, decoded.
+        reads=(Read("training_run"), Read("token_shards"), Read("tokenizer")),
+        code=(
+            *LIBRARY,
+            "olmo_assets/lab/samples.py",
+            "olmo_assets/lab/lineage.py",
+            "olmo_assets/lab/query.py",
+        ),
         fanout=Fanout.CHECKPOINT,
     ),
     Stage(
