@@ -30,7 +30,7 @@ DEPS = {
     "corpus_report": {"curated_corpus"},
     "training_run": {"token_shards"},
     "data_order": {"token_shards"},
-    "checkpoint": {"training_run"},
+    "checkpoint": {"training_run", "token_shards", "tokenizer"},
     "downstream_eval": {"checkpoint"},
     "perplexity_eval": {"checkpoint", "validation_splits"},
     "model_report": {"training_run", "downstream_eval", "perplexity_eval"},
