@@ -3,11 +3,17 @@
 The tracking URI comes from ``MLFLOW_TRACKING_URI`` (default ``sqlite:///mlflow.db`` in the
 working directory). Checkpoints are recorded as paths and content hashes, never uploaded. A
 resumed run continues the same MLflow run (its id is kept in ``RUN_DIR/mlflow_run_id``).
+
+A resume changes the run's status and end time only if it trains a step: a relaunch of a
+finished run that has nothing left to train leaves both as they were (so the run's duration
+stays the training's). Whoever launches the trainer can add tags to its run through
+``OLMO_MLFLOW_RUN_TAGS`` (a JSON object), set when the run is created or next trains.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -18,11 +24,13 @@ from olmo_nn.train.callbacks.base import Callback
 if TYPE_CHECKING:
     from olmo_nn.train.trainer import Trainer
 
-__all__ = ["DEFAULT_TRACKING_URI", "MLflowLogger", "content_hash"]
+__all__ = ["DEFAULT_TRACKING_URI", "RUN_TAGS_ENV", "MLflowLogger", "content_hash"]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 EXPERIMENT_KIND_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 """An experiment this callback creates opens in MLflow 3's model-training view, not GenAI's."""
+RUN_TAGS_ENV = "OLMO_MLFLOW_RUN_TAGS"
+"""A JSON object of tags for the run, from whoever launched the trainer."""
 _RUN_ID_FILE = "mlflow_run_id"
 _BATCH = 50
 
@@ -36,6 +44,16 @@ def content_hash(folder: Path) -> str:
             for block in iter(lambda: data.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def _launcher_tags() -> dict[str, str]:
+    text = os.environ.get(RUN_TAGS_ENV, "").strip()
+    if not text:
+        return {}
+    tags = json.loads(text)
+    if not isinstance(tags, dict):
+        raise ValueError(f"{RUN_TAGS_ENV}={text!r}: expected a JSON object of tags")
+    return {str(k): str(v) for k, v in tags.items()}
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -56,6 +74,9 @@ class MLflowLogger(Callback):
         self._client: Any = None
         self._run_id: str | None = None
         self._pending: list[Any] = []
+        # A run that existed before this launch is set RUNNING only once a step trains.
+        self._resumed = False
+        self._steps_trained = 0
 
     def on_train_start(self, trainer: Trainer) -> None:
         if not trainer.ctx.is_main:
@@ -78,7 +99,7 @@ class MLflowLogger(Callback):
         id_file = trainer.run_dir / _RUN_ID_FILE
         if id_file.is_file():
             self._run_id = id_file.read_text().strip()
-            self._client.update_run(self._run_id, status="RUNNING")
+            self._resumed = True
         else:
             run = self._client.create_run(
                 experiment_id,
@@ -86,6 +107,7 @@ class MLflowLogger(Callback):
                 tags={
                     "run_dir": str(trainer.run_dir.resolve()),
                     "world_size": str(trainer.ctx.world_size),
+                    **_launcher_tags(),
                 },
             )
             self._run_id = run.info.run_id
@@ -99,7 +121,14 @@ class MLflowLogger(Callback):
     def on_step_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         if self._client is None:
             return
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric, RunTag
+
+        if self._resumed and not self._steps_trained:
+            self._client.update_run(self._run_id, status="RUNNING")
+            tags = _launcher_tags()
+            if tags:
+                self._client.log_batch(self._run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        self._steps_trained += 1
 
         timestamp = int(1000 * time.time())
         for key, value in metrics.items():
@@ -130,4 +159,8 @@ class MLflowLogger(Callback):
         if self._client is None:
             return
         self._flush()
-        self._client.set_terminated(self._run_id, status="FINISHED")
+        if self._steps_trained or not self._resumed:
+            self._client.set_terminated(self._run_id, status="FINISHED")
+        elif self._client.get_run(self._run_id).info.status != "FINISHED":
+            # Stopped after its last step but before it was marked finished: it is now.
+            self._client.set_terminated(self._run_id, status="FINISHED")
