@@ -16,7 +16,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import FrameType
 
 import psutil
@@ -92,12 +92,30 @@ def stop_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def run_command(command: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+def run_command(
+    command: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    poll: Callable[[], None] | None = None,
+    poll_seconds: float = 2.0,
+) -> None:
     """Run ``command`` to completion; if this process is interrupted meanwhile, the command's
-    whole tree is stopped first. A non-zero exit raises ``CalledProcessError``."""
+    whole tree is stopped first. A non-zero exit raises ``CalledProcessError``.
+
+    ``poll``, if given, is called every ``poll_seconds`` while the command runs and once after
+    it exits (to follow a file it writes, say); it runs here, so the command is not slowed.
+    """
     process = subprocess.Popen(list(command), env=dict(env) if env is not None else None)
     try:
-        code = process.wait()
+        while True:
+            try:
+                code = process.wait(timeout=poll_seconds if poll is not None else None)
+                break
+            except subprocess.TimeoutExpired:
+                assert poll is not None
+                poll()
+        if poll is not None:
+            poll()
     except BaseException:
         with contextlib.suppress(psutil.NoSuchProcess):
             stop_tree(psutil.Process(process.pid))

@@ -128,3 +128,29 @@ def test_cancelling_a_dagster_run_stops_the_stage_and_its_tree(tmp_path: Path) -
     assert "RUN FAILED" in output
     assert "stage stopped: stopped by SIGINT" in output
     assert _gone(stage) and _gone(worker) and _gone(helper)
+
+
+def test_run_command_polls_while_the_command_runs_and_once_after(tmp_path: Path) -> None:
+    from olmo_assets.lab.processes import run_command
+
+    out = tmp_path / "lines"
+    script = (
+        "import time\nfor i in range(3):\n    open({0!r}, 'a').write(f'{{i}}\\n'); time.sleep(0.3)"
+    )
+    seen: list[str] = []
+    run_command(
+        [sys.executable, "-c", script.format(str(out))],
+        poll=lambda: seen.append(out.read_text() if out.is_file() else ""),
+        poll_seconds=0.1,
+    )
+    # Several calls while it ran (seeing the file grow), the last one after it exited.
+    assert len(seen) >= 4
+    assert seen[-1] == "0\n1\n2\n"
+    assert any(text not in ("", "0\n1\n2\n") for text in seen)
+
+
+def test_run_command_without_poll_still_raises_on_failure() -> None:
+    from olmo_assets.lab.processes import run_command
+
+    with pytest.raises(subprocess.CalledProcessError):
+        run_command([sys.executable, "-c", "raise SystemExit(3)"])
