@@ -3,13 +3,19 @@
 :func:`collect_model_report` gathers the losses of ``lab/runs/train/metrics.jsonl`` and the
 results of every evaluation ``params.yaml`` asks for; :func:`write_model_report` writes:
 
-* ``metrics.json``: ``dvc metrics show`` — final losses, accuracy per checkpoint and task,
-  perplexity and bits per byte per checkpoint and source;
-* ``loss.csv`` (``step,loss,eval_loss``), ``eval_by_step.csv`` (``step,task,acc``),
-  ``acc_by_step.csv`` (``step`` and one column per task: one line per task in ``dvc plots``)
-  and ``perplexity.csv`` (``step,source,perplexity,bits_per_byte``);
-* ``eval_table.parquet``: accuracy, one row per checkpoint and one column per task;
-* ``loss.png``, ``acc_by_step.png``, ``bits_per_byte.png``.
+* ``metrics.json``: ``dvc metrics show`` — final losses (the last step's, and the mean over
+  the last tenth of the run), accuracy per checkpoint and task (``eval``) with its standard
+  error (``eval_stderr``), perplexity and bits per byte per checkpoint and source;
+* ``loss.csv`` (``step,loss,loss_smoothed,eval_loss``), ``eval_by_step.csv``
+  (``step,task,acc,acc_stderr,chance``), ``acc_by_step.csv`` (``step`` and one column per
+  task: one line per task in ``dvc plots``) and ``perplexity.csv``
+  (``step,source,perplexity,bits_per_byte``);
+* ``eval_table.parquet``: the evaluation table, one row per task (and their mean) with its
+  normalization, chance level and examples, and per checkpoint ``step<N>_acc`` and
+  ``step<N>_stderr`` (:func:`eval_table_rows`);
+* ``loss.png`` (raw train loss faint, smoothed train loss, validation loss),
+  ``acc_by_step.png`` (a panel per task: accuracy ± standard error by checkpoint, chance
+  dashed) and ``bits_per_byte.png``.
 
 The report is a function of the losses and the results alone: throughput and other timings
 in ``metrics.jsonl`` are left out and nothing carries a timestamp, so the same run gives the
@@ -27,9 +33,51 @@ from typing import Any
 
 from olmo_assets.lab.params import Lab
 
-__all__ = ["ModelReport", "collect_model_report", "eval_table_rows", "write_model_report"]
+__all__ = [
+    "ModelReport",
+    "collect_model_report",
+    "eval_table_rows",
+    "final_loss_window",
+    "moving_average",
+    "smoothed_final_loss",
+    "write_model_report",
+]
 
 PERPLEXITY_METRICS = ("perplexity", "bits_per_byte")
+FINAL_LOSS_FRACTION = 0.1
+FINAL_LOSS_MIN_STEPS = 10
+CURVE_POINTS = 20
+"""The loss curve is smoothed over ``steps // CURVE_POINTS`` steps (a trailing mean)."""
+MEAN = "mean"
+"""The row of the evaluation table averaging the tasks."""
+
+
+def final_loss_window(num_steps: int) -> int:
+    """How many last steps the smoothed final loss averages: 10% of the run, at least 10."""
+    return min(num_steps, max(FINAL_LOSS_MIN_STEPS, math.ceil(num_steps * FINAL_LOSS_FRACTION)))
+
+
+def smoothed_final_loss(losses: dict[int, float]) -> tuple[float, str]:
+    """The mean loss over the last :func:`final_loss_window` steps, and which steps those are
+    (``steps 271–300 (the last 30 of 300: 10% of the run, at least 10 steps)``)."""
+    steps = sorted(losses)
+    window = steps[-final_loss_window(len(steps)) :]
+    mean = sum(losses[s] for s in window) / len(window)
+    return mean, (
+        f"steps {window[0]}–{window[-1]} (the last {len(window)} of {len(steps)}: "
+        f"{FINAL_LOSS_FRACTION:.0%} of the run, at least {FINAL_LOSS_MIN_STEPS} steps)"
+    )
+
+
+def moving_average(values: list[float], window: int) -> list[float]:
+    """The trailing mean of ``values`` over ``window`` points (fewer at the start)."""
+    averaged, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value
+        if i >= window:
+            total -= values[i - window]
+        averaged.append(total / min(i + 1, window))
+    return averaged
 
 
 @dataclass
@@ -45,6 +93,14 @@ class ModelReport:
     tasks: list[str]
     accuracy: dict[tuple[int, str], float] = field(default_factory=dict)
     """``acc`` (the task's default normalization) by (checkpoint step, task)."""
+    stderr: dict[tuple[int, str], float] = field(default_factory=dict)
+    """``acc_stderr`` by (checkpoint step, task)."""
+    chance: dict[str, float] = field(default_factory=dict)
+    """The chance level of each task (mean over its examples of 1 / number of choices)."""
+    examples: dict[str, int] = field(default_factory=dict)
+    """How many examples each task scored."""
+    normalization: dict[str, str] = field(default_factory=dict)
+    """The normalization ``acc`` uses for each task (OLMo's choice)."""
     perplexity: dict[tuple[int, str], dict[str, float]] = field(default_factory=dict)
     """``{metric: value}`` by (checkpoint step, validation source)."""
     missing: list[str] = field(default_factory=list)
@@ -54,6 +110,17 @@ class ModelReport:
         """Mean ``acc`` over the tasks that scored checkpoint ``step`` (NaN when none did)."""
         scores = [self.accuracy[step, t] for t in self.tasks if (step, t) in self.accuracy]
         return sum(scores) / len(scores) if scores else math.nan
+
+    def mean_stderr(self, step: int) -> float:
+        """The standard error of :meth:`mean_accuracy` (tasks independent): sqrt(Σ se²) / k."""
+        errors = [
+            self.stderr.get((step, t), math.nan) for t in self.tasks if (step, t) in self.accuracy
+        ]
+        return math.sqrt(sum(e * e for e in errors)) / len(errors) if errors else math.nan
+
+    def mean_chance(self) -> float:
+        chances = [self.chance[t] for t in self.tasks if t in self.chance]
+        return sum(chances) / len(chances) if chances else math.nan
 
 
 def _rounded(value: float, digits: int) -> float | None:
@@ -68,6 +135,7 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
 
 def collect_model_report(lab: Lab) -> ModelReport:
     """The losses and the results of ``eval.checkpoints`` × ``eval.tasks`` (and perplexity)."""
+    from olmo_nn.eval.tasks import get_task_spec
     from olmo_nn.train.callbacks.metrics_file import METRICS_FILE, read_metrics
 
     records = read_metrics(lab.run_dir)
@@ -88,17 +156,24 @@ def collect_model_report(lab: Lab) -> ModelReport:
         checkpoints=sorted(lab.params.eval.checkpoints),
         tasks=list(lab.params.eval.tasks),
     )
+    for task in report.tasks:
+        report.normalization[task] = get_task_spec(task).default_normalization
     for step in report.checkpoints:
         for task in report.tasks:
             path = lab.downstream(step, task) / "results.parquet"
             if not path.is_file():
                 report.missing.append(str(path.parent.relative_to(lab.repo)))
                 continue
-            acc = [r["value"] for r in _read_rows(path) if r["metric"] == "acc"]
-            if acc:
-                report.accuracy[step, task] = float(acc[0])
-            else:
+            rows = {r["metric"]: r for r in _read_rows(path)}
+            if "acc" not in rows:
                 report.missing.append(f"{path.relative_to(lab.repo)} (no acc row)")
+                continue
+            report.accuracy[step, task] = float(rows["acc"]["value"])
+            report.examples[task] = int(rows["acc"]["count"])
+            if "acc_stderr" in rows:
+                report.stderr[step, task] = float(rows["acc_stderr"]["value"])
+            if "chance" in rows:
+                report.chance[task] = float(rows["chance"]["value"])
         path = lab.perplexity(step) / "results.parquet"
         if not path.is_file():
             report.missing.append(str(path.parent.relative_to(lab.repo)))
@@ -116,27 +191,30 @@ def _metrics_json(report: ModelReport) -> dict[str, Any]:
         "steps": len(report.losses),
         "tokens_seen": report.tokens_seen,
         "final_loss": _rounded(report.losses[last], 4) if last is not None else None,
+        "final_loss_smoothed": (
+            _rounded(smoothed_final_loss(report.losses)[0], 4) if report.losses else None
+        ),
         "min_loss": _rounded(min(report.losses.values()), 4) if report.losses else None,
     }
     if report.eval_losses:
         train["final_eval_loss"] = _rounded(report.eval_losses[max(report.eval_losses)], 4)
     evaluation: dict[str, Any] = {}
+    stderr: dict[str, Any] = {}
     for step in report.checkpoints:
-        row: dict[str, Any] = {
-            t: _rounded(report.accuracy[step, t], 4)
-            for t in report.tasks
-            if (step, t) in report.accuracy
-        }
-        if row:
-            row["mean"] = _rounded(report.mean_accuracy(step), 4)
-            evaluation[f"step{step:06d}"] = row
+        scored = [t for t in report.tasks if (step, t) in report.accuracy]
+        if scored:
+            label = f"step{step:06d}"
+            evaluation[label] = {t: _rounded(report.accuracy[step, t], 4) for t in scored}
+            evaluation[label][MEAN] = _rounded(report.mean_accuracy(step), 4)
+            stderr[label] = {t: _rounded(report.stderr.get((step, t), math.nan), 4) for t in scored}
+            stderr[label][MEAN] = _rounded(report.mean_stderr(step), 4)
     perplexity: dict[str, Any] = {}
     for (step, source), values in sorted(report.perplexity.items()):
         perplexity.setdefault(f"step{step:06d}", {})[source] = {
             "perplexity": _rounded(values.get("perplexity", math.nan), 2),
             "bits_per_byte": _rounded(values.get("bits_per_byte", math.nan), 4),
         }
-    return {"train": train, "eval": evaluation, "perplexity": perplexity}
+    return {"train": train, "eval": evaluation, "eval_stderr": stderr, "perplexity": perplexity}
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
@@ -146,12 +224,55 @@ def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
         writer.writerows(["" if v is None else v for v in row] for row in rows)
 
 
+def _scored_steps(report: ModelReport) -> list[int]:
+    return sorted({step for step, _ in report.accuracy})
+
+
 def eval_table_rows(report: ModelReport) -> list[dict[str, Any]]:
-    steps = sorted({step for step, _ in report.accuracy})
-    return [
-        {"step": step} | {task: report.accuracy.get((step, task)) for task in report.tasks}
-        for step in steps
+    """The evaluation table: a row per task (every one of ``eval.tasks``) and their mean; its
+    normalization, chance level and examples, then per scored checkpoint ``step<N>_acc`` and
+    ``step<N>_stderr`` (None where a task has no result at that checkpoint)."""
+    steps = _scored_steps(report)
+    rows = []
+    for task in report.tasks:
+        row: dict[str, Any] = {
+            "task": task,
+            "normalization": report.normalization.get(task),
+            "chance": report.chance.get(task),
+            "examples": report.examples.get(task),
+        }
+        for step in steps:
+            row[f"step{step}_acc"] = report.accuracy.get((step, task))
+            row[f"step{step}_stderr"] = report.stderr.get((step, task))
+        rows.append(row)
+    mean: dict[str, Any] = {
+        "task": MEAN,
+        "normalization": None,
+        "chance": _finite_or_none(report.mean_chance()),
+        "examples": None,
+    }
+    for step in steps:
+        mean[f"step{step}_acc"] = _finite_or_none(report.mean_accuracy(step))
+        mean[f"step{step}_stderr"] = _finite_or_none(report.mean_stderr(step))
+    return [*rows, mean]
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _eval_table_schema(report: ModelReport) -> Any:
+    import pyarrow as pa
+
+    columns = [
+        ("task", pa.string()),
+        ("normalization", pa.string()),
+        ("chance", pa.float64()),
+        ("examples", pa.int64()),
     ]
+    for step in _scored_steps(report):
+        columns += [(f"step{step}_acc", pa.float64()), (f"step{step}_stderr", pa.float64())]
+    return pa.schema(columns)
 
 
 def _accuracy_series(report: ModelReport, task: str) -> tuple[list[int], list[float]]:
@@ -160,14 +281,26 @@ def _accuracy_series(report: ModelReport, task: str) -> tuple[list[int], list[fl
     return steps, [report.accuracy[step, task] for step in steps]
 
 
-def _plot(
-    path: Path, title: str, ylabel: str, lines: dict[str, tuple[list[int], list[float]]]
-) -> None:
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    # No "Software" entry: the bytes depend on the data, not on matplotlib's version string.
+    fig.savefig(path, metadata={"Software": None})
+    _pyplot().close(fig)
+
+
+def _plot(
+    path: Path, title: str, ylabel: str, lines: dict[str, tuple[list[int], list[float]]]
+) -> None:
+    plt = _pyplot()
     many = len(lines) > 3  # a legend beside the axes, so it hides no points
     fig, ax = plt.subplots(figsize=(8.5 if many else 7, 4))
     for label, (x, y) in lines.items():
@@ -180,10 +313,70 @@ def _plot(
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     elif len(lines) > 1:
         ax.legend(fontsize="small")
-    fig.tight_layout()
-    # No "Software" entry: the bytes depend on the data, not on matplotlib's version string.
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
+    _save(fig, path)
+
+
+def _loss_window(report: ModelReport) -> int:
+    return max(1, len(report.losses) // CURVE_POINTS)
+
+
+def _plot_loss(report: ModelReport, path: Path) -> None:
+    """The raw train loss faint, its trailing mean, and the in-loop validation loss."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps, losses = list(report.losses), list(report.losses.values())
+    window = _loss_window(report)
+    ax.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="train (raw)")
+    if window > 1:
+        ax.plot(
+            steps,
+            moving_average(losses, window),
+            color="tab:blue",
+            label=f"train (mean of the last {window} steps)",
+        )
+    if report.eval_losses:
+        ax.plot(
+            list(report.eval_losses),
+            list(report.eval_losses.values()),
+            color="tab:orange",
+            marker="o",
+            label="validation (in-loop)",
+        )
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats per token)")
+    ax.set_title("Training loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    _save(fig, path)
+
+
+def _plot_accuracy(report: ModelReport, path: Path) -> None:
+    """A panel per task: ``acc`` ± standard error by checkpoint, its chance level dashed."""
+    plt = _pyplot()
+    tasks = [t for t in report.tasks if _accuracy_series(report, t)[0]]
+    columns = min(3, len(tasks))
+    rows = math.ceil(len(tasks) / columns)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(3.6 * columns, 2.8 * rows), squeeze=False, sharex=True
+    )
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        steps, accuracy = _accuracy_series(report, task)
+        errors = [report.stderr.get((s, task), math.nan) for s in steps]
+        ax.errorbar(steps, accuracy, yerr=errors, marker="o", capsize=3, label="acc ± stderr")
+        if task in report.chance:
+            ax.axhline(report.chance[task], color="gray", linestyle="--", label="chance")
+        normalization = report.normalization.get(task, "?")
+        ax.set_title(f"{task} ({normalization})", fontsize="medium")
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(tasks) :]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("step")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("acc")
+    axes.flat[0].legend(fontsize="x-small")
+    fig.suptitle("Downstream accuracy by checkpoint (± standard error; chance dashed)")
+    _save(fig, path)
 
 
 def write_model_report(report: ModelReport, folder: Path) -> dict[str, Path]:
@@ -194,25 +387,37 @@ def write_model_report(report: ModelReport, folder: Path) -> dict[str, Path]:
     (folder / "metrics.json").write_text(
         json.dumps(_metrics_json(report), indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )
+    smoothed = moving_average(list(report.losses.values()), _loss_window(report))
     _write_csv(
         folder / "loss.csv",
-        ["step", "loss", "eval_loss"],
-        [[s, repr(loss), report.eval_losses.get(s)] for s, loss in report.losses.items()],
+        ["step", "loss", "loss_smoothed", "eval_loss"],
+        [
+            [s, repr(loss), repr(mean), report.eval_losses.get(s)]
+            for (s, loss), mean in zip(report.losses.items(), smoothed, strict=True)
+        ],
     )
     _write_csv(
         folder / "eval_by_step.csv",
-        ["step", "task", "acc"],
+        ["step", "task", "acc", "acc_stderr", "chance"],
         [
-            [step, task, repr(acc)]
+            [
+                step,
+                task,
+                repr(acc),
+                repr(report.stderr[step, task]) if (step, task) in report.stderr else None,
+                repr(report.chance[task]) if task in report.chance else None,
+            ]
             for task in report.tasks
             for step, acc in zip(*_accuracy_series(report, task), strict=True)
         ],
     )
-    table = eval_table_rows(report)
     _write_csv(
         folder / "acc_by_step.csv",
         ["step", *report.tasks],
-        [[row["step"], *(row[t] for t in report.tasks)] for row in table],
+        [
+            [step, *(report.accuracy.get((step, t)) for t in report.tasks)]
+            for step in _scored_steps(report)
+        ],
     )
     _write_csv(
         folder / "perplexity.csv",
@@ -222,22 +427,16 @@ def write_model_report(report: ModelReport, folder: Path) -> dict[str, Path]:
             for (step, source), values in sorted(report.perplexity.items())
         ],
     )
-    schema = pa.schema([("step", pa.int64()), *((t, pa.float64()) for t in report.tasks)])
-    pq.write_table(pa.Table.from_pylist(table, schema=schema), folder / "eval_table.parquet")
+    pq.write_table(
+        pa.Table.from_pylist(eval_table_rows(report), schema=_eval_table_schema(report)),
+        folder / "eval_table.parquet",
+    )
 
     images = {"loss": folder / "loss.png"}
-    loss_lines = {"train": (list(report.losses), list(report.losses.values()))}
-    if report.eval_losses:
-        loss_lines["validation"] = (list(report.eval_losses), list(report.eval_losses.values()))
-    _plot(images["loss"], "Training loss", "loss", loss_lines)
+    _plot_loss(report, images["loss"])
     if report.accuracy:
         images["acc_by_step"] = folder / "acc_by_step.png"
-        _plot(
-            images["acc_by_step"],
-            "Downstream accuracy by checkpoint",
-            "acc",
-            {task: _accuracy_series(report, task) for task in report.tasks},
-        )
+        _plot_accuracy(report, images["acc_by_step"])
     if report.perplexity:
         images["bits_per_byte"] = folder / "bits_per_byte.png"
         lines: dict[str, tuple[list[int], list[float]]] = {}

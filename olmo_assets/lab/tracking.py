@@ -9,6 +9,17 @@ An evaluation rerun that reproduces a result already logged (same key, same chec
 same ``results.json`` bytes) reuses that run instead of adding a duplicate; a different
 checkpoint or a different result gets a new run, so the experiment keeps the history.
 
+Metric keys name what they measure, the same in an evaluation run and in the training run:
+``downstream/<task>/acc`` (and ``acc_stderr``, ``acc_<normalization>``, ``chance``) and
+``perplexity/<source>/bits_per_byte`` (and ``perplexity``), at step = the checkpoint's step.
+The headline ones are also logged into the training run, so MLflow draws a curve per task
+and source there; a point already there (same key, step and value) is not logged again, as
+MLflow would keep both.
+
+Every run carries the commit of the code (``mlflow.source.git.commit``, ``olmo.git_dirty``)
+and the address of its materialization in Dagster (``olmo.dagster_url``); the training run
+records the token shards it read as MLflow datasets, an evaluation run its checkpoint.
+
 Every step that draws plots has a run to hold them: the training run (training, model
 report) or a run "corpus report" (the corpus report's files, reused for the same bytes).
 :func:`log_plot` stores a plot at ``plots/<md5>/<name>``, an address per version.
@@ -21,7 +32,11 @@ imported inside the functions (it takes over a second to import).
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
+import subprocess
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,17 +47,27 @@ from olmo_assets.lab.params import Lab
 __all__ = [
     "CHECKPOINT_SHA256_TAG",
     "CORPUS_REPORT_ARTIFACTS",
+    "DAGSTER_URL_TAG",
     "EVAL_KEY_TAG",
+    "GIT_COMMIT_TAG",
+    "GIT_DIRTY_TAG",
+    "KIND_TAG",
     "PARENT_RUN_TAG",
     "RESULTS_SHA256_TAG",
     "TRAINING_RUN_TAG",
     "EvaluationRun",
+    "dagster_url",
+    "downstream_key",
     "experiment_id",
+    "git_tags",
     "log_corpus_report",
     "log_evaluation",
     "log_plot",
     "log_report",
+    "log_training_inputs",
+    "perplexity_key",
     "training_run_id",
+    "training_run_tags",
 ]
 
 EVAL_KEY_TAG = "olmo.eval_key"
@@ -52,6 +77,14 @@ RESULTS_SHA256_TAG = "olmo.results_sha256"
 TRAINING_RUN_TAG = "olmo.training_run_id"
 PARENT_RUN_TAG = "mlflow.parentRunId"
 """MLflow's own tag: the UI nests a run under this one."""
+KIND_TAG = "olmo.kind"
+"""``training``, ``downstream``, ``perplexity`` or ``corpus_report``: what the run records."""
+GIT_COMMIT_TAG = "mlflow.source.git.commit"
+"""MLflow's own tag for the commit of the code that ran (shown on the run's page)."""
+GIT_DIRTY_TAG = "olmo.git_dirty"
+"""``true`` when tracked files differed from that commit."""
+DAGSTER_URL_TAG = "olmo.dagster_url"
+"""The run's materialization in Dagster: its asset page (and partition)."""
 REPORT_ARTIFACTS = "model_report"
 """Where the model report's files go among the training run's artifacts."""
 CORPUS_REPORT_ARTIFACTS = "corpus_report"
@@ -142,6 +175,54 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def downstream_key(task: str, metric: str) -> str:
+    """``downstream/<task>/<metric>``: the MLflow key of a downstream result row."""
+    return f"downstream/{task}/{metric}"
+
+
+def perplexity_key(source: str, metric: str, domain: str | None = None) -> str:
+    """``perplexity/<source>[/<domain>]/<metric>``: the MLflow key of a perplexity row."""
+    return "/".join(filter(None, ("perplexity", source, domain, metric)))
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def git_tags() -> dict[str, str]:
+    """The commit of the lab's code and whether tracked files had changes (empty outside git)."""
+    import olmo_assets
+
+    code = Path(olmo_assets.__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(code), "rev-parse", "HEAD"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+        status = subprocess.run(
+            ["git", "-C", str(code), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, check=True, timeout=30,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {GIT_COMMIT_TAG: commit, GIT_DIRTY_TAG: str(bool(status.strip())).lower()}
+
+
+def dagster_url(stage: str, *arguments: str) -> str:
+    """The Dagster page of what stage ``stage`` run with ``arguments`` writes first (its
+    primary artifact), at its partition: ``dagster_url("downstream", "100", "arc_easy")``."""
+    from olmo_assets.lab import links
+    from olmo_assets.lab.pipeline import StageRun, stage_named
+
+    run = StageRun(stage_named(stage), arguments)
+    return links.dagster_asset_url(run.asset_path(run.stage.writes[0]), run.partition)
+
+
+def training_run_tags() -> dict[str, str]:
+    """The tags the train step has the trainer put on its run: kind, commit, Dagster page."""
+    return {KIND_TAG: "training", **git_tags(), DAGSTER_URL_TAG: dagster_url("train")}
+
+
 @dataclass
 class EvaluationRun:
     """What one evaluation step logs: where its result came from, and its numbers."""
@@ -157,7 +238,12 @@ class EvaluationRun:
     """The step's ``results.json``: its hash tells a rerun with the same outcome from a new one."""
     params: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    """Every number of the result, by its qualified key (``downstream/arc_easy/acc``)."""
+    training_metrics: dict[str, float] = field(default_factory=dict)
+    """The headline numbers also logged into the training run (a curve per task there)."""
     tags: dict[str, str] = field(default_factory=dict)
+    started_ms: int | None = None
+    """When the evaluation began (ms since the epoch): the run's start; it ends when logged."""
 
     @classmethod
     def of_checkpoint(
@@ -171,11 +257,13 @@ class EvaluationRun:
         *,
         params: dict[str, Any],
         metrics: dict[str, float],
+        training_metrics: dict[str, float],
+        started_ms: int,
         tags: dict[str, str] | None = None,
     ) -> EvaluationRun:
-        """Evaluation ``kind`` (downstream, perplexity) of ``name`` (a task, or "") on the
-        checkpoint of ``step`` (whose content hash the caller has already checked): its key
-        and run name."""
+        """Evaluation ``kind`` (the stage: downstream, perplexity) of ``name`` (a task, or "")
+        on the checkpoint of ``step`` (whose content hash the caller has already checked):
+        its key, run name and Dagster page."""
         label = f"step{step:06d}"
         return cls(
             key="/".join([kind, label, name] if name else [kind, label]),
@@ -186,7 +274,13 @@ class EvaluationRun:
             results=results,
             params=params,
             metrics=metrics,
-            tags={"olmo.kind": kind, **(tags or {})},
+            training_metrics=training_metrics,
+            tags={
+                KIND_TAG: kind,
+                DAGSTER_URL_TAG: dagster_url(kind, str(step), *([name] if name else [])),
+                **(tags or {}),
+            },
+            started_ms=started_ms,
         )
 
 
@@ -201,12 +295,55 @@ def _find_run(client: Any, experiment: str, tags: dict[str, str]) -> Any | None:
     return runs[0] if runs else None
 
 
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def _log_new_points(client: Any, run_id: str, step: int, metrics: dict[str, float]) -> int:
+    """Log ``metrics`` at ``step`` into run ``run_id``, but for the points it already holds
+    (same key, step and value): MLflow keeps every value logged, so a rerun that reproduces
+    a result would otherwise draw a second dot. Returns how many points were logged."""
+    from mlflow.entities import Metric
+
+    timestamp = _now_ms()
+    new = [
+        Metric(key, float(value), timestamp, step)
+        for key, value in sorted(metrics.items())
+        if not any(
+            point.step == step and _same(point.value, float(value))
+            for point in client.get_metric_history(run_id, key)
+        )
+    ]
+    for i in range(0, len(new), 1000):
+        client.log_batch(run_id, metrics=new[i : i + 1000])
+    return len(new)
+
+
+def _dataset_input(name: str, digest: str, path: Path, context: str, **profile: Any) -> Any:
+    """An MLflow dataset input: a local folder by name, content hash and path.
+
+    MLflow stores a digest of at most 36 characters (its own are 8): a DVC folder hash
+    (``<md5>.dir``) fits whole; a longer one goes whole into the profile.
+    """
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    dataset = Dataset(
+        name=name,
+        digest=digest[:36],
+        source_type="local",
+        source=json.dumps({"uri": str(path.resolve())}),
+        profile=json.dumps(profile, sort_keys=True) if profile else None,
+    )
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])
+
+
 def log_evaluation(lab: Lab, evaluation: EvaluationRun) -> str:
     """Log ``evaluation`` as a run of the pipeline's experiment; returns the run id.
 
     A FINISHED run with the same key, checkpoint hash and results hash is reused (its
-    links to the training run are refreshed); otherwise a new run is created. Metrics are
-    logged at ``step`` = the checkpoint's step, in one ``log_batch`` call.
+    links to the training run are refreshed); otherwise a new run is created, from
+    ``started_ms`` to now. Metrics are logged at ``step`` = the checkpoint's step, and the
+    ``training_metrics`` also into the training run (but for points it already holds).
     """
     from mlflow.entities import Metric, Param, RunTag
 
@@ -234,29 +371,91 @@ def log_evaluation(lab: Lab, evaluation: EvaluationRun) -> str:
         )
     existing = _find_run(client, experiment, identity)
     if existing is not None:
-        client.log_batch(existing.info.run_id, tags=[RunTag(k, v) for k, v in links.items()])
-        return str(existing.info.run_id)
-    run = client.create_run(experiment, run_name=evaluation.run_name, tags=identity | links)
-    run_id = str(run.info.run_id)
-    try:
-        timestamp = run.info.start_time
-        client.log_batch(
-            run_id,
-            metrics=[
-                Metric(key, float(value), timestamp, evaluation.step)
-                for key, value in sorted(evaluation.metrics.items())
-            ],
-            params=[Param(key, str(value)) for key, value in sorted(evaluation.params.items())],
+        run_id = str(existing.info.run_id)
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in links.items()])
+    else:
+        run = client.create_run(
+            experiment,
+            start_time=evaluation.started_ms,
+            run_name=evaluation.run_name,
+            tags=identity | git_tags() | links,
         )
-    except BaseException:
-        client.set_terminated(run_id, status="FAILED")
-        raise
-    client.set_terminated(run_id, status="FINISHED")
+        run_id = str(run.info.run_id)
+        try:
+            ended = _now_ms()
+            client.log_batch(
+                run_id,
+                metrics=[
+                    Metric(key, float(value), ended, evaluation.step)
+                    for key, value in sorted(evaluation.metrics.items())
+                ],
+                params=[Param(k, str(v)) for k, v in sorted(evaluation.params.items())],
+            )
+            client.log_inputs(
+                run_id,
+                datasets=[
+                    _dataset_input(
+                        f"checkpoint step{evaluation.step:06d}",
+                        evaluation.checkpoint_sha256,
+                        evaluation.checkpoint,
+                        "evaluation",
+                        sha256=evaluation.checkpoint_sha256,
+                    )
+                ],
+            )
+        except BaseException:
+            client.set_terminated(run_id, status="FAILED")
+            raise
+        client.set_terminated(run_id, status="FINISHED", end_time=ended)
+    if parent is not None:
+        # Also for a reused run: the training run may be a newer one with the same weights.
+        _log_new_points(client, parent, evaluation.step, evaluation.training_metrics)
     return run_id
 
 
-def log_report(lab: Lab, folder: Path) -> str | None:
-    """Attach the model report's files to the training run (``model_report/``); its id.
+def log_training_inputs(lab: Lab) -> str | None:
+    """Record the token shards the training run read as its MLflow datasets (``train`` and,
+    when the run validated on them, ``validation``), by DVC hash and path; the run's id.
+
+    MLflow keeps one input per dataset name and digest, so a rerun adds nothing. Returns
+    None, with a warning, when the trainer recorded no MLflow run.
+    """
+    run_id = training_run_id(lab)
+    if run_id is None:
+        warnings.warn(
+            f"{lab.run_dir / _RUN_ID_FILE} does not exist: the token shards are not recorded "
+            "as the training run's datasets in MLflow",
+            stacklevel=2,
+        )
+        return None
+    from olmo_assets.lab.hashing import dvc_md5
+
+    inputs = []
+    for split, context in (("train", "training"), ("validation", "validation")):
+        folder = lab.shards / split
+        if (folder / "manifest.json").is_file():
+            manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+            files = manifest.get("files", [])
+            inputs.append(
+                _dataset_input(
+                    f"token_shards/{split}",
+                    dvc_md5(folder),
+                    folder,
+                    context,
+                    num_tokens=sum(f.get("num_tokens", 0) for f in files),
+                    num_documents=sum(f.get("num_documents", 0) for f in files),
+                )
+            )
+    _client(lab).log_inputs(run_id, datasets=inputs)
+    return run_id
+
+
+def log_report(
+    lab: Lab, folder: Path, metrics_by_step: dict[int, dict[str, float]] | None = None
+) -> str | None:
+    """Attach the model report's files to the training run (``model_report/``) and log its
+    per-checkpoint metrics there (``downstream/<task>/acc`` … at each checkpoint's step, but
+    for points the run already holds); the run's id.
 
     Returns None, with a warning, when the training run recorded no MLflow run. A rerun
     replaces the files at the same artifact paths.
@@ -271,6 +470,9 @@ def log_report(lab: Lab, folder: Path) -> str | None:
         return None
     client = _client(lab)
     client.log_artifacts(run_id, str(folder), REPORT_ARTIFACTS)
+    client.set_tag(run_id, "olmo.model_report.dagster_url", dagster_url("model_report"))
+    for step, metrics in sorted((metrics_by_step or {}).items()):
+        _log_new_points(client, run_id, step, metrics)
     return run_id
 
 
@@ -298,11 +500,13 @@ def log_corpus_report(lab: Lab, folder: Path) -> str:
 
     client = _client(lab)
     experiment = experiment_id(lab, client)
-    identity = {"olmo.kind": "corpus_report", REPORT_MD5_TAG: dvc_md5(folder)}
+    identity = {KIND_TAG: "corpus_report", REPORT_MD5_TAG: dvc_md5(folder)}
+    link = {DAGSTER_URL_TAG: dagster_url("corpus_report")}
     existing = _find_run(client, experiment, identity)
     if existing is not None:
+        client.set_tag(existing.info.run_id, DAGSTER_URL_TAG, link[DAGSTER_URL_TAG])
         return str(existing.info.run_id)
-    run = client.create_run(experiment, run_name="corpus report", tags=identity)
+    run = client.create_run(experiment, run_name="corpus report", tags=identity | git_tags() | link)
     run_id = str(run.info.run_id)
     try:
         client.log_artifacts(run_id, str(folder), CORPUS_REPORT_ARTIFACTS)

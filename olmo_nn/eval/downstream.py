@@ -6,12 +6,18 @@ the unconditional normalization), all in one :func:`score_requests` call, so the
 instance share their context's forward pass;
 accuracy is then computed under none / per-token / per-character / unconditional, and ``acc``
 is the task's default as OLMo chose it.
+
+Each accuracy comes with its standard error as lm-evaluation-harness defines it (the sample
+standard deviation of the 0/1 scores, with n - 1, over sqrt(n): sqrt(p(1 - p) / (n - 1))),
+and the task with its chance level (the mean over examples of 1 / number of choices): on a
+few dozen examples the difference between two checkpoints is often within the noise.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +35,17 @@ from olmo_nn.eval.scoring import (
     unconditional_requests,
 )
 
-__all__ = ["NORMALIZATIONS", "TaskResult", "evaluate_task", "write_results"]
+__all__ = ["NORMALIZATIONS", "TaskResult", "accuracy_stderr", "evaluate_task", "write_results"]
+
+
+def accuracy_stderr(correct: Sequence[bool]) -> float:
+    """The standard error of a mean of 0/1 scores, as lm-evaluation-harness computes it:
+    ``sample_stddev / sqrt(n)`` with the n - 1 sample deviation. NaN under two examples."""
+    n = len(correct)
+    if n < 2:
+        return math.nan
+    p = sum(correct) / n
+    return math.sqrt(p * (1.0 - p) / (n - 1))
 
 
 @dataclass
@@ -41,14 +57,23 @@ class TaskResult:
     accuracy: dict[str, float]
     count: int
     requests: list[dict[str, Any]]
+    stderr: dict[str, float]
+    """The standard error of each normalization's accuracy (:func:`accuracy_stderr`)."""
+    chance: float
+    """The accuracy of guessing: the mean over examples of 1 / number of choices."""
 
     def rows(self, *, model: str, step: int | None) -> list[dict[str, Any]]:
+        """``acc_<normalization>`` and ``acc_<normalization>_stderr`` for each normalization,
+        ``acc`` and ``acc_stderr`` (the default's), ``chance`` and ``truncated_requests``."""
         base = {"model": model, "step": step, "task": self.task, "count": self.count}
-        rows = [
-            {**base, "metric": f"acc_{kind}", "value": value}
-            for kind, value in self.accuracy.items()
-        ]
-        rows.append({**base, "metric": "acc", "value": self.accuracy[self.default_normalization]})
+        rows = []
+        for kind, value in self.accuracy.items():
+            rows.append({**base, "metric": f"acc_{kind}", "value": value})
+            rows.append({**base, "metric": f"acc_{kind}_stderr", "value": self.stderr[kind]})
+        default = self.default_normalization
+        rows.append({**base, "metric": "acc", "value": self.accuracy[default]})
+        rows.append({**base, "metric": "acc_stderr", "value": self.stderr[default]})
+        rows.append({**base, "metric": "chance", "value": self.chance})
         truncated = sum(1 for r in self.requests if r["truncated"])
         rows.append({**base, "metric": "truncated_requests", "value": float(truncated)})
         return rows
@@ -108,7 +133,7 @@ def evaluate_task(
         "per_char": normalize(scores, "per_char"),
         "unconditional": normalize(scores, "unconditional", unconditional=baseline),
     }
-    accuracy = {}
+    accuracy, stderr = {}, {}
     for kind, values in normalized.items():
         best: dict[int, tuple[float, int]] = {}
         for (i, j), value in zip(owners, values, strict=True):
@@ -116,6 +141,13 @@ def evaluate_task(
                 best[i] = (value, j)
         correct = [best[i][1] == instance.label for i, instance in enumerate(instances)]
         accuracy[kind] = float(np.mean(correct)) if correct else float("nan")
+        stderr[kind] = accuracy_stderr(correct)
+    num_choices = Counter(i for i, _ in owners)
+    chance = (
+        float(np.mean([1.0 / num_choices[i] for i in range(len(instances))]))
+        if instances
+        else float("nan")
+    )
     dumped = [
         {
             "task": task,
@@ -132,7 +164,9 @@ def evaluate_task(
         }
         for (i, j), request, score, base in zip(owners, requests, scores, baseline, strict=True)
     ]
-    return TaskResult(task, default_normalization, accuracy, len(instances), dumped)
+    return TaskResult(
+        task, default_normalization, accuracy, len(instances), dumped, stderr=stderr, chance=chance
+    )
 
 
 def write_results(

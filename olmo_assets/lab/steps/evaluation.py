@@ -1,9 +1,18 @@
-"""Evaluation steps: a downstream task on a checkpoint, perplexity on a checkpoint; checks."""
+"""Evaluation steps: a downstream task on a checkpoint, perplexity on a checkpoint; checks.
+
+Their metadata states a score with what it takes to read it: an accuracy with its standard
+error, the chance level, the number of examples and the normalization ``acc`` uses; the
+offline perplexity beside the trainer's in-loop validation loss at the same step, and why the
+two differ. Floats are kept to what makes sense as a line over an asset's partitions (a
+downstream partition is a checkpoint × task: one accuracy line across tasks would zig-zag, so
+the accuracy is text there).
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +37,12 @@ def _task_instances(lab: Lab, task: str) -> list[Any]:
 
 def evaluate_downstream(lab: Lab, step: int, task: str) -> StepResult:
     """One task on one checkpoint (rank classification, OLMo's normalization for the task)."""
-    from olmo_assets.lab.tracking import EvaluationRun, log_evaluation
+    from olmo_assets.lab.tracking import EvaluationRun, downstream_key, log_evaluation
     from olmo_nn.eval.downstream import evaluate_task, write_results
     from olmo_nn.eval.models import load_language_model
     from olmo_nn.eval.tasks import get_task_spec
 
+    started_ms = int(time.time() * 1000)
     checkpoint, sha256 = recorded_checkpoint(lab, step)
     instances = _task_instances(lab, task)
     spec = get_task_spec(task)
@@ -64,14 +74,26 @@ def evaluate_downstream(lab: Lab, step: int, task: str) -> StepResult:
                 "normalization": spec.default_normalization,
                 "examples": len(instances),
             },
-            metrics={r["metric"]: r["value"] for r in rows},
+            metrics={downstream_key(task, r["metric"]): r["value"] for r in rows},
+            training_metrics={
+                downstream_key(task, r["metric"]): r["value"]
+                for r in rows
+                if r["metric"] in ("acc", "acc_stderr")
+            },
+            started_ms=started_ms,
             tags={"olmo.task": task},
         ),
     )
-    acc = next((r["value"] for r in rows if r["metric"] == "acc"), math.nan)
+    values = {r["metric"]: r["value"] for r in rows}
     return StepResult(
         {
-            "acc": acc,
+            "accuracy": accuracy_text(
+                values.get("acc", math.nan),
+                values.get("acc_stderr", math.nan),
+                values.get("chance", math.nan),
+                len(instances),
+            ),
+            "normalization": spec.default_normalization,
             "examples": len(instances),
             "step": step,
             "task": task,
@@ -79,6 +101,11 @@ def evaluate_downstream(lab: Lab, step: int, task: str) -> StepResult:
         },
         {"results": [{k: r[k] for k in ("metric", "value", "count")} for r in rows]},
     )
+
+
+def accuracy_text(acc: float, stderr: float, chance: float, examples: int) -> str:
+    """``0.425 ± 0.078 (chance 0.25, 40 examples)``: an accuracy as it should be read."""
+    return f"{acc:.3f} ± {stderr:.3f} (chance {chance:.3g}, {examples} examples)"
 
 
 def _validation_documents(lab: Lab) -> list[dict[str, Any]]:
@@ -105,10 +132,11 @@ def evaluate_perplexity(lab: Lab, step: int) -> StepResult:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from olmo_assets.lab.tracking import EvaluationRun, log_evaluation
+    from olmo_assets.lab.tracking import EvaluationRun, log_evaluation, perplexity_key
     from olmo_nn.eval.models import load_language_model
     from olmo_nn.eval.perplexity import evaluate_perplexity as score
 
+    started_ms = int(time.time() * 1000)
     checkpoint, sha256 = recorded_checkpoint(lab, step)
     documents = _validation_documents(lab)
     rows = [
@@ -121,6 +149,9 @@ def evaluate_perplexity(lab: Lab, step: int) -> StepResult:
         (staged / "results.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
         pq.write_table(pa.Table.from_pylist(rows), staged / "results.parquet")
     sources = sorted({d["source"] for d in documents})
+    headline = [
+        r for r in rows if r["metric"] in ("perplexity", "bits_per_byte") and not r.get("domain")
+    ]
     run_id = log_evaluation(
         lab,
         EvaluationRun.of_checkpoint(
@@ -135,16 +166,19 @@ def evaluate_perplexity(lab: Lab, step: int) -> StepResult:
                 "sources": ",".join(sources),
             },
             metrics={
-                "/".join(filter(None, (r["source"], r.get("domain"), r["metric"]))): r["value"]
-                for r in rows
+                perplexity_key(r["source"], r["metric"], r.get("domain")): r["value"] for r in rows
             },
+            training_metrics={
+                perplexity_key(r["source"], r["metric"]): r["value"] for r in headline
+            },
+            started_ms=started_ms,
         ),
     )
-    headline = [r for r in rows if r["metric"] in ("perplexity", "bits_per_byte")]
     return StepResult(
         {
             "documents": len(documents),
             **{f"{r['source']}/{r['metric']}": r["value"] for r in headline},
+            **_in_loop_validation(lab, step),
             "mlflow_run_id": run_id,
         },
         {
@@ -155,7 +189,44 @@ def evaluate_perplexity(lab: Lab, step: int) -> StepResult:
     )
 
 
+IN_LOOP_VS_OFFLINE = (
+    "In-loop (the trainer's eval/loss, every eval.interval steps): mean cross-entropy in nats "
+    "per token over the first eval.max_batches batches of the validation token shards, in "
+    "file order (so the sources that come first there): every source's documents "
+    "concatenated and cut into fixed-length instances, so a document may start mid-instance "
+    "after another and lose its context at a cut. Offline (this step, Paloma-style): up to "
+    "eval.perplexity_documents documents per source from the validation splits, each scored "
+    "on its own from its start (after an EOS) in windows of the model's length; perplexity = "
+    "exp(nats per token), and bits per byte, per source, 'all' pooling every scored "
+    "document. Different documents, mix of sources and context: the two are not expected to "
+    "agree."
+)
+
+
+def _in_loop_validation(lab: Lab, step: int) -> dict[str, Any]:
+    """The trainer's in-loop validation loss at ``step`` beside the offline numbers."""
+    from olmo_nn.train.callbacks.metrics_file import read_metrics
+
+    losses = {
+        int(r["step"]): float(r["eval/loss"]) for r in read_metrics(lab.run_dir) if "eval/loss" in r
+    }
+    if step not in losses:
+        return {
+            "in_loop_eval_loss": f"not computed at step {step} (train eval.interval)",
+            "in_loop_vs_offline": IN_LOOP_VS_OFFLINE,
+        }
+    return {
+        "in_loop_eval_loss": losses[step],
+        "in_loop_eval_perplexity": math.exp(min(losses[step], 50.0)),
+        "in_loop_vs_offline": IN_LOOP_VS_OFFLINE,
+    }
+
+
 # -- checks: read back from results.json ---------------------------------------------------------
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
 def _rows(folder: Path) -> list[dict[str, Any]]:
@@ -165,17 +236,21 @@ def _rows(folder: Path) -> list[dict[str, Any]]:
 
 
 def downstream_rows_complete(lab: Lab, step: int, task: str) -> CheckResult:
-    """Every normalization's accuracy and ``acc`` itself, finite, over every example."""
+    """Every normalization's accuracy and ``acc`` itself, each with its standard error, and
+    the chance level: finite, over every example (a standard error needs two)."""
     from olmo_nn.eval.scoring import NORMALIZATIONS
 
-    expected = {"acc", *(f"acc_{n}" for n in NORMALIZATIONS)}
+    accuracies = {"acc", *(f"acc_{n}" for n in NORMALIZATIONS)}
+    errors = {f"{m}_stderr" for m in accuracies}
+    expected = accuracies | errors | {"chance"}
     examples = len(_task_instances(lab, task))
     rows = {r["metric"]: r for r in _rows(lab.downstream(step, task))}
     missing = sorted(expected - set(rows))
+    must_be_finite = expected if examples >= 2 else expected - errors
     wrong = sorted(
         m
         for m in expected & set(rows)
-        if not math.isfinite(rows[m]["value"]) or rows[m]["count"] != examples
+        if rows[m]["count"] != examples or (m in must_be_finite and not _finite(rows[m]["value"]))
     )
     return CheckResult(
         not missing and not wrong,

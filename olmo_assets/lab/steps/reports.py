@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import math
+from typing import TYPE_CHECKING, Any
 
 from olmo_assets.lab.params import Lab
 from olmo_assets.lab.steps.results import CheckResult, StepResult
 from olmo_nn.atomic import staged_folder
+
+if TYPE_CHECKING:
+    from olmo_assets.lab.report import ModelReport
 
 __all__ = ["corpus_report", "model_report", "model_report_complete"]
 
@@ -30,30 +33,65 @@ def corpus_report(lab: Lab) -> StepResult:
 
 
 def model_report(lab: Lab) -> StepResult:
-    """Loss and evaluation scores by checkpoint: ``metrics.json``, CSVs, a table, plots."""
+    """Loss and evaluation scores by checkpoint: ``metrics.json``, CSVs, a table, plots; the
+    files are attached to the training run in MLflow, and its per-task scores logged there
+    by step (``downstream/<task>/acc``: a curve per task)."""
     from olmo_assets.lab.report import (
         collect_model_report,
         eval_table_rows,
+        smoothed_final_loss,
         write_model_report,
     )
+    from olmo_assets.lab.steps.evaluation import accuracy_text
     from olmo_assets.lab.tracking import log_report
 
     report = collect_model_report(lab)
     with staged_folder(lab.model_report) as staged:
         staged.mkdir()
         write_model_report(report, staged)
-    run_id = log_report(lab, lab.model_report)
+    run_id = log_report(lab, lab.model_report, _metrics_by_step(report))
+    metadata: dict[str, Any] = {"steps": len(report.losses)}
+    if report.losses:
+        smoothed, window = smoothed_final_loss(report.losses)
+        last = max(report.losses)
+        metadata |= {
+            "final_loss_smoothed": smoothed,
+            "final_loss_window": f"mean of the train loss over {window}",
+            "raw_final_loss": f"{report.losses[last]:.4f} at step {last} (one step: noisy)",
+        }
+    final = max(report.checkpoints, default=0)
+    metadata |= {
+        "results": len(report.accuracy) + len({s for s, _ in report.perplexity}),
+        "final_mean_acc": report.mean_accuracy(final),
+        "final_mean_accuracy": accuracy_text(
+            report.mean_accuracy(final),
+            report.mean_stderr(final),
+            report.mean_chance(),
+            sum(report.examples.values()),
+        )
+        + f" at step {final}, mean of {len(report.tasks)} tasks",
+        "mlflow_run_id": run_id or "",
+    }
     return StepResult(
-        {
-            "steps": len(report.losses),
-            "final_loss": report.losses[max(report.losses)] if report.losses else math.nan,
-            "results": len(report.accuracy) + len({s for s, _ in report.perplexity}),
-            "final_mean_acc": report.mean_accuracy(max(report.checkpoints, default=0)),
-            "mlflow_run_id": run_id or "",
-        },
+        metadata,
         {"evaluation": eval_table_rows(report)},
         {p.stem: p for p in sorted(lab.model_report.glob("*.png"))},
     )
+
+
+def _metrics_by_step(report: ModelReport) -> dict[int, dict[str, float]]:
+    """The report's scores under the evaluation runs' MLflow keys, by checkpoint step."""
+    from olmo_assets.lab.tracking import downstream_key, perplexity_key
+
+    by_step: dict[int, dict[str, float]] = {}
+    for (step, task), acc in report.accuracy.items():
+        by_step.setdefault(step, {})[downstream_key(task, "acc")] = acc
+        if (step, task) in report.stderr:
+            by_step[step][downstream_key(task, "acc_stderr")] = report.stderr[step, task]
+    for (step, source), values in report.perplexity.items():
+        for metric, value in values.items():
+            by_step.setdefault(step, {})[perplexity_key(source, metric)] = value
+    return by_step
 
 
 def model_report_complete(lab: Lab) -> CheckResult:

@@ -1,4 +1,10 @@
-"""The training step: ``olmo train`` under ``torchrun`` on the token shards; its check."""
+"""The training step: ``olmo train`` under ``torchrun`` on the token shards; its check.
+
+While the trainer runs, this process follows its ``metrics.jsonl`` and reports progress (step,
+loss, tokens per second) every ``max_steps // 20`` steps to whoever launched the step. The
+metadata gives the final loss smoothed over the last tenth of the run (one step's loss is
+noisy); the first and last raw losses are kept as text.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,17 @@ import math
 import os
 import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
 from olmo_assets.lab.params import Lab
 from olmo_assets.lab.processes import run_command
 from olmo_assets.lab.steps.results import CheckResult, StepResult
 
-__all__ = ["launch_identity", "losses_finite", "train", "train_command"]
+__all__ = ["TrainingProgress", "launch_identity", "losses_finite", "train", "train_command"]
+
+PROGRESS_REPORTS = 20
+"""About how many progress lines a training run reports."""
 
 
 def train_command(lab: Lab) -> list[str]:
@@ -66,10 +76,63 @@ def launch_identity(lab: Lab, command: list[str]) -> str:
     )
 
 
+class TrainingProgress:
+    """Follows a growing ``metrics.jsonl`` and reports every ``every`` steps (and the last).
+
+    Call it repeatedly (``run_command``'s ``poll``): each call reads the lines written since the
+    last one. A file that shrank (a resume truncates it to its checkpoint) is read again from
+    the start; a step is reported once.
+    """
+
+    def __init__(self, path: Path, max_steps: int, every: int | None = None) -> None:
+        self.path = path
+        self.max_steps = max_steps
+        self.every = every or max(1, max_steps // PROGRESS_REPORTS)
+        self._offset = 0
+        self._partial = b""
+        self._last_reported = 0
+
+    def __call__(self) -> None:
+        from olmo_assets.lab.progress import report
+
+        if not self.path.is_file():
+            return
+        if self.path.stat().st_size < self._offset:
+            self._offset, self._partial = 0, b""
+        with self.path.open("rb") as metrics:
+            metrics.seek(self._offset)
+            data = self._partial + metrics.read()
+            self._offset = metrics.tell()
+        *lines, self._partial = data.split(b"\n")
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut off by a crash: read_metrics says so at the end
+            step = int(record.get("step", 0))
+            if step > self._last_reported and (step % self.every == 0 or step == self.max_steps):
+                self._last_reported = step
+                report(self.describe(record))
+
+    def describe(self, record: dict[str, Any]) -> str:
+        """``step 15/300 (5%)  loss 9.8123  1,834 tokens/s`` (plus the validation loss)."""
+        step = int(record["step"])
+        parts = [f"step {step}/{self.max_steps} ({100 * step / self.max_steps:.0f}%)"]
+        if "loss" in record:
+            parts.append(f"loss {float(record['loss']):.4f}")
+        if "eval/loss" in record:
+            parts.append(f"validation loss {float(record['eval/loss']):.4f}")
+        if isinstance(record.get("tokens_per_s"), int | float):
+            parts.append(f"{record['tokens_per_s']:,.0f} tokens/s")
+        return "  ".join(parts)
+
+
 def train(lab: Lab) -> StepResult:
     """Train under ``torchrun`` (``train.nproc`` ranks); an interrupted run resumes."""
-    from olmo_assets.lab.tracking import experiment_id
-    from olmo_nn.train.callbacks.metrics_file import read_metrics
+    from olmo_assets.lab.report import smoothed_final_loss
+    from olmo_assets.lab.tracking import experiment_id, log_training_inputs, training_run_tags
+    from olmo_nn.train.callbacks.metrics_file import METRICS_FILE, read_metrics
+    from olmo_nn.train.callbacks.mlflow_logger import RUN_TAGS_ENV
 
     command = train_command(lab)
     # The run resumes from its checkpoints when it was launched the same way (an interrupted
@@ -85,17 +148,29 @@ def train(lab: Lab) -> StepResult:
     # The experiment (and a new SQLite store's schema) is created by this one process before
     # the trainer and the evaluation steps write to it.
     experiment_id(lab)
-    run_command(command, {**os.environ, "MLFLOW_TRACKING_URI": lab.mlflow_uri})
-    losses = [m["loss"] for m in read_metrics(lab.run_dir) if "loss" in m]
-    checkpoints = sorted(p.name for p in (lab.run_dir / "checkpoints").glob("*-unsharded"))
-    run_id = lab.run_dir / "mlflow_run_id"
-    metadata: dict[str, Any] = {
-        "steps": len(losses),
-        "first_loss": losses[0] if losses else math.nan,
-        "last_loss": losses[-1] if losses else math.nan,
-        "checkpoints": ", ".join(checkpoints),
-        "mlflow_run_id": run_id.read_text().strip() if run_id.is_file() else "",
+    environment = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": lab.mlflow_uri,
+        # The trainer's run carries its kind, the code's commit and its Dagster page.
+        RUN_TAGS_ENV: json.dumps(training_run_tags()),
     }
+    progress = TrainingProgress(lab.run_dir / METRICS_FILE, lab.params.train.max_steps)
+    run_command(command, environment, poll=progress)
+    run_id = log_training_inputs(lab)
+    records = read_metrics(lab.run_dir)
+    losses = {int(m["step"]): float(m["loss"]) for m in records if "loss" in m}
+    checkpoints = sorted(p.name for p in (lab.run_dir / "checkpoints").glob("*-unsharded"))
+    metadata: dict[str, Any] = {"steps": len(losses)}
+    if losses:
+        smoothed, window = smoothed_final_loss(losses)
+        first, last = min(losses), max(losses)
+        metadata |= {
+            "final_loss_smoothed": smoothed,
+            "final_loss_window": f"mean of the train loss over {window}",
+            "raw_first_loss": f"{losses[first]:.4f} at step {first}",
+            "raw_last_loss": f"{losses[last]:.4f} at step {last} (one step: noisy)",
+        }
+    metadata |= {"checkpoints": ", ".join(checkpoints), "mlflow_run_id": run_id or ""}
     loss_plot = lab.run_dir / "loss.png"
     return StepResult(metadata, images={"loss": loss_plot} if loss_plot.is_file() else {})
 

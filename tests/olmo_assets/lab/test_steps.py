@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from olmo_assets.lab.params import Lab
 from olmo_assets.lab.pipeline import stage_named
@@ -23,9 +25,16 @@ def _csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(rows))
 
 
-def _acc(lab: Lab, step: int, task: str) -> float:
+def _acc(lab: Lab, step: int, task: str, metric: str = "acc") -> float:
     rows = json.loads((lab.downstream(step, task) / "results.json").read_text(encoding="utf-8"))
-    return next(r["value"] for r in rows if r["metric"] == "acc")
+    return next(r["value"] for r in rows if r["metric"] == metric)
+
+
+def _trailing_mean(values: list[float], window: int) -> list[float]:
+    return [
+        sum(values[max(0, i + 1 - window) : i + 1]) / len(values[max(0, i + 1 - window) : i + 1])
+        for i in range(len(values))
+    ]
 
 
 def test_model_report_reads_exactly_its_eval_params() -> None:
@@ -37,12 +46,38 @@ def test_model_report_reads_exactly_its_eval_params() -> None:
 def test_loss_csv_holds_every_logged_loss(built_lab: Lab, model_report: StepResult) -> None:
     metrics = read_metrics(built_lab.run_dir)
     rows = _csv(built_lab.model_report / "loss.csv")
+    losses = [m["loss"] for m in metrics]
+    assert list(rows[0]) == ["step", "loss", "loss_smoothed", "eval_loss"]
     assert [int(r["step"]) for r in rows] == [m["step"] for m in metrics]
-    assert [float(r["loss"]) for r in rows] == [m["loss"] for m in metrics]
+    assert [float(r["loss"]) for r in rows] == losses
+    # Four steps: the curve's window is max(1, 4 // 20) = 1, the raw loss itself.
+    assert [float(r["loss_smoothed"]) for r in rows] == _trailing_mean(losses, 1) == losses
     assert {int(r["step"]): float(r["eval_loss"]) for r in rows if r["eval_loss"]} == {
         m["step"]: m["eval/loss"] for m in metrics if "eval/loss" in m
     }
-    assert model_report.metadata["final_loss"] == metrics[-1]["loss"]
+    # Four steps: the smoothed final loss is the mean of all four (at least ten, as many as
+    # there are).
+    assert model_report.metadata["final_loss_smoothed"] == sum(losses) / 4
+    assert model_report.metadata["final_loss_window"] == (
+        "mean of the train loss over steps 1–4 (the last 4 of 4: 10% of the run, at least 10 steps)"
+    )
+    assert model_report.metadata["raw_final_loss"] == (
+        f"{losses[-1]:.4f} at step 4 (one step: noisy)"
+    )
+
+
+def test_smoothing_windows() -> None:
+    from olmo_assets.lab.report import final_loss_window, moving_average, smoothed_final_loss
+
+    assert [final_loss_window(n) for n in (1, 4, 10, 99, 100, 300, 301)] == [
+        1, 4, 10, 10, 10, 30, 31,
+    ]  # fmt: skip
+    assert moving_average([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+    losses = {step: float(step) for step in range(1, 301)}
+    assert smoothed_final_loss(losses) == (
+        sum(range(271, 301)) / 30,
+        "steps 271–300 (the last 30 of 300: 10% of the run, at least 10 steps)",
+    )
 
 
 def test_metrics_json_has_the_final_loss_and_every_score(
@@ -51,16 +86,22 @@ def test_metrics_json_has_the_final_loss_and_every_score(
     data = json.loads((built_lab.model_report / "metrics.json").read_text(encoding="utf-8"))
     params = built_lab.params
     metrics = read_metrics(built_lab.run_dir)
-    assert set(data) == {"train", "eval", "perplexity"}
+    assert set(data) == {"train", "eval", "eval_stderr", "perplexity"}
     assert data["train"]["steps"] == params.train.max_steps
     assert data["train"]["final_loss"] == round(metrics[-1]["loss"], 4)
+    assert data["train"]["final_loss_smoothed"] == round(sum(m["loss"] for m in metrics) / 4, 4)
     assert data["train"]["tokens_seen"] == metrics[-1]["tokens_seen"]
     assert sorted(data["eval"]) == [f"step{s:06d}" for s in params.eval.checkpoints]
     for step in params.eval.checkpoints:
         scores = data["eval"][f"step{step:06d}"]
         assert set(scores) == {*params.eval.tasks, "mean"}
+        errors = data["eval_stderr"][f"step{step:06d}"]
         for task in params.eval.tasks:
             assert scores[task] == round(_acc(built_lab, step, task), 4)
+            assert errors[task] == round(_acc(built_lab, step, task, "acc_stderr"), 4)
+        # The mean of independent tasks: sqrt(sum of squared errors) / number of tasks.
+        squares = sum(_acc(built_lab, step, t, "acc_stderr") ** 2 for t in params.eval.tasks)
+        assert errors["mean"] == round(math.sqrt(squares) / len(params.eval.tasks), 4)
         sources = data["perplexity"][f"step{step:06d}"]
         assert "prose" in sources
         assert set(sources["prose"]) == {"perplexity", "bits_per_byte"}
@@ -69,14 +110,35 @@ def test_metrics_json_has_the_final_loss_and_every_score(
 def test_eval_tables_match_the_results(built_lab: Lab, model_report: StepResult) -> None:
     params = built_lab.params
     rows = _csv(built_lab.model_report / "eval_by_step.csv")
-    assert {(int(r["step"]), r["task"]): float(r["acc"]) for r in rows} == {
-        (step, task): _acc(built_lab, step, task)
+    assert {
+        (int(r["step"]), r["task"]): (float(r["acc"]), float(r["acc_stderr"]), float(r["chance"]))
+        for r in rows
+    } == {
+        (step, task): tuple(_acc(built_lab, step, task, m) for m in ("acc", "acc_stderr", "chance"))
         for step in params.eval.checkpoints
         for task in params.eval.tasks
     }
     table = pq.read_table(built_lab.model_report / "eval_table.parquet").to_pylist()
-    assert [r["step"] for r in table] == params.eval.checkpoints
-    assert table[0] == {"step": 2} | {t: _acc(built_lab, 2, t) for t in params.eval.tasks}
+    # A row per task (every one, then their mean), a column per checkpoint.
+    assert [r["task"] for r in table] == ["arc_easy", "winogrande", "mean"]
+    assert list(table[0]) == [
+        "task", "normalization", "chance", "examples",
+        "step2_acc", "step2_stderr", "step4_acc", "step4_stderr",
+    ]  # fmt: skip
+    assert table[0] == {
+        "task": "arc_easy",
+        "normalization": "unconditional",  # OLMo's for ARC
+        "chance": _acc(built_lab, 2, "arc_easy", "chance"),
+        "examples": 8,
+        "step2_acc": _acc(built_lab, 2, "arc_easy"),
+        "step2_stderr": _acc(built_lab, 2, "arc_easy", "acc_stderr"),
+        "step4_acc": _acc(built_lab, 4, "arc_easy"),
+        "step4_stderr": _acc(built_lab, 4, "arc_easy", "acc_stderr"),
+    }
+    assert (table[1]["normalization"], table[1]["chance"]) == ("per_token", 0.5)  # two options
+    assert table[2]["step4_acc"] == pytest.approx(
+        sum(_acc(built_lab, 4, t) for t in params.eval.tasks) / 2
+    )
     wide = _csv(built_lab.model_report / "acc_by_step.csv")
     assert list(wide[0]) == ["step", *params.eval.tasks]
     assert model_report.tables["evaluation"] == table
@@ -116,8 +178,6 @@ def test_an_evaluation_refuses_a_checkpoint_changed_after_its_record(
     """Even with a consistent SHA256SUMS (a deliberate swap, not damage), the weights must be
     the ones the lab's checkpoint record names."""
     import shutil
-
-    import pytest
 
     from olmo_assets.lab.steps.evaluation import evaluate_downstream
     from olmo_assets.lab.steps.results import InputError

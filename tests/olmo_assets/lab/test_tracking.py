@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from olmo_assets.lab.hashing import dvc_md5
 from olmo_assets.lab.params import Lab
+from olmo_assets.lab.pipeline import stage_named
 from olmo_assets.lab.steps.evaluation import evaluate_downstream
 from olmo_assets.lab.steps.results import StepResult
 from olmo_assets.lab.tracking import (
@@ -22,6 +26,8 @@ from olmo_assets.lab.tracking import (
     training_run_id,
 )
 from olmo_nn.train.callbacks.mlflow_logger import content_hash
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
@@ -65,21 +71,30 @@ def test_downstream_runs_link_checkpoint_and_training_run(built_lab: Lab, client
             assert tags["olmo.checkpoint_path"] == f"lab/runs/train/checkpoints/{checkpoint.name}"
             assert tags["olmo.task"] == task
             assert run.data.params["limit"] == str(built_lab.params.eval.limit)
-            metrics = {r["metric"]: r["value"] for r in _results(built_lab.downstream(step, task))}
-            assert run.data.metrics["acc"] == metrics["acc"]
-            assert {"acc_none", "acc_per_token", "acc_per_char", "acc_unconditional"} <= set(
-                run.data.metrics
-            )
-            (history,) = client.get_metric_history(run.info.run_id, "acc")
+            rows = _results(built_lab.downstream(step, task))
+            # Every row under its qualified key: nine tasks never share one "acc".
+            assert run.data.metrics == {
+                f"downstream/{task}/{r['metric']}": r["value"] for r in rows
+            }
+            assert {
+                f"downstream/{task}/{m}"
+                for m in ("acc_stderr", "chance", "acc_per_token", "acc_per_token_stderr")
+            } <= set(run.data.metrics)
+            (history,) = client.get_metric_history(run.info.run_id, f"downstream/{task}/acc")
             assert history.step == step
 
 
 def test_perplexity_runs_log_every_source(built_lab: Lab, client: Any) -> None:
     (run,) = _runs(client, built_lab, "perplexity/step000004")
     rows = _results(built_lab.perplexity(4))
-    expected = {f"{r['source']}/{r['metric']}": r["value"] for r in rows}
+    expected = {
+        "/".join(filter(None, ("perplexity", r["source"], r.get("domain"), r["metric"]))): r[
+            "value"
+        ]
+        for r in rows
+    }
     assert run.data.metrics == expected
-    assert "prose/bits_per_byte" in run.data.metrics
+    assert "perplexity/prose/bits_per_byte" in run.data.metrics
     assert run.data.tags[PARENT_RUN_TAG] == training_run_id(built_lab)
 
 
@@ -140,3 +155,102 @@ def test_an_experiment_made_without_a_kind_gets_the_model_training_view(
     assert "mlflow.experimentKind" not in client.get_experiment(made).tags
     assert experiment_id(lab) == made
     assert client.get_experiment(made).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def _history(client: Any, run_id: str | None, key: str) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+
+
+def _value(folder: Path, metric: str, source: str | None = None) -> float:
+    rows = _results(folder)
+    return next(
+        r["value"]
+        for r in rows
+        if r["metric"] == metric
+        and (source is None or (r["source"], r.get("domain")) == (source, None))
+    )
+
+
+def test_the_training_run_has_a_curve_per_task_and_source(built_lab: Lab, client: Any) -> None:
+    training = training_run_id(built_lab)
+    steps = built_lab.params.eval.checkpoints
+    for task in built_lab.params.eval.tasks:
+        for metric in ("acc", "acc_stderr"):
+            assert _history(client, training, f"downstream/{task}/{metric}") == [
+                (step, _value(built_lab.downstream(step, task), metric)) for step in steps
+            ]
+    for metric in ("bits_per_byte", "perplexity"):
+        assert _history(client, training, f"perplexity/prose/{metric}") == [
+            (step, _value(built_lab.perplexity(step), metric, "prose")) for step in steps
+        ]
+
+
+def test_reruns_and_the_model_report_add_no_duplicate_points(
+    built_lab: Lab, client: Any, model_report: StepResult
+) -> None:
+    training = training_run_id(built_lab)
+    before = _history(client, training, "downstream/arc_easy/acc")
+    evaluate_downstream(built_lab, 4, "arc_easy")
+    stage_named("model_report").run(built_lab)
+    assert _history(client, training, "downstream/arc_easy/acc") == before
+    assert [step for step, _ in before] == built_lab.params.eval.checkpoints
+
+
+def test_an_evaluation_run_lasts_as_long_as_the_evaluation(built_lab: Lab, client: Any) -> None:
+    key = "downstream/step000004/winogrande"
+    (logged,) = _runs(client, built_lab, key)
+    client.delete_run(logged.info.run_id)  # so the rerun logs a run of its own
+    called = int(time.time() * 1000)
+    result = evaluate_downstream(built_lab, 4, "winogrande")
+    returned = int(time.time() * 1000) + 1
+    (run,) = _runs(client, built_lab, key)
+    assert run.info.run_id == result.metadata["mlflow_run_id"] != logged.info.run_id
+    written = int((built_lab.downstream(4, "winogrande") / "results.json").stat().st_mtime * 1000)
+    # It began when the evaluation did (before the model was loaded and every example
+    # scored, so before the results were written) and ended after they were.
+    assert called <= run.info.start_time <= written <= run.info.end_time <= returned
+    assert run.info.status == "FINISHED"
+
+
+def test_runs_carry_the_commit_and_their_dagster_page(built_lab: Lab, client: Any) -> None:
+    training = client.get_run(training_run_id(built_lab))
+    (downstream,) = _runs(client, built_lab, "downstream/step000004/arc_easy")
+    (perplexity,) = _runs(client, built_lab, "perplexity/step000002")
+    pages = {
+        training.info.run_id: "/assets/training_run",
+        downstream.info.run_id: "/assets/downstream_eval?view=partitions&partition=4%7Carc_easy",
+        perplexity.info.run_id: "/assets/perplexity_eval?view=partitions&partition=2",
+    }
+    for run in (training, downstream, perplexity):
+        tags = run.data.tags
+        # The checkout's commit when the run was logged (others may have committed since).
+        commit = tags["mlflow.source.git.commit"]
+        assert len(commit) == 40
+        ancestor = ["git", "-C", str(REPO), "merge-base", "--is-ancestor", commit, "HEAD"]
+        assert subprocess.run(ancestor, check=False).returncode == 0
+        assert tags["olmo.git_dirty"] in ("true", "false")
+        assert tags["olmo.dagster_url"] == "http://127.0.0.1:3000" + pages[run.info.run_id]
+    assert training.data.tags["olmo.kind"] == "training"
+
+
+def test_the_training_run_records_its_token_shards_as_datasets(built_lab: Lab, client: Any) -> None:
+    training = client.get_run(training_run_id(built_lab))
+    inputs = {i.dataset.name: i for i in training.inputs.dataset_inputs}
+    assert set(inputs) == {"token_shards/train", "token_shards/validation"}
+    train = inputs["token_shards/train"]
+    assert train.dataset.digest == dvc_md5(built_lab.shards / "train")
+    assert json.loads(train.dataset.source) == {"uri": str((built_lab.shards / "train").resolve())}
+    assert {t.key: t.value for t in train.tags} == {"mlflow.data.context": "training"}
+    manifest = json.loads((built_lab.shards / "train" / "manifest.json").read_text())
+    profile = json.loads(train.dataset.profile)
+    assert profile["num_tokens"] == sum(f["num_tokens"] for f in manifest["files"])
+
+
+def test_an_evaluation_run_records_its_checkpoint_as_input(built_lab: Lab, client: Any) -> None:
+    (run,) = _runs(client, built_lab, "downstream/step000002/arc_easy")
+    (checkpoint,) = run.inputs.dataset_inputs
+    sha256 = content_hash(built_lab.checkpoint(2))
+    assert checkpoint.dataset.name == "checkpoint step000002"
+    assert checkpoint.dataset.digest == sha256[:36]
+    assert json.loads(checkpoint.dataset.profile) == {"sha256": sha256}
+    assert json.loads(checkpoint.dataset.source)["uri"] == str(built_lab.checkpoint(2).resolve())
