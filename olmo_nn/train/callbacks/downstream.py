@@ -2,7 +2,7 @@
 
 Every ``eval.interval`` steps (and at the last step) the model scores ``eval.downstream_limit``
 examples of each task in ``eval.downstream_tasks`` (sampled once, OLMo's seed 1234) with
-:func:`olmo_nn.eval.downstream.evaluate_task`; ``downstream/<task>/acc`` and the
+:func:`olmo_nn.eval.downstream.evaluate_task`; ``eval/downstream/<task>/acc`` and the
 per-normalization accuracies join the step's metrics, so metrics.jsonl and the MLflow run
 (written by rank 0) get them.
 
@@ -132,7 +132,9 @@ class DownstreamEval(Callback):
                     default_normalization=task.default_normalization,
                     unconditional_context=task.unconditional_context,
                 )
-                metrics[f"downstream/{task.name}/acc"] = result.accuracy[task.default_normalization]
+                metrics[f"eval/downstream/{task.name}/acc"] = result.accuracy[
+                    task.default_normalization
+                ]
                 for kind, value in result.accuracy.items():
-                    metrics[f"downstream/{task.name}/acc_{kind}"] = value
+                    metrics[f"eval/downstream/{task.name}/acc_{kind}"] = value
         model.train(was_training)

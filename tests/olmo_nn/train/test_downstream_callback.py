@@ -147,8 +147,8 @@ def test_fsdp_ranks_score_like_one_process(
         assert [m["step"] for m in result["metrics"]] == [1, 2, 3, 4]
         for a, b in zip(result["metrics"], one["metrics"], strict=True):
             assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-5)
-            downstream = {k for k in b if k.startswith("downstream/")}
-            assert downstream == {k for k in a if k.startswith("downstream/")}
+            downstream = {k for k in b if k.startswith("eval/downstream/")}
+            assert downstream == {k for k in a if k.startswith("eval/downstream/")}
             assert {k: a[k] for k in downstream} == {k: b[k] for k in downstream}
-    evaluated = [m["step"] for m in one["metrics"] if "downstream/copa/acc" in m]
+    evaluated = [m["step"] for m in one["metrics"] if "eval/downstream/copa/acc" in m]
     assert evaluated == [2, 4]

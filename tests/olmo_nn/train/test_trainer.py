@@ -388,9 +388,9 @@ def test_in_loop_downstream_evaluation(tmp_path: Path) -> None:
     )
     assert train(config, tmp_path / "run") == 0
     metrics = read_metrics(tmp_path / "run")
-    evaluated = [m for m in metrics if "downstream/copa/acc" in m]
+    evaluated = [m for m in metrics if "eval/downstream/copa/acc" in m]
     assert [m["step"] for m in evaluated] == [4, 8]
-    assert all(0.0 <= m["downstream/copa/acc"] <= 1.0 for m in evaluated)
+    assert all(0.0 <= m["eval/downstream/copa/acc"] <= 1.0 for m in evaluated)
     assert (
-        evaluated[0]["downstream/copa/acc"] == evaluated[0]["downstream/copa/acc_none"]
+        evaluated[0]["eval/downstream/copa/acc"] == evaluated[0]["eval/downstream/copa/acc_none"]
     )  # COPA's default
