@@ -140,6 +140,7 @@ def _summary(lab: Any, instance: Any, timings: dict[str, float]) -> None:
     params = lab.params
     curated = json.loads((lab.curated / "report.json").read_text())
     sources = curated["sources"]
+    nan = float("nan")
     train = _latest(instance, "training_run")
     shards = _latest(instance, "token_shards")
     rows: list[tuple[str, str]] = [
@@ -155,27 +156,32 @@ def _summary(lab: Any, instance: Any, timings: dict[str, float]) -> None:
         ("training tokens", f"{shards.get('tokens', 0):,}"),
         (
             "training loss",
-            f"{train.get('first_loss', float('nan')):.3f} -> {train.get('last_loss', float('nan')):.3f}"
-            f" over {train.get('steps', 0)} steps",
+            f"{train.get('raw_first_loss', '?')} -> {train.get('final_loss_smoothed', nan):.3f}"
+            f" ({train.get('final_loss_window', '')})",
         ),
-        ("MLflow training run", str(train.get("mlflow_run_id", ""))),
+        ("MLflow training run", str(train.get("mlflow_run", train.get("mlflow_run_id", "")))),
     ]
     print("\n== summary")
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
 
-    # Accuracy per task at each checkpoint (the assets' metadata).
+    # Accuracy ± standard error per task at each checkpoint: the model report's metrics.json.
+    metrics = json.loads((lab.model_report / "metrics.json").read_text())
     header = ["task", *(f"step {s}" for s in params.eval.checkpoints)]
-    print("\n  downstream accuracy (OLMo's normalization per task, "
+    print("\n  downstream accuracy ± standard error (OLMo's normalization per task, "
           f"{params.eval.limit} examples each):")  # fmt: skip
-    print("  " + "".join(f"{h:<16}" for h in header))
-    for task in params.eval.tasks:
+    print("  " + "".join(f"{h:<18}" for h in header))
+    for task in [*params.eval.tasks, "mean"]:
         cells = [task]
         for step in params.eval.checkpoints:
-            meta = _latest(instance, "downstream_eval", f"{step}|{task}")
-            cells.append(f"{meta.get('acc', float('nan')):.3f}")
-        print("  " + "".join(f"{c:<16}" for c in cells))
+            label = f"step{step:06d}"
+            acc = metrics["eval"].get(label, {}).get(task)
+            stderr = metrics.get("eval_stderr", {}).get(label, {}).get(task)
+            cells.append(
+                "–" if acc is None else f"{acc:.3f} ± {nan if stderr is None else stderr:.3f}"
+            )
+        print("  " + "".join(f"{c:<18}" for c in cells))
     last = params.eval.checkpoints[-1]
     ppl = _latest(instance, "perplexity_eval", str(last))
     bpb = {k.split("/")[0]: v for k, v in ppl.items() if k.endswith("/bits_per_byte")}
@@ -196,8 +202,8 @@ def _summary(lab: Any, instance: Any, timings: dict[str, float]) -> None:
         )
     print(
         "\nLook around:\n"
-        "  make ui          # Dagster: the asset graph, lineage, metadata, checks (127.0.0.1:3000)\n"
-        "  make mlflow-ui   # MLflow: the training run and one run per evaluation (127.0.0.1:5000)\n"
+        "  make ui          # Dagster (127.0.0.1:3000): asset graph, lineage, metadata, checks;\n"
+        "                   # with MLflow (127.0.0.1:5000): the training run, one per evaluation\n"
         '  .venv/bin/olmo query "SELECT source, count(DISTINCT doc_id) FROM batch_documents '
         'GROUP BY source"\n'
         "  .venv-dvc/bin/dvc repro   # the same stages through DVC: nothing to do until you edit\n"
