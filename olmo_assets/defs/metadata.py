@@ -9,14 +9,13 @@ the UI shows the same numbers, markdown tables, plots, content hash, git commit 
 from __future__ import annotations
 
 import base64
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import olmo_assets
 from olmo_assets.lab import links
+from olmo_assets.lab.git import code_commit
 from olmo_assets.lab.params import Lab
 from olmo_assets.lab.steps.results import CheckResult, StepResult
 
@@ -88,19 +87,10 @@ def table_entry(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def git_metadata() -> Entries:
     """The commit of the code that ran (and whether tracked files had changes), if in git."""
-    code = Path(olmo_assets.__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(code), "rev-parse", "HEAD"],
-            capture_output=True, text=True, check=True, timeout=10,
-        ).stdout.strip()  # fmt: skip
-        status = subprocess.run(
-            ["git", "-C", str(code), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True, timeout=30,
-        ).stdout  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
+    found = code_commit()
+    if found is None:
         return {}
-    return {"git_commit": _entry(commit, "text"), "git_dirty": _entry(bool(status.strip()))}
+    return {"git_commit": _entry(found[0], "text"), "git_dirty": _entry(found[1])}
 
 
 def _folder_stats(folder: Path) -> Entries:

@@ -35,7 +35,6 @@ import hashlib
 import json
 import math
 import os
-import subprocess
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -191,21 +190,12 @@ def _now_ms() -> int:
 
 def git_tags() -> dict[str, str]:
     """The commit of the lab's code and whether tracked files had changes (empty outside git)."""
-    import olmo_assets
+    from olmo_assets.lab.git import code_commit
 
-    code = Path(olmo_assets.__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(code), "rev-parse", "HEAD"],
-            capture_output=True, text=True, check=True, timeout=10,
-        ).stdout.strip()  # fmt: skip
-        status = subprocess.run(
-            ["git", "-C", str(code), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True, timeout=30,
-        ).stdout  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
+    found = code_commit()
+    if found is None:
         return {}
-    return {GIT_COMMIT_TAG: commit, GIT_DIRTY_TAG: str(bool(status.strip())).lower()}
+    return {GIT_COMMIT_TAG: found[0], GIT_DIRTY_TAG: str(found[1]).lower()}
 
 
 def dagster_url(stage: str, *arguments: str) -> str:

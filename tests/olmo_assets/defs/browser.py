@@ -10,18 +10,16 @@ page's text, and how many of its plots (images served by the MLflow UI) loaded.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .webserver import serving
 
 CHROMIUM = "/usr/bin/chromium"
 # As root, Chromium needs --no-sandbox; the rest keep it off a network this machine lacks.
@@ -50,30 +48,13 @@ def mlflow_ui(port: int, backend: str, env: dict[str, str], log: Path) -> Iterat
         *("--host", "127.0.0.1", "--port", str(port), "--backend-store-uri", backend),
     ]
     url = f"http://127.0.0.1:{port}"
-    with log.open("w") as output:
-        server = subprocess.Popen(
-            command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                assert server.poll() is None, log.read_text()
-                try:
-                    with urllib.request.urlopen(f"{url}/health", timeout=5) as answer:
-                        if answer.status == 200:
-                            break
-                except OSError:
-                    pass
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.5)
-            yield url
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
+
+    def ready() -> bool:
+        with urllib.request.urlopen(f"{url}/health", timeout=5) as answer:
+            return bool(answer.status == 200)
+
+    with serving(command, ready, env, log, log.parent):
+        yield url
 
 
 @dataclass

@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,38 @@ def graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> di
 
 
 @contextmanager
+def serving(
+    command: list[str], ready: Callable[[], bool], env: dict[str, str], log: Path, cwd: Path
+) -> Iterator[None]:
+    """Run a server until the block ends, once ``ready()`` says it answers (its output in
+    ``log``); then stop its whole process group."""
+    with log.open("w") as output:
+        server = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                assert server.poll() is None, log.read_text()
+                try:
+                    if ready():
+                        break
+                except (OSError, AssertionError, ValueError):
+                    pass
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.5)
+            yield
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
+
+
+@contextmanager
 def webserver(
     workspace: Path, cwd: Path, env: dict[str, str], log: Path, port: int | None = None
 ) -> Iterator[str]:
@@ -65,35 +97,9 @@ def webserver(
         str(Path(sys.executable).parent / "dagster-webserver"),
         *("-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)),
     ]
-    with log.open("w") as output:
-        server = subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}/graphql"
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                assert server.poll() is None, log.read_text()
-                try:
-                    if graphql(url, ASSET_GRAPH)["assetNodes"]:
-                        break
-                except (urllib.error.URLError, ConnectionError, AssertionError, ValueError):
-                    pass
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.5)
-            yield url
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
+    url = f"http://127.0.0.1:{port}/graphql"
+    with serving(command, lambda: bool(graphql(url, ASSET_GRAPH)["assetNodes"]), env, log, cwd):
+        yield url
 
 
 def reload(url: str, location: str = "olmo_lab") -> None:
