@@ -9,6 +9,7 @@ the UI shows the same numbers, markdown tables, plots, content hash, git commit 
 from __future__ import annotations
 
 import base64
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ Entries = dict[str, dict[str, Any]]
 
 # Plots larger than this are shown by path only (they would bloat the event log).
 MAX_EMBEDDED_IMAGE_BYTES = 1 << 20
+# A plot's preview on an asset page: about the width of the metadata column.
+PREVIEW_WIDTH = 560
 
 
 def _entry(value: Any, kind: str = "__infer__") -> dict[str, Any]:
@@ -109,18 +112,34 @@ def _shown(lab: Lab, path: Path) -> str:
         return str(path)
 
 
+def _preview(path: Path, folder: Path) -> Path:
+    """``path`` scaled down to :data:`PREVIEW_WIDTH` pixels wide (as is, if narrower)."""
+    from PIL import Image
+
+    preview = folder / f"{path.stem}.preview.png"
+    with Image.open(path) as image:
+        width = min(image.width, PREVIEW_WIDTH)
+        height = round(image.height * width / image.width)
+        image.resize((width, height), Image.Resampling.LANCZOS).save(preview, optimize=True)
+    return preview
+
+
 def _image(lab: Lab, name: str, path: Path, run_id: str | None) -> Entries:
-    """A plot shown on the asset page: a short Markdown image whose URL is the plot's MLflow
-    artifact (Dagster renders Markdown under 1,000 characters in place; a longer one, such as
-    an embedded PNG, only behind "Show Markdown"). Without an MLflow run, it is embedded."""
+    """A plot shown on the asset page: a short Markdown image whose URL is an MLflow artifact
+    (Dagster renders Markdown under 1,000 characters in place; a longer one, such as an
+    embedded PNG, only behind "Show Markdown"). The image is a preview that fits the page's
+    metadata column, linked to the full-size plot. Without an MLflow run, it is embedded."""
     from olmo_assets.lab.tracking import log_plot
 
     entries = {f"{name}_plot_path": _entry(_shown(lab, path), "path")}
     if not path.is_file():
         return entries
     if run_id:
-        url = links.mlflow_artifact_url(run_id, log_plot(lab, run_id, path))
-        entries[f"{name}_plot"] = _entry(f"![{name}]({url})", "md")
+        full = links.mlflow_artifact_url(run_id, log_plot(lab, run_id, path))
+        with tempfile.TemporaryDirectory() as scratch:
+            preview = log_plot(lab, run_id, _preview(path, Path(scratch)))
+        shown = f"[![{name}]({links.mlflow_artifact_url(run_id, preview)})]({full})"
+        entries[f"{name}_plot"] = _entry(shown, "md")
     elif path.stat().st_size <= MAX_EMBEDDED_IMAGE_BYTES:
         encoded = base64.b64encode(path.read_bytes()).decode("ascii")
         entries[f"{name}_plot"] = _entry(f"![{name}](data:image/png;base64,{encoded})", "md")
