@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 
 
 def _environment() -> None:
@@ -47,6 +46,8 @@ def _environment() -> None:
 def _run(lab: Any, runs: list[Any], server: Any, parallel: int) -> dict[str, float]:
     """Launch every stage run in its named job as soon as the runs it reads are done,
     ``parallel`` at a time; print each as it ends, and the steps' progress lines meanwhile."""
+    from olmo_assets.defs.server import FINISHED
+    from olmo_assets.lab.links import dagster_run_url
     from olmo_assets.lab.pipeline import StageRun, upstream_runs
     from olmo_assets.lab.progress import PREFIX
 
@@ -78,7 +79,7 @@ def _run(lab: Any, runs: list[Any], server: Any, parallel: int) -> dict[str, flo
                 sys.exit(
                     f"{run.dvc_name} ended {status} after {seconds:.0f}s"
                     + (f": {failures[-1]}" if failures else "")
-                    + f"\n  its run: {server.url}/runs/{run_id} (`make ui` shows it)"
+                    + f"\n  its run, once `make ui` serves the instance: {dagster_run_url(run_id)}"
                 )
             done.add(run)
             group = run.stage.group

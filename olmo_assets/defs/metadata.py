@@ -3,7 +3,8 @@
 One builder serves both entry points: under Pipes the entries go to
 ``report_asset_materialization`` as they are; outside Pipes :func:`to_dagster` turns them into
 Dagster's ``MetadataValue`` objects for the run that replays the stage's outcome. Either way
-the UI shows the same numbers, markdown tables, plots, content hash, git commit and command.
+the UI shows the same numbers, tables (every column), plots in place, provenance links and
+inputs, content hash, git commit and command.
 """
 
 from __future__ import annotations
@@ -222,9 +223,7 @@ def artifact_metadata(
     entries: Entries = {"launched_by": _entry(LAUNCHERS[launched_by], "text")}
     run_id = result.metadata.get("mlflow_run_id")
     if primary:
-        clash = set(result.metadata) & set(result.tables)
-        if clash:
-            raise ValueError(f"a step named a number and a table alike: {sorted(clash)}")
+        _no_clash(result.metadata, result.tables)
         entries |= {key: _plain(value) for key, value in result.metadata.items()}
         entries |= {name: table_entry(rows) for name, rows in result.tables.items()}
         entries |= plots
@@ -246,7 +245,15 @@ def artifact_metadata(
     return entries
 
 
+def _no_clash(numbers: dict[str, Any], tables: dict[str, Any]) -> None:
+    """A number and a table of one name would hide one another: a bug in the step."""
+    clash = set(numbers) & set(tables)
+    if clash:
+        raise ValueError(f"a step or check named a number and a table alike: {sorted(clash)}")
+
+
 def check_metadata(check: CheckResult, description: str, partition: str | None) -> Entries:
+    _no_clash(check.metadata, check.tables)
     entries = {key: _plain(value) for key, value in check.metadata.items()}
     entries |= {name: table_entry(rows) for name, rows in check.tables.items()}
     entries["description"] = _entry(description, "text")

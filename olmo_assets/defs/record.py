@@ -75,6 +75,8 @@ class StageRecord:
     run: StageRun
     result: StepResult
     seconds: float
+    launched_by: str
+    """Who ran the step: a key of :data:`~olmo_assets.defs.metadata.LAUNCHERS`."""
     materializations: list[Materialization] = field(default_factory=list)
     checks: list[CheckOutcome] = field(default_factory=list)
 
@@ -126,7 +128,7 @@ def build_record(
 ) -> StageRecord:
     """The stage's outcome as materializations and check results (``launched_by``: a key of
     :data:`~olmo_assets.defs.metadata.LAUNCHERS`)."""
-    record = StageRecord(run, result, seconds)
+    record = StageRecord(run, result, seconds, launched_by)
     git = git_metadata()
     read = read_inputs(lab, run)
     plots = plot_metadata(lab, result)
@@ -207,9 +209,10 @@ def dagster_instance(lab: Lab) -> DagsterInstance:
     return DagsterInstance.get()
 
 
-def record_in_dagster(lab: Lab, record: StageRecord, recorded_by: str) -> str:
+def record_in_dagster(lab: Lab, record: StageRecord) -> str:
     """A run of the stage's named job (``evaluation_downstream``, …) that materializes its
-    assets by replaying ``record``, tagged with who ran the step; its id."""
+    assets by replaying ``record``, tagged with who ran the step (``olmo/recorded_by``); its
+    id."""
     from dagster import (
         AssetCheckResult,
         AssetCheckSeverity,
@@ -246,7 +249,7 @@ def record_in_dagster(lab: Lab, record: StageRecord, recorded_by: str) -> str:
         asset_selection=[AssetKey.from_user_string(item.key) for item in record.materializations],
         partition_key=record.run.partition,
         instance=dagster_instance(lab),
-        tags={RECORDED_BY_TAG: recorded_by, "olmo/stage": record.run.dvc_name},
+        tags={RECORDED_BY_TAG: record.launched_by, "olmo/stage": record.run.dvc_name},
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         raise_on_error=False,
     )

@@ -115,7 +115,7 @@ def run_stage(lab: Lab, run: StageRun) -> int:
     # DVC sets DVC_STAGE for the commands it runs, and records them itself.
     by_dvc = "DVC_STAGE" in os.environ
     record = _execute(lab, run, commit=not by_dvc, launched_by="dvc" if by_dvc else "shell")
-    run_id = record_in_dagster(lab, record, "dvc" if by_dvc else "shell")
+    run_id = record_in_dagster(lab, record)
     print(record.summary(), flush=True)
     print(f"  recorded in Dagster ({os.environ['DAGSTER_HOME']}) as run {run_id}", flush=True)
     if not record.passed:

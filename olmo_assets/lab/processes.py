@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import FrameType
 
@@ -92,6 +93,16 @@ def stop_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def _follow(poll: Callable[[], None]) -> None:
+    """Call ``poll``; its failure is reported, never allowed to stop the command it follows."""
+    try:
+        poll()
+    except Exception as error:  # following is best effort: the work goes on
+        warnings.warn(
+            f"following the command failed: {type(error).__name__}: {error}", stacklevel=2
+        )
+
+
 def run_command(
     command: Sequence[str],
     env: Mapping[str, str] | None = None,
@@ -113,9 +124,9 @@ def run_command(
                 break
             except subprocess.TimeoutExpired:
                 assert poll is not None
-                poll()
+                _follow(poll)
         if poll is not None:
-            poll()
+            _follow(poll)
     except BaseException:
         with contextlib.suppress(psutil.NoSuchProcess):
             stop_tree(psutil.Process(process.pid))

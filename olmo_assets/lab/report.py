@@ -36,9 +36,11 @@ from olmo_assets.lab.params import Lab
 __all__ = [
     "ModelReport",
     "collect_model_report",
+    "curve_window",
     "eval_table_rows",
     "final_loss_window",
     "moving_average",
+    "plot_loss",
     "smoothed_final_loss",
     "write_model_report",
 ]
@@ -63,6 +65,8 @@ def smoothed_final_loss(losses: dict[int, float]) -> tuple[float, str]:
     steps = sorted(losses)
     window = steps[-final_loss_window(len(steps)) :]
     mean = sum(losses[s] for s in window) / len(window)
+    if len(window) == len(steps):
+        return mean, f"steps {window[0]}–{window[-1]} (all {len(steps)}: a run this short)"
     return mean, (
         f"steps {window[0]}–{window[-1]} (the last {len(window)} of {len(steps)}: "
         f"{FINAL_LOSS_FRACTION:.0%} of the run, at least {FINAL_LOSS_MIN_STEPS} steps)"
@@ -316,28 +320,29 @@ def _plot(
     _save(fig, path)
 
 
-def _loss_window(report: ModelReport) -> int:
-    return max(1, len(report.losses) // CURVE_POINTS)
+def curve_window(num_steps: int) -> int:
+    """The trailing mean's window in the loss plot: about :data:`CURVE_POINTS` per curve."""
+    return max(1, num_steps // CURVE_POINTS)
 
 
-def _plot_loss(report: ModelReport, path: Path) -> None:
+def plot_loss(losses: dict[int, float], eval_losses: dict[int, float], path: Path) -> None:
     """The raw train loss faint, its trailing mean, and the in-loop validation loss."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
-    steps, losses = list(report.losses), list(report.losses.values())
-    window = _loss_window(report)
-    ax.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="train (raw)")
+    steps, values = list(losses), list(losses.values())
+    window = curve_window(len(losses))
+    ax.plot(steps, values, color="tab:blue", alpha=0.25, linewidth=0.8, label="train (raw)")
     if window > 1:
         ax.plot(
             steps,
-            moving_average(losses, window),
+            moving_average(values, window),
             color="tab:blue",
             label=f"train (mean of the last {window} steps)",
         )
-    if report.eval_losses:
+    if eval_losses:
         ax.plot(
-            list(report.eval_losses),
-            list(report.eval_losses.values()),
+            list(eval_losses),
+            list(eval_losses.values()),
             color="tab:orange",
             marker="o",
             label="validation (in-loop)",
@@ -387,7 +392,7 @@ def write_model_report(report: ModelReport, folder: Path) -> dict[str, Path]:
     (folder / "metrics.json").write_text(
         json.dumps(_metrics_json(report), indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )
-    smoothed = moving_average(list(report.losses.values()), _loss_window(report))
+    smoothed = moving_average(list(report.losses.values()), curve_window(len(report.losses)))
     _write_csv(
         folder / "loss.csv",
         ["step", "loss", "loss_smoothed", "eval_loss"],
@@ -433,7 +438,7 @@ def write_model_report(report: ModelReport, folder: Path) -> dict[str, Path]:
     )
 
     images = {"loss": folder / "loss.png"}
-    _plot_loss(report, images["loss"])
+    plot_loss(report.losses, report.eval_losses, images["loss"])
     if report.accuracy:
         images["acc_by_step"] = folder / "acc_by_step.png"
         _plot_accuracy(report, images["acc_by_step"])

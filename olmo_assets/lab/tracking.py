@@ -51,11 +51,11 @@ __all__ = [
     "GIT_COMMIT_TAG",
     "GIT_DIRTY_TAG",
     "KIND_TAG",
+    "MODEL_REPORT_URL_TAG",
     "PARENT_RUN_TAG",
     "RESULTS_SHA256_TAG",
     "TRAINING_RUN_TAG",
     "EvaluationRun",
-    "dagster_url",
     "downstream_key",
     "experiment_id",
     "git_tags",
@@ -65,6 +65,7 @@ __all__ = [
     "log_report",
     "log_training_inputs",
     "perplexity_key",
+    "stage_page",
     "training_run_id",
     "training_run_tags",
 ]
@@ -82,6 +83,8 @@ GIT_COMMIT_TAG = "mlflow.source.git.commit"
 """MLflow's own tag for the commit of the code that ran (shown on the run's page)."""
 GIT_DIRTY_TAG = "olmo.git_dirty"
 """``true`` when tracked files differed from that commit."""
+MODEL_REPORT_URL_TAG = "olmo.model_report.dagster_url"
+"""On the training run: the Dagster page of the model report attached to it."""
 DAGSTER_URL_TAG = "olmo.dagster_url"
 """The run's materialization in Dagster: its asset page (and partition)."""
 REPORT_ARTIFACTS = "model_report"
@@ -198,9 +201,9 @@ def git_tags() -> dict[str, str]:
     return {GIT_COMMIT_TAG: found[0], GIT_DIRTY_TAG: str(found[1]).lower()}
 
 
-def dagster_url(stage: str, *arguments: str) -> str:
+def stage_page(stage: str, *arguments: str) -> str:
     """The Dagster page of what stage ``stage`` run with ``arguments`` writes first (its
-    primary artifact), at its partition: ``dagster_url("downstream", "100", "arc_easy")``."""
+    primary artifact), at its partition: ``stage_page("downstream", "100", "arc_easy")``."""
     from olmo_assets.lab import links
     from olmo_assets.lab.pipeline import StageRun, stage_named
 
@@ -210,7 +213,7 @@ def dagster_url(stage: str, *arguments: str) -> str:
 
 def training_run_tags() -> dict[str, str]:
     """The tags the train step has the trainer put on its run: kind, commit, Dagster page."""
-    return {KIND_TAG: "training", **git_tags(), DAGSTER_URL_TAG: dagster_url("train")}
+    return {KIND_TAG: "training", **git_tags(), DAGSTER_URL_TAG: stage_page("train")}
 
 
 @dataclass
@@ -267,7 +270,7 @@ class EvaluationRun:
             training_metrics=training_metrics,
             tags={
                 KIND_TAG: kind,
-                DAGSTER_URL_TAG: dagster_url(kind, str(step), *([name] if name else [])),
+                DAGSTER_URL_TAG: stage_page(kind, str(step), *([name] if name else [])),
                 **(tags or {}),
             },
             started_ms=started_ms,
@@ -421,6 +424,8 @@ def log_training_inputs(lab: Lab) -> str | None:
     from olmo_assets.lab.hashing import dvc_md5
 
     inputs = []
+    # The token_shards asset's data version (its dvc.lock hash) ties each split to it.
+    shards_version = dvc_md5(lab.shards)
     for split, context in (("train", "training"), ("validation", "validation")):
         folder = lab.shards / split
         if (folder / "manifest.json").is_file():
@@ -434,6 +439,7 @@ def log_training_inputs(lab: Lab) -> str | None:
                     context,
                     num_tokens=sum(f.get("num_tokens", 0) for f in files),
                     num_documents=sum(f.get("num_documents", 0) for f in files),
+                    token_shards_data_version=shards_version,
                 )
             )
     _client(lab).log_inputs(run_id, datasets=inputs)
@@ -460,7 +466,7 @@ def log_report(
         return None
     client = _client(lab)
     client.log_artifacts(run_id, str(folder), REPORT_ARTIFACTS)
-    client.set_tag(run_id, "olmo.model_report.dagster_url", dagster_url("model_report"))
+    client.set_tag(run_id, MODEL_REPORT_URL_TAG, stage_page("model_report"))
     for step, metrics in sorted((metrics_by_step or {}).items()):
         _log_new_points(client, run_id, step, metrics)
     return run_id
@@ -480,23 +486,29 @@ def log_plot(lab: Lab, run_id: str, path: Path) -> str:
     return f"{folder}/{path.name}"
 
 
-def log_corpus_report(lab: Lab, folder: Path) -> str:
+def log_corpus_report(lab: Lab, folder: Path, started_ms: int | None = None) -> str:
     """Log the corpus report's files as the artifacts of a run "corpus report"; its id.
 
     A FINISHED run that logged the same report (the folder's DVC hash) is reused, as
-    :func:`log_evaluation` reuses an evaluation run; a different report gets a new run.
+    :func:`log_evaluation` reuses an evaluation run; a different report gets a new run,
+    from ``started_ms`` (when the report began) to now.
     """
     from olmo_assets.lab.hashing import dvc_md5
 
     client = _client(lab)
     experiment = experiment_id(lab, client)
     identity = {KIND_TAG: "corpus_report", REPORT_MD5_TAG: dvc_md5(folder)}
-    link = {DAGSTER_URL_TAG: dagster_url("corpus_report")}
+    link = {DAGSTER_URL_TAG: stage_page("corpus_report")}
     existing = _find_run(client, experiment, identity)
     if existing is not None:
         client.set_tag(existing.info.run_id, DAGSTER_URL_TAG, link[DAGSTER_URL_TAG])
         return str(existing.info.run_id)
-    run = client.create_run(experiment, run_name="corpus report", tags=identity | git_tags() | link)
+    run = client.create_run(
+        experiment,
+        start_time=started_ms,
+        run_name="corpus report",
+        tags=identity | git_tags() | link,
+    )
     run_id = str(run.info.run_id)
     try:
         client.log_artifacts(run_id, str(folder), CORPUS_REPORT_ARTIFACTS)

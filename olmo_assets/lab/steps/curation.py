@@ -451,7 +451,7 @@ def no_contamination_left(lab: Lab) -> CheckResult:
     shown += spread(handled, per_group=_FLAGGED_EXAMPLES, limit=_FLAGGED_EXAMPLES - len(shown))
     tables = {"by_source": by_source} if by_source else {}
     if shown:
-        tables["flagged"] = _flagged_rows(lab, shown)
+        tables["flagged_examples"] = _flagged_rows(lab, shown)
     return CheckResult(
         not leftover and not unflagged,
         {

@@ -95,7 +95,9 @@ def evaluate_downstream(lab: Lab, step: int, task: str) -> StepResult:
             ),
             "normalization": spec.default_normalization,
             "examples": len(instances),
-            "step": step,
+            # Text: across this asset's partitions (checkpoint × task) a number would be
+            # plotted as one zig-zagging series.
+            "step": str(step),
             "task": task,
             "mlflow_run_id": run_id,
         },
@@ -212,7 +214,8 @@ def _in_loop_validation(lab: Lab, step: int) -> dict[str, Any]:
     }
     if step not in losses:
         return {
-            "in_loop_eval_loss": f"not computed at step {step} (train eval.interval)",
+            "in_loop_eval_loss": None,
+            "in_loop_eval_note": f"not computed at step {step} (the trainer's eval.interval)",
             "in_loop_vs_offline": IN_LOOP_VS_OFFLINE,
         }
     return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from olmo_assets.lab.params import Lab
@@ -19,6 +20,7 @@ def corpus_report(lab: Lab) -> StepResult:
     from olmo_assets.curation.report import build_report
     from olmo_assets.lab.tracking import log_corpus_report
 
+    started_ms = int(time.time() * 1000)
     with staged_folder(lab.corpus_report) as staged:
         staged.mkdir()
         tables = build_report(lab.curated, destination=staged)
@@ -28,7 +30,7 @@ def corpus_report(lab: Lab) -> StepResult:
         if isinstance(rows, list) and rows and isinstance(rows[0], dict)
     }
     images = {p.stem: p for p in sorted(lab.corpus_report.glob("*.png"))}
-    run_id = log_corpus_report(lab, lab.corpus_report)
+    run_id = log_corpus_report(lab, lab.corpus_report, started_ms)
     return StepResult({"tables": len(shown), "mlflow_run_id": run_id}, shown, images)
 
 

@@ -129,7 +129,7 @@ class TrainingProgress:
 
 def train(lab: Lab) -> StepResult:
     """Train under ``torchrun`` (``train.nproc`` ranks); an interrupted run resumes."""
-    from olmo_assets.lab.report import smoothed_final_loss
+    from olmo_assets.lab.report import plot_loss, smoothed_final_loss
     from olmo_assets.lab.tracking import experiment_id, log_training_inputs, training_run_tags
     from olmo_nn.train.callbacks.metrics_file import METRICS_FILE, read_metrics
     from olmo_nn.train.callbacks.mlflow_logger import RUN_TAGS_ENV
@@ -171,7 +171,12 @@ def train(lab: Lab) -> StepResult:
             "raw_last_loss": f"{losses[last]:.4f} at step {last} (one step: noisy)",
         }
     metadata |= {"checkpoints": ", ".join(checkpoints), "mlflow_run_id": run_id or ""}
+    # The trainer's loss.png (raw, redrawn at each checkpoint while it runs), redrawn as the
+    # model report draws it: the raw loss faint, its trailing mean, the validation loss.
     loss_plot = lab.run_dir / "loss.png"
+    eval_losses = {int(m["step"]): float(m["eval/loss"]) for m in records if "eval/loss" in m}
+    if losses:
+        plot_loss(losses, eval_losses, loss_plot)
     return StepResult(metadata, images={"loss": loss_plot} if loss_plot.is_file() else {})
 
 

@@ -3,7 +3,7 @@
 
 :func:`walk_lineage` opens an evaluation partition, then follows the links its metadata
 shows — to the checkpoint, the training run, the token shards, the curated corpus and a raw
-source — the way a user clicks them, screenshotting each page and noting what it shows: the
+source — by clicking them (each opens in a new tab, as the UI opens metadata links), screenshotting each page and noting what it shows: the
 page's text, and how many of its plots (images served by the MLflow UI) loaded.
 :func:`mlflow_ui` serves the lab's tracking store as ``make ui`` does.
 """
@@ -22,6 +22,8 @@ from typing import Any
 from .webserver import serving
 
 CHROMIUM = "/usr/bin/chromium"
+# Tall: the UI scrolls inside its own panes, so a screenshot shows the viewport.
+VIEWPORT = {"width": 1400, "height": 2200}
 # As root, Chromium needs --no-sandbox; the rest keep it off a network this machine lacks.
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -72,16 +74,18 @@ class Page:
 
 def _dismiss_welcome(page: Any) -> None:
     """Dagster's first-visit newsletter prompt covers the page until skipped."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     skip = page.get_by_role("button", name="Skip")
     try:
         skip.wait_for(timeout=4000)
-        skip.click()
-    except Exception:
-        pass
+    except PlaywrightTimeout:
+        return  # no prompt: this profile has already dismissed it
+    skip.click()
 
 
-def _visit(page: Any, url: str, expect: str, shot: Path) -> Page:
-    page.goto(url)
+def _read(page: Any, expect: str, shot: Path) -> Page:
+    """What the loaded page shows, once ``expect`` is on it and its plots are in."""
     _dismiss_welcome(page)
     page.get_by_text(expect, exact=False).first.wait_for(timeout=60_000)
     # Plots come from another server: wait until each has loaded or failed.
@@ -102,7 +106,18 @@ def _visit(page: Any, url: str, expect: str, shot: Path) -> Page:
         " return label.startsWith('upstream/') && a ? [[label, a.href]] : []; }))"
     )
     page.screenshot(path=str(shot), full_page=True)
-    return Page(url, page.inner_text("body"), shot, images, loaded, links)
+    return Page(page.url, page.inner_text("body"), shot, images, loaded, links)
+
+
+def _click_through(page: Any, label: str) -> Any:
+    """Click the link in the metadata row ``label``; the page it opens (a new tab, as the UI
+    opens metadata links)."""
+    row = page.locator("tr").filter(has=page.locator("td").get_by_text(label, exact=True)).first
+    with page.context.expect_page() as opened:
+        row.locator("a[href]").first.click()
+    tab = opened.value
+    tab.set_viewport_size(VIEWPORT)
+    return tab
 
 
 def walk_lineage(
@@ -111,9 +126,9 @@ def walk_lineage(
     steps: list[tuple[str, str]],
     also: Sequence[tuple[str, str]] = (),
 ) -> list[Page]:
-    """Open ``start``; then, for each ``(link label, text to wait for)``, follow the link of
-    that label on the current page; then open each ``(address, text to wait for)`` of
-    ``also``. Each page is screenshotted into ``shots``."""
+    """Open ``start``; then, for each ``(link label, text to wait for)``, click the link of
+    that label on the current page and read the page it opens; then open each
+    ``(address, text to wait for)`` of ``also``. Each page is screenshotted into ``shots``."""
     from playwright.sync_api import sync_playwright
 
     shots.mkdir(parents=True, exist_ok=True)
@@ -123,19 +138,18 @@ def walk_lineage(
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
         try:
-            # Tall: the UI scrolls inside its own panes, so a screenshot shows the viewport.
-            page = browser.new_page(viewport={"width": 1400, "height": 2200})
-            url, expect = start, "upstream/"
-            for number, (label, wait_for) in enumerate([("", "upstream/"), *steps], start=1):
-                if label:
-                    current = pages[-1]
-                    assert label in current.links, (label, current.url, current.links)
-                    url, expect = current.links[label], wait_for
-                name = (label or "start").replace("/", "_")
-                pages.append(_visit(page, url, expect, shots / f"{number}-{name}.png"))
+            page = browser.new_page(viewport=VIEWPORT)
+            page.goto(start)
+            pages.append(_read(page, "upstream/", shots / "1-start.png"))
+            for number, (label, expect) in enumerate(steps, start=2):
+                assert label in pages[-1].links, (label, pages[-1].url, pages[-1].links)
+                page = _click_through(page, label)
+                shot = shots / f"{number}-{label.replace('/', '_')}.png"
+                pages.append(_read(page, expect, shot))
             for number, (url, expect) in enumerate(also, start=len(pages) + 1):
+                page.goto(url)
                 name = url.split("://")[1].split("/", 1)[1].replace("/", "_")
-                pages.append(_visit(page, url, expect, shots / f"{number}-{name}.png"))
+                pages.append(_read(page, expect, shots / f"{number}-{name}.png"))
         finally:
             browser.close()
     return pages

@@ -14,11 +14,11 @@ the webserver's GraphQL API (not from the code that wrote it):
 from __future__ import annotations
 
 import hashlib
-import json
-import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from .webserver import graphql
 
 ASSET_MATERIALIZATIONS = """
 query Materializations($path: [String!]!, $partitions: [String!]) {
@@ -102,16 +102,6 @@ def provenance_mismatches(repo: Path) -> tuple[int, list[str]]:
     return edges, problems
 
 
-def _graphql(url: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
-    body = json.dumps({"query": query, "variables": variables}).encode()
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        answer = json.load(response)
-    assert not answer.get("errors"), answer["errors"]
-    data: dict[str, Any] = answer["data"]
-    return data
-
-
 def unresolved_links(repo: Path, graphql_url: str, dagster_url: str) -> tuple[int, list[str]]:
     """Every URL entry under ``dagster_url`` in the latest materializations, asked of the
     webserver: the number checked and those naming nothing materialized."""
@@ -126,7 +116,7 @@ def unresolved_links(repo: Path, graphql_url: str, dagster_url: str) -> tuple[in
             assert parts.path.startswith("/assets/"), url
             path = [unquote(p) for p in parts.path[len("/assets/") :].split("/")]
             wanted = parse_qs(parts.query).get("partition")
-            found = _graphql(
+            found = graphql(
                 graphql_url, ASSET_MATERIALIZATIONS, {"path": path, "partitions": wanted}
             )["assetOrError"]
             if found["__typename"] != "Asset" or not found["assetMaterializations"]:

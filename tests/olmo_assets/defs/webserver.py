@@ -4,19 +4,17 @@ after its parameters change."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from olmo_assets.defs.server import DagsterServer, free_port
 
 ASSET_GRAPH = "{ assetNodes { assetKey { path } dependencyKeys { path } partitionKeys } }"
 STALENESS = "{ assetNodes { assetKey { path } partitionKeys staleStatus } }"
@@ -37,22 +35,9 @@ mutation Reload($name: String!) {
 """
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    body = json.dumps({"query": query, "variables": variables or {}}).encode("utf-8")
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            answer = json.load(response)
-    except urllib.error.HTTPError as error:  # GraphQL answers a malformed query with 400
-        answer = json.load(error)
-    assert not answer.get("errors"), answer["errors"]
-    return answer["data"]
+    """Ask the webserver at ``url`` (its ``/graphql`` address)."""
+    return DagsterServer(url.removesuffix("/graphql")).graphql(query, variables)
 
 
 @contextmanager
@@ -73,7 +58,7 @@ def serving(
                 try:
                     if ready():
                         break
-                except (OSError, AssertionError, ValueError):
+                except (OSError, AssertionError, ValueError, RuntimeError):
                     pass
                 assert time.monotonic() < deadline, log.read_text()
                 time.sleep(0.5)

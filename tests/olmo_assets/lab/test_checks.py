@@ -226,7 +226,7 @@ def test_no_contamination_left_fails_on_a_flagged_kept_document(
         {"source": "code", "flagged": 0, "removed": 0, "kept": 0},
         {"source": "prose", "flagged": 1, "removed": 0, "kept": 1},
     ]
-    assert result.tables["flagged"] == [
+    assert result.tables["flagged_examples"] == [
         {
             "source": "prose",
             "id": kept,
@@ -255,7 +255,7 @@ def test_the_mix_removes_a_flagged_document_and_the_check_shows_it(
         "contaminated_kept": 0,
         "sources_without_flags": "none",
     }
-    assert result.tables["flagged"] == [
+    assert result.tables["flagged_examples"] == [
         {
             "source": "prose",
             "id": kept,

@@ -18,6 +18,7 @@ from olmo_assets.lab.pipeline import (
     STAGES,
     StageRun,
     code_version,
+    inputs,
     parse_run,
     stage_named,
     stage_runs,
@@ -139,6 +140,21 @@ def test_runs_know_what_they_read(lab: Lab) -> None:
         "perplexity@2",
         "perplexity@4",
     ]
+
+    # What a materialization links to: the asset (and partition) of each artifact read.
+    def read(stage: str, *arguments: str) -> list[tuple[str, str | None]]:
+        run = StageRun(stage_named(stage), arguments)
+        return [("/".join(r.asset_path(a)), r.partition) for r, a in inputs(lab, run)]
+
+    assert read("downstream", "4", "arc_easy") == [("checkpoint", "4")]
+    assert read("perplexity", "2") == [("checkpoint", "2"), ("validation_splits", None)]
+    assert read("tag", "prose") == [("raw_source/prose", None)]
+    assert read("model_report")[:3] == [
+        ("training_run", None),
+        ("downstream_eval", "2|arc_easy"),
+        ("downstream_eval", "2|winogrande"),
+    ]
+    assert read("model_report")[-2:] == [("perplexity_eval", "2"), ("perplexity_eval", "4")]
     run = StageRun(stage_named("downstream"), ("4", "arc_easy"))
     assert (run.dvc_name, run.partition) == ("downstream@4-arc_easy", "4|arc_easy")
     assert run.command == ["python", "-m", "olmo_assets.defs.stage", "downstream", "4", "arc_easy"]

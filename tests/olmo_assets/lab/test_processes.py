@@ -154,3 +154,23 @@ def test_run_command_without_poll_still_raises_on_failure() -> None:
 
     with pytest.raises(subprocess.CalledProcessError):
         run_command([sys.executable, "-c", "raise SystemExit(3)"])
+
+
+def test_a_failing_poll_is_reported_and_the_command_runs_to_its_end(tmp_path: Path) -> None:
+    from olmo_assets.lab.processes import run_command
+
+    out = tmp_path / "done"
+    calls = []
+
+    def broken() -> None:
+        calls.append(1)
+        raise ValueError("a torn line")
+
+    with pytest.warns(UserWarning, match="following the command failed: ValueError: a torn line"):
+        run_command(
+            [sys.executable, "-c", f"import time; time.sleep(0.5); open({str(out)!r}, 'w')"],
+            poll=broken,
+            poll_seconds=0.1,
+        )
+    assert out.is_file()
+    assert len(calls) >= 2

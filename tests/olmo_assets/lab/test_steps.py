@@ -59,7 +59,7 @@ def test_loss_csv_holds_every_logged_loss(built_lab: Lab, model_report: StepResu
     # there are).
     assert model_report.metadata["final_loss_smoothed"] == sum(losses) / 4
     assert model_report.metadata["final_loss_window"] == (
-        "mean of the train loss over steps 1–4 (the last 4 of 4: 10% of the run, at least 10 steps)"
+        "mean of the train loss over steps 1–4 (all 4: a run this short)"
     )
     assert model_report.metadata["raw_final_loss"] == (
         f"{losses[-1]:.4f} at step 4 (one step: noisy)"

@@ -87,7 +87,7 @@ def test_a_rerun_with_nothing_to_train_leaves_mlflow_times_and_reports(built_lab
     assert lines[-1].startswith(f"step 4/4 (100%)  loss {losses[-1]:.4f}")
     assert result.metadata["final_loss_smoothed"] == sum(losses) / 4
     assert result.metadata["final_loss_window"] == (
-        "mean of the train loss over steps 1–4 (the last 4 of 4: 10% of the run, at least 10 steps)"
+        "mean of the train loss over steps 1–4 (all 4: a run this short)"
     )
     assert result.metadata["raw_first_loss"] == f"{losses[0]:.4f} at step 1"
     assert result.metadata["raw_last_loss"] == f"{losses[-1]:.4f} at step 4 (one step: noisy)"
