@@ -38,6 +38,7 @@ __all__ = [
     "collect_model_report",
     "curve_window",
     "eval_table_rows",
+    "eval_table_shown",
     "final_loss_window",
     "moving_average",
     "plot_loss",
@@ -259,6 +260,24 @@ def eval_table_rows(report: ModelReport) -> list[dict[str, Any]]:
         mean[f"step{step}_acc"] = _finite_or_none(report.mean_accuracy(step))
         mean[f"step{step}_stderr"] = _finite_or_none(report.mean_stderr(step))
     return [*rows, mean]
+
+
+def eval_table_shown(report: ModelReport) -> list[dict[str, Any]]:
+    """:func:`eval_table_rows` narrowed for a page: per task its normalization, chance level
+    and, per scored checkpoint, ``acc ± stderr`` as text (``0.275 ± 0.071``)."""
+    steps = _scored_steps(report)
+    shown = []
+    for row in eval_table_rows(report):
+        cells: dict[str, Any] = {k: row[k] for k in ("task", "normalization", "chance")}
+        for step in steps:
+            acc, stderr = row[f"step{step}_acc"], row[f"step{step}_stderr"]
+            cells[f"step {step}"] = (
+                None
+                if acc is None
+                else f"{acc:.3f}" + ("" if stderr is None else f" ± {stderr:.3f}")
+            )
+        shown.append(cells)
+    return shown
 
 
 def _finite_or_none(value: float) -> float | None:

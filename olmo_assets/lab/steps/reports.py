@@ -40,7 +40,7 @@ def model_report(lab: Lab) -> StepResult:
     by step (``downstream/<task>/acc``: a curve per task)."""
     from olmo_assets.lab.report import (
         collect_model_report,
-        eval_table_rows,
+        eval_table_shown,
         smoothed_final_loss,
         write_model_report,
     )
@@ -76,7 +76,7 @@ def model_report(lab: Lab) -> StepResult:
     }
     return StepResult(
         metadata,
-        {"evaluation": eval_table_rows(report)},
+        {"evaluation": eval_table_shown(report)},
         {p.stem: p for p in sorted(lab.model_report.glob("*.png"))},
     )
 

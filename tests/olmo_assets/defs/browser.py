@@ -68,6 +68,8 @@ class Page:
     """Plots on the page served by the MLflow UI."""
     loaded: int
     """Of those, how many the browser decoded (a broken link has no width)."""
+    clipped: int
+    """Of those, how many stick out of their table cell (the UI would cut them off)."""
     links: dict[str, str] = field(default_factory=dict)
     """Each ``upstream/...`` link the page shows: its label and address."""
 
@@ -94,10 +96,13 @@ def _read(page: Any, expect: str, shot: Path) -> Page:
         ".every(i => i.complete)",
         timeout=30_000,
     )
-    images, loaded = page.evaluate(
+    images, loaded, clipped = page.evaluate(
         "(() => { const plots = Array.from(document.images)"
         ".filter(i => i.src.includes('get-artifact'));"
-        " return [plots.length, plots.filter(i => i.naturalWidth > 0).length]; })()"
+        " const cut = i => i.getBoundingClientRect().right"
+        " > i.closest('td').getBoundingClientRect().right + 1;"
+        " return [plots.length, plots.filter(i => i.naturalWidth > 0).length,"
+        " plots.filter(cut).length]; })()"
     )
     links = page.evaluate(
         "Object.fromEntries(Array.from(document.querySelectorAll('tr')).flatMap(row => {"
@@ -106,7 +111,7 @@ def _read(page: Any, expect: str, shot: Path) -> Page:
         " return label.startsWith('upstream/') && a ? [[label, a.href]] : []; }))"
     )
     page.screenshot(path=str(shot), full_page=True)
-    return Page(page.url, page.inner_text("body"), shot, images, loaded, links)
+    return Page(page.url, page.inner_text("body"), shot, images, loaded, clipped, links)
 
 
 def _click_through(page: Any, label: str) -> Any:

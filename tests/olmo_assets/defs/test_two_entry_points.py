@@ -287,6 +287,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
                     [
                         (env["OLMO_DAGSTER_URL"] + "/assets/model_report", "acc_by_step_plot"),
                         (env["OLMO_DAGSTER_URL"] + "/runs", "evaluation_downstream"),
+                        (env["OLMO_DAGSTER_URL"] + "/overview", "training_checkpoint"),
                     ],
                 )
         for name, (edit, _) in EDITS.items():
@@ -329,6 +330,9 @@ def test_the_demo_materializes_through_dagster_and_commits_every_stage_to_dvc(
 ) -> None:
     assert "DVC: every stage is in dvc.lock, `dvc status` is clean" in scenario.outputs["demo"]
     assert scenario.dvc_status["demo"] == {}
+    # Training told its progress to its run's event log, where the demo read it.
+    assert re.search(r"^ +train: step 1/2 \(50%\) +loss \d", scenario.outputs["demo"], re.M)
+    assert re.search(r"^ +train: step 2/2 \(100%\) +loss \d", scenario.outputs["demo"], re.M)
     assert scenario.ran["repro_after_demo"] == set()
     assert "Data and pipelines are up to date" in scenario.outputs["repro_after_demo"]
     assert scenario.dagster_stale["demo"] == {}
@@ -436,7 +440,7 @@ def test_a_browser_follows_a_score_to_its_checkpoint_and_raw_source(scenario: Sc
         if os.environ.get("OLMO_REQUIRE_BROWSER"):
             pytest.fail("Chromium is not installed, and this run requires the browser test")
         pytest.skip("Chromium is not installed (make test installs it when run as root)")
-    *pages, report, runs = scenario.pages
+    *pages, report, runs, timeline = scenario.pages
     assert [p.url.split("/assets/")[1].split("?")[0] for p in pages] == [
         "downstream_eval",
         "checkpoint",
@@ -452,14 +456,16 @@ def test_a_browser_follows_a_score_to_its_checkpoint_and_raw_source(scenario: Sc
     assert "acc" in evaluation.text and "mlflow_run" in evaluation.text
     assert "sha256" in checkpoint.text and "sample_documents" in checkpoint.text
     # The loss plot is on the page, served by the MLflow UI, not behind a toggle.
-    assert training.images >= 1 and training.loaded == training.images
+    assert (training.images, training.loaded, training.clipped) == (1, 1, 0)
     assert "sample_documents" in raw.text
     # The comparison view: every plot of the model report loaded, the full table shown.
-    assert report.images == 3 and report.loaded == 3
+    assert (report.images, report.loaded, report.clipped) == (3, 3, 0)
     assert "step2_stderr" in report.text and "unconditional" in report.text
     # Runs have names: each stage run in its job, the partition's with its partition.
     jobs = set(
-        re.findall(r"^(curation|training|training_checkpoint|evaluation_\w+)$", runs.text, re.M)
+        re.findall(
+            r"^(curation|training|training_checkpoint|evaluation(?:_\w+)?)$", runs.text, re.M
+        )
     )
     assert jobs == {
         "curation",
@@ -471,3 +477,6 @@ def test_a_browser_follows_a_score_to_its_checkpoint_and_raw_source(scenario: Sc
     }
     assert "partition: 2|arc_easy" in runs.text
     assert "__ephemeral_asset_job__" not in runs.text
+    # The overview's timeline has a row per job that ran.
+    for job in jobs:
+        assert re.search(rf"^{job}$", timeline.text, re.M), job

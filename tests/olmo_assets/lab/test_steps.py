@@ -141,7 +141,12 @@ def test_eval_tables_match_the_results(built_lab: Lab, model_report: StepResult)
     )
     wide = _csv(built_lab.model_report / "acc_by_step.csv")
     assert list(wide[0]) == ["step", *params.eval.tasks]
-    assert model_report.tables["evaluation"] == table
+    # The page shows it narrow: acc ± stderr per checkpoint, as text.
+    assert model_report.tables["evaluation"] == [
+        {"task": r["task"], "normalization": r["normalization"], "chance": r["chance"]}
+        | {f"step {s}": f"{r[f'step{s}_acc']:.3f} ± {r[f'step{s}_stderr']:.3f}" for s in (2, 4)}
+        for r in table
+    ]
 
 
 def test_report_check_plots_and_no_timings(built_lab: Lab, model_report: StepResult) -> None:
