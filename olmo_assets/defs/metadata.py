@@ -38,9 +38,9 @@ Entries = dict[str, dict[str, Any]]
 
 # Plots larger than this are shown by path only (they would bloat the event log).
 MAX_EMBEDDED_IMAGE_BYTES = 1 << 20
-# A plot's preview on an asset page: the width of the metadata column's values on an asset's
+# A plot's preview on an asset page: narrower than the metadata's value column on an asset's
 # overview in a 1400-pixel-wide window (the browser test checks none is cut off).
-PREVIEW_WIDTH = 400
+PREVIEW_WIDTH = 340
 
 
 def _entry(value: Any, kind: str = "__infer__") -> dict[str, Any]:

@@ -399,7 +399,9 @@ def _plot_accuracy(report: ModelReport, path: Path) -> None:
     for ax in axes[:, 0]:
         ax.set_ylabel("acc")
     axes.flat[0].legend(fontsize="x-small")
-    fig.suptitle("Downstream accuracy by checkpoint (± standard error; chance dashed)")
+    # Wrapped in a figure one panel wide, so the title never runs past its edges.
+    title = "Downstream accuracy by checkpoint (± standard error; chance dashed)"
+    fig.suptitle(title if columns > 1 else title.replace(" (", "\n("), fontsize="medium")
     _save(fig, path)
 
 

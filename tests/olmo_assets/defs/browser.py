@@ -69,7 +69,7 @@ class Page:
     loaded: int
     """Of those, how many the browser decoded (a broken link has no width)."""
     clipped: int
-    """Of those, how many stick out of their table cell (the UI would cut them off)."""
+    """Of those, how many reach past the edge of what shows them (the UI cuts them off)."""
     links: dict[str, str] = field(default_factory=dict)
     """Each ``upstream/...`` link the page shows: its label and address."""
 
@@ -99,8 +99,13 @@ def _read(page: Any, expect: str, shot: Path) -> Page:
     images, loaded, clipped = page.evaluate(
         "(() => { const plots = Array.from(document.images)"
         ".filter(i => i.src.includes('get-artifact'));"
-        " const cut = i => i.getBoundingClientRect().right"
-        " > i.closest('td').getBoundingClientRect().right + 1;"
+        # Cut off: it reaches past the right edge of an ancestor that clips what overflows.
+        " const edge = i => { let right = Infinity;"
+        " for (let a = i.parentElement; a; a = a.parentElement) {"
+        " if (getComputedStyle(a).overflowX !== 'visible')"
+        " right = Math.min(right, a.getBoundingClientRect().right); }"
+        " return right; };"
+        " const cut = i => i.getBoundingClientRect().right > edge(i) + 1;"
         " return [plots.length, plots.filter(i => i.naturalWidth > 0).length,"
         " plots.filter(cut).length]; })()"
     )
