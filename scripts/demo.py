@@ -157,8 +157,8 @@ def _summary(lab: Any, instance: Any, timings: dict[str, float]) -> None:
         ("training tokens", f"{shards.get('tokens', 0):,}"),
         (
             "training loss",
-            f"{train.get('raw_first_loss', '?')} -> {train.get('final_loss_smoothed', nan):.3f}"
-            f" ({train.get('final_loss_window', '')})",
+            f"{train.get('raw_first_loss', '?')} -> {train.get('final_loss_smoothed', nan):.3f},"
+            f" the {train.get('final_loss_window', '')}",
         ),
         ("MLflow training run", str(train.get("mlflow_run", train.get("mlflow_run_id", "")))),
     ]
