@@ -10,6 +10,7 @@ inputs, content hash, git commit and command.
 from __future__ import annotations
 
 import base64
+import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,10 +73,14 @@ def _column_type(values: list[Any]) -> str:
 
 
 def _cell(value: Any) -> Any:
+    """A value as a table cell: scalars as they are (floats to six digits), a list or a
+    mapping as JSON, anything else as its text."""
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
         return float(f"{value:.6g}")
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, sort_keys=True, default=str)
     return str(value)
 
 

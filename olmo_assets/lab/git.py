@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from pathlib import Path
 
@@ -10,9 +11,10 @@ import olmo_assets
 __all__ = ["code_commit"]
 
 
+@functools.cache
 def code_commit() -> tuple[str, bool] | None:
     """The commit the lab's code is at and whether tracked files have changes since (None
-    outside a git checkout)."""
+    outside a git checkout); asked of git once per process (a stage records it twice)."""
     code = Path(olmo_assets.__file__).resolve().parents[1]
     try:
         commit = subprocess.run(

@@ -8,7 +8,6 @@ batches). This module reads those documents back and cuts them to table cells: a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -40,13 +39,6 @@ def text_start(text: str, limit: int = PREVIEW_CHARS) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def _cell(value: Any) -> Any:
-    """A metadata value as a table cell: scalars as they are, anything else as JSON."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return json.dumps(value, sort_keys=True)
-
-
 def document_row(doc: dict[str, Any]) -> dict[str, Any]:
     """One Dolma document as a row: ``id``, ``characters``, each metadata key (``url``,
     ``path``, ...) and ``text_start``."""
@@ -55,7 +47,7 @@ def document_row(doc: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": doc["id"],
         "characters": len(doc["text"]),
-        **{key: _cell(value) for key, value in extra.items()},
+        **extra,
         "text_start": text_start(doc["text"]),
     }
 
