@@ -1,12 +1,12 @@
 """`make demo`: the whole lab, materialized through Dagster on embedded defaults.
 
 Every artifact of ``params.yaml``'s pipeline is materialized as a Dagster asset in the
-repository's persistent instance (``.dagster/``), each stage run (per source, checkpoint or
-checkpoint and task) as soon as the runs it reads are done, two at a time — the order is
+repository's persistent instance (``.dagster/``), each stage run (per source shard,
+checkpoint, or checkpoint and task) as soon as the runs it reads are done, two at a time — the order is
 derived from the pipeline's declaration (``olmo_assets/lab/pipeline.py``):
 
 1. curation: the raw sources (standard-library code, Python docs, package READMEs,
-   multilingual samples), the evaluation data, tags per source, dedup and decontamination,
+   multilingual samples; one shard each), the evaluation data, tags per shard, dedup and decontamination,
    the mix, the tokenizer, token shards and the corpus report;
 2. training: the tiny model under ``torchrun`` with in-loop evaluation, every kept checkpoint;
 3. evaluation: the nine downstream tasks (subsampled) and perplexity per source on every
@@ -99,6 +99,7 @@ def main() -> None:
     from dagster import DagsterInstance
 
     from olmo_assets.defs.server import dagster_dev
+    from olmo_assets.defs.sources import register
     from olmo_assets.lab.params import Lab
     from olmo_assets.lab.pipeline import STAGES, stage_runs
 
@@ -106,6 +107,10 @@ def main() -> None:
     # The instance's SQLite schema is created (or migrated) here, once, before the
     # webserver, the daemon and the runs open it.
     instance = DagsterInstance.get()
+    # The sources' shards, planned and registered as partitions (what `olmo lab shards`
+    # and the `new_shards` sensor do): the plan is committed, so this changes nothing
+    # unless params.yaml's sources did.
+    print(f"shards: {register(lab, instance).summary()}", flush=True)
     runs = [run for stage in STAGES for run in stage_runs(lab, stage)]
     log = Path(os.environ["DAGSTER_HOME"]) / "demo-dagster-dev.log"
     print(

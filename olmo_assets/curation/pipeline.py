@@ -333,11 +333,13 @@ def _document_record(row: dict[str, Any], text: str, doc_id: str) -> dict[str, A
 
 
 class _AttributeReader:
-    """Rows of an earlier run's ``attributes/<tagger>/<source>/`` parquet files, in order."""
+    """Rows of earlier runs' ``attributes/<tagger>/<source>/`` parquet files, in order: one
+    tagger's folders of one source, one after the other (a source tagged shard by shard)."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self._frames = iter(pl.read_parquet(path) for path in sorted(folder.glob("*.parquet")))
+    def __init__(self, folders: list[Path]) -> None:
+        self.folders = folders
+        paths = [path for folder in folders for path in sorted(folder.glob("*.parquet"))]
+        self._frames = iter(pl.read_parquet(path) for path in paths)
         self._buffer = pl.DataFrame()
 
     def take(self, ids: pl.Series) -> pl.DataFrame:
@@ -349,7 +351,7 @@ class _AttributeReader:
         rows, self._buffer = self._buffer.head(len(ids)), self._buffer.slice(len(ids))
         if rows.height != len(ids) or not rows["id"].equals(ids.rename("id")):
             raise ValueError(
-                f"the attributes in {self.folder} do not line up with the documents read now "
+                f"the attributes in {', '.join(map(str, self.folders))} do not line up with the documents read now "
                 "(other inputs or config?); rerun `olmo data tag` / `olmo data dedup` on these sources"
             )
         return rows.drop("id")
@@ -392,11 +394,12 @@ class _Curator:
 
     def _loaded_attributes(self, source: str, ids: pl.Series) -> list[pl.DataFrame]:
         if source not in self._readers:
-            self._readers[source] = [
-                _AttributeReader(folder)
-                for root in self.attributes_from
-                for folder in sorted((root / "attributes").glob(f"*/{source}"))
-            ]
+            # A tagger's folders of this source across the roots, in the roots' order.
+            by_tagger: dict[str, list[Path]] = {}
+            for root in self.attributes_from:
+                for folder in sorted((root / "attributes").glob(f"*/{source}")):
+                    by_tagger.setdefault(folder.parent.name, []).append(folder)
+            self._readers[source] = [_AttributeReader(f) for f in by_tagger.values()]
         return [reader.take(ids) for reader in self._readers[source]]
 
     def process(

@@ -1,7 +1,12 @@
 """The lab's assets, built from the pipeline's declaration (:mod:`olmo_assets.lab.pipeline`).
 
-One (multi-)asset per stage, and per source for the per-source stages (each source has its
-own parameters, so its own code version); checkpoints and checkpoint × task are partitions.
+One (multi-)asset per stage, and per source for the per-shard stages (each source has its
+own parameters, so its own code version); a source's shards, checkpoints and checkpoint ×
+task are partitions. A source's shards are dynamic partitions (``shards_<source>``): the
+shard plan registers them (:mod:`olmo_assets.defs.sources`), so a new file makes a new
+partition without a change to the definitions. A source read from files has an observable
+source asset (``source_files/<source>``, same partitions) whose data version is what its
+files are now: when one changes, the shard that read it and everything after are stale.
 Dependencies, partition mappings, code versions and blocking checks all come from the
 declaration. What the asset body does is given by the caller:
 
@@ -30,6 +35,9 @@ from dagster import (
     AssetsDefinition,
     AssetSpec,
     BetaWarning,
+    DataVersion,
+    DataVersionsByPartition,
+    DynamicPartitionsDefinition,
     MaterializeResult,
     MultiPartitionsDefinition,
     MultiToSingleDimensionPartitionMapping,
@@ -37,8 +45,10 @@ from dagster import (
     PartitionsDefinition,
     PipesSubprocessClient,
     PreviewWarning,
+    SourceAsset,
     StaticPartitionsDefinition,
     multi_asset,
+    observable_source_asset,
 )
 
 from olmo_assets.lab.params import Lab
@@ -53,6 +63,7 @@ from olmo_assets.lab.pipeline import (
     code_version,
 )
 from olmo_assets.lab.processes import LAUNCHER_PID
+from olmo_assets.lab.shards import shard_version
 
 # Dagster's own Pipes session reads a preview property of its message reader; the warning
 # says nothing about this code and would repeat on every stage.
@@ -60,6 +71,7 @@ warnings.filterwarnings("ignore", "Function `PipesMessageReader", PreviewWarning
 
 __all__ = [
     "CHECKPOINT_DIMENSION",
+    "SOURCE_FILES",
     "STAGE_CLIENT",
     "TASK_DIMENSION",
     "TRAINING_POOL",
@@ -81,14 +93,22 @@ TRAINING_POOL = "olmo_training"
 dagster.yaml): one training op at a time, ad-hoc materializations included."""
 CHECKPOINT_DIMENSION = "checkpoint"
 TASK_DIMENSION = "task"
+SOURCE_FILES = "source_files"
+"""The observable source asset of a source's own files: ``source_files/<source>``."""
 
 Body = Callable[[AssetExecutionContext, StageRun], Iterable[MaterializeResult | AssetCheckResult]]
 """What a stage's asset does when it executes, given the run (stage and arguments)."""
 
 
+def shard_partitions(source: str) -> DynamicPartitionsDefinition:
+    """A source's shards: dynamic partitions named ``shards_<source>``."""
+    return DynamicPartitionsDefinition(name="shards_" + re.sub(r"\W", "_", source))
+
+
 @dataclass(frozen=True)
 class LabPartitions:
-    """The partitions ``params.yaml`` defines: checkpoints, and checkpoint × task."""
+    """The partitions ``params.yaml`` defines: checkpoints, and checkpoint × task; and each
+    source's shards (registered from the shard plan)."""
 
     checkpoint: StaticPartitionsDefinition
     checkpoint_task: MultiPartitionsDefinition
@@ -102,7 +122,10 @@ class LabPartitions:
             MultiPartitionsDefinition({CHECKPOINT_DIMENSION: checkpoint, TASK_DIMENSION: task}),
         )
 
-    def of_fanout(self, fanout: Fanout) -> PartitionsDefinition | None:
+    def of_fanout(self, fanout: Fanout, source: str | None = None) -> PartitionsDefinition | None:
+        if fanout is Fanout.SHARD:
+            assert source is not None
+            return shard_partitions(source)
         return {
             Fanout.CHECKPOINT: self.checkpoint,
             Fanout.CHECKPOINT_TASK: self.checkpoint_task,
@@ -117,10 +140,10 @@ def asset_key(artifact: Artifact, source: str | None = None) -> AssetKey:
 
 def stage_run(stage: Stage, source: str | None, partition: str | None) -> StageRun:
     """The inverse: the run behind an asset (its source) and partition."""
-    if stage.fanout is Fanout.SOURCE:
+    if stage.fanout is Fanout.SHARD:
         if source is None:
-            raise ValueError(f"stage {stage.name} runs per source: name the source")
-        return StageRun(stage, (source,))
+            raise ValueError(f"stage {stage.name} runs per source shard: name the source")
+        return StageRun(stage, (source, partition or "<shard>"))
     if partition is None:
         return StageRun(stage)
     return StageRun(stage, tuple(partition.split(PARTITION_SEPARATOR)))
@@ -140,9 +163,11 @@ def _mapping(downstream: Fanout, upstream: Fanout) -> PartitionMapping | None:
 
 def _deps(lab: Lab, stage: Stage, source: str | None) -> list[AssetDep]:
     deps = []
+    if stage.reads_files and source is not None and not lab.params.sources[source].built_in:
+        deps.append(AssetDep(AssetKey([SOURCE_FILES, source])))
     for read in stage.reads:
         upstream, artifact = artifact_named(read.artifact)
-        if upstream.fanout is Fanout.SOURCE:
+        if upstream.fanout is Fanout.SHARD:
             sources = list(lab.params.sources) if read.every else [source]
             deps += [AssetDep(asset_key(artifact, s)) for s in sources]
         else:
@@ -153,7 +178,7 @@ def _deps(lab: Lab, stage: Stage, source: str | None) -> list[AssetDep]:
 
 def _version(lab: Lab, stage: Stage, source: str | None) -> str:
     """The code version of a stage's asset: for one source, or for every partition alike."""
-    arguments = (source,) if source is not None else tuple("*" for _ in stage.fanout.keys)
+    arguments = (source, "*") if source is not None else tuple("*" for _ in stage.fanout.keys)
     return code_version(lab, StageRun(stage, tuple(str(a) for a in arguments)))
 
 
@@ -166,7 +191,11 @@ def _stage_asset(
     resource_keys: frozenset[str],
 ) -> AssetsDefinition:
     version = _version(lab, stage, source)
-    example = StageRun(stage, (source,) if source else tuple(f"<{k}>" for k in stage.fanout.keys))
+    example = (
+        stage_run(stage, source, None)
+        if source
+        else StageRun(stage, tuple(f"<{k}>" for k in stage.fanout.keys))
+    )
     metadata = {"stage": " ".join(example.command), "dvc_stage": example.dvc_name}
     specs = [
         AssetSpec(
@@ -175,7 +204,7 @@ def _stage_asset(
             description=artifact.description,
             group_name=stage.group,
             code_version=version,
-            partitions_def=partitions.of_fanout(stage.fanout),
+            partitions_def=partitions.of_fanout(stage.fanout, source),
             metadata=metadata,
         )
         for artifact in stage.writes
@@ -196,7 +225,7 @@ def _stage_asset(
         name=name,
         specs=specs,
         check_specs=checks,
-        partitions_def=partitions.of_fanout(stage.fanout),
+        partitions_def=partitions.of_fanout(stage.fanout, source),
         op_tags={TRAINING_TAG: "1"} if training else None,
         pool=TRAINING_POOL if training else None,
         required_resource_keys=set(resource_keys),
@@ -210,17 +239,44 @@ def _stage_asset(
 
 def build_assets(
     lab: Lab, body: Body, resource_keys: frozenset[str] = frozenset()
-) -> list[AssetsDefinition]:
-    """Every stage's asset(s), in pipeline order, each executing ``body``."""
+) -> list[AssetsDefinition | SourceAsset]:
+    """Every stage's asset(s), in pipeline order, each executing ``body``; and the
+    observable files of each source read from files."""
     partitions = LabPartitions.of(lab)
-    assets = []
+    assets: list[AssetsDefinition | SourceAsset] = [
+        source_files_asset(lab, name)
+        for name, spec in lab.params.sources.items()
+        if not spec.built_in
+    ]
     for stage in STAGES:
         sources: list[str | None] = (
-            list(lab.params.sources) if stage.fanout is Fanout.SOURCE else [None]
+            list(lab.params.sources) if stage.fanout is Fanout.SHARD else [None]
         )
         for source in sources:
             assets.append(_stage_asset(lab, stage, source, partitions, body, resource_keys))
     return assets
+
+
+def source_files_asset(lab: Lab, source: str) -> SourceAsset:
+    """``source_files/<source>``: the source's files, observed shard by shard (their sizes
+    and fingerprints: S3 ETags, local modification times; nothing is read)."""
+
+    @observable_source_asset(
+        key=AssetKey([SOURCE_FILES, source]),
+        name=f"{SOURCE_FILES}__" + re.sub(r"\W", "_", source),
+        partitions_def=shard_partitions(source),
+        group_name=artifact_named("raw_source")[0].group,
+        description=f"The files of source {source!r} (params.yaml sources.{source}.paths), "
+        "shard by shard as the shard plan groups them; observed, never materialized.",
+    )
+    def observe(context: AssetExecutionContext) -> DataVersionsByPartition:
+        plan = Lab.load(lab.repo).plan
+        shards = context.partition_keys if context.has_partition_key else plan.keys(source)
+        return DataVersionsByPartition(
+            {k: DataVersion(shard_version(plan.urls(source, k))) for k in shards}
+        )
+
+    return observe
 
 
 def launch(env: Mapping[str, str]) -> Body:

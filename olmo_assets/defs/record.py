@@ -242,13 +242,23 @@ def record_in_dagster(lab: Lab, record: StageRecord) -> str:
                 severity=AssetCheckSeverity.ERROR,
             )
 
+    instance = dagster_instance(lab)
+    source = record.run.keys.get("source")
+    if source is not None and record.run.partition is not None:
+        # A shard's partition exists once registered (`olmo lab shards`); recording it
+        # registers it too, so a shard run by DVC alone is recorded all the same.
+        from olmo_assets.defs.assets import shard_partitions
+
+        name = str(shard_partitions(source).name)
+        if not instance.has_dynamic_partition(name, record.run.partition):
+            instance.add_dynamic_partitions(name, [record.run.partition])
     job = Definitions(assets=build_assets(lab, replay), jobs=build_jobs(lab)).resolve_job_def(
-        job_name(record.run.stage)
+        job_name(record.run.stage, record.run.keys.get("source"))
     )
     result = job.execute_in_process(
         asset_selection=[AssetKey.from_user_string(item.key) for item in record.materializations],
         partition_key=record.run.partition,
-        instance=dagster_instance(lab),
+        instance=instance,
         tags={RECORDED_BY_TAG: record.launched_by, "olmo/stage": record.run.dvc_name},
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         raise_on_error=False,

@@ -107,7 +107,7 @@ class DagsterServer:
             "selector": {
                 "repositoryLocationName": LOCATION,
                 "repositoryName": REPOSITORY,
-                "jobName": job_name(run.stage),
+                "jobName": job_name(run.stage, run.keys.get("source")),
                 "assetSelection": [{"path": list(run.asset_path(a))} for a in run.stage.writes],
             },
             "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in all_tags.items()]},

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
+import re
 import sys
 import time
 import traceback
@@ -63,7 +64,7 @@ def _one_writer(lab: Lab, run: StageRun) -> Iterator[None]:
     ``dvc repro`` at once, or two runs of one partition)."""
     folder = lab.root / ".locks"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{run.dvc_name}.lock"
+    path = folder / (re.sub(r"[^\w@.-]", "_", run.dvc_name) + ".lock")
     with open(path, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -185,6 +185,16 @@ def _register_lab(commands: Any) -> None:
         "--check", action="store_true", help="exit 1, naming the fix, if dvc.yaml is not current"
     )
     dvc.set_defaults(func=_dvc_yaml_command)
+    shards = actions.add_parser(
+        "shards",
+        help="plan each source's files into shards (sources/shards.yaml, sources/dvc.yaml)",
+        description="List each source's files and plan them into shards of about shard_mb: "
+        "files already planned keep their shard, new files go into new shards. Writes "
+        "sources/shards.yaml and sources/dvc.yaml (commit both); with a Dagster instance "
+        "(DAGSTER_HOME), also adds the new shards as partitions and observes changed files.",
+    )
+    shards.add_argument("--repo", type=Path, help="the lab's repository (default: as olmo query)")
+    shards.set_defaults(func=_shards_command)
 
 
 def _stages_command(args: argparse.Namespace) -> int:
@@ -208,22 +218,50 @@ def _stages_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dvc_yaml_command(args: argparse.Namespace) -> int:
-    from olmo_assets.lab.dvcyaml import dvc_yaml
-    from olmo_assets.lab.params import find_repo_root
+def _shards_command(args: argparse.Namespace) -> int:
+    import os
 
-    path = (args.repo or find_repo_root()) / "dvc.yaml"
+    from olmo_assets.defs.sources import register
+    from olmo_assets.lab.params import Lab
+
+    lab = Lab.load(args.repo)
+    instance = None
+    if os.environ.get("DAGSTER_HOME"):
+        from dagster import DagsterInstance
+
+        instance = DagsterInstance.get()
+    done = register(lab, instance)
+    for source in lab.params.sources:
+        print(f"{source}: {len(lab.source_shards(source))} shard(s)")
+    print(done.summary())
+    return 0
+
+
+def _dvc_yaml_command(args: argparse.Namespace) -> int:
+    from olmo_assets.lab.dvcyaml import dvc_yaml, sources_dvc_yaml
+    from olmo_assets.lab.params import Lab, find_repo_root
+    from olmo_assets.lab.pipeline import SOURCES_DVC_YAML
+
+    repo = args.repo or find_repo_root()
+    path = repo / "dvc.yaml"
     text = dvc_yaml()
     if args.check:
-        if path.is_file() and path.read_text(encoding="utf-8") == text:
-            print(f"{path} is up to date with olmo_assets/lab/pipeline.py")
-            return 0
-        print(
-            f"{path} differs from what olmo_assets/lab/pipeline.py declares: run "
-            "`olmo lab dvc-yaml` and commit it",
-            file=sys.stderr,
-        )
-        return 1
+        lab = Lab.load(repo)
+        sources = repo / SOURCES_DVC_YAML
+        stale = [
+            (p, fix)
+            for p, t, fix in (
+                (path, text, "`olmo lab dvc-yaml`"),
+                (sources, sources_dvc_yaml(lab, lab.plan), "`olmo lab shards`"),
+            )
+            if not p.is_file() or p.read_text(encoding="utf-8") != t
+        ]
+        for p, fix in stale:
+            print(f"{p} differs from what olmo_assets/lab/pipeline.py and the shard plan "
+                  f"declare: run {fix} and commit it", file=sys.stderr)  # fmt: skip
+        if not stale:
+            print(f"{path} and {sources} are up to date with olmo_assets/lab/pipeline.py")
+        return 1 if stale else 0
     path.write_text(text, encoding="utf-8")
     print(f"wrote {path}")
     return 0

@@ -2,9 +2,15 @@
 
 ``olmo lab dvc-yaml`` writes it; ``olmo lab dvc-yaml --check`` (and a test) fails when the
 committed file differs from what the declaration gives. A stage per declared stage, running
-the same command a Dagster asset launches; ``foreach`` over sources or checkpoints and
-``matrix`` over checkpoint × task, so adding a source, checkpoint or task to ``params.yaml``
-adds its stages without regenerating. Nothing here imports DVC.
+the same command a Dagster asset launches; ``foreach`` over source shards (the shard plan's
+``shards``, read as ``vars``) or checkpoints and ``matrix`` over checkpoint × task, so adding
+a checkpoint or task to ``params.yaml``, or a shard to the plan, needs no regeneration.
+
+The stage that reads a source's own files is the exception: DVC cannot loop over a list of
+dependencies, so ``sources/dvc.yaml`` spells it out per shard, each with that shard's files
+as external dependencies (local paths, ``s3://`` URLs), which DVC checks by their hash
+(cached by modification time) or ETag: a changed file makes exactly its shard's stage
+changed. ``olmo lab shards`` writes it with the plan. Nothing here imports DVC.
 """
 
 from __future__ import annotations
@@ -14,21 +20,30 @@ from typing import Any
 
 import yaml
 
-from olmo_assets.lab.params import Lab, LabParams
-from olmo_assets.lab.pipeline import STAGES, Artifact, Fanout, Stage, artifact_named
+from olmo_assets.lab.params import SHARDS_FILE, Lab, LabParams
+from olmo_assets.lab.pipeline import (
+    SOURCES_DVC_YAML,
+    STAGES,
+    Artifact,
+    Fanout,
+    Stage,
+    StageRun,
+    artifact_named,
+)
+from olmo_assets.lab.shards import ShardPlan
 
-__all__ = ["dvc_yaml"]
+__all__ = ["dvc_yaml", "sources_dvc_yaml"]
 
 #: DVC's loop variables for each fanout: ``foreach`` gives ``key`` (over a mapping) or
 #: ``item`` (over a list); ``matrix`` gives ``item.<name>``.
 _VARIABLES = {
     Fanout.ONCE: {},
-    Fanout.SOURCE: {"source": "${key}"},
+    Fanout.SHARD: {"source": "${item.source}", "shard": "${item.shard}"},
     Fanout.CHECKPOINT: {"step": "${item}"},
     Fanout.CHECKPOINT_TASK: {"step": "${item.step}", "task": "${item.task}"},
 }
 _LOOPS: dict[Fanout, dict[str, Any]] = {
-    Fanout.SOURCE: {"foreach": "${sources}"},
+    Fanout.SHARD: {"foreach": "${shards}"},
     Fanout.CHECKPOINT: {"foreach": "${eval.checkpoints}"},
     Fanout.CHECKPOINT_TASK: {"matrix": {"step": "${eval.checkpoints}", "task": "${eval.tasks}"}},
 }
@@ -100,8 +115,13 @@ def _indent(text: str) -> str:
 def dvc_yaml() -> str:
     """The text of ``dvc.yaml`` for :data:`~olmo_assets.lab.pipeline.STAGES`."""
     lab = Lab(Path("/repo"), LabParams())
-    blocks = [HEADER, "stages:\n"]
+    # The shard plan's `shards` mapping is what the per-shard stages loop over.
+    blocks = [HEADER, _dump({"vars": [f"{SHARDS_FILE}:shards"]}), "stages:\n"]
     for stage in STAGES:
+        if stage.reads_files:
+            blocks.append(f"  # {stage.group}: {stage.name} -> written out per shard in "
+                          f"{SOURCES_DVC_YAML}\n")  # fmt: skip
+            continue
         names = ", ".join(a.name for a in stage.writes)
         blocks.append(f"  # {stage.group}: {stage.name} -> {names}\n")
         blocks.append(_indent(_dump({stage.name: _stage(lab, stage)})))
@@ -131,3 +151,39 @@ def dvc_yaml() -> str:
     ]
     blocks.append(_dump({"plots": plots}))
     return "".join(blocks)
+
+
+SOURCES_HEADER = """\
+# The stages that read each source's own files, one per shard. GENERATED with the shard plan
+# (sources/shards.yaml) by `olmo lab shards`: commit both. Each names its shard's files as
+# external dependencies, so `dvc status` shows exactly the shard whose file changed.
+"""
+
+
+def sources_dvc_yaml(lab: Lab, plan: ShardPlan) -> str:
+    """The text of ``sources/dvc.yaml``: every file-reading stage for every planned shard,
+    run from the repository root (``wdir: ..``)."""
+    stages: dict[str, Any] = {}
+    for stage in (s for s in STAGES if s.reads_files):
+        for source, shards in plan.files.items():
+            for shard in sorted(shards):
+                run = StageRun(stage, (source, shard))
+                folders = [_relative(run.folder(lab, a), lab.repo) for a in stage.writes]
+                body: dict[str, Any] = {"wdir": "..", "cmd": " ".join(run.command)}
+                body["params"] = list(run.params())
+                body["deps"] = [*stage.code_paths, *_external(lab, shards[shard])]
+                body["outs"] = folders
+                stages[run.dvc_name.split(":", 1)[1]] = body
+    return SOURCES_HEADER + _dump({"stages": stages})
+
+
+def _external(lab: Lab, urls: list[str]) -> list[str]:
+    """A shard's files as DVC dependencies: relative to the repository when inside it."""
+    found = []
+    for url in urls:
+        path = Path(url)
+        if "://" not in url and path.is_absolute() and path.is_relative_to(lab.repo):
+            found.append(path.relative_to(lab.repo).as_posix())
+        else:
+            found.append(url)
+    return found

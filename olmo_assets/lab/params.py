@@ -12,14 +12,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from olmo_nn.config import Config, ConfigError
 from olmo_nn.paths import safe_name
 
+if TYPE_CHECKING:
+    from olmo_assets.lab.shards import ShardPlan
+
 __all__ = [
+    "SHARDS_FILE",
+    "SOURCE_FORMATS",
     "SOURCE_KINDS",
     "CurationParams",
     "EvalParams",
@@ -31,6 +36,11 @@ __all__ = [
 ]
 
 SOURCE_KINDS = ("code", "prose", "markdown", "multilingual")
+"""The built-in sources, assembled from what is on this machine (``local_sources``)."""
+SOURCE_FORMATS = ("dolma", "parquet", "html", "warc")
+"""What a source's files hold (:mod:`olmo_assets.curation.external`)."""
+SHARDS_FILE = "sources/shards.yaml"
+"""The shard plan, beside ``params.yaml`` (``olmo lab shards`` writes it; committed)."""
 
 
 def check_name(kind: str, name: object) -> str:
@@ -44,14 +54,57 @@ def check_name(kind: str, name: object) -> str:
 
 @dataclass
 class SourceParams(Config):
-    kind: str = "prose"
-    """Which local source builds it: code | prose | markdown | multilingual."""
+    """One source: a built-in one (``kind`` alone), or files anywhere fsspec reaches
+    (``paths``), grouped into shards of about ``shard_mb`` (one partition each)."""
+
+    kind: str | None = None
+    """Without ``paths``: the built-in source that builds it (code | prose | markdown |
+    multilingual). With ``paths``: ``code`` curates the files as code (code taggers, no
+    decontamination), anything else or nothing as text."""
+    paths: list[str] = field(default_factory=list)
+    """Files, folders, globs or fsspec URLs (``s3://bucket/cc/*.jsonl.gz``, ``file://``,
+    ``gs://``). Credentials come from those libraries' usual environment and config."""
+    format: str = "dolma"
+    """What the files hold: dolma (JSON lines, plain, .gz or .zst) | parquet | html (one page
+    per file) | warc (the HTML responses of a crawl)."""
+    shard_mb: float = 256.0
+    """Files are grouped into shards of about this many MB: one partition each."""
+    id_field: str = "id"
+    """The record's id column or key (parquet, dolma)."""
+    text_field: str = "text"
+    """The record's text column or key (parquet, dolma)."""
+    url_field: str | None = None
+    """A column or key holding the document's URL (into ``metadata.url``: URL dedup)."""
+    metadata_fields: list[str] = field(default_factory=list)
+    """Further columns or keys copied into the document's ``metadata``."""
     max_mb: float | None = None
-    """For ``code``: stop after this many MB of standard-library source."""
+    """For the built-in ``code``: stop after this many MB of standard-library source."""
 
     def __post_init__(self) -> None:
-        if self.kind not in SOURCE_KINDS:
-            raise ConfigError(f"sources: kind={self.kind!r}, expected one of {SOURCE_KINDS}")
+        if not self.paths:
+            if self.kind not in SOURCE_KINDS:
+                raise ConfigError(
+                    f"kind={self.kind!r}: a source is built in (kind: one of "
+                    f"{', '.join(SOURCE_KINDS)}) or reads files (paths: [...], format: ...)"
+                )
+            return
+        if isinstance(self.paths, str):
+            raise ConfigError(f"paths={self.paths!r} must be a list: paths: [{self.paths!r}]")
+        if self.format not in SOURCE_FORMATS:
+            raise ConfigError(
+                f"format={self.format!r}, expected one of {', '.join(SOURCE_FORMATS)}"
+            )
+        if not self.shard_mb > 0:
+            raise ConfigError(f"shard_mb={self.shard_mb} must be positive")
+
+    @property
+    def built_in(self) -> bool:
+        return not self.paths
+
+    @property
+    def code(self) -> bool:
+        """Curated as code (code taggers, exempt from decontamination)."""
+        return self.kind == "code"
 
 
 @dataclass
@@ -143,6 +196,7 @@ class Lab:
     params: LabParams
     values: dict[str, Any] = field(default_factory=dict)
     """``params.yaml`` as written (what DVC compares a stage's parameters against)."""
+    _plan: ShardPlan | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def load(cls, repo: str | os.PathLike[str] | None = None) -> Lab:
@@ -171,11 +225,37 @@ class Lab:
     def root(self) -> Path:
         return self.repo / "lab"
 
-    def raw(self, source: str) -> Path:
-        return self.root / "raw" / source
+    def raw(self, source: str, shard: str | None = None) -> Path:
+        """A source's raw documents: every shard's folder, or one shard's."""
+        folder = self.root / "raw" / source
+        return folder if shard is None else folder / shard
 
-    def tagged(self, source: str) -> Path:
-        return self.root / "tagged" / source
+    def tagged(self, source: str, shard: str | None = None) -> Path:
+        """A source's attributes: every shard's folder, or one shard's."""
+        folder = self.root / "tagged" / source
+        return folder if shard is None else folder / shard
+
+    @property
+    def shards_file(self) -> Path:
+        return self.repo / SHARDS_FILE
+
+    @property
+    def plan(self) -> ShardPlan:
+        """The shard plan (``sources/shards.yaml``), read once."""
+        from olmo_assets.lab.shards import ShardPlan
+
+        if self._plan is None:
+            self._plan = ShardPlan.load(self)
+        return self._plan
+
+    def source_shards(self, source: str) -> list[str]:
+        """The source's shard keys in order: the shard plan's (``olmo lab shards``); a
+        built-in source is one shard, planned or not."""
+        from olmo_assets.lab.shards import BUILT_IN_SHARD
+
+        if source in self.params.sources and self.params.sources[source].built_in:
+            return [BUILT_IN_SHARD]
+        return self.plan.keys(source)
 
     @property
     def eval_data(self) -> Path:

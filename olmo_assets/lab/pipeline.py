@@ -9,7 +9,7 @@ Each :class:`Stage` says, in one place, everything the platform needs to know ab
 * ``params``: the exact ``params.yaml`` keys it reads, dotted (``sources.{source}`` is the
   source the stage runs for); ``files``: the keys among them whose value is a file the step
   reads (its content counts too); ``code``: the code it runs besides its own step module;
-* ``fanout``: once, once per source, per checkpoint, or per checkpoint and task.
+* ``fanout``: once, per source shard, per checkpoint, or per checkpoint and task.
 
 Everything else is derived from ``STAGES``: the Dagster assets, their dependencies,
 partitions and code versions (:mod:`olmo_assets.defs`), ``dvc.yaml``
@@ -39,6 +39,7 @@ from olmo_assets.lab.steps.results import CheckResult, InputError, StepResult
 __all__ = [
     "CODE_ROOT",
     "PARTITION_SEPARATOR",
+    "SOURCES_DVC_YAML",
     "STAGES",
     "Artifact",
     "Check",
@@ -59,6 +60,10 @@ __all__ = [
 CODE_ROOT = Path(olmo_assets.__file__).resolve().parents[1]
 
 
+#: The pipeline file of the stages that read a source's files, one per shard (generated with
+#: the shard plan): DVC names them ``sources/dvc.yaml:<stage>-<source>-<shard>``.
+SOURCES_DVC_YAML = "sources/dvc.yaml"
+
 #: Dagster writes a multi-partition key as its dimensions' keys in dimension-name order,
 #: joined by this: checkpoint|task ("100|arc_easy").
 PARTITION_SEPARATOR = "|"
@@ -68,7 +73,7 @@ class Fanout(enum.Enum):
     """How many times a stage runs, and the arguments each run takes."""
 
     ONCE = ()
-    SOURCE = ("source",)
+    SHARD = ("source", "shard")
     CHECKPOINT = ("step",)
     CHECKPOINT_TASK = ("step", "task")
 
@@ -114,6 +119,10 @@ class Stage:
     fanout: Fanout = Fanout.ONCE
     persist: bool = False
     """Kept while the stage reruns (an interrupted training run resumes from it)."""
+    reads_files: bool = False
+    """Reads the source's own files (``paths``): DVC names them, shard by shard, as the
+    stage's external dependencies (``sources/dvc.yaml``); Dagster sees them as an
+    observable source asset per source, partitioned like the stage."""
 
     @property
     def module(self) -> str:
@@ -152,10 +161,30 @@ STAGES: tuple[Stage, ...] = (
         "source",
         curation.build_source,
         "curation",
-        (Artifact("raw_source", Lab.raw, "One raw source as Dolma-format jsonl.gz."),),
+        (
+            Artifact(
+                "raw_source",
+                Lab.raw,
+                "One shard of a source as Dolma-format jsonl.gz (built in, or read from the "
+                "source's files), with what could not be read quarantined.",
+                (
+                    Check(
+                        "accounting",
+                        "Every record read is a document or quarantined, and each file read "
+                        "is unchanged since.",
+                        curation.raw_accounting,
+                    ),
+                ),
+            ),
+        ),
         params=("sources.{source}",),
-        code=("olmo_assets/curation/local_sources.py", "olmo_assets/curation/outputs.py"),
-        fanout=Fanout.SOURCE,
+        code=(
+            "olmo_assets/curation/local_sources.py",
+            "olmo_assets/curation/external.py",
+            "olmo_assets/curation/outputs.py",
+        ),
+        fanout=Fanout.SHARD,
+        reads_files=True,
     ),
     Stage(
         "eval_data",
@@ -179,7 +208,8 @@ STAGES: tuple[Stage, ...] = (
             Artifact(
                 "attributes",
                 Lab.tagged,
-                "The taggers' attributes over one source (scores; decisions come in the mix).",
+                "The taggers' attributes over one shard of a source (scores; decisions come "
+                "in the mix).",
                 (_accounting(curation.tag_accounting),),
             ),
         ),
@@ -187,7 +217,7 @@ STAGES: tuple[Stage, ...] = (
         params=("sources.{source}", "curation.mix"),
         files=("curation.mix",),
         code=CURATION,
-        fanout=Fanout.SOURCE,
+        fanout=Fanout.SHARD,
     ),
     Stage(
         "dedup",
@@ -427,8 +457,10 @@ def _validate() -> None:
             upstream = _WRITERS[read.artifact][0].fanout
             if not read.every and not set(upstream.keys) <= set(stage.fanout.keys):
                 raise AssertionError(f"{stage.name} reads one {read.artifact}: which one?")
-        if stage.fanout is not Fanout.SOURCE and any("{" in p for p in stage.params):
-            raise AssertionError(f"{stage.name}: only per-source stages template parameters")
+        if stage.fanout is not Fanout.SHARD and any("{" in p for p in stage.params):
+            raise AssertionError(f"{stage.name}: only per-shard stages template parameters")
+        if stage.reads_files and stage.fanout is not Fanout.SHARD:
+            raise AssertionError(f"{stage.name}: only a per-shard stage reads a source's files")
         for key in stage.files:
             if not any(key == p or key.startswith(p + ".") for p in stage.params):
                 raise AssertionError(f"{stage.name}: file parameter {key} is not a parameter")
@@ -454,22 +486,30 @@ class StageRun:
 
     @property
     def dvc_name(self) -> str:
-        """The stage's name in ``dvc.yaml`` (``foreach``/``matrix`` add ``@<key>``)."""
+        """The stage's name for DVC: ``foreach``/``matrix`` add ``@<key>`` in ``dvc.yaml``
+        (``tag@web-00003``); a stage that reads a source's files is written out per shard in
+        ``sources/dvc.yaml`` (``sources/dvc.yaml:source-web-00003``)."""
         if not self.arguments:
             return self.stage.name
-        return f"{self.stage.name}@{'-'.join(self.arguments)}"
+        name = (
+            f"{self.stage.name}{'-' if self.stage.reads_files else '@'}{'-'.join(self.arguments)}"
+        )
+        return f"{SOURCES_DVC_YAML}:{name}" if self.stage.reads_files else name
 
     @property
     def partition(self) -> str | None:
-        """Its Dagster partition: the checkpoint, or ``<checkpoint>|<task>`` (Dagster joins a
-        multi-partition's keys with ``|`` in dimension-name order); none per source."""
-        if self.stage.fanout in (Fanout.CHECKPOINT, Fanout.CHECKPOINT_TASK):
-            return PARTITION_SEPARATOR.join(self.arguments)
-        return None
+        """Its Dagster partition: the shard, the checkpoint, or ``<checkpoint>|<task>``
+        (Dagster joins a multi-partition's keys with ``|`` in dimension-name order)."""
+        if self.stage.fanout is Fanout.SHARD:
+            return self.keys["shard"]
+        if self.stage.fanout is Fanout.ONCE:
+            return None
+        return PARTITION_SEPARATOR.join(self.arguments)
 
     def asset_path(self, artifact: Artifact) -> tuple[str, ...]:
-        """An artifact's Dagster asset key: ``raw_source/code`` per source, else its name."""
-        if self.stage.fanout is Fanout.SOURCE:
+        """An artifact's Dagster asset key: ``raw_source/code`` per source (its shards are
+        partitions), else its name."""
+        if self.stage.fanout is Fanout.SHARD:
             return (artifact.name, self.keys["source"])
         return (artifact.name,)
 
@@ -508,7 +548,9 @@ def stage_runs(lab: Lab, stage: Stage) -> list[StageRun]:
     params = lab.params
     values: dict[Fanout, list[tuple[str, ...]]] = {
         Fanout.ONCE: [()],
-        Fanout.SOURCE: [(name,) for name in params.sources],
+        Fanout.SHARD: [
+            (name, shard) for name in params.sources for shard in lab.source_shards(name)
+        ],
         Fanout.CHECKPOINT: [(str(step),) for step in params.eval.checkpoints],
         Fanout.CHECKPOINT_TASK: [
             (str(step), task) for step in params.eval.checkpoints for task in params.eval.tasks
@@ -547,6 +589,12 @@ def parse_run(lab: Lab, name: str, arguments: list[str]) -> StageRun:
     source = run.keys.get("source")
     if source is not None and source not in lab.params.sources:
         raise InputError(f"unknown source {source!r}; params.yaml names {', '.join(lab.params.sources)}")  # fmt: skip
+    shard = run.keys.get("shard")
+    if source is not None and shard not in lab.source_shards(source):
+        raise InputError(
+            f"source {source!r} has no shard {shard!r} (shards: {', '.join(lab.source_shards(source))}); "
+            "`olmo lab shards` plans new files into new shards"
+        )
     step = run.keys.get("step")
     if step is not None and not step.isdigit():
         raise InputError(f"checkpoint step {step!r} is not a whole number")

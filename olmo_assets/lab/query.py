@@ -177,9 +177,9 @@ def _file_views(catalog: _Catalog) -> None:
         catalog.missing(curated / "report.json", "mix"),
     )
 
-    # attributes/<tagger>/<source>/part-*.parquet, in every tag run and in the dedup run
+    # attributes/<tagger>/<source>/part-*.parquet, in every tag run (one per shard) and in dedup
     files_by_tagger: dict[str, list[Path]] = {}
-    for run in [*lab.root.glob("tagged/*/attributes"), lab.dedup / "attributes"]:
+    for run in [*lab.root.glob("tagged/*/*/attributes"), lab.dedup / "attributes"]:
         for path in run.glob("*/*/*.parquet"):
             files_by_tagger.setdefault(path.parent.parent.name, []).append(path)
     for tagger, files in sorted(files_by_tagger.items()):

@@ -52,18 +52,18 @@ def document_row(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def raw_documents(folder: Path, ids: Collection[str]) -> dict[str, str]:
-    """The text of the documents ``ids`` in a folder of Dolma ``jsonl.gz`` files (the first
-    of a repeated id); the reading stops once all are found."""
+def raw_documents(where: Path | list[Path], ids: Collection[str]) -> dict[str, str]:
+    """The text of the documents ``ids`` in Dolma ``jsonl.gz`` files (a folder of them, or a
+    list; the first of a repeated id); the reading stops once all are found."""
     from olmo_nn.data import read_documents
 
     wanted = set(ids)
     found: dict[str, str] = {}
     if not wanted:
         return found
-    files = sorted(folder.glob("*.jsonl.gz"))
+    files = sorted(where.glob("*.jsonl.gz")) if isinstance(where, Path) else where
     if not files:
-        raise FileNotFoundError(f"{folder} holds no documents (*.jsonl.gz)")
+        raise FileNotFoundError(f"{where} holds no documents (*.jsonl.gz)")
     for doc in read_documents(files):
         if doc.id in wanted and doc.id not in found:
             found[doc.id] = doc.text

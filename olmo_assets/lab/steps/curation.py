@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from olmo_assets.curation.outputs import JsonlWriter
+from olmo_assets.curation.outputs import JsonlWriter, ParquetWriter
 from olmo_assets.lab.params import Lab
 from olmo_assets.lab.samples import (
     document_row,
@@ -38,6 +38,7 @@ __all__ = [
     "mix",
     "mix_accounting",
     "no_contamination_left",
+    "raw_accounting",
     "tag_accounting",
     "tag_source",
 ]
@@ -49,13 +50,69 @@ _EXAMPLES_PER_GROUP = 3
 """Examples of one filter (or one source's quarantine) in a table of examples."""
 
 
-def build_source(lab: Lab, source: str) -> StepResult:
-    """One raw source as Dolma-format ``jsonl.gz``, assembled from what is on this machine;
-    its first documents (``sample_documents``: id, characters, metadata keys, text start)."""
+def build_source(lab: Lab, source: str, shard: str) -> StepResult:
+    """One shard of a source as Dolma-format ``jsonl.gz``: a built-in source assembled from
+    what is on this machine, or the shard's files read (:mod:`olmo_assets.curation.external`);
+    records that cannot be documents are quarantined (``quarantine/``), and the files read
+    are listed with their size and fingerprint as read (``files.json``). Its first documents
+    are shown (``sample_documents``: id, characters, metadata keys, text start)."""
+    spec = lab.params.sources[source]
+    stats: dict[str, Any] = {}
+    with staged_folder(lab.raw(source, shard)) as staged:
+        staged.mkdir()
+        if spec.built_in:
+            records: Iterable[Any] = _built_in_documents(spec)
+        else:
+            records = _file_documents(lab, source, shard, staged, stats)
+        writer = JsonlWriter(staged)
+        quarantine = ParquetWriter(staged / "quarantine")
+        num_docs = num_bytes = rejected = 0
+        samples: Rows = []
+        held: list[Any] = []  # rejects, written a thousand at a time
+        # The writer's gzip carries no timestamp: the same documents give the same bytes, so
+        # a rerun changes no content hash.
+        for record in records:
+            if isinstance(record, dict):
+                writer.write([{**record, "source": source}])
+                num_docs += 1
+                num_bytes += len(record["text"].encode("utf-8"))
+                if len(samples) < _SAMPLE_DOCUMENTS:
+                    samples.append(document_row(record))
+            else:
+                held.append(record)
+                rejected += 1
+                if len(held) >= 1000:
+                    quarantine.write(_rejected_frame(source, held))
+                    held = []
+        quarantine.write(_rejected_frame(source, held))
+        writer.close()
+        quarantine.close()
+        if num_docs == 0:
+            what = spec.kind if spec.built_in else f"{len(stats.get('files', []))} file(s)"
+            raise InputError(
+                f"source {source!r} shard {shard} ({what}) gave no documents"
+                + (f": all {rejected} records were unreadable" if rejected else "")
+            )
+        manifest = {"documents": num_docs, "quarantined": rejected, **stats}
+        (staged / "files.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    metadata: dict[str, Any] = {
+        "documents": num_docs,
+        "text_bytes": num_bytes,
+        "quarantined": rejected,
+        "kind": spec.kind or "text",
+    }
+    tables: dict[str, Rows] = {"sample_documents": samples}
+    if not spec.built_in:
+        metadata |= {"format": spec.format, "files": len(stats["files"])}
+        metadata |= {f"skipped_{k}": v for k, v in sorted(stats["skipped"].items())}
+        tables["files"] = [dict(f) for f in stats["files"]]
+    return StepResult(metadata, tables)
+
+
+def _built_in_documents(spec: Any) -> Iterable[dict[str, Any]]:
     from olmo_assets.curation import local_sources
 
-    spec = lab.params.sources[source]
-    documents = {
+    return {
         "code": lambda: local_sources.code_documents(
             max_bytes=int(spec.max_mb * 1e6) if spec.max_mb else None
         ),
@@ -63,25 +120,69 @@ def build_source(lab: Lab, source: str) -> StepResult:
         "markdown": local_sources.markdown_documents,
         "multilingual": local_sources.multilingual_documents,
     }[spec.kind]()
-    num_docs = num_bytes = 0
-    samples: Rows = []
-    # The writer's gzip carries no timestamp: the same documents give the same bytes, so a
-    # rerun changes no content hash.
-    with staged_folder(lab.raw(source)) as staged:
-        staged.mkdir()
-        writer = JsonlWriter(staged)
-        for doc in documents:
-            writer.write([{**doc, "source": source}])
-            num_docs += 1
-            num_bytes += len(doc["text"].encode("utf-8"))
-            if len(samples) < _SAMPLE_DOCUMENTS:
-                samples.append(document_row(doc))
-        writer.close()
-        if num_docs == 0:
-            raise InputError(f"source {source!r} ({spec.kind}) produced no documents here")
-    return StepResult(
-        {"documents": num_docs, "text_bytes": num_bytes, "kind": spec.kind},
-        {"sample_documents": samples},
+
+
+def _file_documents(
+    lab: Lab, source: str, shard: str, staged: Path, stats: dict[str, Any]
+) -> Iterable[Any]:
+    """The shard's records (documents and rejects), as the files are when read. ``stats``
+    is filled in as they are read: the files (url, size, fingerprint), records, skipped."""
+    from olmo_assets.curation import external
+
+    spec = lab.params.sources[source]
+    files = external.stat_files(lab.plan.urls(source, shard))
+    fields = external.Fields(
+        id=spec.id_field,
+        text=spec.text_field,
+        url=spec.url_field,
+        metadata=tuple(spec.metadata_fields),
+    )
+    read = external.ReadStats()
+    stats["files"] = [{"url": f.url, "size": f.size, "fingerprint": f.fingerprint} for f in files]
+    yield from external.iter_documents(files, spec.format, fields, stats=read)
+    stats["records"] = read.records
+    stats["skipped"] = dict(read.skipped)
+
+
+def _rejected_frame(source: str, rejected: list[Any]) -> Any:
+    """Quarantined records in the curation chain's quarantine schema."""
+    import polars as pl
+
+    rows = [
+        {"source": source, "file": r.url, "line": r.line, "error": r.reason, "raw": r.raw}
+        for r in rejected
+    ]
+    schema = {"source": pl.String, "file": pl.String, "line": pl.Int64, "error": pl.String,
+              "raw": pl.Binary}  # fmt: skip
+    return pl.DataFrame(rows, schema=schema)
+
+
+def raw_accounting(lab: Lab, source: str, shard: str) -> CheckResult:
+    """Read back: documents written + records quarantined = records read, and every file
+    read is as it was when read (size and fingerprint), so the shard is one version of them."""
+    from olmo_assets.curation import external
+
+    folder = lab.raw(source, shard)
+    manifest = json.loads((folder / "files.json").read_text())
+    documents = count_lines(folder)
+    quarantined = count_rows(folder / "quarantine")
+    read = manifest.get("records", manifest["documents"] + manifest["quarantined"])
+    changed = []
+    if manifest.get("files"):
+        now = external.stat_files([f["url"] for f in manifest["files"]])
+        changed = [
+            f["url"]
+            for f, current in zip(manifest["files"], now, strict=True)
+            if (f["size"], f["fingerprint"]) != (current.size, current.fingerprint)
+        ]
+    return CheckResult(
+        documents + quarantined == read and not changed,
+        {
+            "records_read": read,
+            "documents": documents,
+            "quarantined": quarantined,
+            "files_changed_since": ", ".join(changed) or "none",
+        },
     )
 
 
@@ -112,10 +213,30 @@ def build_eval_data(lab: Lab) -> StepResult:
     return StepResult({"examples": sum(counts.values())}, {"tasks": rows})
 
 
-def _curation_config(lab: Lab, sources: Iterable[str], *, mixing: bool) -> Any:
-    """The mix file's config over ``sources``. Only the mix reads
-    ``curation.validation_fraction`` (tags and dedup never split), and only dedup reads the
-    evaluation data: each stage's config holds exactly what that stage declares."""
+def raw_files(lab: Lab, source: str, shard: str | None = None) -> list[Path]:
+    """The documents of a source's shards (or of one), in the order every stage reads them:
+    shard by shard in key order, then file by file. A shard not materialized is an error
+    that says how to materialize it."""
+    from olmo_assets.lab.pipeline import StageRun, stage_named
+
+    shards = lab.source_shards(source) if shard is None else [shard]
+    missing = [k for k in shards if not lab.raw(source, k).is_dir()]
+    if missing:
+        names = ", ".join(StageRun(stage_named("source"), (source, k)).dvc_name for k in missing)
+        raise FileNotFoundError(
+            f"source {source!r}: {lab.raw(source, missing[0])} does not exist; materialize "
+            f"raw_source/{source} partition(s) {', '.join(missing)} first (or `dvc repro {names}`)"
+        )
+    return [path for k in shards for path in sorted(lab.raw(source, k).glob("*.jsonl.gz"))]
+
+
+def _curation_config(
+    lab: Lab, sources: Iterable[str], *, mixing: bool, shard: str | None = None
+) -> Any:
+    """The mix file's config over ``sources`` (over one shard of them when ``shard`` is
+    given). Only the mix reads ``curation.validation_fraction`` (tags and dedup never split),
+    and only dedup reads the evaluation data: each stage's config holds exactly what that
+    stage declares."""
     from olmo_assets.curation.config import CurationConfig, SourceConfig
     from olmo_assets.curation.mixes import code_source
 
@@ -123,16 +244,16 @@ def _curation_config(lab: Lab, sources: Iterable[str], *, mixing: bool) -> Any:
     fraction = params.curation.validation_fraction if mixing else 0.0
     configs = []
     for name in sources:
-        if not lab.raw(name).is_dir():
-            raise FileNotFoundError(
-                f"source {name!r}: {lab.raw(name)} does not exist; materialize "
-                f"raw_source/{name} first (or `dvc repro source@{name}`)"
-            )
-        paths = [str(lab.raw(name))]
-        if params.sources[name].kind == "code":
+        spec = params.sources[name]
+        paths = [str(path) for path in raw_files(lab, name, shard)]
+        if spec.code:
             configs.append(code_source(name, paths, validation_fraction=fraction))
         else:
-            configs.append(SourceConfig(name=name, paths=paths, validation_fraction=fraction))
+            # HTML pages and crawls hold HTML: the chain extracts the main text first.
+            html = not spec.built_in and spec.format in ("html", "warc")
+            configs.append(
+                SourceConfig(name=name, paths=paths, validation_fraction=fraction, html=html)
+            )
     return CurationConfig.load(lab.repo / params.curation.mix).replace(
         sources=configs, workers=params.workers, decontamination_paths=[]
     )
@@ -153,14 +274,16 @@ def _source_counts(
     return metadata, rows
 
 
-def tag_source(lab: Lab, source: str) -> StepResult:
-    """The taggers over one source: ``attributes/<tagger>/<source>/`` (no decisions yet)."""
+def tag_source(lab: Lab, source: str, shard: str) -> StepResult:
+    """The taggers over one shard of a source: ``attributes/<tagger>/<source>/`` (no
+    decisions yet)."""
     from olmo_assets.curation.pipeline import curate
 
-    curate(_curation_config(lab, [source], mixing=False), lab.tagged(source), stages=("tag",))
-    report = json.loads((lab.tagged(source) / "report.json").read_text())
+    output = lab.tagged(source, shard)
+    curate(_curation_config(lab, [source], mixing=False, shard=shard), output, stages=("tag",))
+    report = json.loads((output / "report.json").read_text())
     metadata, table = _source_counts(report, decided=False)
-    taggers = sorted(p.name for p in (lab.tagged(source) / "attributes").iterdir())
+    taggers = sorted(p.name for p in (output / "attributes").iterdir())
     metadata["taggers"] = ", ".join(taggers)
     return StepResult(metadata, {"counts": table})
 
@@ -189,7 +312,9 @@ def mix(lab: Lab) -> StepResult:
     filter removed (``removed_examples``)."""
     from olmo_assets.curation.pipeline import curate
 
-    attributes = [lab.tagged(s) for s in lab.params.sources] + [lab.dedup]
+    # Every shard's attributes, in the order the mix reads the shards' documents.
+    attributes = [lab.tagged(s, k) for s in lab.params.sources for k in lab.source_shards(s)]
+    attributes.append(lab.dedup)
     for folder in attributes:
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder} does not exist: materialize it before the mix")
@@ -247,7 +372,7 @@ def _removed_examples(lab: Lab) -> Rows:
     rows: Rows = spread(groups, per_group=_EXAMPLES_PER_GROUP)
     for source in dict.fromkeys(row["source"] for row in rows):
         shown = [row for row in rows if row["source"] == source]
-        texts = raw_documents(lab.raw(source), [row["id"] for row in shown])
+        texts = raw_documents(raw_files(lab, source), [row["id"] for row in shown])
         for row in shown:
             row["text_start"] = text_start(texts[row["id"]])
     return rows
@@ -258,10 +383,10 @@ def _removed_examples(lab: Lab) -> Rows:
 _COPY = re.compile(r"^(?P<id>.*)#\d+$")
 
 
-def count_lines(folder: Path, pattern: str = "*.jsonl.gz") -> int:
-    """Records in a folder of (gzipped) JSON-lines files: their newline count."""
+def count_lines(where: Path | list[Path], pattern: str = "*.jsonl.gz") -> int:
+    """Records in (gzipped) JSON-lines files, a folder of them or a list: their newlines."""
     total = 0
-    for path in sorted(folder.glob(pattern)):
+    for path in sorted(where.glob(pattern)) if isinstance(where, Path) else where:
         with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as handle:
             while chunk := handle.read(1 << 20):
                 total += chunk.count(b"\n")
@@ -287,12 +412,14 @@ def _kept_documents(folder: Path) -> int:
     return len(ids) - len(copies)
 
 
-def _attribute_accounting(lab: Lab, output: Path, expected: dict[str, set[str]]) -> CheckResult:
-    """Every expected tagger of each source wrote one row per record read that was not
-    quarantined (a tagger folder that is missing counts as zero rows)."""
+def _attribute_accounting(
+    lab: Lab, output: Path, expected: dict[str, set[str]], shard: str | None = None
+) -> CheckResult:
+    """Every expected tagger of each source wrote one row per record read (of every shard,
+    or of ``shard``) that was not quarantined (a missing tagger folder counts as no rows)."""
     rows = []
     for source, taggers in expected.items():
-        read = count_lines(lab.raw(source))
+        read = count_lines(raw_files(lab, source, shard))
         quarantined = count_rows(output / "quarantine" / source)
         for tagger in sorted(taggers):
             written = count_rows(output / "attributes" / tagger / source)
@@ -355,15 +482,15 @@ def _quarantined_row(lab: Lab, row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def tag_accounting(lab: Lab, source: str) -> CheckResult:
+def tag_accounting(lab: Lab, source: str, shard: str) -> CheckResult:
     """Each tagger the mix configures for the source (by the attribute prefix it writes)."""
     from olmo_assets.curation.pipeline import build_tagger
 
-    config = _curation_config(lab, [source], mixing=False)
+    config = _curation_config(lab, [source], mixing=False, shard=shard)
     (spec,) = config.sources
     names = spec.taggers if spec.taggers is not None else config.taggers
     taggers = {str(build_tagger(name, config.fasttext_classifiers).name) for name in names}
-    return _attribute_accounting(lab, lab.tagged(source), {source: taggers})
+    return _attribute_accounting(lab, lab.tagged(source, shard), {source: taggers}, shard)
 
 
 def dedup_accounting(lab: Lab) -> CheckResult:
@@ -377,7 +504,7 @@ def mix_accounting(lab: Lab) -> CheckResult:
     rows = []
     for source in lab.params.sources:
         counts = {
-            "read": count_lines(lab.raw(source)),
+            "read": count_lines(raw_files(lab, source)),
             "kept": _kept_documents(lab.curated / "documents" / source),
             "validation": count_lines(lab.curated / "validation" / source),
             "removed": count_rows(lab.curated / "removed" / source),
@@ -491,7 +618,7 @@ def _flagged_rows(lab: Lab, flagged: Rows) -> Rows:
     texts: dict[str, dict[str, str]] = {}
     for source in dict.fromkeys(row["source"] for row in flagged):
         ids = [row["id"] for row in flagged if row["source"] == source]
-        texts[source] = raw_documents(lab.raw(source), ids)
+        texts[source] = raw_documents(raw_files(lab, source), ids)
     rows = []
     for row in flagged:
         text = texts[row["source"]].get(row["id"], "")

@@ -6,7 +6,12 @@ import importlib
 import sys
 
 import pytest
-from dagster import AssetKey, Definitions, MultiToSingleDimensionPartitionMapping
+from dagster import (
+    AssetKey,
+    Definitions,
+    DynamicPartitionsDefinition,
+    MultiToSingleDimensionPartitionMapping,
+)
 
 from olmo_assets.defs.assets import TRAINING_POOL, TRAINING_TAG
 from olmo_assets.lab.params import Lab
@@ -36,6 +41,8 @@ DEPS = {
     "model_report": {"training_run", "downstream_eval", "perplexity_eval"},
 }
 CHECKS = {
+    ("raw_source/code", "accounting"),
+    ("raw_source/prose", "accounting"),
     ("attributes/code", "accounting"),
     ("attributes/prose", "accounting"),
     ("deduplicated", "accounting"),
@@ -78,8 +85,14 @@ def test_partitions_follow_params(defs: Definitions) -> None:
 
     assert keys("checkpoint") == keys("perplexity_eval") == ["2", "4"]
     assert sorted(keys("downstream_eval")) == sorted(f"{c}|{t}" for c in "24" for t in TASKS)
-    for unpartitioned in ("raw_source/code", "attributes/prose", "deduplicated", "model_report"):
+    for unpartitioned in ("deduplicated", "curated_corpus", "model_report"):
         assert assets[AssetKey.from_user_string(unpartitioned)].partitions_def is None
+    # A source's shards are dynamic partitions, registered from the shard plan.
+    for source in ("code", "prose"):
+        for name in (f"raw_source/{source}", f"attributes/{source}"):
+            partitions = assets[AssetKey.from_user_string(name)].partitions_def
+            assert isinstance(partitions, DynamicPartitionsDefinition)
+            assert partitions.name == f"shards_{source}"
     mapping = assets[AssetKey("downstream_eval")].get_partition_mapping(AssetKey("checkpoint"))
     assert isinstance(mapping, MultiToSingleDimensionPartitionMapping)
     assert mapping.partition_dimension_name == "checkpoint"
@@ -91,8 +104,8 @@ def test_code_versions_are_the_declarations(defs: Definitions, small_lab: Lab) -
         key.to_user_string(): graph.get(key).code_version for key in graph.get_all_asset_keys()
     }
     tag = stage_named("tag")
-    assert version["attributes/code"] == code_version(small_lab, StageRun(tag, ("code",)))
-    assert version["attributes/prose"] == code_version(small_lab, StageRun(tag, ("prose",)))
+    assert version["attributes/code"] == code_version(small_lab, StageRun(tag, ("code", "*")))
+    assert version["attributes/prose"] == code_version(small_lab, StageRun(tag, ("prose", "*")))
     # Each source's own parameters enter its code version.
     assert version["attributes/code"] != version["attributes/prose"]
     assert version["curated_corpus"] == version["validation_splits"]
@@ -108,6 +121,8 @@ def test_training_limits_and_jobs(defs: Definitions) -> None:
     jobs = {job.name: job for job in repository.get_all_jobs() if not job.name.startswith("__")}
     assert set(jobs) == {
         "curation",
+        "curation_shards_code",
+        "curation_shards_prose",
         "training",
         "training_checkpoint",
         "evaluation_downstream",
@@ -120,7 +135,12 @@ def test_training_limits_and_jobs(defs: Definitions) -> None:
     def selected(name: str) -> set[str]:
         return {k.to_user_string() for k in jobs[name].asset_layer.selected_asset_keys}
 
+    assert selected("curation_shards_code") == {"raw_source/code", "attributes/code"}
     assert selected("curation") == set(DEPS) - {
+        "raw_source/code",
+        "raw_source/prose",
+        "attributes/code",
+        "attributes/prose",
         "training_run",
         "data_order",
         "checkpoint",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from dagster import (
     AssetKey,
@@ -16,6 +18,7 @@ from olmo_assets.defs.location import stage_environment
 from olmo_assets.lab.hashing import dvc_md5
 from olmo_assets.lab.params import Lab
 from olmo_assets.lab.pipeline import StageRun, code_version, stage_named
+from olmo_assets.lab.shards import BUILT_IN_SHARD as SHARD
 
 # Dagster's own Pipes internals warn about its preview and deprecated APIs.
 pytestmark = pytest.mark.filterwarnings(
@@ -38,7 +41,8 @@ def test_source_and_its_attributes_materialize_with_metadata_and_dvc_hashes(
 ) -> None:
     assets, resources = pipes_assets(small_lab, "raw_source/prose", "attributes/prose")
     with instance_for_test() as instance:
-        result = materialize(assets, instance=instance, resources=resources)
+        instance.add_dynamic_partitions("shards_prose", [SHARD])
+        result = materialize(assets, instance=instance, resources=resources, partition_key=SHARD)
         assert result.success
         events = {
             e.materialization.asset_key.to_user_string(): e.materialization
@@ -50,18 +54,17 @@ def test_source_and_its_attributes_materialize_with_metadata_and_dvc_hashes(
 
         # The data version is DVC's content hash of the folder; the code version hashes
         # what DVC tracks for the stage.
-        assert raw.tags["dagster/data_version"] == dvc_md5(small_lab.raw("prose"))
-        assert attributes.tags["dagster/data_version"] == dvc_md5(small_lab.tagged("prose"))
-        tag = StageRun(stage_named("tag"), ("prose",))
+        assert raw.tags["dagster/data_version"] == dvc_md5(small_lab.raw("prose", SHARD))
+        assert attributes.tags["dagster/data_version"] == dvc_md5(small_lab.tagged("prose", SHARD))
+        tag = StageRun(stage_named("tag"), ("prose", SHARD))
         assert attributes.tags["dagster/code_version"] == code_version(small_lab, tag)
-        assert (
-            attributes.tags["dagster/input_data_version/raw_source/prose"]
-            == raw.tags["dagster/data_version"]
-        )
+        # (A partitioned input's version is Dagster's hash over the partitions read.)
+        read = hashlib.sha256(raw.tags["dagster/data_version"].encode()).hexdigest()
+        assert attributes.tags["dagster/input_data_version/raw_source/prose"] == read
 
         assert int(str(raw.metadata["documents"].value)) > 0
         assert raw.metadata["dvc_md5"].value == raw.tags["dagster/data_version"]
-        assert small_lab.repo / str(raw.metadata["path"].value) == small_lab.raw("prose")
+        assert small_lab.repo / str(raw.metadata["path"].value) == small_lab.raw("prose", SHARD)
         assert attributes.metadata["input_records"].value == raw.metadata["documents"].value
         counts = attributes.metadata["counts"].value
         assert [c.name for c in counts.schema.columns] == [
@@ -71,21 +74,32 @@ def test_source_and_its_attributes_materialize_with_metadata_and_dvc_hashes(
             "quarantined",
         ]
         assert [r.data["source"] for r in counts.records] == ["prose"]
-        assert attributes.metadata["command"].value == "python -m olmo_assets.defs.stage tag prose"
+        assert (
+            attributes.metadata["command"].value
+            == "python -m olmo_assets.defs.stage tag prose 00000"
+        )
         assert len(str(attributes.metadata["git_commit"].value)) == 40
 
-        (check,) = result.get_asset_check_evaluations()
-        assert (check.asset_key, check.check_name, check.passed) == (
-            AssetKey(["attributes", "prose"]),
-            "accounting",
-            True,
-        )
+        checks = {
+            (c.asset_key, c.check_name, c.passed) for c in result.get_asset_check_evaluations()
+        }
+        assert checks == {
+            (AssetKey(["raw_source", "prose"]), "accounting", True),
+            (AssetKey(["attributes", "prose"]), "accounting", True),
+        }
 
 
 def test_a_missing_source_fails_its_asset_naming_the_path(small_lab: Lab) -> None:
     assets, resources = pipes_assets(small_lab, "attributes/code")
     with instance_for_test() as instance:
-        result = materialize(assets, instance=instance, resources=resources, raise_on_error=False)
+        instance.add_dynamic_partitions("shards_code", [SHARD])
+        result = materialize(
+            assets,
+            instance=instance,
+            resources=resources,
+            partition_key=SHARD,
+            raise_on_error=False,
+        )
         assert not result.success
         logs = "\n".join(str(record.user_message) for record in instance.all_logs(result.run_id))
-    assert str(small_lab.raw("code")) in logs
+    assert str(small_lab.raw("code", SHARD)) in logs

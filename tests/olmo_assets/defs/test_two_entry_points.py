@@ -32,7 +32,7 @@ import yaml
 from olmo_assets.defs.assets import stage_run
 from olmo_assets.defs.location import job_name
 from olmo_assets.lab.hashing import dvc_md5
-from olmo_assets.lab.pipeline import STAGES, artifact_named
+from olmo_assets.lab.pipeline import STAGES, Fanout, artifact_named
 
 from .browser import Page, chromium, mlflow_ui, walk_lineage
 from .conftest import REPO
@@ -89,13 +89,13 @@ EDITS: dict[str, tuple[Callable[[Path], None], set[str]]] = {
     ),
     "sources.code.max_mb": (
         _set("sources.code.max_mb", 0.2),
-        {"source@code", "tag@code", "dedup", "mix"},
+        {"sources/dvc.yaml:source-code-00000", "tag@code-00000", "dedup", "mix"},
     ),
     "train.max_steps": (_set("train.max_steps", 4), {"train"}),
     "curation.validation_fraction": (_set("curation.validation_fraction", 0.1), {"mix"}),
     "the mix config file": (
         _append("configs/curation/dolma_v1_5.yaml"),
-        {"tag@code", "tag@prose", "dedup", "mix"},
+        {"tag@code-00000", "tag@prose-00000", "dedup", "mix"},
     ),
     "the training config file": (_append("configs/tiny.yaml"), {"train"}),
     "the model report's code": (_append("olmo_assets/lab/report.py"), {"model_report"}),
@@ -115,6 +115,14 @@ def copy_repository(target: Path) -> None:
         if source.is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / name)
+
+
+def _locks(repo: Path) -> dict:
+    """``dvc.lock`` and ``sources/dvc.lock`` together: every stage's recorded state."""
+    stages: dict = {}
+    for path in (repo / "dvc.lock", repo / "sources" / "dvc.lock"):
+        stages |= yaml.safe_load(path.read_text())["stages"]
+    return {"stages": stages}
 
 
 def dvc_stage(key: str, partition: str | None) -> str:
@@ -223,6 +231,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     # The committed dvc.lock records the default parameters' pipeline; this one starts afresh.
     (repo / "dvc.lock").unlink(missing_ok=True)
+    (repo / "sources" / "dvc.lock").unlink(missing_ok=True)
 
     env = {
         k: v
@@ -252,6 +261,8 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
         "GIT_COMMITTER_EMAIL": "test@example.com",
     }
     shell = Shell(repo, env)
+    # The tiny sources' shard plan (and their DVC stages), as a user commits it.
+    shell(sys.executable, "-m", "olmo_nn.cli.main", "lab", "shards", "--repo", str(repo))
     shell("git", "init", "-q")
     shell("git", "add", "-A")
     shell("git", "commit", "-qm", "a copy of the repository, tiny parameters")
@@ -305,7 +316,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
         result.dagster_stale["after dvc repro"] = stale(url)
         # What dvc repro reran is recorded in Dagster with the same provenance.
         result.provenance_after_repro = provenance_mismatches(repo)
-    result.lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    result.lock = _locks(repo)
     result.latest = _latest(repo, result.lock)
     result.hashes = {path: dvc_md5(repo / path) for path in result.lock_outs()}
     shell("git", "commit", "-qam", "eval.limit 3, and dvc.lock")
@@ -467,11 +478,17 @@ def test_a_browser_follows_a_score_to_its_checkpoint_and_raw_source(scenario: Sc
     # Runs have names: each stage run in its job, the partition's with its partition.
     jobs = set(
         re.findall(
-            r"^(curation|training|training_checkpoint|evaluation(?:_\w+)?)$", runs.text, re.M
+            r"^(curation(?:_\w+)?|training|training_checkpoint|evaluation(?:_\w+)?)$",
+            runs.text,
+            re.M,
         )
     )
     # Every job of the code location (test_definitions pins their names).
-    assert jobs == {job_name(stage) for stage in STAGES}
+    assert jobs == {
+        job_name(stage, source)
+        for stage in STAGES
+        for source in (TINY_PARAMS["sources"] if stage.fanout is Fanout.SHARD else [None])
+    }
     assert "partition: 2|arc_easy" in runs.text
     assert "__ephemeral_asset_job__" not in runs.text
     # The overview's timeline has a row per job that ran.

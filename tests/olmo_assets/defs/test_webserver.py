@@ -10,13 +10,14 @@ import pytest
 
 from olmo_assets.lab.hashing import dvc_md5
 from olmo_assets.lab.params import Lab
+from olmo_assets.lab.shards import BUILT_IN_SHARD as SHARD
 
 from .conftest import REPO, run_stage, stage_environment
 from .test_definitions import DEPS
 from .webserver import ASSET_GRAPH, graphql, webserver
 
 LATEST = """
-query Latest($keys: [AssetKeyInput!]!) {
+query Latest($keys: [AssetKeyInput!]!, $partition: String) {
   assetsLatestInfo(assetKeys: $keys) { assetKey { path } latestMaterialization { runId } }
   assetNodes(assetKeys: $keys) {
     assetKey { path }
@@ -24,8 +25,8 @@ query Latest($keys: [AssetKeyInput!]!) {
       tags { key value }
       metadataEntries { label ... on TextMetadataEntry { text } }
     }
-    dataVersion
-    staleStatus
+    dataVersion(partition: $partition)
+    staleStatus(partition: $partition)
   }
 }
 """
@@ -43,7 +44,7 @@ def test_webserver_shows_the_asset_graph_and_the_stage_materializations(
     small_lab: Lab, dagster_home: Path, server: str
 ) -> None:
     # As `dvc repro` runs the stages from a shell, with the UI already up.
-    for arguments in (("source", "prose"), ("tag", "prose")):
+    for arguments in (("source", "prose", SHARD), ("tag", "prose", SHARD)):
         done = run_stage(small_lab, dagster_home, *arguments)
         assert done.returncode == 0, done.stderr
 
@@ -56,17 +57,19 @@ def test_webserver_shows_the_asset_graph_and_the_stage_materializations(
     partitions = {"/".join(n["assetKey"]["path"]): n["partitionKeys"] for n in nodes}
     assert partitions["checkpoint"] == ["2", "4"]
     assert "4|winogrande" in partitions["downstream_eval"]
+    # The shard the runs recorded is a partition of its source's assets.
+    assert partitions["raw_source/prose"] == partitions["attributes/prose"] == [SHARD]
 
     keys = [{"path": ["raw_source", "prose"]}, {"path": ["attributes", "prose"]}]
-    data = graphql(server, LATEST, {"keys": keys})
+    data = graphql(server, LATEST, {"keys": keys, "partition": SHARD})
     runs = {
         "/".join(i["assetKey"]["path"]): i["latestMaterialization"]["runId"]
         for i in data["assetsLatestInfo"]
     }
     assert all(runs.values()) and len(set(runs.values())) == 2  # a Dagster run each
     folders = {
-        "raw_source/prose": small_lab.raw("prose"),
-        "attributes/prose": small_lab.tagged("prose"),
+        "raw_source/prose": small_lab.raw("prose", SHARD),
+        "attributes/prose": small_lab.tagged("prose", SHARD),
     }
     for node in data["assetNodes"]:
         key = "/".join(node["assetKey"]["path"])

@@ -15,6 +15,7 @@ import pytest
 
 from olmo_assets.lab.params import Lab
 from olmo_assets.lab.samples import text_start
+from olmo_assets.lab.shards import BUILT_IN_SHARD
 from olmo_assets.lab.steps.curation import (
     count_lines,
     dedup_accounting,
@@ -29,6 +30,9 @@ from olmo_assets.lab.steps.reports import model_report_complete
 from olmo_assets.lab.steps.results import StepResult
 from olmo_assets.lab.steps.tokenization import shards_readable
 from olmo_assets.lab.steps.training import losses_finite
+
+SHARD = BUILT_IN_SHARD
+"""The one shard of a built-in source."""
 
 
 def _copy(lab: Lab, target: Path, *folders: str) -> Lab:
@@ -56,8 +60,8 @@ def _rewrite_lines(path: Path, edit: object) -> None:
 def test_every_check_passes_on_the_built_lab(built_lab: Lab, model_report: StepResult) -> None:
     del model_report
     results = {
-        "tag code": tag_accounting(built_lab, "code"),
-        "tag prose": tag_accounting(built_lab, "prose"),
+        "tag code": tag_accounting(built_lab, "code", SHARD),
+        "tag prose": tag_accounting(built_lab, "prose", SHARD),
         "dedup": dedup_accounting(built_lab),
         "mix": mix_accounting(built_lab),
         "contamination": no_contamination_left(built_lab),
@@ -79,10 +83,10 @@ def _row(rows: list[dict], **match: object) -> dict:
 
 def test_tag_accounting_fails_when_a_tagger_lost_a_row(built_lab: Lab, tmp_path: Path) -> None:
     lab = _copy(built_lab, tmp_path, "configs", "lab/raw/prose", "lab/tagged/prose")
-    read = count_lines(lab.raw("prose"))
-    tagger = sorted((lab.tagged("prose") / "attributes").iterdir())[0]
+    read = count_lines(lab.raw("prose", SHARD))
+    tagger = sorted((lab.tagged("prose", SHARD) / "attributes").iterdir())[0]
     _drop_last_row(tagger / "prose")
-    result = tag_accounting(lab, "prose")
+    result = tag_accounting(lab, "prose", SHARD)
     assert not result.passed
     assert result.metadata["records_read"] == read
     assert result.metadata["mismatches"] == 1
@@ -101,11 +105,11 @@ def test_tag_accounting_fails_when_a_configured_tagger_wrote_nothing(
     built_lab: Lab, tmp_path: Path
 ) -> None:
     lab = _copy(built_lab, tmp_path, "configs", "lab/raw/prose", "lab/tagged/prose")
-    taggers = sorted(p.name for p in (lab.tagged("prose") / "attributes").iterdir())
-    assert tag_accounting(lab, "prose").metadata["taggers"] == ", ".join(taggers)
-    shutil.rmtree(lab.tagged("prose") / "attributes" / "gopher")
-    result = tag_accounting(lab, "prose")
-    read = count_lines(lab.raw("prose"))
+    taggers = sorted(p.name for p in (lab.tagged("prose", SHARD) / "attributes").iterdir())
+    assert tag_accounting(lab, "prose", SHARD).metadata["taggers"] == ", ".join(taggers)
+    shutil.rmtree(lab.tagged("prose", SHARD) / "attributes" / "gopher")
+    result = tag_accounting(lab, "prose", SHARD)
+    read = count_lines(lab.raw("prose", SHARD))
     assert not result.passed
     assert [row for row in result.tables["accounting"] if not row["ok"]] == [
         {
@@ -123,18 +127,18 @@ def test_tag_accounting_shows_the_quarantined_records(built_lab: Lab, tmp_path: 
     """A record without text and a line that is not JSON are quarantined by the tag step: the
     check passes (they are accounted for) and shows them, with the id where there is one."""
     lab = _copy(built_lab, tmp_path, "configs", "lab/raw/prose")
-    (raw,) = sorted(lab.raw("prose").glob("*.jsonl.gz"))
-    read = count_lines(lab.raw("prose"))
+    (raw,) = sorted(lab.raw("prose", SHARD).glob("*.jsonl.gz"))
+    read = count_lines(lab.raw("prose", SHARD))
     broken = [json.dumps({"id": "pydoc/no-text", "source": "prose"}) + "\n", "{not json\n"]
     _rewrite_lines(raw, lambda lines: [*lines, *broken])
-    tag_source(lab, "prose")
-    result = tag_accounting(lab, "prose")
+    tag_source(lab, "prose", SHARD)
+    result = tag_accounting(lab, "prose", SHARD)
     assert result.passed
     assert {row["quarantined"] for row in result.tables["accounting"]} == {2}
     quarantined = result.tables["quarantined"]
     assert [(r["file"], r["line"], r["id"]) for r in quarantined] == [
-        ("lab/raw/prose/part-00000.jsonl.gz", read + 1, "pydoc/no-text"),
-        ("lab/raw/prose/part-00000.jsonl.gz", read + 2, None),
+        ("lab/raw/prose/00000/part-00000.jsonl.gz", read + 1, "pydoc/no-text"),
+        ("lab/raw/prose/00000/part-00000.jsonl.gz", read + 2, None),
     ]
     assert [r["raw_start"] for r in quarantined] == [broken[0].strip(), "{not json"]
     assert all(r["source"] == "prose" and r["error"] for r in quarantined)
@@ -145,7 +149,7 @@ def test_dedup_accounting_fails_when_a_row_is_lost(built_lab: Lab, tmp_path: Pat
     _drop_last_row(lab.dedup / "attributes" / "dedup" / "code")
     result = dedup_accounting(lab)
     assert not result.passed
-    read = count_lines(lab.raw("code"))
+    read = count_lines(lab.raw("code", SHARD))
     assert _row(result.tables["accounting"], source="code", tagger="dedup") == {
         "source": "code",
         "tagger": "dedup",
@@ -184,7 +188,7 @@ def _first_kept(lab: Lab, source: str) -> dict:
 
 
 def _raw_text(lab: Lab, source: str, doc_id: str) -> str:
-    for path in sorted(lab.raw(source).glob("*.jsonl.gz")):
+    for path in sorted(lab.raw(source).glob("*/*.jsonl.gz")):
         with gzip.open(path, "rt", encoding="utf-8") as handle:
             for line in handle:
                 record = json.loads(line)

@@ -42,10 +42,14 @@ def test_dvc_yaml_check_names_the_fix(tmp_path: Path) -> None:
     stale = subprocess.run([*olmo, "--check"], capture_output=True, text=True)
     assert stale.returncode == 1
     assert stale.stderr == (
-        f"{tmp_path / 'dvc.yaml'} differs from what olmo_assets/lab/pipeline.py declares: run "
-        "`olmo lab dvc-yaml` and commit it\n"
+        f"{tmp_path / 'dvc.yaml'} differs from what olmo_assets/lab/pipeline.py and the shard "
+        "plan declare: run `olmo lab dvc-yaml` and commit it\n"
+        f"{tmp_path / 'sources' / 'dvc.yaml'} differs from what olmo_assets/lab/pipeline.py and "
+        "the shard plan declare: run `olmo lab shards` and commit it\n"
     )
     assert subprocess.run(olmo, capture_output=True).returncode == 0
+    shards = [sys.executable, "-m", "olmo_nn.cli.main", "lab", "shards", "--repo", str(tmp_path)]
+    assert subprocess.run(shards, capture_output=True).returncode == 0
     assert subprocess.run([*olmo, "--check"], capture_output=True).returncode == 0
 
 
@@ -81,7 +85,8 @@ def _edit(lab: Lab, key: str, value: object) -> None:
         ("eval.limit", 9, {"downstream@2-arc_easy", "downstream@2-winogrande",
                            "downstream@4-arc_easy", "downstream@4-winogrande"}),
         ("eval.perplexity_documents", 7, {"perplexity@2", "perplexity@4"}),
-        ("sources.code.max_mb", 0.2, {"source@code", "tag@code", "dedup", "mix"}),
+        ("sources.code.max_mb", 0.2, {"sources/dvc.yaml:source-code-00000", "tag@code-00000",
+                                      "dedup", "mix"}),
         ("train.max_steps", 6, {"train"}),
         ("curation.validation_fraction", 0.1, {"mix"}),
         ("tokenizer", "configs/nope.json", {"tokenizer"}),
@@ -102,8 +107,8 @@ def test_a_config_file_changes_exactly_the_stages_that_read_it(lab: Lab) -> None
     mix = lab.repo / lab.params.curation.mix
     mix.write_text(mix.read_text(encoding="utf-8") + "# edited\n", encoding="utf-8")
     assert {n for n, v in _versions(lab).items() if v != before[n]} == {
-        "tag@code",
-        "tag@prose",
+        "tag@code-00000",
+        "tag@prose-00000",
         "dedup",
         "mix",
     }
@@ -127,10 +132,16 @@ def test_runs_know_what_they_read(lab: Lab) -> None:
         run = StageRun(stage_named(stage), arguments)
         return [r.dvc_name for r in upstream_runs(lab, run)]
 
-    assert names("tag", "prose") == ["source@prose"]
+    assert names("tag", "prose", "00000") == ["sources/dvc.yaml:source-prose-00000"]
     assert names("downstream", "4", "arc_easy") == ["checkpoint@4"]
     assert names("perplexity", "2") == ["checkpoint@2", "mix"]
-    assert names("mix") == ["source@code", "source@prose", "tag@code", "tag@prose", "dedup"]
+    assert names("mix") == [
+        "sources/dvc.yaml:source-code-00000",
+        "sources/dvc.yaml:source-prose-00000",
+        "tag@code-00000",
+        "tag@prose-00000",
+        "dedup",
+    ]
     assert names("model_report") == [
         "train",
         "downstream@2-arc_easy",
@@ -148,7 +159,7 @@ def test_runs_know_what_they_read(lab: Lab) -> None:
 
     assert read("downstream", "4", "arc_easy") == [("checkpoint", "4")]
     assert read("perplexity", "2") == [("checkpoint", "2"), ("validation_splits", None)]
-    assert read("tag", "prose") == [("raw_source/prose", None)]
+    assert read("tag", "prose", "00000") == [("raw_source/prose", "00000")]
     assert read("model_report")[:3] == [
         ("training_run", None),
         ("downstream_eval", "2|arc_easy"),
@@ -167,8 +178,14 @@ def test_bad_stage_arguments_are_refused_with_the_fix(lab: Lab) -> None:
         "stage 'downstream' takes 2 argument(s) (step, task), got ['4']"
     )
     with pytest.raises(InputError) as unknown:
-        parse_run(lab, "tag", ["web"])
+        parse_run(lab, "tag", ["web", "00000"])
     assert str(unknown.value) == "unknown source 'web'; params.yaml names code, prose"
+    with pytest.raises(InputError) as no_shard:
+        parse_run(lab, "tag", ["prose", "00001"])
+    assert str(no_shard.value) == (
+        "source 'prose' has no shard '00001' (shards: 00000); `olmo lab shards` plans new files "
+        "into new shards"
+    )
     with pytest.raises(InputError, match="checkpoint step 'last' is not a whole number"):
         parse_run(lab, "checkpoint", ["last"])
 

@@ -110,7 +110,7 @@ def test_raw_source_shows_its_first_documents(built_lab: Lab, tmp_path: Path) ->
 
     shutil.copy(built_lab.repo / "params.yaml", tmp_path / "params.yaml")
     lab = Lab(tmp_path, built_lab.params, built_lab.values)
-    result = build_source(lab, "prose")
+    result = build_source(lab, "prose", "00000")
     first = sorted(topics)[:5]
     assert result.tables["sample_documents"] == [
         {
