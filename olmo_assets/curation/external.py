@@ -668,6 +668,8 @@ def _read_file(
             _check_unchanged(fs, path, source_file, "when its read failed")
             raise
     if not produced and stats.records == records_before:
+        # The file itself is the one record, quarantined: the counts still add up.
+        stats.records += 1
         stats.rejected += 1
         yield Rejected(url, None, "empty file: no records", b"")
     _check_unchanged(fs, path, source_file, "after reading")

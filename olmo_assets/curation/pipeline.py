@@ -398,7 +398,10 @@ class _Curator:
             by_tagger: dict[str, list[Path]] = {}
             for root in self.attributes_from:
                 for folder in sorted((root / "attributes").glob(f"*/{source}")):
-                    by_tagger.setdefault(folder.parent.name, []).append(folder)
+                    # Main-text extraction (html__*) is redone by every run of an HTML source
+                    # (tag, dedup and this one alike): its own columns, never loaded.
+                    if folder.parent.name != "html":
+                        by_tagger.setdefault(folder.parent.name, []).append(folder)
             self._readers[source] = [_AttributeReader(f) for f in by_tagger.values()]
         return [reader.take(ids) for reader in self._readers[source]]
 

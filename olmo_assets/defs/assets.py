@@ -68,6 +68,9 @@ from olmo_assets.lab.shards import shard_version
 # Dagster's own Pipes session reads a preview property of its message reader; the warning
 # says nothing about this code and would repeat on every stage.
 warnings.filterwarnings("ignore", "Function `PipesMessageReader", PreviewWarning)
+# Observable source assets (a source's files) are a beta API; the warning would repeat on
+# every stage.
+warnings.filterwarnings("ignore", "Function `observable_source_asset", BetaWarning)
 
 __all__ = [
     "CHECKPOINT_DIMENSION",
@@ -263,7 +266,6 @@ def source_files_asset(lab: Lab, source: str) -> SourceAsset:
 
     @observable_source_asset(
         key=AssetKey([SOURCE_FILES, source]),
-        name=f"{SOURCE_FILES}__" + re.sub(r"\W", "_", source),
         partitions_def=shard_partitions(source),
         group_name=artifact_named("raw_source")[0].group,
         description=f"The files of source {source!r} (params.yaml sources.{source}.paths), "

@@ -23,12 +23,14 @@ import argparse
 import fcntl
 import os
 import re
+import resource
 import sys
 import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from olmo_assets.curation.external import SourceError
 from olmo_assets.defs.record import (
     StageRecord,
     build_record,
@@ -49,7 +51,7 @@ __all__ = ["describe", "main", "run_stage"]
 
 # Mistakes a user can fix from the message alone: no traceback. Anything else is a bug, and
 # its traceback is printed.
-USER_ERRORS = (FileNotFoundError, InputError, ConfigError)
+USER_ERRORS = (FileNotFoundError, InputError, ConfigError, SourceError)
 
 
 def describe(error: BaseException) -> str:
@@ -77,6 +79,15 @@ def _one_writer(lab: Lab, run: StageRun) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _peak_memory() -> dict[str, float]:
+    """Peak resident memory (MB) of this process and of its largest finished child (the
+    step's workers, torchrun), as the kernel counts them."""
+    scale = 1 / 1024 if sys.platform != "darwin" else 1 / 2**20  # KB on Linux, bytes on macOS
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * scale
+    return {"peak_rss_mb": round(own, 1), "peak_rss_child_mb": round(children, 1)}
+
+
 def _execute(lab: Lab, run: StageRun, *, commit: bool, launched_by: str) -> StageRecord:
     """Run the stage and its checks; commit it to DVC if asked and every check passed. The
     lock covers hashing and committing: the folders must not change until recorded."""
@@ -85,6 +96,15 @@ def _execute(lab: Lab, run: StageRun, *, commit: bool, launched_by: str) -> Stag
         started = time.perf_counter()
         result, checks = run.execute(lab)
         seconds = time.perf_counter() - started
+        result.metadata |= _peak_memory()
+        if lab.params.storage and all(outcome.passed for _, _, outcome in checks):
+            from olmo_assets.lab.storage import publish
+
+            folders = [run.folder(lab, artifact) for artifact in run.stage.writes]
+            # An artifact inside another (the validation splits in the curated corpus) goes
+            # with it.
+            outer = [f for f in folders if not any(f.is_relative_to(o) and f != o for o in folders)]
+            result.metadata["stored_at"] = ", ".join(publish(lab, outer))
         record = build_record(lab, run, result, checks, seconds, launched_by)
         if commit and record.passed:
             print(commit_to_dvc(lab, run, dvc), flush=True)

@@ -221,6 +221,7 @@ def _stages_command(args: argparse.Namespace) -> int:
 def _shards_command(args: argparse.Namespace) -> int:
     import os
 
+    from olmo_assets.curation.external import SourceError
     from olmo_assets.defs.sources import register
     from olmo_assets.lab.params import Lab
 
@@ -229,8 +230,13 @@ def _shards_command(args: argparse.Namespace) -> int:
     if os.environ.get("DAGSTER_HOME"):
         from dagster import DagsterInstance
 
+        os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
         instance = DagsterInstance.get()
-    done = register(lab, instance)
+    try:
+        done = register(lab, instance)
+    except SourceError as error:  # a source that cannot be listed: say which, and why
+        print(f"olmo lab shards: error: {error}", file=sys.stderr)
+        return 2
     for source in lab.params.sources:
         print(f"{source}: {len(lab.source_shards(source))} shard(s)")
     print(done.summary())

@@ -148,6 +148,10 @@ class LabParams(Config):
     workers: int = 2
     """Processes for curation and tokenization. No stage tracks it: every artifact is the
     same whatever its value (the curation and tokenization tests check this)."""
+    storage: str | None = None
+    """An object-store URL (``s3://bucket/lab``) that also receives every stage's artifacts
+    once its checks pass (:mod:`olmo_assets.lab.storage`); none by default. No stage tracks
+    it: where copies go does not change what they are."""
 
     def __post_init__(self) -> None:
         for task in self.eval.tasks:

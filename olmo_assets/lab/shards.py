@@ -51,7 +51,10 @@ class ShardPlan:
     @classmethod
     def load(cls, lab: Lab) -> ShardPlan:
         """The committed plan (empty when there is none yet)."""
-        path = lab.shards_file
+        return cls.load_file(lab.shards_file)
+
+    @classmethod
+    def load_file(cls, path: Path) -> ShardPlan:
         if not path.is_file():
             return cls()
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}

@@ -103,7 +103,7 @@ def build_source(lab: Lab, source: str, shard: str) -> StepResult:
     }
     tables: dict[str, Rows] = {"sample_documents": samples}
     if not spec.built_in:
-        metadata |= {"format": spec.format, "files": len(stats["files"])}
+        metadata |= {"format": spec.format, "num_files": len(stats["files"])}
         metadata |= {f"skipped_{k}": v for k, v in sorted(stats["skipped"].items())}
         tables["files"] = [dict(f) for f in stats["files"]]
     return StepResult(metadata, tables)
@@ -158,7 +158,8 @@ def _rejected_frame(source: str, rejected: list[Any]) -> Any:
 
 
 def raw_accounting(lab: Lab, source: str, shard: str) -> CheckResult:
-    """Read back: documents written + records quarantined = records read, and every file
+    """Read back: documents written + records quarantined + records skipped (a crawl's
+    non-pages) = records read, and every file
     read is as it was when read (size and fingerprint), so the shard is one version of them."""
     from olmo_assets.curation import external
 
@@ -166,6 +167,8 @@ def raw_accounting(lab: Lab, source: str, shard: str) -> CheckResult:
     manifest = json.loads((folder / "files.json").read_text())
     documents = count_lines(folder)
     quarantined = count_rows(folder / "quarantine")
+    # A crawl's records that are not pages (requests, images) are skipped, and counted.
+    skipped = sum(manifest.get("skipped", {}).values())
     read = manifest.get("records", manifest["documents"] + manifest["quarantined"])
     changed = []
     if manifest.get("files"):
@@ -176,11 +179,12 @@ def raw_accounting(lab: Lab, source: str, shard: str) -> CheckResult:
             if (f["size"], f["fingerprint"]) != (current.size, current.fingerprint)
         ]
     return CheckResult(
-        documents + quarantined == read and not changed,
+        documents + quarantined + skipped == read and not changed,
         {
             "records_read": read,
             "documents": documents,
             "quarantined": quarantined,
+            "skipped": skipped,
             "files_changed_since": ", ".join(changed) or "none",
         },
     )
@@ -250,9 +254,10 @@ def _curation_config(
             configs.append(code_source(name, paths, validation_fraction=fraction))
         else:
             # HTML pages and crawls hold HTML: the chain extracts the main text first.
-            html = not spec.built_in and spec.format in ("html", "warc")
             configs.append(
-                SourceConfig(name=name, paths=paths, validation_fraction=fraction, html=html)
+                SourceConfig(
+                    name=name, paths=paths, validation_fraction=fraction, html=_holds_html(spec)
+                )
             )
     return CurationConfig.load(lab.repo / params.curation.mix).replace(
         sources=configs, workers=params.workers, decontamination_paths=[]
@@ -496,7 +501,17 @@ def tag_accounting(lab: Lab, source: str, shard: str) -> CheckResult:
 def dedup_accounting(lab: Lab) -> CheckResult:
     """Every dedup tagger that wrote attributes for any source, for every source."""
     taggers = {p.name for p in (lab.dedup / "attributes").glob("*") if p.is_dir()}
-    return _attribute_accounting(lab, lab.dedup, dict.fromkeys(lab.params.sources, taggers))
+    # Main-text extraction (``html``) runs on the HTML sources only.
+    expected = {
+        name: taggers if _holds_html(spec) else taggers - {"html"}
+        for name, spec in lab.params.sources.items()
+    }
+    return _attribute_accounting(lab, lab.dedup, expected)
+
+
+def _holds_html(spec: Any) -> bool:
+    """Whether a source's documents are HTML (pages, a crawl): the chain extracts their text."""
+    return not spec.built_in and spec.format in ("html", "warc")
 
 
 def mix_accounting(lab: Lab) -> CheckResult:

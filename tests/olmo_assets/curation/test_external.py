@@ -362,7 +362,8 @@ def test_html_pages_one_per_file_with_their_charset(tmp_path: Path) -> None:
         {"id": urls[2], "text": "<p>caf\ufffd</p>", "metadata": {"url": urls[2]}},
         Rejected(urls[3], None, "empty file: no records", b""),
     ]
-    assert (stats.files, stats.records, stats.documents, stats.rejected) == (4, 3, 3, 1)
+    # The empty file is a record of its own, quarantined: records = documents + rejected.
+    assert (stats.files, stats.records, stats.documents, stats.rejected) == (4, 4, 3, 1)
     with pytest.warns(UserWarning, match="ignored for format 'html'"):
         iter_documents(files, "html", Fields(text="body"))
     with pytest.raises(ValueError, match="format 'csv' is not one of dolma, parquet, html, warc"):
