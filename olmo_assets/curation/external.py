@@ -484,6 +484,7 @@ def _read_dolma(
     url = source_file.url
     compression = infer_compression(url)
     if compression not in (None, "gzip", "zstd"):
+        stats.records += 1  # what could not be read of the file: one record
         yield Rejected(url, None, f"{compression} compression is not read; use .gz or .zst", b"")
         return
     line = 0
@@ -496,6 +497,7 @@ def _read_dolma(
             yield Rejected(url, line, outcome, raw) if isinstance(outcome, str) else outcome
     except (gzip.BadGzipFile, EOFError, zlib.error, zstandard.ZstdError) as error:
         kind = "truncated" if isinstance(error, EOFError) else "corrupt"
+        stats.records += 1  # what could not be read of the file: one record
         yield Rejected(url, line + 1, f"{kind} compressed stream after line {line}: {error}", b"")
 
 
@@ -513,6 +515,7 @@ def _read_parquet(
             reason = (
                 f"Parquet file has no column {', '.join(map(repr, missing))} (columns: {names})"
             )
+            stats.records += 1  # what could not be read of the file: one record
             yield Rejected(url, None, f"{reason}; fix the source's fields", b"")
             return
         extra = [name for name in (*_PASSTHROUGH, "metadata") if name in names]
@@ -529,6 +532,7 @@ def _read_parquet(
                 else:
                     yield outcome
     except pa.ArrowException as error:
+        stats.records += 1  # what could not be read of the file: one record
         yield Rejected(url, row + 1 if row else None, f"unreadable Parquet file: {error}", b"")
 
 
@@ -596,9 +600,13 @@ def _read_warc(
     url = source_file.url
     # check_digests: a record whose bytes do not match its WARC digest is corrupt.
     archive = ArchiveIterator(handle, check_digests="raise")
+    # The record being read: counted once, and if it fails, quarantined instead of skipped.
+    open_record = False
+    skipped_before: dict[str, int] = {}
     try:
         for record in archive:
             stats.records += 1
+            open_record, skipped_before = True, dict(stats.skipped)
             if record.length is None:
                 raise ArchiveLoadFailed("no Content-Length (the file may end inside its headers)")
             page = _warc_page(record, stats)
@@ -606,6 +614,7 @@ def _read_warc(
                 pass
             if record.raw_stream.limit > 0:  # fewer bytes than its Content-Length
                 raise EOFError("the file ends inside the record")
+            open_record = False
             if page is not None:
                 yield page
         # warcio ends quietly when the file stops inside a record's headers.
@@ -619,6 +628,11 @@ def _read_warc(
             error_text = f"warcio cannot parse it ({type(error).__name__}: {error})"
         else:
             error_text = str(error)
+        if not open_record:
+            stats.records += 1
+        else:  # counted already; skipped, then found broken, it is quarantined instead
+            stats.skipped.clear()
+            stats.skipped.update(skipped_before)
         yield Rejected(url, offset, f"{kind} WARC record at byte {offset}: {error_text}", b"")
 
 

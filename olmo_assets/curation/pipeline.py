@@ -351,8 +351,10 @@ class _AttributeReader:
         rows, self._buffer = self._buffer.head(len(ids)), self._buffer.slice(len(ids))
         if rows.height != len(ids) or not rows["id"].equals(ids.rename("id")):
             raise ValueError(
-                f"the attributes in {', '.join(map(str, self.folders))} do not line up with the documents read now "
-                "(other inputs or config?); rerun `olmo data tag` / `olmo data dedup` on these sources"
+                f"the attributes in {self.folders[0].parent} do not line up with the documents "
+                "read now (other inputs or config, or a shard added since they were made?); "
+                "rerun the tags and dedup on these sources (`olmo data tag` / `olmo data dedup`, "
+                "or in the lab the attributes and deduplicated assets)"
             )
         return rows.drop("id")
 

@@ -63,7 +63,7 @@ from olmo_assets.lab.pipeline import (
     code_version,
 )
 from olmo_assets.lab.processes import LAUNCHER_PID
-from olmo_assets.lab.shards import shard_version
+from olmo_assets.lab.shards import located, shard_version
 
 # Dagster's own Pipes session reads a preview property of its message reader; the warning
 # says nothing about this code and would repeat on every stage.
@@ -272,10 +272,11 @@ def source_files_asset(lab: Lab, source: str) -> SourceAsset:
         "shard by shard as the shard plan groups them; observed, never materialized.",
     )
     def observe(context: AssetExecutionContext) -> DataVersionsByPartition:
-        plan = Lab.load(lab.repo).plan
+        now = Lab.load(lab.repo)
+        plan = now.plan
         shards = context.partition_keys if context.has_partition_key else plan.keys(source)
         return DataVersionsByPartition(
-            {k: DataVersion(shard_version(plan.urls(source, k))) for k in shards}
+            {k: DataVersion(shard_version(located(now, plan.urls(source, k)))) for k in shards}
         )
 
     return observe

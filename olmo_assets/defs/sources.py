@@ -32,7 +32,8 @@ from olmo_assets.defs.assets import SOURCE_FILES, shard_partitions
 from olmo_assets.lab.dvcyaml import sources_dvc_yaml
 from olmo_assets.lab.params import Lab
 from olmo_assets.lab.pipeline import SOURCES_DVC_YAML
-from olmo_assets.lab.shards import ShardPlan, plan_shards, shard_version
+from olmo_assets.lab.shards import ShardPlan, located, plan_shards, shard_version
+from olmo_nn.atomic import temporary_name
 
 __all__ = ["Registered", "new_shards_sensor", "register", "write_plan"]
 
@@ -81,7 +82,7 @@ def write_plan(lab: Lab, plan: ShardPlan) -> bool:
     changed = False
     for path, text in texts.items():
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            staged = path.with_name(f".{path.name}.tmp")
+            staged = temporary_name(path)
             staged.write_text(text, encoding="utf-8")
             staged.replace(path)
             changed = True
@@ -116,7 +117,7 @@ def register(lab: Lab, instance: DagsterInstance | None) -> Registered:
             continue
         key = AssetKey([SOURCE_FILES, source])
         for shard in sorted(shards):
-            version = shard_version(plan.urls(source, shard))
+            version = shard_version(located(lab, plan.urls(source, shard)))
             if _latest_version(instance, key, shard) != version:
                 instance.report_runless_asset_event(
                     AssetObservation(key, partition=shard, tags={DATA_VERSION_TAG: version})
@@ -142,18 +143,3 @@ def new_shards_sensor(lab: Lab) -> SensorDefinition:
         return SkipReason(done.summary())
 
     return new_shards
-
-
-def main() -> int:
-    """``python -m olmo_assets.defs.sources``: register the lab's shards now."""
-    import os
-
-    lab = Lab.load()
-    instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
-    done = register(lab, instance)
-    print(done.summary())
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

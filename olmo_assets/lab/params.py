@@ -68,7 +68,8 @@ class SourceParams(Config):
     """What the files hold: dolma (JSON lines, plain, .gz or .zst) | parquet | html (one page
     per file) | warc (the HTML responses of a crawl)."""
     shard_mb: float = 256.0
-    """Files are grouped into shards of about this many MB: one partition each."""
+    """Files are grouped into shards of about this many MB as stored (compressed): one
+    partition each."""
     id_field: str = "id"
     """The record's id column or key (parquet, dolma)."""
     text_field: str = "text"
@@ -88,6 +89,11 @@ class SourceParams(Config):
                     f"{', '.join(SOURCE_KINDS)}) or reads files (paths: [...], format: ...)"
                 )
             return
+        if self.kind not in (None, "code"):
+            raise ConfigError(
+                f"kind={self.kind!r} with paths: a source read from files is curated as text, "
+                "or as code with kind: code (the other kinds name built-in sources)"
+            )
         if isinstance(self.paths, str):
             raise ConfigError(f"paths={self.paths!r} must be a list: paths: [{self.paths!r}]")
         if self.format not in SOURCE_FORMATS:

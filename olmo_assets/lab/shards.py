@@ -17,19 +17,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from olmo_nn.atomic import temporary_name
 from olmo_nn.config import ConfigError
 
 if TYPE_CHECKING:
     from olmo_assets.lab.params import Lab
 
-__all__ = ["BUILT_IN_SHARD", "ShardPlan", "plan_shards", "shard_version"]
+__all__ = ["BUILT_IN_SHARD", "ShardPlan", "located", "plan_shards", "shard_version"]
 
 BUILT_IN_SHARD = "00000"
 """The one shard of a built-in source."""
@@ -90,12 +89,6 @@ class ShardPlan:
         body = yaml.safe_dump({"shards": shards, "files": files}, sort_keys=False, width=100)
         return HEADER + body
 
-    def save(self, lab: Lab) -> None:
-        lab.shards_file.parent.mkdir(parents=True, exist_ok=True)
-        staged = temporary_name(lab.shards_file)
-        staged.write_text(self.to_yaml(), encoding="utf-8")
-        staged.replace(lab.shards_file)
-
 
 def plan_shards(lab: Lab) -> tuple[ShardPlan, dict[str, list[str]]]:
     """The plan for ``params.yaml``'s sources as their files are now, starting from the
@@ -119,10 +112,29 @@ def plan_shards(lab: Lab) -> tuple[ShardPlan, dict[str, list[str]]]:
                 listed = external.list_files(patterns)
             except FileNotFoundError as error:
                 raise FileNotFoundError(f"source {name!r}: {error}") from None
+            # Files inside the repository are planned by their path in it: the committed
+            # plan then holds wherever the repository is cloned.
+            listed = [replace(f, url=_planned(lab, f.url)) for f in listed]
             shard_bytes = max(1, int(spec.shard_mb * 1e6))
             plan.files[name] = external.plan_shards(listed, shard_bytes, before)
-        added[name] = sorted(set(plan.files[name]) - set(previous.files.get(name, {})))
+        # Planned shards never change, so a shard whose files differ from the committed
+        # plan's is new (a source that was built in before has new shards throughout).
+        known = previous.files.get(name, {})
+        added[name] = sorted(k for k, urls in plan.files[name].items() if known.get(k) != urls)
     return plan, added
+
+
+def _planned(lab: Lab, url: str) -> str:
+    """A listed file as the plan names it: relative to the repository when inside it."""
+    path = Path(url)
+    if "://" not in url and path.is_absolute() and path.is_relative_to(lab.repo):
+        return path.relative_to(lab.repo).as_posix()
+    return url
+
+
+def located(lab: Lab, urls: list[str]) -> list[str]:
+    """The plan's urls as they are read: a path relative to the repository made absolute."""
+    return [u if "://" in u or Path(u).is_absolute() else str(lab.repo / u) for u in urls]
 
 
 def shard_version(urls: list[str]) -> str:

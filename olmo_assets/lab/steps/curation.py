@@ -130,7 +130,9 @@ def _file_documents(
     from olmo_assets.curation import external
 
     spec = lab.params.sources[source]
-    files = external.stat_files(lab.plan.urls(source, shard))
+    from olmo_assets.lab.shards import located
+
+    files = external.stat_files(located(lab, lab.plan.urls(source, shard)))
     fields = external.Fields(
         id=spec.id_field,
         text=spec.text_field,

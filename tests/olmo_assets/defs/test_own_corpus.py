@@ -153,6 +153,8 @@ class Corpus:
     dvc_status: dict[str, set[str]] = field(default_factory=dict)
     dagster: dict[str, dict[tuple[str, str | None], str]] = field(default_factory=dict)
     """What Dagster shows not fresh at each point."""
+    remote_status: dict = field(default_factory=dict)
+    """``dvc status -c`` against the S3 remote after the push."""
     quarantine: list[dict] = field(default_factory=list)
     """The web source's quarantined records after the first run."""
 
@@ -210,6 +212,13 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> Cor
     shell("git", "commit", "-qm", "a lab over files")
     step("repro", "dvc", "repro", "tokenize")
     status("after repro")
+    # DVC's cache to an S3-compatible remote, as to the local one.
+    s3_server.create_bucket("lab-dvc")
+    shell("dvc", "remote", "add", "--local", "store", "s3://lab-dvc/cache")
+    step("push", "dvc", "push", "-r", "store")
+    # (DVC warns, on the same output, about the stages that have not run: its last line.)
+    remote = shell("dvc", "status", "-c", "-r", "store", "--json").strip().splitlines()[-1]
+    result.remote_status = json.loads(remote)
     quarantined = sorted((repo / "lab/raw/web").glob("*/quarantine/*.parquet"))
     result.quarantine = [row for path in quarantined for row in pq.read_table(path).to_pylist()]
 
@@ -313,6 +322,13 @@ def test_outputs_are_stored_in_the_bucket_as_they_are_here(corpus: Corpus) -> No
     }
     assert local and {k: stored.get(k) for k in local} == local
     assert re.search(r"stored_at=s3://lab-outputs/lab/raw/web/00000", corpus.outputs["repro"])
+
+
+def test_dvc_pushes_to_an_s3_compatible_remote(corpus: Corpus) -> None:
+    assert re.search(r"^\d+ files pushed", corpus.outputs["push"], re.M), corpus.outputs["push"]
+    assert corpus.remote_status == {}
+    listed = corpus.s3.client.list_objects_v2(Bucket="lab-dvc", Prefix="cache/")
+    assert listed["KeyCount"] > 0
 
 
 def test_a_pattern_matching_nothing_names_itself(corpus: Corpus, tmp_path: Path) -> None:
