@@ -63,7 +63,7 @@ from olmo_assets.lab.pipeline import (
     code_version,
 )
 from olmo_assets.lab.processes import LAUNCHER_PID
-from olmo_assets.lab.shards import located, shard_version
+from olmo_assets.lab.shards import shard_version
 
 # Dagster's own Pipes session reads a preview property of its message reader; the warning
 # says nothing about this code and would repeat on every stage.
@@ -274,9 +274,9 @@ def source_files_asset(lab: Lab, source: str) -> SourceAsset:
     def observe(context: AssetExecutionContext) -> DataVersionsByPartition:
         now = Lab.load(lab.repo)
         plan = now.plan
-        shards = context.partition_keys if context.has_partition_key else plan.keys(source)
+        shards = [context.partition_key] if context.has_partition_key else plan.keys(source)
         return DataVersionsByPartition(
-            {k: DataVersion(shard_version(located(now, plan.urls(source, k)))) for k in shards}
+            {k: DataVersion(shard_version(now, plan.urls(source, k))) for k in shards}
         )
 
     return observe

@@ -32,7 +32,7 @@ from olmo_assets.defs.assets import SOURCE_FILES, shard_partitions
 from olmo_assets.lab.dvcyaml import sources_dvc_yaml
 from olmo_assets.lab.params import Lab
 from olmo_assets.lab.pipeline import SOURCES_DVC_YAML
-from olmo_assets.lab.shards import ShardPlan, located, plan_shards, shard_version
+from olmo_assets.lab.shards import ShardPlan, plan_shards, shard_version
 from olmo_nn.atomic import temporary_name
 
 __all__ = ["Registered", "new_shards_sensor", "register", "write_plan"]
@@ -48,16 +48,16 @@ class Registered:
     added: dict[str, list[str]] = field(default_factory=dict)
     """New shards per source (new partitions)."""
     changed: list[tuple[str, str]] = field(default_factory=list)
-    """(source, shard) whose files have a new data version (observed)."""
+    """(source, shard) whose files have a new data version (observed): every file shard the
+    first time, then those with a new or changed file."""
     written: bool = False
     """Whether ``sources/shards.yaml`` and ``sources/dvc.yaml`` were rewritten."""
 
     def summary(self) -> str:
         new = [f"{s}/{k}" for s, keys in self.added.items() for k in keys]
         parts = [f"new shards: {', '.join(new) or 'none'}"]
-        parts.append(
-            f"changed files in: {', '.join(f'{s}/{k}' for s, k in self.changed) or 'none'}"
-        )
+        changed = ", ".join(f"{s}/{k}" for s, k in self.changed) or "none"
+        parts.append(f"new file versions in: {changed}")
         return "; ".join(parts)
 
 
@@ -102,7 +102,7 @@ def _latest_version(instance: DagsterInstance, key: AssetKey, shard: str) -> str
 def register(lab: Lab, instance: DagsterInstance | None) -> Registered:
     """Plan, write, and (with an instance) add new partitions and observe changed files."""
     with _plan_lock(lab):
-        plan, added = plan_shards(lab)
+        plan, added, listed = plan_shards(lab)
         done = Registered(added={s: keys for s, keys in added.items() if keys})
         done.written = write_plan(lab, plan)
     if instance is None:
@@ -117,7 +117,8 @@ def register(lab: Lab, instance: DagsterInstance | None) -> Registered:
             continue
         key = AssetKey([SOURCE_FILES, source])
         for shard in sorted(shards):
-            version = shard_version(located(lab, plan.urls(source, shard)))
+            # From the listing just made: one listing per source, no request per file.
+            version = shard_version(lab, plan.urls(source, shard), listed)
             if _latest_version(instance, key, shard) != version:
                 instance.report_runless_asset_event(
                     AssetObservation(key, partition=shard, tags={DATA_VERSION_TAG: version})

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ import yaml
 from olmo_nn.config import ConfigError
 
 if TYPE_CHECKING:
+    from olmo_assets.curation.external import SourceFile
     from olmo_assets.lab.params import Lab
 
 __all__ = ["BUILT_IN_SHARD", "ShardPlan", "located", "plan_shards", "shard_version"]
@@ -90,13 +92,15 @@ class ShardPlan:
         return HEADER + body
 
 
-def plan_shards(lab: Lab) -> tuple[ShardPlan, dict[str, list[str]]]:
+def plan_shards(lab: Lab) -> tuple[ShardPlan, dict[str, list[str]], dict[str, SourceFile]]:
     """The plan for ``params.yaml``'s sources as their files are now, starting from the
-    committed one; and the new shards of each source. Lists every file source (a pattern
-    that matches nothing, or a file planned before that is gone, is an error naming it)."""
+    committed one; the new shards of each source; and every file as listed, by the url the
+    plan names it by. Lists every file source (a pattern that matches nothing, or a file
+    planned before that is gone, is an error naming it)."""
     previous = ShardPlan.load(lab)
     plan = ShardPlan()
     added: dict[str, list[str]] = {}
+    found: dict[str, SourceFile] = {}
     for name, spec in lab.params.sources.items():
         before = {k: v for k, v in previous.files.get(name, {}).items() if v}
         if spec.built_in:
@@ -115,13 +119,14 @@ def plan_shards(lab: Lab) -> tuple[ShardPlan, dict[str, list[str]]]:
             # Files inside the repository are planned by their path in it: the committed
             # plan then holds wherever the repository is cloned.
             listed = [replace(f, url=_planned(lab, f.url)) for f in listed]
+            found |= {f.url: f for f in listed}
             shard_bytes = max(1, int(spec.shard_mb * 1e6))
             plan.files[name] = external.plan_shards(listed, shard_bytes, before)
         # Planned shards never change, so a shard whose files differ from the committed
         # plan's is new (a source that was built in before has new shards throughout).
         known = previous.files.get(name, {})
         added[name] = sorted(k for k, urls in plan.files[name].items() if known.get(k) != urls)
-    return plan, added
+    return plan, added, found
 
 
 def _planned(lab: Lab, url: str) -> str:
@@ -137,10 +142,15 @@ def located(lab: Lab, urls: list[str]) -> list[str]:
     return [u if "://" in u or Path(u).is_absolute() else str(lab.repo / u) for u in urls]
 
 
-def shard_version(urls: list[str]) -> str:
-    """A shard's files as they are now: a hash of each one's url, size and fingerprint (its
-    S3 ETag, its local modification time), read from listings, not from the content."""
+def shard_version(lab: Lab, urls: list[str], listed: Mapping[str, SourceFile] | None = None) -> str:
+    """A shard's files as they are now: a hash of each one's url (as the plan names it),
+    size and fingerprint (its S3 ETag, its local modification time), never of the content.
+    ``listed`` holds files just listed (:func:`plan_shards`); the others are looked up."""
     from olmo_assets.curation import external
 
-    described: list[Any] = [[f.url, f.size, f.fingerprint] for f in external.stat_files(urls)]
+    known = dict(listed or {})
+    missing = [u for u in urls if u not in known]
+    if missing:
+        known |= dict(zip(missing, external.stat_files(located(lab, missing)), strict=True))
+    described: list[Any] = [[u, known[u].size, known[u].fingerprint] for u in urls]
     return hashlib.sha256(json.dumps(described).encode("utf-8")).hexdigest()[:16]
