@@ -171,19 +171,9 @@ def sources_dvc_yaml(lab: Lab, plan: ShardPlan) -> str:
                 folders = [_relative(run.folder(lab, a), lab.repo) for a in stage.writes]
                 body: dict[str, Any] = {"wdir": "..", "cmd": " ".join(run.command)}
                 body["params"] = list(run.params())
-                body["deps"] = [*stage.code_paths, *_external(lab, shards[shard])]
+                # The plan names files inside the repository by their path in it (relative to
+                # `wdir: ..`), others by absolute path or URL: DVC's external dependencies.
+                body["deps"] = [*stage.code_paths, *shards[shard]]
                 body["outs"] = folders
                 stages[run.dvc_name.split(":", 1)[1]] = body
     return SOURCES_HEADER + _dump({"stages": stages})
-
-
-def _external(lab: Lab, urls: list[str]) -> list[str]:
-    """A shard's files as DVC dependencies: relative to the repository when inside it."""
-    found = []
-    for url in urls:
-        path = Path(url)
-        if "://" not in url and path.is_absolute() and path.is_relative_to(lab.repo):
-            found.append(path.relative_to(lab.repo).as_posix())
-        else:
-            found.append(url)
-    return found
