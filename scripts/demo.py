@@ -6,8 +6,9 @@ checkpoint, or checkpoint and task) as soon as the runs it reads are done, two a
 derived from the pipeline's declaration (``olmo_assets/lab/pipeline.py``):
 
 1. curation: the raw sources (standard-library code, Python docs, package READMEs,
-   multilingual samples; one shard each), the evaluation data, tags per shard, dedup and decontamination,
-   the mix, the tokenizer, token shards and the corpus report;
+   multilingual samples; one shard each), the evaluation data, tags per shard, dedup and
+   decontamination, the mix and the corpus report; tokenization: the tokenizer and the token
+   shards of each source shard;
 2. training: the tiny model under ``torchrun`` with in-loop evaluation, every kept checkpoint;
 3. evaluation: the nine downstream tasks (subsampled) and perplexity per source on every
    kept checkpoint, then the model report.
@@ -148,7 +149,13 @@ def _summary(lab: Any, instance: Any, timings: dict[str, float]) -> None:
     sources = curated["sources"]
     nan = float("nan")
     train = _latest(instance, "training_run")
-    shards = _latest(instance, "token_shards")
+    from olmo_assets.lab.steps.tokenization import split_folders
+
+    # Every source shard's training tokens (its token_shards partition).
+    tokens = sum(
+        json.loads((folder / "manifest.json").read_text())["num_tokens"]
+        for folder in split_folders(lab, "train")
+    )
     rows: list[tuple[str, str]] = [
         ("raw documents", f"{sum(s['input_records'] for s in sources.values()):,}"),
         (
@@ -159,7 +166,7 @@ def _summary(lab: Any, instance: Any, timings: dict[str, float]) -> None:
             )
             + f"  (accounting adds up: {curated['accounting_ok']})",
         ),
-        ("training tokens", f"{shards.get('tokens', 0):,}"),
+        ("training tokens", f"{tokens:,}"),
         (
             "training loss",
             f"{train.get('raw_first_loss', '?')} -> {train.get('final_loss_smoothed', nan):.3f},"

@@ -106,6 +106,11 @@ class SourceConfig(Config):
     html: bool = False
     """The documents' ``text`` is HTML: extract the main text first (trafilatura); pages with
     nothing extractable are removed at the ``extraction`` stage."""
+    outputs_by_folder: bool = False
+    """Keep the documents of each input folder together: the mix writes
+    ``documents/<source>/<folder>/`` and ``validation/<source>/<folder>/``, named after the
+    folder each input file is in (a source read shard by shard keeps its shards apart, so
+    each can be tokenized on its own)."""
 
     def __post_init__(self) -> None:
         try:

@@ -23,7 +23,7 @@ import os
 import re
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -53,6 +53,7 @@ from olmo_nn.data.documents import (
     resolve_inputs,
 )
 from olmo_nn.data.workers import process_pool
+from olmo_nn.paths import safe_name
 
 __all__ = ["TAGGERS", "CurationSummary", "build_tagger", "curate"]
 
@@ -509,8 +510,8 @@ class _Curator:
         )
         copies = sample_copies(ids, source=source.name, rate=source.sample_rate, seed=config.seed)
         removed_rows: list[dict[str, Any]] = []
-        kept_records: list[dict[str, Any]] = []
-        validation_records: list[dict[str, Any]] = []
+        kept_records: list[tuple[str, dict[str, Any]]] = []
+        validation_records: list[tuple[str, dict[str, Any]]] = []
         for i, row in enumerate(docs.iter_rows(named=True)):
             stage, reason = decisions.stage[i], decisions.reason[i]
             text = row["text"]
@@ -528,21 +529,38 @@ class _Curator:
                 )
             elif validation[i]:
                 counts.validation += 1
-                validation_records.append(_document_record(row, text, row["id"]))
+                validation_records.append((row["file"], _document_record(row, text, row["id"])))
             else:
                 counts.kept += 1
                 counts.kept_bytes += len(text.encode("utf-8"))
                 for copy in range(int(copies[i])):
                     doc_id = row["id"] if copy == 0 else f"{row['id']}#{copy}"
-                    kept_records.append(_document_record(row, text, doc_id))
+                    kept_records.append((row["file"], _document_record(row, text, doc_id)))
         counts.output_documents += len(kept_records)
-        self.writers.jsonl("documents", source.name).write(kept_records)
-        if validation_records:
-            self.writers.jsonl("validation", source.name).write(validation_records)
+        for folder, records in (("documents", kept_records), ("validation", validation_records)):
+            for parts, group in _grouped(source, records):
+                self.writers.jsonl(folder, source.name, *parts).write(group)
         if removed_rows:
             self.writers.parquet("removed", source.name).write(
                 pl.DataFrame(removed_rows, schema={"id": pl.String, "source": pl.String, "stage": pl.String, "reason": pl.String})
             )  # fmt: skip
+
+
+def _grouped(
+    source: SourceConfig, records: list[tuple[str, dict[str, Any]]]
+) -> Iterator[tuple[tuple[str, ...], list[dict[str, Any]]]]:
+    """A batch's records (each with the file it was read from) by the folder they are written
+    to under ``<kind>/<source>/``: all together, or (``outputs_by_folder``) per input folder,
+    in the order the folders first appear."""
+    if not source.outputs_by_folder:
+        if records:
+            yield (), [record for _, record in records]
+        return
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for file, record in records:
+        groups.setdefault(Path(file).parent.name, []).append(record)
+    for folder, group in groups.items():
+        yield (safe_name("input folder", folder),), group
 
 
 def _executor(workers: int) -> Executor | None:

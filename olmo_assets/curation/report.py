@@ -138,7 +138,8 @@ def build_report(
             connection,
             "SELECT avg(CAST(decontam__is_contaminated AS DOUBLE)) AS rate, count(*) AS documents FROM decontam",
         )
-    documents = _glob(root, "documents", "*", "*.jsonl.gz")
+    # documents/<source>/ or, kept per input folder, documents/<source>/<folder>/
+    documents = _glob(root, "documents", "**", "*.jsonl.gz")
     if documents:
         reader = f"read_json('{documents}', columns={{id: 'VARCHAR', text: 'VARCHAR', source: 'VARCHAR', metadata: 'JSON'}})"
         tables["top_domains"] = _rows(

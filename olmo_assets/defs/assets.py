@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dagster import (
+    AllPartitionMapping,
     AssetCheckResult,
     AssetCheckSpec,
     AssetDep,
@@ -170,9 +171,15 @@ def _deps(lab: Lab, stage: Stage, source: str | None) -> list[AssetDep]:
         deps.append(AssetDep(AssetKey([SOURCE_FILES, source])))
     for read in stage.reads:
         upstream, artifact = artifact_named(read.artifact)
-        if upstream.fanout is Fanout.SHARD:
-            sources = list(lab.params.sources) if read.every else [source]
-            deps += [AssetDep(asset_key(artifact, s)) for s in sources]
+        if upstream.fanout is Fanout.SHARD and read.every:
+            # Every shard of every source, whatever this asset's own partitions.
+            mapping = AllPartitionMapping()
+            deps += [
+                AssetDep(asset_key(artifact, s), partition_mapping=mapping)
+                for s in lab.params.sources
+            ]
+        elif upstream.fanout is Fanout.SHARD:
+            deps.append(AssetDep(asset_key(artifact, source)))
         else:
             mapping = _mapping(stage.fanout, upstream.fanout)
             deps.append(AssetDep(asset_key(artifact), partition_mapping=mapping))

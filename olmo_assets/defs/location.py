@@ -3,11 +3,12 @@
 ``olmo_assets.definitions`` (named by ``workspace.yaml``) calls :func:`build_definitions`
 for the repository's lab; tests call it for a small copy.
 
-Jobs: one per group for its stages that run once (``curation``: dedup, mix, tokenization,
-``training``: the run, ``evaluation``: the model report), one per partitioned stage
-(``training_checkpoint``, ``evaluation_downstream``, ``evaluation_perplexity``), and one per
-source for its shard stages (``curation_shards_web``: the raw shard and its attributes),
-launched per partition or as a backfill. Keeping them apart
+Jobs: one per group for its stages that run once (``curation``: dedup, mix, the corpus
+report; ``tokenization``: the tokenizer; ``training``: the run; ``evaluation``: the model
+report), one per partitioned stage (``training_checkpoint``, ``evaluation_downstream``,
+``evaluation_perplexity``), and one per source and group for its shard stages
+(``curation_shards_web``: the raw shard and its attributes; ``tokenization_shards_web``: the
+shard's token shards, after the mix), launched per partition or as a backfill. Keeping them apart
 means a partition's run never reruns the training or rebuilds the model report from half the
 results. The asset graph's "Materialize all" launches a backfill over everything, in
 dependency order.

@@ -279,13 +279,23 @@ class Lab:
     def curated(self) -> Path:
         return self.root / "curated"
 
+    def curated_shard(self, source: str, shard: str) -> Path:
+        """What the mix kept of one source shard: the manifest of its curated files (the
+        kept documents and the validation split), hashed."""
+        return self.curated / "shards" / source / f"{shard}.json"
+
     @property
     def tokenizer_dir(self) -> Path:
         return self.root / "tokenizer"
 
     @property
     def shards(self) -> Path:
+        """The token shards: ``<source>/<shard>/{train,validation}``."""
         return self.root / "shards"
+
+    def token_shards(self, source: str, shard: str) -> Path:
+        """One source shard's token shards: ``train/`` and (when it has one) ``validation/``."""
+        return self.shards / source / shard
 
     @property
     def corpus_report(self) -> Path:

@@ -104,6 +104,10 @@ class Read:
     artifact: str
     every: bool = False
     """Every partition (source, checkpoint, task) of it, not just the one matching this run."""
+    part: Callable[..., Path] | None = None
+    """``part(lab, *arguments)``: the file of the artifact this run reads (one shard's share
+    of the mix), when it reads only that. DVC depends on it alone; Dagster, which versions
+    the artifact as a whole, on the artifact."""
 
 
 @dataclass(frozen=True)
@@ -274,7 +278,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "tokenizer",
         tokenization.save_tokenizer,
-        "curation",
+        "tokenization",
         (
             Artifact(
                 "tokenizer",
@@ -288,12 +292,13 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "tokenize",
         tokenization.tokenize,
-        "curation",
+        "tokenization",
         (
             Artifact(
                 "token_shards",
-                lambda lab: lab.shards,
-                "OLMo token shards of the kept documents (train/) and the validation splits.",
+                Lab.token_shards,
+                "OLMo token shards of one source shard: its kept documents (train/) and its "
+                "validation split.",
                 (
                     Check(
                         "shards_readable",
@@ -304,8 +309,15 @@ STAGES: tuple[Stage, ...] = (
                 ),
             ),
         ),
-        reads=(Read("tokenizer"), Read("curated_corpus"), Read("validation_splits")),
+        reads=(
+            Read("tokenizer"),
+            # The mix's manifest of the shard's files: DVC reruns only the shards whose
+            # documents a new mix changed.
+            Read("curated_corpus", part=Lab.curated_shard),
+            Read("validation_splits", part=Lab.curated_shard),
+        ),
         code=("olmo_nn/data", "olmo_nn/tokenizer"),
+        fanout=Fanout.SHARD,
     ),
     Stage(
         "corpus_report",
@@ -344,7 +356,7 @@ STAGES: tuple[Stage, ...] = (
                 "The order the run reads the token shards in (the permutation per epoch).",
             ),
         ),
-        reads=(Read("token_shards"),),
+        reads=(Read("token_shards", every=True),),
         params=("train",),
         files=("train.config",),
         code=LIBRARY,
@@ -363,7 +375,7 @@ STAGES: tuple[Stage, ...] = (
             ),
         ),
         # The shards and the tokenizer: its last batches' documents, decoded.
-        reads=(Read("training_run"), Read("token_shards"), Read("tokenizer")),
+        reads=(Read("training_run"), Read("token_shards", every=True), Read("tokenizer")),
         code=(
             *LIBRARY,
             "olmo_assets/lab/samples.py",

@@ -4,7 +4,7 @@
 
 * views over the files, read at query time: ``documents``, ``validation``, ``removed``,
   ``quarantine`` (the mix's output), ``attributes_<tagger>`` (one per tagger, with a
-  ``source`` column), ``shard_index`` (``split, doc_index, file, start, end, source, id``),
+  ``source`` column), ``shard_index`` (``folder, shard, split, doc_index, file, start, end, source, id``),
   ``checkpoints``, ``training_metrics``, ``downstream_results``, ``perplexity_results`` and
   ``evaluation`` (both results, one row per checkpoint step, benchmark and metric);
 * tables computed from the training run by :mod:`olmo_assets.lab.lineage` (rebuilt only
@@ -148,7 +148,8 @@ def _file_views(catalog: _Catalog) -> None:
         ("documents", "documents", "kept documents of the mix (Dolma: id, text, source, metadata)"),
         ("validation", "validation", "held-out validation documents per source"),
     ):
-        files = sorted((curated / folder).glob("*/*.jsonl.gz"))
+        # <source>/<shard>/part-*.jsonl.gz
+        files = sorted((curated / folder).glob("*/*/*.jsonl.gz"))
         catalog.view(
             name,
             text,
@@ -198,12 +199,16 @@ def _file_views(catalog: _Catalog) -> None:
             catalog.missing(lab.root / "tagged", "tag"),
         )
 
-    indexes = sorted(lab.shards.glob("*/index.parquet"))
+    # <source>/<shard>/<split>/index.parquet
+    indexes = sorted(lab.shards.glob("*/*/*/index.parquet"))
     catalog.view(
         "shard_index",
-        "the token shards' document index: split, doc_index, file, start, end, source, id",
+        "the token shards' document index: folder, shard, split, doc_index, file, start, "
+        "end, source, id (doc_index counts within the folder)",
         (
-            r"SELECT regexp_extract(filename, '([^/]+)/index\.parquet$', 1) AS split, "
+            r"SELECT regexp_extract(filename, '^(.*)/index\.parquet$', 1) AS folder, "
+            r"regexp_extract(filename, '([^/]+)/[^/]+/index\.parquet$', 1) AS shard, "
+            r"regexp_extract(filename, '([^/]+)/index\.parquet$', 1) AS split, "
             "file_row_number AS doc_index, * EXCLUDE (filename, file_row_number) "
             f"FROM read_parquet({_sql_list(indexes)}, filename=true, file_row_number=true)"
         )

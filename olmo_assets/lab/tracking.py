@@ -423,23 +423,24 @@ def log_training_inputs(lab: Lab) -> str | None:
         return None
     from olmo_assets.lab.hashing import dvc_md5
 
+    from olmo_assets.lab.steps.tokenization import split_folders
+
     inputs = []
-    # The token_shards asset's data version (its dvc.lock hash) ties each split to it.
-    shards_version = dvc_md5(lab.shards)
     for split, context in (("train", "training"), ("validation", "validation")):
-        folder = lab.shards / split
-        if (folder / "manifest.json").is_file():
+        for folder in split_folders(lab, split):
             manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
             files = manifest.get("files", [])
+            shard = folder.parent
             inputs.append(
                 _dataset_input(
-                    f"token_shards/{split}",
+                    f"token_shards/{shard.parent.name}/{shard.name}/{split}",
                     dvc_md5(folder),
                     folder,
                     context,
                     num_tokens=sum(f.get("num_tokens", 0) for f in files),
                     num_documents=sum(f.get("num_documents", 0) for f in files),
-                    token_shards_data_version=shards_version,
+                    # The token_shards partition's data version (its dvc.lock hash).
+                    token_shards_data_version=dvc_md5(shard),
                 )
             )
     _client(lab).log_inputs(run_id, datasets=inputs)

@@ -31,6 +31,7 @@ from olmo_assets.lab.steps.results import (
 from olmo_nn.atomic import staged_folder
 
 __all__ = [
+    "CURATED_SPLITS",
     "build_eval_data",
     "build_source",
     "dedup_accounting",
@@ -39,8 +40,10 @@ __all__ = [
     "mix_accounting",
     "no_contamination_left",
     "raw_accounting",
+    "shard_manifest",
     "tag_accounting",
     "tag_source",
+    "write_shard_manifests",
 ]
 
 
@@ -253,14 +256,15 @@ def _curation_config(
         spec = params.sources[name]
         paths = [str(path) for path in raw_files(lab, name, shard)]
         if spec.code:
-            configs.append(code_source(name, paths, validation_fraction=fraction))
+            config = code_source(name, paths, validation_fraction=fraction)
         else:
             # HTML pages and crawls hold HTML: the chain extracts the main text first.
-            configs.append(
-                SourceConfig(
-                    name=name, paths=paths, validation_fraction=fraction, html=_holds_html(spec)
-                )
+            config = SourceConfig(
+                name=name, paths=paths, validation_fraction=fraction, html=_holds_html(spec)
             )
+        # The mix keeps each shard's documents apart (each raw shard is a folder of its own),
+        # so each shard is tokenized on its own.
+        configs.append(config.replace(outputs_by_folder=mixing))
     return CurationConfig.load(lab.repo / params.curation.mix).replace(
         sources=configs, workers=params.workers, decontamination_paths=[]
     )
@@ -327,6 +331,7 @@ def mix(lab: Lab) -> StepResult:
             raise FileNotFoundError(f"{folder} does not exist: materialize it before the mix")
     config = _curation_config(lab, lab.params.sources, mixing=True)
     curate(config, lab.curated, stages=("mix",), attributes_from=[*attributes])
+    write_shard_manifests(lab)
     report = json.loads((lab.curated / "report.json").read_text())
     metadata, table = _source_counts(report, decided=True)
     stage_rows = [
@@ -351,6 +356,41 @@ def mix(lab: Lab) -> StepResult:
             "removed_examples": _removed_examples(lab),
         },
     )
+
+
+#: A source shard's curated folders, by split: the kept documents and the validation split.
+CURATED_SPLITS = {"train": "documents", "validation": "validation"}
+
+
+def shard_manifest(lab: Lab, source: str, shard: str) -> dict[str, Any]:
+    """What the mix kept of one source shard: per split, its files (relative to the curated
+    corpus) with their size and MD5. Tokenizing the shard depends on this alone, so a mix
+    that leaves a shard's documents as they were leaves its tokens up to date."""
+    from olmo_assets.lab.hashing import file_md5
+
+    splits: dict[str, list[dict[str, Any]]] = {}
+    for split, kind in CURATED_SPLITS.items():
+        folder = lab.curated / kind / source / shard
+        splits[split] = [
+            {
+                "path": path.relative_to(lab.curated).as_posix(),
+                "size": path.stat().st_size,
+                "md5": file_md5(path),
+            }
+            for path in sorted(folder.glob("*.jsonl.gz"))
+        ]
+    return {"source": source, "shard": shard, "files": splits}
+
+
+def write_shard_manifests(lab: Lab) -> None:
+    """A manifest per planned source shard (:func:`shard_manifest`), one with no files for a
+    shard the mix kept nothing of."""
+    for source in lab.params.sources:
+        for shard in lab.source_shards(source):
+            path = lab.curated_shard(source, shard)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            text = json.dumps(shard_manifest(lab, source, shard), indent=1) + "\n"
+            path.write_text(text, encoding="utf-8")
 
 
 def _removed_examples(lab: Lab) -> Rows:
@@ -388,6 +428,8 @@ def _removed_examples(lab: Lab) -> Rows:
 # -- checks: counted from the files written ----------------------------------------------------
 
 _COPY = re.compile(r"^(?P<id>.*)#\d+$")
+_CURATED_FILES = "*/*.jsonl.gz"
+"""A source's curated files (kept documents, validation split): shard folder by folder."""
 
 
 def count_lines(where: Path | list[Path], pattern: str = "*.jsonl.gz") -> int:
@@ -411,7 +453,7 @@ def _kept_documents(folder: Path) -> int:
     """Kept documents: lines written, less the mix's sampled copies (``<id>#<n>`` beside
     ``<id>``), so a lost or a duplicated line both show."""
     ids: list[str] = []
-    for path in sorted(folder.glob("*.jsonl.gz")):
+    for path in sorted(folder.glob(_CURATED_FILES)):
         with gzip.open(path, "rt", encoding="utf-8") as handle:
             ids += [json.loads(line)["id"] for line in handle]
     originals = set(ids)
@@ -517,22 +559,35 @@ def _holds_html(spec: Any) -> bool:
 
 
 def mix_accounting(lab: Lab) -> CheckResult:
-    """Per source: kept + validation + removed + quarantined records written = records read."""
+    """Per source: kept + validation + removed + quarantined records written = records read;
+    and each shard's manifest names the files the mix wrote for it, as they are."""
     rows = []
     for source in lab.params.sources:
         counts = {
             "read": count_lines(raw_files(lab, source)),
             "kept": _kept_documents(lab.curated / "documents" / source),
-            "validation": count_lines(lab.curated / "validation" / source),
+            "validation": count_lines(lab.curated / "validation" / source, _CURATED_FILES),
             "removed": count_rows(lab.curated / "removed" / source),
             "quarantined": count_rows(lab.curated / "quarantine" / source),
         }
         accounted = sum(v for k, v in counts.items() if k != "read")
         rows.append({"source": source, **counts, "ok": accounted == counts["read"]})
+    # Each shard's manifest names exactly the files the mix wrote for it, as they are.
+    stale = [
+        f"{source}/{shard}"
+        for source in lab.params.sources
+        for shard in lab.source_shards(source)
+        if not lab.curated_shard(source, shard).is_file()
+        or json.loads(lab.curated_shard(source, shard).read_text(encoding="utf-8"))
+        != shard_manifest(lab, source, shard)
+    ]
     sources = list(lab.params.sources)
     return CheckResult(
-        all(r["ok"] for r in rows),
-        {"records_read": sum(r["read"] for r in rows)},
+        all(r["ok"] for r in rows) and not stale,
+        {
+            "records_read": sum(r["read"] for r in rows),
+            "shard_manifests_wrong": ", ".join(stale) or "none",
+        },
         {"accounting": rows} | _quarantined_examples(lab, lab.curated, sources),
     )
 
@@ -559,7 +614,7 @@ def no_contamination_left(lab: Lab) -> CheckResult:
     for source in lab.params.sources:
         flag_files = sorted((lab.dedup / "attributes" / "decontam" / source).glob("*.parquet"))
         if not flag_files:
-            if any((lab.curated / "documents" / source).glob("*.jsonl.gz")):
+            if any((lab.curated / "documents" / source).glob(_CURATED_FILES)):
                 unflagged.append(source)
             continue
         flagged = pl.read_parquet([str(p) for p in flag_files]).filter(
@@ -612,7 +667,7 @@ def _ids(folder: Path) -> set[str]:
     """The ids of a folder of Dolma ``jsonl.gz`` files (none when it has no files)."""
     import polars as pl
 
-    files = sorted(folder.glob("*.jsonl.gz"))
+    files = sorted(folder.glob(_CURATED_FILES))
     if not files:
         return set()
     return set(pl.scan_ndjson([str(p) for p in files]).select("id").collect()["id"].to_list())

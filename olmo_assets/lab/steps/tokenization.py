@@ -11,10 +11,12 @@ from olmo_assets.lab.params import Lab
 from olmo_assets.lab.steps.results import CheckResult, InputError, StepResult
 from olmo_nn.atomic import staged_folder
 
-__all__ = ["SPLITS", "save_tokenizer", "shards_readable", "tokenize"]
+__all__ = ["SPLITS", "SUMMARY_FILE", "save_tokenizer", "shards_readable", "split_folders", "tokenize"]
 
-#: Shard folders under ``lab/shards`` and the curated folders they are made from.
-SPLITS = {"train": "documents", "validation": "validation"}
+#: A source shard's token-shard folders (``lab/shards/<source>/<shard>/<split>``).
+SPLITS = ("train", "validation")
+#: What a source shard's tokenization wrote: tokens and documents per split.
+SUMMARY_FILE = "summary.json"
 
 
 def save_tokenizer(lab: Lab) -> StepResult:
@@ -35,37 +37,70 @@ def save_tokenizer(lab: Lab) -> StepResult:
     )
 
 
-def tokenize(lab: Lab) -> StepResult:
-    """OLMo token shards of the kept documents (``train/``) and of the validation splits."""
-    from olmo_nn.data import TokenShards, tokenize_documents
+def tokenize(lab: Lab, source: str, shard: str) -> StepResult:
+    """OLMo token shards of one source shard: its kept documents (``train/``) and its
+    validation split (``validation/``), read from the files the mix's manifest of the shard
+    names. A shard the mix kept nothing of gets no split folders, only ``summary.json``."""
+    from olmo_nn.data import tokenize_documents
     from olmo_nn.tokenizer import Tokenizer
 
+    manifest_path = lab.curated_shard(source, shard)
+    if not manifest_path.is_file():
+        raise FileNotFoundError(
+            f"{manifest_path} does not exist: materialize curated_corpus (the mix) first"
+        )
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     tokenizer = Tokenizer.from_name_or_path(lab.tokenizer_dir)
-    rows = []
-    with staged_folder(lab.shards) as staged:
+    output = lab.token_shards(source, shard)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    counts: dict[str, dict[str, int]] = {}
+    with staged_folder(output) as staged:
         staged.mkdir()
-        for split, folder in SPLITS.items():
-            inputs = lab.curated / folder
-            if not inputs.is_dir() or not any(inputs.rglob("*.jsonl.gz")):
-                if split == "train":
-                    raise InputError(f"{inputs} holds no kept documents: nothing to train on")
+        for split in SPLITS:
+            files = [lab.curated / entry["path"] for entry in manifest["files"][split]]
+            if not files:
                 continue
             summary = tokenize_documents(
-                [inputs], staged / split, tokenizer=tokenizer, workers=lab.params.workers
+                files, staged / split, tokenizer=tokenizer, workers=lab.params.workers
             )
-            for source, counts in sorted(summary.sources.items()):
-                rows.append({"split": split, "source": source} | counts)
-    train = TokenShards(lab.shards / "train")
+            counts[split] = {
+                "tokens": summary.num_tokens,
+                "documents": summary.num_documents,
+                "rejected": summary.num_errors,
+            }
+        summary_text = json.dumps({"source": source, "shard": shard, "splits": counts}, indent=1)
+        (staged / SUMMARY_FILE).write_text(summary_text + "\n", encoding="utf-8")
+    train = counts.get("train", {"tokens": 0, "documents": 0})
     return StepResult(
         {
-            "tokens": train.num_tokens,
-            "documents": train.num_documents,
-            "tokens_per_source": {
-                r["source"]: r.get("num_tokens", 0) for r in rows if r["split"] == "train"
-            },
+            "tokens": train["tokens"],
+            "documents": train["documents"],
+            "validation_tokens": counts.get("validation", {}).get("tokens", 0),
+            "rejected": sum(c["rejected"] for c in counts.values()),
         },
-        {"tokens_by_source": rows},
+        {"splits": [{"split": split} | c for split, c in counts.items()]},
     )
+
+
+def split_folders(lab: Lab, split: str) -> list[Path]:
+    """Every source shard's token-shard folder of ``split`` (``train``, ``validation``), in
+    the order of the sources and their shards; a shard with nothing in the split has none.
+    A shard not tokenized yet is an error that says how to tokenize it."""
+    from olmo_assets.lab.pipeline import StageRun, stage_named
+
+    folders = []
+    for source in lab.params.sources:
+        for shard in lab.source_shards(source):
+            summary = lab.token_shards(source, shard) / SUMMARY_FILE
+            if not summary.is_file():
+                name = StageRun(stage_named("tokenize"), (source, shard)).dvc_name
+                raise FileNotFoundError(
+                    f"{summary.parent} holds no token shards: materialize token_shards/{source} "
+                    f"partition {shard} first (or `dvc repro {name}`)"
+                )
+            if split in json.loads(summary.read_text(encoding="utf-8"))["splits"]:
+                folders.append(summary.parent / split)
+    return folders
 
 
 def _check_split(folder: Path) -> list[str]:
@@ -136,16 +171,35 @@ def _check_split(folder: Path) -> list[str]:
     return problems
 
 
-def shards_readable(lab: Lab) -> CheckResult:
-    """Every shard file re-read: its size, hash and ids against the manifest; the index's
-    spans tile each file, end in EOS, and add up to the manifest's token count."""
+def shards_readable(lab: Lab, source: str, shard: str) -> CheckResult:
+    """Every shard file of one source shard re-read: its size, hash and ids against the
+    manifest; the index's spans tile each file, end in EOS, and add up to the manifest's
+    token count. The splits are those the summary names, with the counts it names."""
+    folder = lab.token_shards(source, shard)
     problems: list[str] = []
-    splits = [split for split in SPLITS if (lab.shards / split).exists()]
-    if "train" not in splits:
-        problems.append("train: missing")
-    for split in splits:
-        problems += _check_split(lab.shards / split)
+    summary_path = folder / SUMMARY_FILE
+    counts = (
+        json.loads(summary_path.read_text(encoding="utf-8"))["splits"]
+        if summary_path.is_file()
+        else {}
+    )
+    if not summary_path.is_file():
+        problems.append(f"no {SUMMARY_FILE}")
+    present = [split for split in SPLITS if (folder / split).exists()]
+    if sorted(present) != sorted(counts):
+        problems.append(f"split folders {present} differ from the summary's {sorted(counts)}")
+    for split in present:
+        found = _check_split(folder / split)
+        problems += found
+        manifest = folder / split / "manifest.json"
+        if not found and split in counts:
+            written = json.loads(manifest.read_text(encoding="utf-8"))
+            if (written["num_tokens"], written["num_documents"]) != (
+                counts[split]["tokens"],
+                counts[split]["documents"],
+            ):
+                problems.append(f"{split}: the manifest's counts differ from the summary's")
     return CheckResult(
         not problems,
-        {"splits": ", ".join(splits), "problems": "; ".join(problems[:10]) or "none"},
+        {"splits": ", ".join(present) or "none", "problems": "; ".join(problems[:10]) or "none"},
     )

@@ -18,7 +18,7 @@ from typing import Any
 
 from olmo_assets.lab.params import Lab
 from olmo_assets.lab.processes import run_command
-from olmo_assets.lab.steps.results import CheckResult, StepResult
+from olmo_assets.lab.steps.results import CheckResult, InputError, StepResult
 
 __all__ = ["TrainingProgress", "launch_identity", "losses_finite", "train", "train_command"]
 
@@ -28,9 +28,17 @@ PROGRESS_REPORTS = 20
 
 def train_command(lab: Lab) -> list[str]:
     """``torchrun --nproc-per-node=train.nproc -m olmo_nn.cli.main train CONFIG overrides``."""
+    from olmo_assets.lab.steps.tokenization import split_folders
+
     params = lab.params.train
+    train = split_folders(lab, "train")
+    if not train:
+        raise InputError(
+            f"no source shard in {lab.shards} holds kept documents: nothing to train on (the "
+            "mix removed every document; see curated_corpus's counts)"
+        )
     overrides = [
-        f"data.paths=[{lab.shards / 'train'}]",
+        f"data.paths=[{','.join(str(folder) for folder in train)}]",
         f"max_steps={params.max_steps}",
         f"global_batch_size={params.global_batch_size}",
         f"micro_batch_size={params.micro_batch_size}",
@@ -40,8 +48,11 @@ def train_command(lab: Lab) -> list[str]:
         f"mlflow_experiment={lab.mlflow_experiment}",
         *(f"{key}={value}" for key, value in sorted(params.overrides.items())),
     ]
-    if (lab.shards / "validation").is_dir():
-        overrides.append(f"data.validation_paths=[{lab.shards / 'validation'}]")
+    validation = split_folders(lab, "validation")
+    if validation:
+        overrides.append(
+            f"data.validation_paths=[{','.join(str(folder) for folder in validation)}]"
+        )
     return [
         sys.executable,
         "-m",
@@ -64,13 +75,13 @@ def launch_identity(lab: Lab, command: list[str]) -> str:
     and the code), so an edited config or trainer starts afresh instead of resuming."""
     from olmo_assets.lab.pipeline import StageRun, code_version, stage_named
 
-    manifest = lab.shards / "train" / "manifest.json"
-    if not manifest.is_file():
-        raise FileNotFoundError(f"{manifest.parent} holds no token shards: materialize them first")
+    from olmo_assets.lab.steps.tokenization import split_folders
+
+    manifests = [folder / "manifest.json" for folder in split_folders(lab, "train")]
     return json.dumps(
         {
             "command": command[1:],
-            "shards": manifest.read_text(encoding="utf-8"),
+            "shards": [path.read_text(encoding="utf-8") for path in manifests],
             "code_version": code_version(lab, StageRun(stage_named("train"))),
         }
     )

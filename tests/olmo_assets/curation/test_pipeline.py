@@ -329,3 +329,38 @@ def test_report_tables_and_plots(
     assert tables["top_bigrams"][0]["bigram"] == "word word"
     assert pl.read_parquet(tmp_path / "out" / "report" / "removal_per_filter.parquet").height == 1
     assert (tmp_path / "out" / "report" / "stages.png").stat().st_size > 1000
+
+
+def _lines(folder: Path) -> list[dict[str, object]]:
+    records = []
+    for path in sorted(folder.glob("*.jsonl.gz")):
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            records += [json.loads(line) for line in handle]
+    return records
+
+
+def test_outputs_by_folder_keep_each_input_folders_documents_apart(tmp_path: Path) -> None:
+    words = " ".join(["word"] * 60)
+    raw = tmp_path / "raw" / "web"
+    _write(raw / "00000" / "a.jsonl", [_doc(f"a{i}", f"{words} {i}") for i in range(30)])
+    _write(raw / "00001" / "b.jsonl", [_doc(f"b{i}", f"{words} b{i}") for i in range(30)])
+    source = SourceConfig(name="web", paths=[str(raw)], validation_fraction=0.2, sample_rate=1.5)
+    config = CurationConfig(
+        sources=[source], taggers=["length"], dedup=NO_DEDUP, batch_size=7, workers=1
+    )
+    curate(config, tmp_path / "flat")
+    curate(config.replace(sources=[source.replace(outputs_by_folder=True)]), tmp_path / "apart")
+    for kind in ("documents", "validation"):
+        flat = _lines(tmp_path / "flat" / kind / "web")
+        first = _lines(tmp_path / "apart" / kind / "web" / "00000")
+        second = _lines(tmp_path / "apart" / kind / "web" / "00001")
+        # Batches of 7 span both files, yet each folder holds only its own documents
+        # (sampled copies included), and together they are the flat run's, in order.
+        assert first and second, kind
+        assert {str(r["id"])[0] for r in first} == {"a"}
+        assert {str(r["id"])[0] for r in second} == {"b"}
+        assert first + second == flat
+        assert not list((tmp_path / "apart" / kind / "web").glob("*.jsonl.gz"))
+    assert any(
+        "#" in str(r["id"]) for r in _lines(tmp_path / "apart" / "documents" / "web" / "00001")
+    )

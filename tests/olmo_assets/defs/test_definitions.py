@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from dagster import (
+    AllPartitionMapping,
     AssetKey,
     Definitions,
     DynamicPartitionsDefinition,
@@ -31,11 +32,12 @@ DEPS = {
     "curated_corpus": CURATED,
     "validation_splits": CURATED,
     "tokenizer": set(),
-    "token_shards": {"tokenizer", "curated_corpus", "validation_splits"},
+    "token_shards/code": {"tokenizer", "curated_corpus", "validation_splits"},
+    "token_shards/prose": {"tokenizer", "curated_corpus", "validation_splits"},
     "corpus_report": {"curated_corpus"},
-    "training_run": {"token_shards"},
-    "data_order": {"token_shards"},
-    "checkpoint": {"training_run", "token_shards", "tokenizer"},
+    "training_run": {"token_shards/code", "token_shards/prose"},
+    "data_order": {"token_shards/code", "token_shards/prose"},
+    "checkpoint": {"training_run", "token_shards/code", "token_shards/prose", "tokenizer"},
     "downstream_eval": {"checkpoint"},
     "perplexity_eval": {"checkpoint", "validation_splits"},
     "model_report": {"training_run", "downstream_eval", "perplexity_eval"},
@@ -48,7 +50,8 @@ CHECKS = {
     ("deduplicated", "accounting"),
     ("curated_corpus", "accounting"),
     ("curated_corpus", "no_contamination_left"),
-    ("token_shards", "shards_readable"),
+    ("token_shards/code", "shards_readable"),
+    ("token_shards/prose", "shards_readable"),
     ("training_run", "losses_finite"),
     ("downstream_eval", "rows_complete"),
     ("perplexity_eval", "rows_complete"),
@@ -89,10 +92,15 @@ def test_partitions_follow_params(defs: Definitions) -> None:
         assert assets[AssetKey.from_user_string(unpartitioned)].partitions_def is None
     # A source's shards are dynamic partitions, registered from the shard plan.
     for source in ("code", "prose"):
-        for name in (f"raw_source/{source}", f"attributes/{source}"):
+        for name in (f"raw_source/{source}", f"attributes/{source}", f"token_shards/{source}"):
             partitions = assets[AssetKey.from_user_string(name)].partitions_def
             assert isinstance(partitions, DynamicPartitionsDefinition)
             assert partitions.name == f"shards_{source}"
+    # What reads every shard (the training run, a checkpoint) reads all of them, whatever
+    # its own partitions.
+    for name in ("training_run", "checkpoint"):
+        mapping = assets[AssetKey(name)].get_partition_mapping(AssetKey(["token_shards", "code"]))
+        assert isinstance(mapping, AllPartitionMapping), name
     mapping = assets[AssetKey("downstream_eval")].get_partition_mapping(AssetKey("checkpoint"))
     assert isinstance(mapping, MultiToSingleDimensionPartitionMapping)
     assert mapping.partition_dimension_name == "checkpoint"
@@ -123,6 +131,9 @@ def test_training_limits_and_jobs(defs: Definitions) -> None:
         "curation",
         "curation_shards_code",
         "curation_shards_prose",
+        "tokenization",
+        "tokenization_shards_code",
+        "tokenization_shards_prose",
         "training",
         "training_checkpoint",
         "evaluation_downstream",
@@ -136,17 +147,15 @@ def test_training_limits_and_jobs(defs: Definitions) -> None:
         return {k.to_user_string() for k in jobs[name].asset_layer.selected_asset_keys}
 
     assert selected("curation_shards_code") == {"raw_source/code", "attributes/code"}
-    assert selected("curation") == set(DEPS) - {
-        "raw_source/code",
-        "raw_source/prose",
-        "attributes/code",
-        "attributes/prose",
-        "training_run",
-        "data_order",
-        "checkpoint",
-        "downstream_eval",
-        "perplexity_eval",
-        "model_report",
+    # A shard's tokens come after the mix: a job of their own.
+    assert selected("tokenization_shards_code") == {"token_shards/code"}
+    assert selected("tokenization") == {"tokenizer"}
+    assert selected("curation") == {
+        "eval_task_data",
+        "deduplicated",
+        "curated_corpus",
+        "validation_splits",
+        "corpus_report",
     }
     assert selected("training") == {"training_run", "data_order"}
     assert selected("training_checkpoint") == {"checkpoint"}

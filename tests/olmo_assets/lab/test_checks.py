@@ -65,14 +65,18 @@ def test_every_check_passes_on_the_built_lab(built_lab: Lab, model_report: StepR
         "dedup": dedup_accounting(built_lab),
         "mix": mix_accounting(built_lab),
         "contamination": no_contamination_left(built_lab),
-        "shards": shards_readable(built_lab),
+        "shards code": shards_readable(built_lab, "code", SHARD),
+        "shards prose": shards_readable(built_lab, "prose", SHARD),
         "losses": losses_finite(built_lab),
         "downstream": downstream_rows_complete(built_lab, 2, "arc_easy"),
         "perplexity": perplexity_rows_complete(built_lab, 4),
         "report": model_report_complete(built_lab),
     }
     assert {name: r.passed for name, r in results.items()} == dict.fromkeys(results, True)
-    assert results["shards"].metadata == {"splits": "train, validation", "problems": "none"}
+    assert results["shards prose"].metadata == {"splits": "train, validation", "problems": "none"}
+    # The small lab's code kept too few documents to hold any out.
+    assert results["shards code"].metadata == {"splits": "train", "problems": "none"}
+    assert results["mix"].metadata["shard_manifests_wrong"] == "none"
     assert results["losses"].metadata == {"steps": 4, "non_finite_at": "none", "missing_steps": 0}
 
 
@@ -171,7 +175,7 @@ def test_mix_accounting_fails_on_a_lost_or_duplicated_document(
     lab = _copy(built_lab, tmp_path, "lab/raw", "lab/curated")
     before = mix_accounting(lab)
     assert before.passed
-    (documents,) = sorted((lab.curated / "documents" / "prose").glob("*.jsonl.gz"))
+    (documents,) = sorted((lab.curated / "documents" / "prose" / SHARD).glob("*.jsonl.gz"))
     kept = count_lines(documents.parent)
     _rewrite_lines(documents, damage)
     result = mix_accounting(lab)
@@ -179,10 +183,37 @@ def test_mix_accounting_fails_on_a_lost_or_duplicated_document(
     row = _row(result.tables["accounting"], source="prose")
     assert (row["kept"], row["ok"]) == (kept + change, False)
     assert _row(before.tables["accounting"], source="prose")["kept"] == kept
+    # The shard's manifest no longer names the file as it is.
+    assert result.metadata["shard_manifests_wrong"] == f"prose/{SHARD}"
+
+
+def test_mix_accounting_fails_without_a_shards_manifest(built_lab: Lab, tmp_path: Path) -> None:
+    lab = _copy(built_lab, tmp_path, "lab/raw", "lab/curated")
+    lab.curated_shard("code", SHARD).unlink()
+    result = mix_accounting(lab)
+    assert not result.passed
+    assert result.metadata["shard_manifests_wrong"] == f"code/{SHARD}"
+    assert all(row["ok"] for row in result.tables["accounting"])
+
+
+def test_the_mix_keeps_each_shards_documents_and_names_them_in_its_manifest(
+    built_lab: Lab,
+) -> None:
+    manifest = json.loads(built_lab.curated_shard("prose", SHARD).read_text(encoding="utf-8"))
+    assert manifest["source"] == "prose" and manifest["shard"] == SHARD
+    for split, kind in (("train", "documents"), ("validation", "validation")):
+        files = sorted((built_lab.curated / kind / "prose" / SHARD).glob("*.jsonl.gz"))
+        assert files, split
+        assert [entry["path"] for entry in manifest["files"][split]] == [
+            f"{kind}/prose/{SHARD}/{path.name}" for path in files
+        ]
+        assert [entry["size"] for entry in manifest["files"][split]] == [
+            path.stat().st_size for path in files
+        ]
 
 
 def _first_kept(lab: Lab, source: str) -> dict:
-    (documents,) = sorted((lab.curated / "documents" / source).glob("*.jsonl.gz"))
+    (documents,) = sorted((lab.curated / "documents" / source / SHARD).glob("*.jsonl.gz"))
     with gzip.open(documents, "rt", encoding="utf-8") as handle:
         return json.loads(handle.readline())
 
@@ -291,15 +322,20 @@ def test_no_contamination_left_fails_without_the_flags(built_lab: Lab, tmp_path:
 
 def _shards(built_lab: Lab, tmp_path: Path) -> tuple[Lab, dict]:
     lab = _copy(built_lab, tmp_path, "lab/shards")
-    manifest = json.loads((lab.shards / "train" / "manifest.json").read_text(encoding="utf-8"))
+    manifest = json.loads((_train(lab) / "manifest.json").read_text(encoding="utf-8"))
     return lab, manifest
+
+
+def _train(lab: Lab) -> Path:
+    """The prose shard's training tokens."""
+    return lab.token_shards("prose", SHARD) / "train"
 
 
 def test_shards_readable_fails_on_a_short_token_file(built_lab: Lab, tmp_path: Path) -> None:
     lab, manifest = _shards(built_lab, tmp_path)
-    part = lab.shards / "train" / "part-00000.npy"
+    part = _train(lab) / "part-00000.npy"
     part.write_bytes(part.read_bytes()[:-2])  # one uint16 token short
-    result = shards_readable(lab)
+    result = shards_readable(lab, "prose", SHARD)
     tokens = manifest["files"][0]["num_tokens"]
     assert not result.passed
     assert result.metadata["problems"] == (
@@ -311,7 +347,7 @@ def test_shards_readable_fails_on_a_short_token_file(built_lab: Lab, tmp_path: P
 
 
 def _last_length(lab: Lab) -> int:
-    index = pq.read_table(lab.shards / "train" / "index.parquet").to_pydict()
+    index = pq.read_table(_train(lab) / "index.parquet").to_pydict()
     return int(index["end"][-1] - index["start"][-1])
 
 
@@ -319,11 +355,11 @@ def test_shards_readable_fails_on_an_id_outside_the_vocabulary(
     built_lab: Lab, tmp_path: Path
 ) -> None:
     lab, manifest = _shards(built_lab, tmp_path)
-    part = lab.shards / "train" / "part-00000.npy"
+    part = _train(lab) / "part-00000.npy"
     data = bytearray(part.read_bytes())
     data[0:2] = (65535).to_bytes(2, "little")
     part.write_bytes(bytes(data))
-    result = shards_readable(lab)
+    result = shards_readable(lab, "prose", SHARD)
     assert not result.passed
     assert result.metadata["problems"] == (
         "train/part-00000.npy: sha256 differs from the manifest; "
@@ -336,8 +372,8 @@ def test_shards_readable_fails_when_the_index_loses_a_document(
 ) -> None:
     lab, manifest = _shards(built_lab, tmp_path)
     last = _last_length(lab)
-    _drop_last_row(lab.shards / "train")
-    result = shards_readable(lab)
+    _drop_last_row(_train(lab))
+    result = shards_readable(lab, "prose", SHARD)
     total = manifest["num_tokens"]
     assert not result.passed
     assert result.metadata["problems"] == (
@@ -400,3 +436,13 @@ def test_model_report_complete_fails_on_a_missing_score(
     result = model_report_complete(lab)
     assert not result.passed
     assert result.metadata == {"expected": 6, "missing": "step000004/winogrande"}
+
+
+def test_shards_readable_fails_when_a_split_is_missing(built_lab: Lab, tmp_path: Path) -> None:
+    lab, _ = _shards(built_lab, tmp_path)
+    shutil.rmtree(lab.token_shards("prose", SHARD) / "validation")
+    result = shards_readable(lab, "prose", SHARD)
+    assert not result.passed
+    assert result.metadata["problems"] == (
+        "split folders ['train'] differ from the summary's ['train', 'validation']"
+    )

@@ -206,9 +206,11 @@ def test_a_source_name_must_be_one_safe_path_part(tmp_path: Path, name: str) -> 
 
 def test_training_resumes_only_what_was_launched_the_same_way(lab: Lab) -> None:
     """An edited training config or trainer starts the run afresh instead of resuming."""
-    manifest = lab.shards / "train" / "manifest.json"
-    manifest.parent.mkdir(parents=True)
-    manifest.write_text("{}", encoding="utf-8")
+    for source in lab.params.sources:
+        shard = lab.token_shards(source, "00000")
+        (shard / "train").mkdir(parents=True)
+        (shard / "train" / "manifest.json").write_text("{}", encoding="utf-8")
+        (shard / "summary.json").write_text('{"splits": {"train": {}}}', encoding="utf-8")
 
     def identity() -> str:
         loaded = Lab.load(lab.repo)

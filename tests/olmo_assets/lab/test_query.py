@@ -49,6 +49,29 @@ def test_batch_documents_cover_every_step(built_lab: Lab) -> None:
     assert tokens == [(256,)]
 
 
+def test_shard_index_names_each_source_shards_documents(built_lab: Lab) -> None:
+    rows = _rows(
+        built_lab,
+        "SELECT folder, shard, split, count(*) FROM shard_index GROUP BY ALL ORDER BY ALL",
+    )
+    expected = []
+    # (The small lab's code has no validation split.)
+    for source, splits in (("code", ["train"]), ("prose", ["train", "validation"])):
+        for split in splits:
+            folder = built_lab.token_shards(source, "00000") / split
+            manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+            expected.append((str(folder), "00000", split, manifest["num_documents"]))
+    assert rows == sorted(expected)
+    # A batch's documents are found in the index by the folder the run read them from.
+    unmatched = _rows(
+        built_lab,
+        "SELECT count(*) FROM batch_documents b LEFT JOIN shard_index s "
+        "ON s.folder = b.folder AND s.doc_index = b.doc_index "
+        "WHERE s.id IS DISTINCT FROM b.doc_id",
+    )
+    assert unmatched == [(0,)]
+
+
 def test_batch_documents_match_olmo_batch(built_lab: Lab) -> None:
     batch = reconstruct_batch(built_lab.run_dir, 3)
     expected = sorted(
@@ -163,7 +186,7 @@ def test_olmo_query_command(built_lab: Lab, capsys: pytest.CaptureFixture[str]) 
 def small_lab(tmp_path: Path) -> Lab:
     """A lab with nothing built but one curated documents file (no session-built lab needed)."""
     repo = tmp_path / "repo"
-    part = repo / "lab" / "curated" / "documents" / "code" / "part-00000.jsonl.gz"
+    part = repo / "lab" / "curated" / "documents" / "code" / "00000" / "part-00000.jsonl.gz"
     part.parent.mkdir(parents=True)
     part.write_bytes(gzip.compress(b'{"id": "a", "text": "x", "source": "code"}\n', mtime=0))
     (repo / "params.yaml").write_bytes((Path(__file__).parents[3] / "params.yaml").read_bytes())
@@ -183,7 +206,7 @@ def _query(lab: Lab, sql: str, *extra: str) -> int:
 def test_query_cannot_overwrite_lab_files(
     small_lab: Lab, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    part = small_lab.curated / "documents" / "code" / "part-00000.jsonl.gz"
+    part = small_lab.curated / "documents" / "code" / "00000" / "part-00000.jsonl.gz"
     before = part.read_bytes()
     assert _query(small_lab, "SELECT count(*) AS n FROM documents", "--format", "csv") == 0
     assert capsys.readouterr().out == "n\n1\n"
@@ -237,7 +260,7 @@ def test_query_export_writes_one_named_file(
     assert (tmp_path / "docs.csv").read_text(encoding="utf-8") == '"id","source"\n"a","code"\n'
     assert _query(small_lab, sql, "--export", str(tmp_path / "docs.json")) == 0
     assert json.loads((tmp_path / "docs.json").read_text()) == [{"id": "a", "source": "code"}]
-    inside = small_lab.curated / "documents" / "code" / "part-00000.jsonl.gz"
+    inside = small_lab.curated / "documents" / "code" / "00000" / "part-00000.jsonl.gz"
     before = inside.read_bytes()
     for path in (
         inside,

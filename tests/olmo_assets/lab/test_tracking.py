@@ -236,14 +236,24 @@ def test_runs_carry_the_commit_and_their_dagster_page(built_lab: Lab, client: An
 def test_the_training_run_records_its_token_shards_as_datasets(built_lab: Lab, client: Any) -> None:
     training = client.get_run(training_run_id(built_lab))
     inputs = {i.dataset.name: i for i in training.inputs.dataset_inputs}
-    assert set(inputs) == {"token_shards/train", "token_shards/validation"}
-    train = inputs["token_shards/train"]
-    assert train.dataset.digest == dvc_md5(built_lab.shards / "train")
-    assert json.loads(train.dataset.source) == {"uri": str((built_lab.shards / "train").resolve())}
+    # One dataset per source shard and split.
+    # (The small lab's code has no validation split.)
+    assert set(inputs) == {
+        "token_shards/code/00000/train",
+        "token_shards/prose/00000/train",
+        "token_shards/prose/00000/validation",
+    }
+    train = inputs["token_shards/prose/00000/train"]
+    folder = built_lab.token_shards("prose", "00000") / "train"
+    assert train.dataset.digest == dvc_md5(folder)
+    assert json.loads(train.dataset.source) == {"uri": str(folder.resolve())}
     assert {t.key: t.value for t in train.tags} == {"mlflow.data.context": "training"}
-    manifest = json.loads((built_lab.shards / "train" / "manifest.json").read_text())
+    manifest = json.loads((folder / "manifest.json").read_text())
     profile = json.loads(train.dataset.profile)
     assert profile["num_tokens"] == sum(f["num_tokens"] for f in manifest["files"])
+    assert profile["token_shards_data_version"] == dvc_md5(folder.parent)
+    validation = inputs["token_shards/prose/00000/validation"]
+    assert {t.key: t.value for t in validation.tags} == {"mlflow.data.context": "validation"}
 
 
 def test_an_evaluation_run_records_its_checkpoint_as_input(built_lab: Lab, client: Any) -> None:
