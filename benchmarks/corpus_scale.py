@@ -291,7 +291,8 @@ def main() -> None:
             round(raw_bytes / 1e6 / kind["seconds"], 2) if kind["seconds"] else None
         )
         kind["seconds"] = round(kind["seconds"], 1)
-    tokenize = next(r for r in reports if r["stage"] == "tokenize")
+    # Every source shard's tokenization.
+    tokens = sum(r.get("tokens", 0) for r in reports if r["stage"] == "tokenize")
     accounting = json.loads((repo / "lab" / "curated" / "report.json").read_text())
     quarantined_raw = sum(r.get("quarantined", 0) for r in reports if r["stage"] == "source")
     result = {
@@ -309,7 +310,7 @@ def main() -> None:
         },
         "dvc_repro_seconds": round(repro_s, 1),
         "stages": by_kind,
-        "tokens": tokenize.get("tokens"),
+        "tokens": tokens,
         "records": {
             s: {k: c[k] for k in ("input_records", "kept", "validation", "removed", "quarantined")}
             for s, c in accounting["sources"].items()

@@ -173,9 +173,8 @@ def _deps(lab: Lab, stage: Stage, source: str | None) -> list[AssetDep]:
         upstream, artifact = artifact_named(read.artifact)
         if upstream.fanout is Fanout.SHARD and read.every:
             # Every shard of every source, whatever this asset's own partitions.
-            mapping = AllPartitionMapping()
             deps += [
-                AssetDep(asset_key(artifact, s), partition_mapping=mapping)
+                AssetDep(asset_key(artifact, s), partition_mapping=AllPartitionMapping())
                 for s in lab.params.sources
             ]
         elif upstream.fanout is Fanout.SHARD:

@@ -80,15 +80,10 @@ def _stage(lab: Lab, stage: Stage) -> dict[str, Any]:
     keys = _VARIABLES[stage.fanout]
     command = ["python", "-m", "olmo_assets.defs.stage", stage.name, *keys.values()]
     deps = [*stage.code_paths, *(f"${{{key}}}" for key in stage.files)]
-    read = [
-        _relative(r.part(lab, *keys.values()), lab.repo)
-        if r.part is not None
-        else _folder(lab, artifact_named(r.artifact)[1], keys, every=r.every)
-        for r in stage.reads
-    ]
+    read = [_folder(lab, artifact_named(r.artifact)[1], keys, every=r.every) for r in stage.reads]
     # A folder inside another input (the validation splits inside the curated corpus) is
-    # already part of it; two reads of one part are one dependency.
-    deps += [f for f in dict.fromkeys(read) if not any(f.startswith(other + "/") for other in read)]
+    # already part of it.
+    deps += [f for f in read if not any(f.startswith(other + "/") for other in read)]
     folders = [_folder(lab, artifact, keys, every=False) for artifact in stage.writes]
     # An artifact inside another one of the stage (the validation splits inside the curated
     # corpus) is part of that output, not an output of its own.

@@ -104,10 +104,6 @@ class Read:
     artifact: str
     every: bool = False
     """Every partition (source, checkpoint, task) of it, not just the one matching this run."""
-    part: Callable[..., Path] | None = None
-    """``part(lab, *arguments)``: the file of the artifact this run reads (one shard's share
-    of the mix), when it reads only that. DVC depends on it alone; Dagster, which versions
-    the artifact as a whole, on the artifact."""
 
 
 @dataclass(frozen=True)
@@ -309,13 +305,9 @@ STAGES: tuple[Stage, ...] = (
                 ),
             ),
         ),
-        reads=(
-            Read("tokenizer"),
-            # The mix's manifest of the shard's files: DVC reruns only the shards whose
-            # documents a new mix changed.
-            Read("curated_corpus", part=Lab.curated_shard),
-            Read("validation_splits", part=Lab.curated_shard),
-        ),
+        # The whole mix, in both tools: a new mix reruns every shard's tokenization (the
+        # shard's manifest says which files are its share).
+        reads=(Read("tokenizer"), Read("curated_corpus"), Read("validation_splits")),
         code=("olmo_nn/data", "olmo_nn/tokenizer"),
         fanout=Fanout.SHARD,
     ),

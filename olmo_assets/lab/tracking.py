@@ -422,7 +422,6 @@ def log_training_inputs(lab: Lab) -> str | None:
         )
         return None
     from olmo_assets.lab.hashing import dvc_md5
-
     from olmo_assets.lab.steps.tokenization import split_folders
 
     inputs = []

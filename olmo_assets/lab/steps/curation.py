@@ -364,8 +364,8 @@ CURATED_SPLITS = {"train": "documents", "validation": "validation"}
 
 def shard_manifest(lab: Lab, source: str, shard: str) -> dict[str, Any]:
     """What the mix kept of one source shard: per split, its files (relative to the curated
-    corpus) with their size and MD5. Tokenizing the shard depends on this alone, so a mix
-    that leaves a shard's documents as they were leaves its tokens up to date."""
+    corpus) with their size and MD5. Tokenizing the shard reads the files it names; a shard
+    without one was planned after the mix ran."""
     from olmo_assets.lab.hashing import file_md5
 
     splits: dict[str, list[dict[str, Any]]] = {}

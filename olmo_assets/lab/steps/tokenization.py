@@ -8,10 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from olmo_assets.lab.params import Lab
-from olmo_assets.lab.steps.results import CheckResult, InputError, StepResult
+from olmo_assets.lab.steps.results import CheckResult, StepResult
 from olmo_nn.atomic import staged_folder
 
-__all__ = ["SPLITS", "SUMMARY_FILE", "save_tokenizer", "shards_readable", "split_folders", "tokenize"]
+__all__ = [
+    "SPLITS",
+    "SUMMARY_FILE",
+    "save_tokenizer",
+    "shards_readable",
+    "split_folders",
+    "tokenize",
+]
 
 #: A source shard's token-shard folders (``lab/shards/<source>/<shard>/<split>``).
 SPLITS = ("train", "validation")
@@ -47,7 +54,8 @@ def tokenize(lab: Lab, source: str, shard: str) -> StepResult:
     manifest_path = lab.curated_shard(source, shard)
     if not manifest_path.is_file():
         raise FileNotFoundError(
-            f"{manifest_path} does not exist: materialize curated_corpus (the mix) first"
+            f"{manifest_path} does not exist: the mix ran before shard {shard} of {source!r} "
+            "was planned; materialize curated_corpus (the mix) first"
         )
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     tokenizer = Tokenizer.from_name_or_path(lab.tokenizer_dir)

@@ -74,7 +74,6 @@ def launch_identity(lab: Lab, command: list[str]) -> str:
     manifest, and the stage's code version (its parameters, the training config's content
     and the code), so an edited config or trainer starts afresh instead of resuming."""
     from olmo_assets.lab.pipeline import StageRun, code_version, stage_named
-
     from olmo_assets.lab.steps.tokenization import split_folders
 
     manifests = [folder / "manifest.json" for folder in split_folders(lab, "train")]

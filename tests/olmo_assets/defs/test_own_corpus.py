@@ -271,8 +271,13 @@ def test_every_format_goes_through_curation_and_tokenization(corpus: Corpus) -> 
     assert sorted(code.values()) == sorted(
         f"json/{p.name}" for p in Path(json.__file__).parent.glob("*.py")
     )
-    index = pq.read_table(corpus.repo / "lab/shards/train/index.parquet").to_pydict()
-    assert set(index["source"]) == {"web", "pages", "crawl", "code", "bucket"}
+    # Each source shard is tokenized on its own: lab/shards/<source>/<shard>/train.
+    tokenized = {}
+    for path in sorted((corpus.repo / "lab/shards").glob("*/*/train/index.parquet")):
+        tokenized[path.parts[-4], path.parts[-3]] = set(pq.read_table(path)["source"].to_pylist())
+    planned = corpus.plans["new file"].files  # (the lab as the fixture leaves it)
+    assert sorted(tokenized) == sorted((s, k) for s, shards in planned.items() for k in shards)
+    assert all(sources == {source} for (source, _), sources in tokenized.items())
 
 
 def test_a_malformed_record_is_quarantined_in_its_shard(corpus: Corpus) -> None:
@@ -290,12 +295,19 @@ def test_shards_are_stable_and_a_new_file_is_one_new_shard(corpus: Corpus) -> No
     assert {s: v for s, v in after.items() if s != "web"} == {
         s: v for s, v in first.items() if s != "web"
     }
-    new = {"sources/dvc.yaml:source-web-00003", "tag@web-00003"}
+    new = {"sources/dvc.yaml:source-web-00003", "tag@web-00003", "tokenize@web-00003"}
     # Both tools show the new shard's stages to run, and nothing else.
     assert corpus.dvc_status["new file"] == new
     assert _new(corpus, "after repro", "new file") == new
-    assert corpus.ran["repro new file"] == new | {"dedup", "mix", "tokenize"}
+    # A new mix: every shard's tokens are made again from it.
+    assert corpus.ran["repro new file"] == new | {"dedup", "mix"} | _tokenize(corpus, "new file")
     assert corpus.dagster["after new file"] == corpus.dagster["after repro"]
+
+
+def _tokenize(corpus: Corpus, plan: str) -> set[str]:
+    """Every planned shard's tokenization stage."""
+    shards = corpus.plans[plan].files
+    return {f"tokenize@{source}-{shard}" for source, keys in shards.items() for shard in keys}
 
 
 def test_a_changed_file_makes_exactly_its_dependents_stale(corpus: Corpus) -> None:
@@ -304,7 +316,7 @@ def test_a_changed_file_makes_exactly_its_dependents_stale(corpus: Corpus) -> No
     # made from it follows when it reruns.
     assert corpus.dvc_status["changed file"] == {changed}
     assert _new(corpus, "after new file", "changed file") == {changed}
-    dependents = {changed, "tag@web-00001", "dedup", "mix", "tokenize"}
+    dependents = {changed, "tag@web-00001", "dedup", "mix"} | _tokenize(corpus, "new file")
     assert corpus.ran["repro changed file"] == dependents
     assert corpus.dagster["after changed file"] == corpus.dagster["after repro"]
     assert corpus.dvc_status["after changed file"] == set()

@@ -52,7 +52,7 @@ TINY_PARAMS = {
 LINEAGE_WALK = [
     ("upstream/checkpoint", "weights_bytes"),
     ("upstream/training_run", "loss_plot"),
-    ("upstream/token_shards", "tokens_by_source"),
+    ("upstream/token_shards/code", "splits"),
     ("upstream/curated_corpus", "removed_by_stage"),
     ("upstream/raw_source/code", "sample_documents"),
 ]
@@ -425,9 +425,9 @@ def _mlflow_record(uri: str, repo: Path) -> dict:
 
 
 def test_every_materialization_records_the_data_versions_it_read(scenario: Scenario) -> None:
-    # The tiny pipeline's 17 materializations read 30 upstream assets (edges of its graph).
+    # The tiny pipeline's 18 materializations read 35 upstream assets (edges of its graph).
     for edges, problems in (scenario.provenance, scenario.provenance_after_repro):
-        assert edges == 30
+        assert edges == 35
         assert problems == []
 
 
@@ -435,7 +435,7 @@ def test_every_dagster_link_resolves_to_a_materialized_asset_or_partition(
     scenario: Scenario,
 ) -> None:
     checked, problems = scenario.links
-    assert checked == 30  # an upstream link per edge
+    assert checked == 35  # an upstream link per edge
     assert problems == []
 
 
@@ -457,7 +457,7 @@ def test_a_browser_follows_a_score_to_its_checkpoint_and_raw_source(scenario: Sc
         "downstream_eval",
         "checkpoint",
         "training_run",
-        "token_shards",
+        "token_shards/code",
         "curated_corpus",
         "raw_source/code",
     ]
