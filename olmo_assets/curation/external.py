@@ -49,7 +49,14 @@ from warcio.statusandheaders import StatusAndHeadersParserException
 
 # The line splitting and JSON decoding of the Dolma reader, so a line rejected here is
 # rejected there too, with the same reason.
-from olmo_nn.data.documents import RawRecord, ReadError, _decode, _split_lines, parse_record
+from olmo_nn.data.documents import (
+    RawRecord,
+    ReadError,
+    _decode,
+    _split_lines,
+    parse_record,
+    zstd_chunks,
+)
 
 __all__ = [
     "FORMATS",
@@ -449,28 +456,9 @@ def _to_document(value: Mapping[str, Any], fields: Fields) -> dict[str, Any] | s
     return document
 
 
-def _zstd_chunks(handle: _StoreFile) -> Iterator[bytes]:
-    # Frame by frame, so a file of several frames is read whole and a frame still open
-    # at the end of the input (a truncated file) is an error, not a clean end.
-    decompressor = zstandard.ZstdDecompressor()
-    decoder = decompressor.decompressobj()
-    frame_open = False
-    while compressed := handle.read(_CHUNK_BYTES):
-        while compressed:
-            frame_open = True
-            yield decoder.decompress(compressed)
-            if not decoder.eof:
-                break
-            frame_open = False
-            compressed = decoder.unused_data
-            decoder = decompressor.decompressobj()
-    if frame_open:
-        raise EOFError("zstd stream ended inside a frame (truncated file)")
-
-
 def _chunks(handle: _StoreFile, compression: str | None) -> Iterator[bytes]:
     if compression == "zstd":
-        yield from _zstd_chunks(handle)
+        yield from zstd_chunks(handle)
         return
     # read1 hands over what gzip decoded before a fault, so the lines before it are kept.
     read = gzip.GzipFile(fileobj=handle).read1 if compression == "gzip" else handle.read

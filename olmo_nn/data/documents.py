@@ -28,7 +28,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -48,6 +48,7 @@ __all__ = [
     "parse_record",
     "read_documents",
     "resolve_inputs",
+    "zstd_chunks",
 ]
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst")
@@ -198,24 +199,33 @@ def _gzip_chunks(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
-def _zstd_chunks(path: Path) -> Iterator[bytes]:
-    # zstandard's stream_reader returns a clean EOF on a truncated frame, so frames are
-    # decoded by hand: a frame still open when the input ends is an error.
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def zstd_chunks(handle: _Readable) -> Iterator[bytes]:
+    """A zstd stream's decoded bytes, frame by frame: a file of several frames is read whole,
+    and a frame still open when the input ends (a truncated file) raises ``EOFError``.
+    (zstandard's ``stream_reader`` returns a clean end on a truncated frame.)"""
     decompressor = zstandard.ZstdDecompressor()
     decoder = decompressor.decompressobj()
     frame_open = False
-    with path.open("rb") as handle:
-        while compressed := handle.read(_CHUNK_BYTES):
-            while compressed:
-                frame_open = True
-                yield decoder.decompress(compressed)
-                if not decoder.eof:
-                    break
-                frame_open = False
-                compressed = decoder.unused_data
-                decoder = decompressor.decompressobj()
+    while compressed := handle.read(_CHUNK_BYTES):
+        while compressed:
+            frame_open = True
+            yield decoder.decompress(compressed)
+            if not decoder.eof:
+                break
+            frame_open = False
+            compressed = decoder.unused_data
+            decoder = decompressor.decompressobj()
     if frame_open:
         raise EOFError("zstd stream ended inside a frame (truncated file)")
+
+
+def _zstd_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        yield from zstd_chunks(handle)
 
 
 def _jsonl_records(path: Path, chunks: Iterator[bytes]) -> Iterator[RawRecord | ReadError]:

@@ -425,9 +425,9 @@ def _mlflow_record(uri: str, repo: Path) -> dict:
 
 
 def test_every_materialization_records_the_data_versions_it_read(scenario: Scenario) -> None:
-    # The tiny pipeline's 18 materializations read 35 upstream assets (edges of its graph).
+    # The tiny pipeline's 18 materializations read 36 upstream assets (edges of its graph).
     for edges, problems in (scenario.provenance, scenario.provenance_after_repro):
-        assert edges == 35
+        assert edges == 36
         assert problems == []
 
 
@@ -435,7 +435,7 @@ def test_every_dagster_link_resolves_to_a_materialized_asset_or_partition(
     scenario: Scenario,
 ) -> None:
     checked, problems = scenario.links
-    assert checked == 35  # an upstream link per edge
+    assert checked == 36  # an upstream link per edge
     assert problems == []
 
 
@@ -478,7 +478,7 @@ def test_a_browser_follows_a_score_to_its_checkpoint_and_raw_source(scenario: Sc
     # Runs have names: each stage run in its job, the partition's with its partition.
     jobs = set(
         re.findall(
-            r"^(curation(?:_\w+)?|training|training_checkpoint|evaluation(?:_\w+)?)$",
+            r"^((?:curation|tokenization|evaluation)(?:_\w+)?|training|training_checkpoint)$",
             runs.text,
             re.M,
         )
