@@ -31,6 +31,7 @@ imported inside the functions (it takes over a second to import).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -112,19 +113,27 @@ def _client(lab: Lab) -> Any:
     from mlflow.tracking import MlflowClient
 
     database = _sqlite_file(lab.mlflow_uri)
-    if database is not None:
-        # The embedded store (by default ``.mlflow/mlflow.db`` in the repository, git-ignored):
-        # SQLite creates the file, not its folder.
-        database.parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=lab.mlflow_uri)
+    if database is None:
+        return MlflowClient(tracking_uri=lab.mlflow_uri)
+    # The embedded store (by default ``.mlflow/mlflow.db`` in the repository, git-ignored):
+    # SQLite creates the file, not its folder. Opening the store creates and migrates its
+    # schema, which two processes must not do at once (stages run in parallel: a corpus
+    # report beside the training run): one at a time, under a lock beside the database.
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.parent / f".{database.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        client = MlflowClient(tracking_uri=lab.mlflow_uri)
+        client.search_experiments(max_results=1)
+    return client
 
 
 def experiment_id(lab: Lab, client: Any = None) -> str:
     """The pipeline's experiment (created on first use, in MLflow's model-training view);
     also migrates a new SQLite store.
 
-    The train step calls this before launching the trainer, so the store's schema is
-    created by one process before parallel evaluation steps write to it. With a SQLite
+    The train step calls this before launching the trainer, so the trainer finds the
+    experiment and the store's schema made (stages that open the store at once take turns
+    migrating it: see :func:`_client`). With a SQLite
     store, artifacts go to ``artifacts/`` beside the database (``.mlflow/artifacts`` by
     default) rather than the working directory; a server chooses its own.
     """

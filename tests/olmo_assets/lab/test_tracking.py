@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -264,3 +266,32 @@ def test_an_evaluation_run_records_its_checkpoint_as_input(built_lab: Lab, clien
     assert checkpoint.dataset.digest == sha256[:36]
     assert json.loads(checkpoint.dataset.profile) == {"sha256": sha256}
     assert json.loads(checkpoint.dataset.source)["uri"] == str(built_lab.checkpoint(2).resolve())
+
+
+def test_stages_opening_a_new_store_at_once_take_turns_creating_it(tmp_path: Path) -> None:
+    """Four processes open a new SQLite store together (stages run in parallel): each one
+    succeeds. Without the lock, MLflow's concurrent schema migrations fail ("Online migration
+    expected to match one row")."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "params.yaml").write_bytes((Path(__file__).parents[3] / "params.yaml").read_bytes())
+    script = (
+        "import sys; from olmo_assets.lab.params import Lab; "
+        "from olmo_assets.lab.tracking import experiment_id; "
+        "print(experiment_id(Lab.load(sys.argv[1])))"
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(repo)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outcomes = [(p.wait(timeout=300), *p.communicate()) for p in processes]
+    assert [code for code, _, _ in outcomes] == [0, 0, 0, 0], [err[-500:] for _, _, err in outcomes]
+    # One experiment, found or created by each.
+    assert len({out.strip() for _, out, _ in outcomes}) == 1
