@@ -37,6 +37,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -150,11 +151,17 @@ def write_crawl(folder: Path, target: int, paragraphs: list[str]) -> int:
                 kind = "image/png" if n % 50 == 49 else "text/html; charset=utf-8"
                 headers = StatusAndHeaders("200 OK", [("Content-Type", kind)], protocol="HTTP/1.1")
                 payload = html.encode() if kind.startswith("text") else b"\x89PNG\r\n"
+                # A record id and date of its own (warcio draws a random id and takes the
+                # clock's date), so every run reads the same crawl.
                 record = writer.create_warc_record(
                     f"https://crawl.example/{n}",
                     "response",
                     payload=io.BytesIO(payload),
                     http_headers=headers,
+                    warc_headers_dict={
+                        "WARC-Record-ID": f"<urn:uuid:{uuid.UUID(int=n)}>",
+                        "WARC-Date": "2024-10-01T00:00:00Z",
+                    },
                 )
                 writer.write_record(record)
                 size += len(payload)
