@@ -19,7 +19,7 @@ MLFLOW_PORT ?= 5000
 export OLMO_DAGSTER_URL ?= http://$(UI_HOST):$(UI_PORT)
 export OLMO_MLFLOW_URL ?= http://$(UI_HOST):$(MLFLOW_PORT)
 
-.PHONY: install demo test browser lint format ui mlflow-ui bench-tokenizer bench-train bench-curation bench-eval clean-venv
+.PHONY: install demo test browser slurm lint format ui mlflow-ui bench-tokenizer bench-train bench-curation bench-eval clean-venv
 
 install: $(STAMP) $(DVC_STAMP)
 
@@ -49,8 +49,20 @@ browser:
 		echo "could not install Chromium: the browser test will skip"; \
 	else echo "Chromium is not installed and this is not root with apt: the browser test will skip"; fi
 
-test: lint browser
-	if [ -x /usr/bin/chromium ]; then export OLMO_REQUIRE_BROWSER=1; fi; $(BIN)/python -m pytest -q
+# Debian's Slurm and munge for the local two-node cluster (tests/slurm_cluster.py): installed
+# with apt when run as root, and then required (OLMO_REQUIRE_SLURM), as Chromium is.
+slurm:
+	@if [ -x /usr/sbin/slurmctld ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >/dev/null || \
+		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >/dev/null; } || \
+		echo "could not install slurm-wlm and munge: the Slurm tests will skip"; \
+	else echo "Slurm is not installed and this is not root with apt: the Slurm tests will skip"; fi
+
+test: lint browser slurm
+	if [ -x /usr/bin/chromium ]; then export OLMO_REQUIRE_BROWSER=1; fi; \
+	if [ -x /usr/sbin/slurmctld ]; then export OLMO_REQUIRE_SLURM=1; fi; \
+	$(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check .
