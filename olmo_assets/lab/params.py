@@ -121,6 +121,43 @@ class CurationParams(Config):
     """Held out per non-code source as its validation split."""
 
 
+#: Where the trainer runs (``train.launcher``).
+LAUNCHERS = ("local", "slurm")
+
+
+@dataclass
+class SlurmParams(Config):
+    """A training job on a Slurm cluster (``train.launcher: slurm``): one ``torchrun`` per
+    node, ``train.nproc`` processes each (:mod:`olmo_assets.lab.slurm`). The repository,
+    its ``lab/`` folder and the lab's Python must be on a filesystem every node sees."""
+
+    nodes: int = 1
+    gpus_per_node: int = 0
+    """``--gpus-per-node`` (0: none asked for, as on a CPU cluster)."""
+    cpus_per_node: int | None = None
+    """``--cpus-per-task`` of the one task per node."""
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time: str | None = None
+    """``--time``: ``HH:MM:SS`` or ``D-HH:MM:SS``."""
+    sbatch: list[str] = field(default_factory=list)
+    """Further ``#SBATCH`` lines (``--constraint=h100``, ``--exclusive``)."""
+    setup: list[str] = field(default_factory=list)
+    """Shell lines run first on the job's node (``module load cuda``, ``source venv/bin/activate``)."""
+    folder: str = "lab/slurm"
+    """Where the job scripts and their output files go (relative to the repository); every
+    node must see it."""
+    rdzv_port: int = 29500
+    """The port of the c10d rendezvous on the first node."""
+
+    def __post_init__(self) -> None:
+        if self.nodes < 1:
+            raise ConfigError(f"train.slurm.nodes={self.nodes} must be at least 1")
+        if self.gpus_per_node < 0:
+            raise ConfigError(f"train.slurm.gpus_per_node={self.gpus_per_node} must be >= 0")
+
+
 @dataclass
 class TrainParams(Config):
     config: str = "configs/tiny.yaml"
@@ -130,9 +167,18 @@ class TrainParams(Config):
     global_batch_size: int = 8
     micro_batch_size: int = 8
     nproc: int = 1
-    """Processes (``torchrun --nproc-per-node``)."""
+    """Processes (``torchrun --nproc-per-node``; per node under Slurm)."""
     overrides: dict[str, Any] = field(default_factory=dict)
     """Further ``key=value`` overrides of the training config (``scheduler.warmup_steps``)."""
+    launcher: str = "local"
+    """``local``: ``torchrun --standalone`` on this machine; ``slurm``: a batch job (``slurm``)."""
+    slurm: SlurmParams = field(default_factory=SlurmParams)
+
+    def __post_init__(self) -> None:
+        if self.launcher not in LAUNCHERS:
+            raise ConfigError(
+                f"train.launcher={self.launcher!r}, expected one of {', '.join(LAUNCHERS)}"
+            )
 
 
 @dataclass

@@ -24,6 +24,7 @@ import psutil
 
 __all__ = [
     "LAUNCHER_PID",
+    "best_effort",
     "children_stop_with_this_process",
     "run_command",
     "stop_tree",
@@ -93,7 +94,7 @@ def stop_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _follow(poll: Callable[[], None]) -> None:
+def best_effort(poll: Callable[[], None]) -> None:
     """Call ``poll``; its failure is reported, never allowed to stop the command it follows."""
     try:
         poll()
@@ -124,9 +125,9 @@ def run_command(
                 break
             except subprocess.TimeoutExpired:
                 assert poll is not None
-                _follow(poll)
+                best_effort(poll)
         if poll is not None:
-            _follow(poll)
+            best_effort(poll)
     except BaseException:
         with contextlib.suppress(psutil.NoSuchProcess):
             stop_tree(psutil.Process(process.pid))

@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +21,27 @@ from olmo_assets.lab.params import Lab
 from olmo_assets.lab.processes import run_command
 from olmo_assets.lab.steps.results import CheckResult, InputError, StepResult
 
-__all__ = ["TrainingProgress", "launch_identity", "losses_finite", "train", "train_command"]
+__all__ = [
+    "TORCHRUN",
+    "TrainingProgress",
+    "launch_identity",
+    "losses_finite",
+    "slurm_script",
+    "train",
+    "train_command",
+    "trainer_arguments",
+]
 
 PROGRESS_REPORTS = 20
 """About how many progress lines a training run reports."""
 
 
-def train_command(lab: Lab) -> list[str]:
-    """``torchrun --nproc-per-node=train.nproc -m olmo_nn.cli.main train CONFIG overrides``."""
+#: How ``torchrun`` is started: by this interpreter, so the lab's environment runs it.
+TORCHRUN = (sys.executable, "-m", "torch.distributed.run")
+
+
+def trainer_arguments(lab: Lab) -> list[str]:
+    """What ``torchrun`` runs: ``-m olmo_nn.cli.main train CONFIG overrides --run-dir RUN``."""
     from olmo_assets.lab.steps.tokenization import split_folders
 
     params = lab.params.train
@@ -54,11 +68,6 @@ def train_command(lab: Lab) -> list[str]:
             f"data.validation_paths=[{','.join(str(folder) for folder in validation)}]"
         )
     return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={params.nproc}",
         "-m",
         "olmo_nn.cli.main",
         "train",
@@ -69,17 +78,60 @@ def train_command(lab: Lab) -> list[str]:
     ]
 
 
-def launch_identity(lab: Lab, command: list[str]) -> str:
-    """What a run must share with an earlier one to resume it: the command, the shards'
-    manifest, and the stage's code version (its parameters, the training config's content
-    and the code), so an edited config or trainer starts afresh instead of resuming."""
+def train_command(lab: Lab) -> list[str]:
+    """Here: ``torchrun --standalone --nproc-per-node=train.nproc`` and the trainer."""
+    nproc = lab.params.train.nproc
+    return [*TORCHRUN, "--standalone", f"--nproc-per-node={nproc}", *trainer_arguments(lab)]
+
+
+def slurm_script(lab: Lab) -> str:
+    """On a Slurm cluster: the batch script of ``train.slurm`` (one ``torchrun`` per node)."""
+    from olmo_assets.lab.slurm import sbatch_script
+
+    params = lab.params.train
+    slurm = params.slurm
+    return sbatch_script(
+        command=trainer_arguments(lab),
+        torchrun=TORCHRUN,
+        nodes=slurm.nodes,
+        processes_per_node=params.nproc,
+        workdir=lab.repo,
+        output=lab.repo / slurm.folder / "train-%j.out",
+        gpus_per_node=slurm.gpus_per_node,
+        cpus_per_node=slurm.cpus_per_node,
+        partition=slurm.partition,
+        account=slurm.account,
+        qos=slurm.qos,
+        time_limit=slurm.time,
+        sbatch_lines=slurm.sbatch,
+        setup=slurm.setup,
+        rdzv_port=slurm.rdzv_port,
+    )
+
+
+def _run_on_slurm(lab: Lab, environment: dict[str, str], progress: TrainingProgress) -> None:
+    """Submit the batch script (kept beside the job's output) and follow the job."""
+    from olmo_assets.lab.slurm import run_job
+
+    folder = lab.repo / lab.params.train.slurm.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / f"train-{time.strftime('%Y%m%dT%H%M%S')}.sbatch"
+    script.write_text(slurm_script(lab), encoding="utf-8")
+    run_job(script, lambda job: folder / f"train-{job}.out", env=environment, poll=progress)
+
+
+def launch_identity(lab: Lab) -> str:
+    """What a run must share with an earlier one to resume it: the trainer's arguments (not
+    how many processes or nodes run it), the shards' manifests, and the stage's code version
+    (its parameters, the training config's content and the code), so an edited config or
+    trainer starts afresh instead of resuming."""
     from olmo_assets.lab.pipeline import StageRun, code_version, stage_named
     from olmo_assets.lab.steps.tokenization import split_folders
 
     manifests = [folder / "manifest.json" for folder in split_folders(lab, "train")]
     return json.dumps(
         {
-            "command": command[1:],
+            "command": trainer_arguments(lab),
             "shards": [path.read_text(encoding="utf-8") for path in manifests],
             "code_version": code_version(lab, StageRun(stage_named("train"))),
         }
@@ -144,11 +196,10 @@ def train(lab: Lab) -> StepResult:
     from olmo_nn.train.callbacks.metrics_file import METRICS_FILE, read_metrics
     from olmo_nn.train.callbacks.mlflow_logger import RUN_TAGS_ENV
 
-    command = train_command(lab)
     # The run resumes from its checkpoints when it was launched the same way (an interrupted
     # run); anything else starts it afresh.
     identity = lab.run_dir / "launch.json"
-    launch = launch_identity(lab, command)
+    launch = launch_identity(lab)
     if lab.run_dir.exists() and (
         not identity.is_file() or identity.read_text(encoding="utf-8") != launch
     ):
@@ -165,7 +216,10 @@ def train(lab: Lab) -> StepResult:
         RUN_TAGS_ENV: json.dumps(training_run_tags()),
     }
     progress = TrainingProgress(lab.run_dir / METRICS_FILE, lab.params.train.max_steps)
-    run_command(command, environment, poll=progress)
+    if lab.params.train.launcher == "slurm":
+        _run_on_slurm(lab, environment, progress)
+    else:
+        run_command(train_command(lab), environment, poll=progress)
     run_id = log_training_inputs(lab)
     records = read_metrics(lab.run_dir)
     losses = {int(m["step"]): float(m["loss"]) for m in records if "loss" in m}

@@ -25,7 +25,7 @@ from olmo_assets.lab.pipeline import (
     upstream_runs,
 )
 from olmo_assets.lab.steps.results import InputError
-from olmo_assets.lab.steps.training import launch_identity, train_command
+from olmo_assets.lab.steps.training import launch_identity
 from olmo_nn.config import ConfigError
 
 from .conftest import REPO, small_params
@@ -214,7 +214,7 @@ def test_training_resumes_only_what_was_launched_the_same_way(lab: Lab) -> None:
 
     def identity() -> str:
         loaded = Lab.load(lab.repo)
-        return launch_identity(loaded, train_command(loaded))
+        return launch_identity(loaded)
 
     before = identity()
     _edit(lab, "workers", 1)

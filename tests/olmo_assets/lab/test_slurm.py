@@ -1,0 +1,130 @@
+"""Training as a Slurm job: the batch script the lab writes, and a two-node run on a real local
+cluster that trains exactly as one process does."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import yaml
+
+from olmo_assets.lab.params import Lab
+from olmo_assets.lab.slurm import sbatch_script
+from olmo_assets.lab.steps.training import train
+from olmo_nn.train.callbacks.metrics_file import read_metrics
+from tests.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
+
+OLMO_7B_SCRIPT = """\
+#!/bin/bash
+#SBATCH --job-name=olmo-train
+#SBATCH --nodes=4
+#SBATCH --ntasks-per-node=1
+#SBATCH --output=/shared/lab/slurm/train-%j.out
+#SBATCH --open-mode=append
+#SBATCH --gpus-per-node=8
+#SBATCH --cpus-per-task=64
+#SBATCH --partition=gpu
+#SBATCH --account=ai2
+#SBATCH --qos=high
+#SBATCH --time=2-00:00:00
+#SBATCH --exclusive
+# Written by the lab's train step (olmo_assets/lab/slurm.py).
+set -euo pipefail
+module load cuda/12.4
+source /shared/lab/.venv/bin/activate
+cd /shared/lab
+# Rendezvous on the first node, by the address Slurm reaches it at.
+first=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+MASTER_ADDR=$(scontrol show node "$first" -o | sed -n "s/.*NodeAddr=\\([^ ]*\\).*/\\1/p")
+export MASTER_ADDR MASTER_PORT=29500
+echo "job $SLURM_JOB_ID: $SLURM_JOB_NUM_NODES node(s) ($SLURM_JOB_NODELIST), rendezvous at \
+$MASTER_ADDR:$MASTER_PORT"
+# One torchrun per node.
+srun --kill-on-bad-exit=1 python -m torch.distributed.run --nnodes=$SLURM_JOB_NUM_NODES \
+--nproc-per-node=8 --rdzv-backend=c10d --rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT" \
+--rdzv-id="$SLURM_JOB_ID" -m olmo_nn.cli.main train /shared/lab/configs/olmo-7b.yaml \
+'data.paths=[/shared/lab/lab/shards/web/00000/train]' --run-dir /shared/lab/lab/runs/train
+"""
+
+
+def test_the_batch_script_of_an_olmo_7b_run_on_4_nodes_of_8_gpus() -> None:
+    script = sbatch_script(
+        command=[
+            "-m",
+            "olmo_nn.cli.main",
+            "train",
+            "/shared/lab/configs/olmo-7b.yaml",
+            "data.paths=[/shared/lab/lab/shards/web/00000/train]",
+            "--run-dir",
+            "/shared/lab/lab/runs/train",
+        ],
+        torchrun=["python", "-m", "torch.distributed.run"],
+        nodes=4,
+        processes_per_node=8,
+        workdir=Path("/shared/lab"),
+        output=Path("/shared/lab/slurm/train-%j.out"),
+        gpus_per_node=8,
+        cpus_per_node=64,
+        partition="gpu",
+        account="ai2",
+        qos="high",
+        time_limit="2-00:00:00",
+        sbatch_lines=["#SBATCH --exclusive"],
+        setup=["module load cuda/12.4", "source /shared/lab/.venv/bin/activate"],
+    )
+    assert script == OLMO_7B_SCRIPT.replace("\\\n", "")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_two_node_slurm_job_trains_as_one_process_does(
+    built_lab: Lab,
+    slurm_cluster: SlurmCluster,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The session's lab trained its four steps in one local process; the same run as a
+    Slurm job of two nodes (one torchrun each, gloo) logs the same losses."""
+    repo = tmp_path / "repo"
+    shutil.copytree(built_lab.repo / "configs", repo / "configs")
+    shutil.copytree(built_lab.shards, repo / "lab" / "shards")
+    params = yaml.safe_load((built_lab.repo / "params.yaml").read_text(encoding="utf-8"))
+    params["train"] |= {
+        # Two ranks of two instances each: a micro-batch of two, and a validation batch for
+        # each rank (the training math is the same).
+        "micro_batch_size": 2,
+        "overrides": params["train"]["overrides"] | {"eval.max_batches": 2},
+        "launcher": "slurm",
+        "slurm": {"nodes": 2, "rdzv_port": _free_port(), "time": "00:10:00"},
+    }
+    (repo / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    # The copied shards' folders are named by path in the run: the lab's own, here.
+    lab = Lab.load(repo)
+    for name, value in slurm_cluster.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+    result = train(lab)
+
+    out = capsys.readouterr().out
+    assert "submitted Slurm job" in out
+    assert "2 node(s) (n[1-2])" in out
+    (script,) = sorted((repo / "lab" / "slurm").glob("train-*.sbatch"))
+    assert "#SBATCH --nodes=2" in script.read_text(encoding="utf-8")
+    one = {m["step"]: m["loss"] for m in read_metrics(built_lab.run_dir) if "loss" in m}
+    two = {m["step"]: m["loss"] for m in read_metrics(lab.run_dir) if "loss" in m}
+    assert sorted(two) == sorted(one) == [1, 2, 3, 4]
+    assert all(abs(two[step] - one[step]) < 1e-4 for step in one), (one, two)
+    # Two ranks wrote the sharded checkpoint (one file each); one process writes one.
+    ranks = sorted(p.name for p in (lab.run_dir / "checkpoints" / "step000004").glob("*.distcp"))
+    assert ranks == ["__0_0.distcp", "__1_0.distcp"]
+    single = built_lab.run_dir / "checkpoints" / "step000004"
+    assert sorted(p.name for p in single.glob("*.distcp")) == ["__0_0.distcp"]
+    assert result.metadata["steps"] == 4
