@@ -303,12 +303,22 @@ class _Writers:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._open: dict[tuple[str, ...], JsonlWriter | ParquetWriter] = {}
+        # Per ``(kind, source)`` written folder by folder: the folder written last.
+        self._current: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def jsonl(self, *parts: str) -> JsonlWriter:
         writer = self._open.get(parts)
         if writer is None:
             writer = self._open[parts] = JsonlWriter(self.root.joinpath(*parts))
         assert isinstance(writer, JsonlWriter)
+        if len(parts) > 2:
+            # A source written folder by folder (outputs_by_folder) keeps one folder's file
+            # open, not one per folder to the end: the previous folder's file is closed (a
+            # folder written again later starts its next part file).
+            previous = self._current.get(parts[:2])
+            if previous is not None and previous != parts:
+                self._open[previous].close()
+            self._current[parts[:2]] = parts
         return writer
 
     def parquet(self, *parts: str) -> ParquetWriter:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -364,3 +366,36 @@ def test_outputs_by_folder_keep_each_input_folders_documents_apart(tmp_path: Pat
     assert any(
         "#" in str(r["id"]) for r in _lines(tmp_path / "apart" / "documents" / "web" / "00001")
     )
+
+
+def test_outputs_by_folder_keep_one_file_open_per_source(tmp_path: Path) -> None:
+    """A source of many folders (a lab's shards) is written folder by folder: with a limit of
+    64 open files, 150 folders still curate (a file left open per folder would not)."""
+    words = " ".join(["word"] * 60)
+    raw = tmp_path / "raw" / "web"
+    for k in range(150):
+        _write(
+            raw / f"{k:05d}" / "a.jsonl", [_doc(f"d{k}-{i}", f"{words} {k} {i}") for i in range(3)]
+        )
+    script = f"""
+import resource
+from olmo_assets.curation.config import CurationConfig, DedupConfig, SourceConfig
+from olmo_assets.curation.pipeline import curate
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+source = SourceConfig(name="web", paths=[{str(raw)!r}], validation_fraction=0.3,
+                      outputs_by_folder=True)
+config = CurationConfig(sources=[source], taggers=["length"], batch_size=5, workers=1,
+                        dedup=DedupConfig(url=False, exact=False, paragraphs=False))
+curate(config, {str(tmp_path / "out")!r})
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = tmp_path / "out"
+    written = {
+        kind: {p.name: len(_lines(p)) for p in (out / kind / "web").iterdir()}
+        for kind in ("documents", "validation")
+    }
+    assert set(written["documents"]) | set(written["validation"]) == {
+        f"{k:05d}" for k in range(150)
+    }
+    assert sum(written["documents"].values()) + sum(written["validation"].values()) == 450
