@@ -199,8 +199,14 @@ def _file_views(catalog: _Catalog) -> None:
             catalog.missing(lab.root / "tagged", "tag"),
         )
 
-    # <source>/<shard>/<split>/index.parquet
-    indexes = sorted(lab.shards.glob("*/*/*/index.parquet"))
+    # <source>/<shard>/<split>/index.parquet of the sources and shards params.yaml and the
+    # plan name now (not those of a source since removed)
+    indexes = sorted(
+        path
+        for source in lab.params.sources
+        for shard in lab.source_shards(source)
+        for path in lab.token_shards(source, shard).glob("*/index.parquet")
+    )
     catalog.view(
         "shard_index",
         "the token shards' document index: folder, shard, split, doc_index, file, start, "

@@ -434,11 +434,14 @@ def log_training_inputs(lab: Lab) -> str | None:
     from olmo_assets.lab.steps.tokenization import split_folders
 
     inputs = []
+    versions: dict[Path, str] = {}  # each shard's hash, once
     for split, context in (("train", "training"), ("validation", "validation")):
         for folder in split_folders(lab, split):
             manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
             files = manifest.get("files", [])
             shard = folder.parent
+            if shard not in versions:
+                versions[shard] = dvc_md5(shard)
             inputs.append(
                 _dataset_input(
                     f"token_shards/{shard.parent.name}/{shard.name}/{split}",
@@ -448,7 +451,7 @@ def log_training_inputs(lab: Lab) -> str | None:
                     num_tokens=sum(f.get("num_tokens", 0) for f in files),
                     num_documents=sum(f.get("num_documents", 0) for f in files),
                     # The token_shards partition's data version (its dvc.lock hash).
-                    token_shards_data_version=dvc_md5(shard),
+                    token_shards_data_version=versions[shard],
                 )
             )
     _client(lab).log_inputs(run_id, datasets=inputs)

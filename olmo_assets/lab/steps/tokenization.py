@@ -54,8 +54,9 @@ def tokenize(lab: Lab, source: str, shard: str) -> StepResult:
     manifest_path = lab.curated_shard(source, shard)
     if not manifest_path.is_file():
         raise FileNotFoundError(
-            f"{manifest_path} does not exist: the mix ran before shard {shard} of {source!r} "
-            "was planned; materialize curated_corpus (the mix) first"
+            f"{manifest_path} does not exist: the mix wrote no manifest of shard {shard} of "
+            f"{source!r} (the shard was planned after the mix ran, or the mix did not finish); "
+            "materialize curated_corpus (the mix) first"
         )
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     tokenizer = Tokenizer.from_name_or_path(lab.tokenizer_dir)
