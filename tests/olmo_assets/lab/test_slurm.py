@@ -3,15 +3,20 @@ cluster that trains exactly as one process does."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from olmo_assets.lab.params import Lab
-from olmo_assets.lab.slurm import sbatch_script
+from olmo_assets.lab.slurm import JobState, SlurmJobError, job_state, run_job, sbatch_script
 from olmo_assets.lab.steps.training import train
 from olmo_nn.train.callbacks.metrics_file import read_metrics
 from tests.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
@@ -128,3 +133,81 @@ def test_a_two_node_slurm_job_trains_as_one_process_does(
     single = built_lab.run_dir / "checkpoints" / "step000004"
     assert sorted(p.name for p in single.glob("*.distcp")) == ["__0_0.distcp"]
     assert result.metadata["steps"] == 4
+
+
+def _script(folder: Path, body: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "job.sbatch"
+    path.write_text(
+        f"#!/bin/bash\n#SBATCH --nodes=2\n#SBATCH --output={folder}/job-%j.out\n{body}\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_a_failed_job_is_an_error_naming_its_state_and_exit_code(
+    slurm_cluster: SlurmCluster,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    script = _script(tmp_path, "srun bash -c 'echo on $SLURMD_NODENAME'\nexit 3")
+    with pytest.raises(SlurmJobError) as raised:
+        run_job(
+            script,
+            lambda job: tmp_path / f"job-{job}.out",
+            env={**os.environ, **slurm_cluster.env},
+            poll_seconds=0.5,
+        )
+    error = raised.value
+    assert (error.state, error.exit_code) == ("FAILED", "3:0")
+    assert str(error) == (
+        f"Slurm job {error.job_id} ended FAILED (exit code 3:0); its output: "
+        f"{tmp_path / f'job-{error.job_id}.out'}"
+    )
+    # Its output was followed: a line from each node.
+    out = capsys.readouterr().out
+    assert "on n1" in out and "on n2" in out
+
+
+def test_interrupting_the_step_cancels_its_job_and_leaves_nothing_running(
+    slurm_cluster: SlurmCluster,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    marker = f"olmo-cancel-{os.getpid()}"
+    script = _script(tmp_path, f"srun bash -c 'exec -a {marker} sleep 300'")
+    follower = (
+        "import sys; from pathlib import Path; from olmo_assets.lab.slurm import run_job\n"
+        "from olmo_assets.lab.processes import children_stop_with_this_process\n"
+        "with children_stop_with_this_process():\n"
+        f"    run_job(Path({str(script)!r}), lambda j: Path({str(tmp_path)!r}) / f'job-{{j}}.out',"
+        " poll_seconds=0.5)\n"
+    )
+    env = {**os.environ, **slurm_cluster.env}
+    process = subprocess.Popen(
+        [sys.executable, "-c", follower], env=env, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    job_id = process.stdout.readline().split()[3]  # "submitted Slurm job <id> (...)"
+    deadline = time.monotonic() + 60
+    while subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode != 0:
+        assert time.monotonic() < deadline, "the job's tasks never started"
+        time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    rest = process.communicate(timeout=60)[0]
+    assert process.returncode != 0
+    assert f"cancelled Slurm job {job_id}" in rest
+    deadline = time.monotonic() + 30
+    while True:
+        queue = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%T"], env=env, capture_output=True, text=True
+        ).stdout.strip()
+        running = subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0
+        if not queue and not running:
+            break
+        assert time.monotonic() < deadline, (queue, running)
+        time.sleep(0.5)
+    assert job_state(job_id, env) in (
+        None,
+        JobState("CANCELLED", "0:15"),
+        JobState("CANCELLED", "0:0"),
+    )
