@@ -17,8 +17,9 @@ shards`` plans them into shards, and ``dvc repro tokenize`` runs every stage up 
 shards, each stage recorded in Dagster. The script prints, per stage kind, the time, the
 input text it read per second, and the peak RSS of the stage's process and of its largest
 worker (as the stage command reports them); then a second ``dvc status`` (DVC's hashes
-cached: nothing is hashed again) and ``dvc push`` to the local remote. Results go to
-``benchmarks/results/corpus_scale.json``.
+cached: nothing is hashed again), ``dvc push`` of the whole cache to the local remote, and
+to an S3-compatible one (moto's server, started by the script), checked in sync with ``dvc
+status -c``. Results go to ``benchmarks/results/corpus_scale.json``.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ import gzip
 import hashlib
 import io
 import json
+import logging
 import os
 import platform
 import random
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -210,6 +213,44 @@ def stage_reports(output: str) -> list[dict[str, Any]]:
     return reports
 
 
+def _push_to_s3(repo: Path, env: dict[str, str]) -> tuple[float, bool]:
+    """``dvc push`` of the whole cache to an S3-compatible remote (moto's server, started
+    here on a free port): its seconds, and whether ``dvc status -c`` then finds it in sync."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        keys = {
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+            region_name="us-east-1",
+        )
+        client.create_bucket(Bucket="bench")
+        s3_env = env | keys
+        _run(["dvc", "remote", "add", "-f", "--local", "s3", "s3://bench/cache"], repo, s3_env)
+        _run(["dvc", "remote", "modify", "--local", "s3", "endpointurl", endpoint], repo, s3_env)
+        _, seconds = _run(["dvc", "push", "-r", "s3"], repo, s3_env)
+        status, _ = _run(["dvc", "status", "-c", "-r", "s3", "--json"], repo, s3_env)
+        in_sync = json.loads(status.strip().splitlines()[-1] or "{}") == {}
+        return seconds, in_sync
+    finally:
+        server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -281,6 +322,8 @@ def main() -> None:
     (args.workdir / "repro.log").write_text(output)
     _, status_s = _run(["dvc", "status"], repo, env)
     _, push_s = _run(["dvc", "push", "-r", "bench"], repo, env)
+    s3_push_s, s3_clean = _push_to_s3(repo, env)
+    cache_bytes = sum(p.stat().st_size for p in (repo / ".dvc" / "cache").rglob("*") if p.is_file())
     reports = stage_reports(output)
 
     raw_bytes = sum(r.get("text_bytes", 0) for r in reports if r["stage"] == "source")
@@ -325,6 +368,9 @@ def main() -> None:
         "quarantined_when_read": quarantined_raw,
         "dvc_status_seconds_after": round(status_s, 1),
         "dvc_push_local_seconds": round(push_s, 1),
+        "dvc_cache_bytes": cache_bytes,
+        "dvc_push_s3_seconds": round(s3_push_s, 1),
+        "s3_remote_in_sync": s3_clean,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
