@@ -258,6 +258,9 @@ def main() -> None:
     parser.add_argument("--gb", type=float, default=1.0, help="corpus text in GB (default 1)")
     parser.add_argument("--shard-mb", type=float, default=128.0, help="shard_mb of each source")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/olmo-corpus-scale"))
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help=f"where the results go (default {RESULTS})"
+    )
     args = parser.parse_args()
     if args.workdir.exists():
         shutil.rmtree(args.workdir)
@@ -372,10 +375,10 @@ def main() -> None:
         "dvc_push_s3_seconds": round(s3_push_s, 1),
         "s3_remote_in_sync": s3_clean,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    print(f"wrote {RESULTS}")
+    print(f"wrote {args.results}")
 
 
 if __name__ == "__main__":
