@@ -1,5 +1,6 @@
 """``olmo query "SQL"`` (lineage questions over the lab's DuckDB database) and ``olmo lab``
-(the pipeline's declaration: ``olmo lab stages``, ``olmo lab dvc-yaml``).
+(the pipeline's declaration: ``olmo lab stages``, ``olmo lab dvc-yaml``; the training job
+for Kubernetes: ``olmo lab kubernetes``).
 
 Registered into the ``olmo`` command through the ``olmo.commands`` entry point (see
 ``olmo_nn/cli/main.py``), so the model library never imports the lab.
@@ -195,6 +196,21 @@ def _register_lab(commands: Any) -> None:
     )
     shards.add_argument("--repo", type=Path, help="the lab's repository (default: as olmo query)")
     shards.set_defaults(func=_shards_command)
+    kubernetes = actions.add_parser(
+        "kubernetes",
+        help="print the training job as Kubernetes objects (kubectl apply -f -)",
+        description="Render the training run of params.yaml as a headless Service and an "
+        "Indexed Job (one pod per train.slurm.nodes, train.nproc processes each), from "
+        "train.kubernetes: multi-document YAML for `kubectl apply -f -`. The lab does not "
+        "apply or follow the job; it needs the token shards, whose folders the trainer reads.",
+    )
+    kubernetes.add_argument(
+        "--repo", type=Path, help="the lab's repository (default: as olmo query)"
+    )
+    kubernetes.add_argument(
+        "--output", type=Path, metavar="FILE", help="write the YAML to FILE instead of printing it"
+    )
+    kubernetes.set_defaults(func=_kubernetes_command)
 
 
 def _stages_command(args: argparse.Namespace) -> int:
@@ -270,4 +286,18 @@ def _dvc_yaml_command(args: argparse.Namespace) -> int:
         return 1 if stale else 0
     path.write_text(text, encoding="utf-8")
     print(f"wrote {path}")
+    return 0
+
+
+def _kubernetes_command(args: argparse.Namespace) -> int:
+    from olmo_assets.lab.kubernetes import lab_objects, manifest
+    from olmo_assets.lab.params import Lab
+
+    text = manifest(lab_objects(Lab.load(args.repo)))
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text, encoding="utf-8")
+    print(f"wrote {args.output}")
     return 0

@@ -10,6 +10,7 @@ config fills it in with defaults.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ __all__ = [
     "SOURCE_KINDS",
     "CurationParams",
     "EvalParams",
+    "KubernetesParams",
     "Lab",
     "LabParams",
     "SourceParams",
@@ -158,6 +160,62 @@ class SlurmParams(Config):
             raise ConfigError(f"train.slurm.gpus_per_node={self.gpus_per_node} must be >= 0")
 
 
+#: A Kubernetes object's name that is also a DNS label (RFC 1035): a Service's name must be.
+_DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+
+
+@dataclass
+class KubernetesParams(Config):
+    """The training job as Kubernetes objects, rendered by ``olmo lab kubernetes``
+    (:mod:`olmo_assets.lab.kubernetes`) for a user to apply; the lab never applies them.
+
+    Only what is Kubernetes' own lives here. The job's shape is declared once, for every
+    launcher, where the Slurm launcher already reads it: ``train.slurm.nodes`` (one pod per
+    node), ``train.slurm.gpus_per_node``, ``train.slurm.cpus_per_node``, and ``train.nproc``
+    (processes per node)."""
+
+    image: str | None = None
+    """The container image, with the lab installed (the same commit as the repository);
+    required to render."""
+    claim: str | None = None
+    """The PersistentVolumeClaim holding the repository with its ``lab/`` folder, mounted by
+    every pod (ReadWriteMany); required to render."""
+    sub_path: str | None = None
+    """The repository's folder inside the claim's volume (none: the volume's root)."""
+    mount_path: str | None = None
+    """Where the repository is in the pod; none: at the same path as on this machine."""
+    name: str = "olmo-train"
+    """The Job's name, and its headless Service's: pod 0 is ``<name>-0.<name>``."""
+    namespace: str | None = None
+    """None: the namespace ``kubectl`` applies to."""
+    service_account: str | None = None
+    """The pods' service account (none: the namespace's ``default``)."""
+    gpu_resource: str = "nvidia.com/gpu"
+    """The extended resource a GPU is (``amd.com/gpu`` on AMD's device plugin)."""
+    memory: str | None = None
+    """Memory per pod, requested and limited (``1600Gi``)."""
+    shared_memory: str | None = None
+    """Size limit of ``/dev/shm`` (memory-backed; NCCL and data loaders use it); none: up to
+    the pod's memory."""
+    python: str = "python"
+    """The lab's Python in the image (it runs ``-m torch.distributed.run``)."""
+    node_selector: dict[str, str] = field(default_factory=dict)
+    """Labels a node must have (``nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3``)."""
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    """Pod tolerations, as Kubernetes writes them (``{key: nvidia.com/gpu, operator: Exists,
+    effect: NoSchedule}``)."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Further environment variables of the trainer (``NCCL_IB_HCA: mlx5``)."""
+
+    def __post_init__(self) -> None:
+        # The pods' host names are <name>-<index>: keep room for the index in 63 characters.
+        if not _DNS_LABEL.fullmatch(self.name) or len(self.name) > 56:
+            raise ConfigError(
+                f"train.kubernetes.name={self.name!r} must be a DNS label of at most 56 "
+                "characters: lowercase letters, digits and '-', starting with a letter"
+            )
+
+
 @dataclass
 class TrainParams(Config):
     config: str = "configs/tiny.yaml"
@@ -173,6 +231,8 @@ class TrainParams(Config):
     launcher: str = "local"
     """``local``: ``torchrun --standalone`` on this machine; ``slurm``: a batch job (``slurm``)."""
     slurm: SlurmParams = field(default_factory=SlurmParams)
+    kubernetes: KubernetesParams = field(default_factory=KubernetesParams)
+    """The Job a Kubernetes user applies (``olmo lab kubernetes``); no launcher runs it."""
 
     def __post_init__(self) -> None:
         if self.launcher not in LAUNCHERS:
