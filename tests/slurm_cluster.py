@@ -103,6 +103,8 @@ def _write_conf(root: Path) -> Path:
         "SlurmUser=root",
         "SlurmdUser=root",
         "AuthType=auth/munge",
+        # A requeued job waits out its old credential (120 s by default) before it starts again.
+        "AuthInfo=cred_expire=10",
         f"StateSaveLocation={root}/state",
         f"SlurmdSpoolDir={root}/spool_%n",
         f"SlurmctldPidFile={root}/run/slurmctld.pid",

@@ -71,6 +71,8 @@ class JobState:
     state: str
     exit_code: str
     """``<code>:<signal>`` as Slurm writes it."""
+    restarts: int = 0
+    """How many times the job was requeued."""
 
     @property
     def final(self) -> bool:
@@ -95,11 +97,21 @@ def sbatch_script(
     sbatch_lines: Sequence[str] = (),
     setup: Sequence[str] = (),
     rdzv_port: int = 29500,
+    run_dir: Path | None = None,
+    signal_seconds: int = 0,
 ) -> str:
     """The batch script: ``#SBATCH`` options, the environment ``setup`` lines, then one
     ``torchrun`` per node (``torchrun`` is how to start it, e.g. ``python -m
     torch.distributed.run``; ``command`` what it runs, e.g. ``-m olmo_nn.cli.main train
-    …``). ``output`` takes the job's stdout and stderr (``%j`` is the job id)."""
+    …``). ``output`` takes the job's stdout and stderr (``%j`` is the job id).
+
+    With the trainer's ``run_dir``, the job stops and resumes on a warning: Slurm sends this
+    script ``USR1`` ``signal_seconds`` before the time limit (``--signal=B:USR1@N``; also
+    ``scancel --batch --signal=USR1``), the script asks the trainer to save and stop
+    (:mod:`olmo_nn.train.stop`), and once the trainer has, requeues the job, which resumes
+    from that checkpoint."""
+    from olmo_nn.train.stop import STOP_REQUEST_FILE, STOPPED_FILE
+
     options = [
         f"--job-name={job_name}",
         f"--nodes={nodes}",
@@ -119,6 +131,10 @@ def sbatch_script(
     ):
         if value:
             options.append(f"--{flag}={value}")
+    if run_dir is not None:
+        if signal_seconds:
+            options.append(f"--signal=B:USR1@{signal_seconds}")
+        options.append("--requeue")
     options += [line.removeprefix("#SBATCH").strip() for line in sbatch_lines]
     launch = [
         *torchrun,
@@ -129,6 +145,32 @@ def sbatch_script(
         '--rdzv-id="$SLURM_JOB_ID"',
         *(shlex.quote(part) for part in command),
     ]
+    stopping: list[str] = []
+    finish = ["srun --kill-on-bad-exit=1 " + " ".join(launch)]
+    if run_dir is not None:
+        request = shlex.quote(str(run_dir / STOP_REQUEST_FILE))
+        stopped = shlex.quote(str(run_dir / STOPPED_FILE))
+        stopping = [
+            "# Warned (USR1) of the time limit, ask the trainer to save and stop.",
+            f"rm -f {request} {stopped}",
+            "trap 'echo \"job $SLURM_JOB_ID: warned (USR1): asking the trainer to save a "
+            f"checkpoint and stop\"; touch {request}' USR1",
+        ]
+        finish = [
+            f"{finish[0]} &",
+            "launch=$!",
+            "while :; do",
+            '  status=0; wait "$launch" || status=$?',
+            '  kill -0 "$launch" 2>/dev/null || break  # else the warning interrupted the wait',
+            "done",
+            "# The trainer saved and stopped: requeue the job, which resumes from there.",
+            f"if [ -f {stopped} ]; then",
+            '  echo "job $SLURM_JOB_ID: the trainer saved and stopped; requeueing the job"',
+            '  scontrol requeue "$SLURM_JOB_ID"',
+            "  exit 0",
+            "fi",
+            'exit "$status"',
+        ]
     lines = [
         "#!/bin/bash",
         *(f"#SBATCH {option}" for option in options),
@@ -136,6 +178,7 @@ def sbatch_script(
         "set -euo pipefail",
         *setup,
         f"cd {shlex.quote(str(workdir))}",
+        *stopping,
         "# Rendezvous on the first node, by the address Slurm reaches it at.",
         'first=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
         'MASTER_ADDR=$(scontrol show node "$first" -o | sed -n "s/.*NodeAddr=\\([^ ]*\\).*/\\1/p")',
@@ -143,7 +186,7 @@ def sbatch_script(
         'echo "job $SLURM_JOB_ID: $SLURM_JOB_NUM_NODES node(s) ($SLURM_JOB_NODELIST), '
         'rendezvous at $MASTER_ADDR:$MASTER_PORT"',
         "# One torchrun per node.",
-        "srun --kill-on-bad-exit=1 " + " ".join(launch),
+        *finish,
     ]
     return "\n".join(lines) + "\n"
 
@@ -178,7 +221,12 @@ def job_state(job_id: str, env: Mapping[str, str] | None = None) -> JobState | N
     if done.returncode != 0:
         return None
     fields = dict(_FIELD.findall(done.stdout))
-    return JobState(fields.get("JobState", "UNKNOWN"), fields.get("ExitCode", "?"))
+    restarts = fields.get("Restarts", "0")
+    return JobState(
+        fields.get("JobState", "UNKNOWN"),
+        fields.get("ExitCode", "?"),
+        int(restarts) if restarts.isdigit() else 0,
+    )
 
 
 class _Tail:
@@ -215,9 +263,13 @@ def run_job(
     print(f"submitted Slurm job {job_id} ({script})", flush=True)
     tail = _Tail(output(job_id))
     state: JobState | None = None
+    restarts = 0
     try:
         while True:
             state = job_state(job_id, env)
+            if state is not None and state.restarts > restarts:
+                restarts = state.restarts
+                print(f"Slurm job {job_id} was requeued (restart {restarts})", flush=True)
             tail()
             if poll is not None:
                 best_effort(poll)

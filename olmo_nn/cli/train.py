@@ -18,7 +18,9 @@ def register(commands: Any) -> None:
         help="train a model (single process, or under torchrun)",
         description=(
             "Train from CONFIG.yaml. Started again on the same run directory it resumes from the "
-            "latest checkpoint. Under torchrun every rank runs this same command."
+            "latest checkpoint. Under torchrun every rank runs this same command. Creating "
+            "RUN_DIR/stop-request asks a running trainer to save a checkpoint after its current "
+            "step and exit with status 75 (resumable)."
         ),
     )
     parser.add_argument(
@@ -94,9 +96,11 @@ def _train(args: argparse.Namespace) -> int:
     from olmo_nn.train.run import run_training
 
     run_dir = args.run_dir or Path("runs") / config.run_name
+    from olmo_nn.train.stop import STOPPED_EXIT
+
     try:
-        run_training(config, run_dir, stop_at=args.stop_at)
+        trainer = run_training(config, run_dir, stop_at=args.stop_at)
     except DiskFullError as error:  # not a traceback: the message says what to do
         print(f"olmo train: error: {error}", file=sys.stderr)
         return 1
-    return 0
+    return STOPPED_EXIT if trainer.stopped_on_request is not None else 0

@@ -9,6 +9,7 @@ A run holds its directory exclusively (:mod:`olmo_nn.train.lock`). It resumes fr
 intact checkpoint, skipping damaged ones, and first writes an interval's unsharded checkpoint
 that an interruption between the two saves left missing. Rank 0 alone takes the lock and
 chooses the checkpoint; when that fails, every rank raises its error (:func:`on_main_rank`).
+Asked to stop (:mod:`olmo_nn.train.stop`), it saves after the current step and stops.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from olmo_nn.train.lock import run_directory_lock
 from olmo_nn.train.optim import build_optimizer
 from olmo_nn.train.schedule import lr_at, set_lr
 from olmo_nn.train.stability import OutlierDetector, clip_grad_norm, clip_threshold, z_loss
+from olmo_nn.train.stop import STOP_REQUEST_FILE, mark_stopped, stop_requested
 
 __all__ = ["NonFiniteLossError", "Trainer", "on_main_rank"]
 
@@ -120,6 +122,8 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.callbacks = callbacks or []
         self.stop_at = stop_at
+        self.stopped_on_request: int | None = None
+        """The step after which a stop request (:mod:`olmo_nn.train.stop`) ended the run."""
         self.ctx = ctx or init_distributed(self.config.device)
         self.step = 0
         self.tokens_seen = 0
@@ -285,6 +289,24 @@ class Trainer:
         with ExitStack() as held:
             checkpoint = on_main_rank(self.ctx, lambda: self._claim_run_dir(held))
             self._fit(checkpoint)
+            if self.stopped_on_request is not None and self.ctx.is_main:
+                assert self.last_checkpoint is not None
+                mark_stopped(self.run_dir, self.step, self.last_checkpoint)
+                print(
+                    f"stopped after step {self.step} as {self.run_dir / STOP_REQUEST_FILE} "
+                    f"asked; run the same command again to resume from {self.last_checkpoint}",
+                    file=sys.stderr,
+                )
+            if self.stopped_on_request is not None:
+                self.ctx.barrier()  # no rank exits (and gets the others killed) before that
+
+    def _stop_requested(self) -> bool:
+        """Rank 0 looks for the request; every rank gets its answer (one all-reduce)."""
+        asked = self.ctx.is_main and stop_requested(self.run_dir)
+        if self.ctx.initialized and self.ctx.world_size > 1:
+            flag = torch.tensor(float(asked), device=self.ctx.device)
+            asked = bool(self.ctx.all_reduce_mean(flag).item() > 0)
+        return asked
 
     def _fit(self, checkpoint: Path | None) -> None:
         self._resume(checkpoint)
@@ -315,11 +337,14 @@ class Trainer:
             interval = self.config.save_interval_unsharded
             if interval is not None and self.step % interval == 0 and self.step < last:
                 self.save(unsharded=True)
+            if self.step < last and self._stop_requested():
+                self.stopped_on_request = self.step
+                break
         if self.last_checkpoint is None or not self.last_checkpoint.name.endswith(
             f"{self.step:06d}"
         ):
             self.save(unsharded=False)
-        if self.step > start and self._unsharded_due(self.step):
+        if self.step > start and self._unsharded_due(self.step) and not self.stopped_on_request:
             self.save(unsharded=True)  # at max_steps, and at an interval --stop-at ends on
         for callback in self.callbacks:
             callback.on_train_end(self)

@@ -106,6 +106,8 @@ def slurm_script(lab: Lab) -> str:
         sbatch_lines=slurm.sbatch,
         setup=slurm.setup,
         rdzv_port=slurm.rdzv_port,
+        run_dir=lab.run_dir,
+        signal_seconds=slurm.signal_seconds,
     )
 
 

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -34,12 +35,18 @@ OLMO_7B_SCRIPT = """\
 #SBATCH --account=ai2
 #SBATCH --qos=high
 #SBATCH --time=2-00:00:00
+#SBATCH --signal=B:USR1@300
+#SBATCH --requeue
 #SBATCH --exclusive
 # Written by the lab's train step (olmo_assets/lab/slurm.py).
 set -euo pipefail
 module load cuda/12.4
 source /shared/lab/.venv/bin/activate
 cd /shared/lab
+# Warned (USR1) of the time limit, ask the trainer to save and stop.
+rm -f /shared/lab/lab/runs/train/stop-request /shared/lab/lab/runs/train/stopped.json
+trap 'echo "job $SLURM_JOB_ID: warned (USR1): asking the trainer to save a checkpoint and stop"; \
+touch /shared/lab/lab/runs/train/stop-request' USR1
 # Rendezvous on the first node, by the address Slurm reaches it at.
 first=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 MASTER_ADDR=$(scontrol show node "$first" -o | sed -n "s/.*NodeAddr=\\([^ ]*\\).*/\\1/p")
@@ -50,7 +57,19 @@ $MASTER_ADDR:$MASTER_PORT"
 srun --kill-on-bad-exit=1 python -m torch.distributed.run --nnodes=$SLURM_JOB_NUM_NODES \
 --nproc-per-node=8 --rdzv-backend=c10d --rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT" \
 --rdzv-id="$SLURM_JOB_ID" -m olmo_nn.cli.main train /shared/lab/configs/olmo-7b.yaml \
-'data.paths=[/shared/lab/lab/shards/web/00000/train]' --run-dir /shared/lab/lab/runs/train
+'data.paths=[/shared/lab/lab/shards/web/00000/train]' --run-dir /shared/lab/lab/runs/train &
+launch=$!
+while :; do
+  status=0; wait "$launch" || status=$?
+  kill -0 "$launch" 2>/dev/null || break  # else the warning interrupted the wait
+done
+# The trainer saved and stopped: requeue the job, which resumes from there.
+if [ -f /shared/lab/lab/runs/train/stopped.json ]; then
+  echo "job $SLURM_JOB_ID: the trainer saved and stopped; requeueing the job"
+  scontrol requeue "$SLURM_JOB_ID"
+  exit 0
+fi
+exit "$status"
 """
 
 
@@ -78,6 +97,8 @@ def test_the_batch_script_of_an_olmo_7b_run_on_4_nodes_of_8_gpus() -> None:
         time_limit="2-00:00:00",
         sbatch_lines=["#SBATCH --exclusive"],
         setup=["module load cuda/12.4", "source /shared/lab/.venv/bin/activate"],
+        run_dir=Path("/shared/lab/lab/runs/train"),
+        signal_seconds=300,
     )
     assert script == OLMO_7B_SCRIPT.replace("\\\n", "")
 
@@ -132,6 +153,66 @@ def test_a_two_node_slurm_job_trains_as_one_process_does(
     assert ranks == ["__0_0.distcp", "__1_0.distcp"]
     single = built_lab.run_dir / "checkpoints" / "step000004"
     assert sorted(p.name for p in single.glob("*.distcp")) == ["__0_0.distcp"]
+    assert result.metadata["steps"] == 4
+
+
+def test_a_job_warned_of_its_time_limit_saves_requeues_and_resumes_bit_exactly(
+    built_lab: Lab,
+    slurm_cluster: SlurmCluster,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The warning Slurm sends before the time limit (``--signal=B:USR1@N``), sent now with
+    ``scancel --batch --signal=USR1``: the trainer saves and stops, the job requeues itself
+    and resumes, and the run ends with the losses of the session's uninterrupted run."""
+    repo = tmp_path / "repo"
+    shutil.copytree(built_lab.repo / "configs", repo / "configs")
+    shutil.copytree(built_lab.shards, repo / "lab" / "shards")
+    params = yaml.safe_load((built_lab.repo / "params.yaml").read_text(encoding="utf-8"))
+    params["train"] |= {"launcher": "slurm", "slurm": {"rdzv_port": _free_port()}}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    lab = Lab.load(repo)
+    env = {**os.environ, **slurm_cluster.env}
+    for name, value in slurm_cluster.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    warned: list[str] = []
+
+    def warn_once_started() -> None:
+        # The batch script announces the rendezvous once its USR1 trap is set.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for output in (repo / "lab" / "slurm").glob("train-*.out"):
+                if "rendezvous at" in output.read_text(encoding="utf-8", errors="replace"):
+                    job = output.stem.removeprefix("train-")
+                    subprocess.run(
+                        ["scancel", "--batch", "--signal=USR1", job], env=env, check=True
+                    )
+                    warned.append(job)
+                    return
+            time.sleep(0.2)
+
+    warner = threading.Thread(target=warn_once_started)
+    warner.start()
+    try:
+        result = train(lab)
+    finally:
+        warner.join()
+
+    out = capsys.readouterr().out
+    assert warned, out
+    assert "#SBATCH --signal=B:USR1@300" in next(
+        (repo / "lab" / "slurm").glob("train-*.sbatch")
+    ).read_text(encoding="utf-8")
+    assert "warned (USR1): asking the trainer to save a checkpoint and stop" in out
+    assert "the trainer saved and stopped; requeueing the job" in out
+    assert f"Slurm job {warned[0]} was requeued (restart 1)" in out
+    assert "resumed from " in out
+    one = [(m["step"], m["loss"]) for m in read_metrics(built_lab.run_dir) if "loss" in m]
+    resumed = [(m["step"], m["loss"]) for m in read_metrics(lab.run_dir) if "loss" in m]
+    assert resumed == one  # exactly: the same run, stopped and resumed
+    assert not (lab.run_dir / "stopped.json").exists()
     assert result.metadata["steps"] == 4
 
 

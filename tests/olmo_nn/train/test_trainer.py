@@ -164,6 +164,56 @@ def test_sigkill_during_training_then_resume_is_bit_identical(
         assert torch.equal(resumed[key], tensor), key
 
 
+def test_a_stop_request_saves_stops_with_status_75_and_resumes_bit_identically(
+    reference_run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a Slurm job does when warned of its time limit: the trainer finishes its step,
+    saves, answers the request and exits 75; started again, it ends as if never stopped."""
+    config, reference = reference_run
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "stop-request").touch()  # there before the first step: it stops after step 1
+    assert train(config, run) == 75
+    assert [m["step"] for m in read_metrics(run)] == [1]
+    assert json.loads((run / "stopped.json").read_text()) == {
+        "step": 1,
+        "checkpoint": str(run / "checkpoints" / "step000001"),
+    }
+    assert not (run / "stop-request").exists()
+    assert (run / "checkpoints" / "step000001" / "train_state.json").is_file()
+    assert "stopped after step 1 as " in capsys.readouterr().err
+    assert train(config, run) == 0
+    assert losses(run) == losses(reference)  # exactly, not approximately
+    name = "step000008-unsharded/model.safetensors"
+    resumed = load_file(run / "checkpoints" / name)
+    uninterrupted = load_file(reference / "checkpoints" / name)
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(torch.equal(resumed[key], tensor) for key, tensor in uninterrupted.items())
+
+
+def test_two_ranks_agree_to_stop_on_rank_0s_request(
+    reference_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config, reference = reference_run
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "stop-request").touch()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "olmo_nn.cli.main", "train", str(config), "--run-dir", str(run),
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    # The ranks exit 75; torchrun reports its workers' failure as its own status 1.
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "exitcode  : 75" in result.stderr, result.stderr[-3000:]
+    assert json.loads((run / "stopped.json").read_text())["step"] == 1
+    shards = sorted(p.name for p in (run / "checkpoints" / "step000001").glob("*.distcp"))
+    assert shards == ["__0_0.distcp", "__1_0.distcp"]
+    assert train(config, run) == 0  # resumed in one process
+    assert losses(run) == pytest.approx(losses(reference), rel=1e-4, abs=1e-4)
+
+
 def test_two_processes_match_one(reference_run: tuple[Path, Path], tmp_path: Path) -> None:
     config, reference = reference_run
     run = tmp_path / "run"
