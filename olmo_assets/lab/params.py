@@ -152,8 +152,14 @@ class SlurmParams(Config):
     node must see it."""
     rdzv_port: int = 29500
     """The port of the c10d rendezvous on the first node."""
+    signal_seconds: int = 300
+    """How long before the time limit Slurm warns the job (``--signal=B:USR1@N``): the trainer
+    then saves a checkpoint and stops, and the job requeues itself and resumes from it. Slurm
+    sends the warning up to a minute late; leave time for one step and a save."""
 
     def __post_init__(self) -> None:
+        if self.signal_seconds < 0:
+            raise ConfigError(f"train.slurm.signal_seconds={self.signal_seconds} must be >= 0")
         if self.nodes < 1:
             raise ConfigError(f"train.slurm.nodes={self.nodes} must be at least 1")
         if self.gpus_per_node < 0:
