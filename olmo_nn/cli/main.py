@@ -7,7 +7,7 @@ import importlib.metadata
 import sys
 from collections.abc import Sequence
 
-from olmo_nn.cli import batch, data, evaluation, hf, model, train
+from olmo_nn.cli import batch, checkpoint, data, evaluation, hf, model, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     groups = {"data": data.register(commands)}
-    for module in (model, train, batch, evaluation, hf):
+    for module in (model, train, checkpoint, batch, evaluation, hf):
         module.register(commands)
     # Other packages (the curation library) add commands through the "olmo.commands" entry
     # point group: ``register(commands, groups)``; olmo_nn never imports them itself.

@@ -83,6 +83,7 @@ __all__ = [
     "save_sharded",
     "save_unsharded",
     "set_rng_state",
+    "unshard",
     "verify_sharded",
 ]
 
@@ -500,3 +501,35 @@ def save_unsharded(
             save_state_dict(clean, model_config, final, config=config, overwrite=True, files=state)
     ctx.barrier()
     return final
+
+
+def unshard(checkpoint: Path, output: Path | None = None, *, overwrite: bool = False) -> Path:
+    """A sharded checkpoint, written at any world size, as the unsharded checkpoint the trainer
+    would have written at its step (the same files), offline in this one process: the model's
+    weights, config and train state; the optimizer state stays in the sharded one.
+
+    ``output`` defaults to the trainer's name for it, ``RUN_DIR/checkpoints/stepN-unsharded``.
+    """
+    from olmo_nn.model.transformer import OLMo
+
+    verify_sharded(checkpoint)
+    config = yaml.safe_load((checkpoint / "config.yaml").read_text(encoding="utf-8"))
+    model_config = TransformerConfig.from_dict(config["model"], _where="model")
+    model = OLMo(model_config, init_device="meta")
+    model.to_empty(device="cpu")
+    load_sharded(checkpoint, model, None)
+    tensors = {_clean_name(name): tensor for name, tensor in model.state_dict().items()}
+    if model_config.weight_tying:
+        tensors.pop("lm_head.weight", None)
+    target = output or checkpoint.with_name(f"{checkpoint.name}-unsharded")
+    state = (checkpoint / TRAIN_STATE_FILE).read_text(encoding="utf-8")
+    with _saving(target, _nbytes(tensors)):
+        save_state_dict(
+            tensors,
+            model_config,
+            target,
+            config=config,
+            overwrite=overwrite,
+            files={TRAIN_STATE_FILE: state},
+        )
+    return target

@@ -7,8 +7,9 @@ resolved tree goes into ``RUN_DIR/config.yaml``, each checkpoint and MLflow's pa
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from olmo_nn.config import Config, ConfigError
 from olmo_nn.model.config import TransformerConfig
@@ -18,9 +19,48 @@ from olmo_nn.train.optim import OptimConfig
 from olmo_nn.train.schedule import BatchSizeWarmupConfig, SchedulerConfig
 from olmo_nn.train.stability import ClipConfig, SkipStepConfig
 
-__all__ = ["EvalConfig", "TrainConfig"]
+__all__ = ["HARDWARE_FIELDS", "EvalConfig", "TrainConfig", "hardware_field", "math_of"]
 
 Precision = Literal["fp32", "bf16"]
+
+HARDWARE_FIELDS = (
+    "run_name",
+    "micro_batch_size",
+    "save_interval",
+    "save_interval_unsharded",
+    "save_num_checkpoints_to_keep",
+    "log_interval",
+    "eval",
+    "device",
+    "fsdp",
+    "activation_checkpointing",
+    "compile",
+    "mlflow",
+    "mlflow_experiment",
+    "data.num_workers",
+    "data.validation_paths",
+)
+"""The fields of a run's config that do not change what it computes, only how, where and what
+it reports: a run resumes with other values of these (on other hardware, with another
+micro-batch size or node count), and with the same values of every other field (model,
+optimizer, schedule, data, global batch, seed, precision)."""
+
+
+def hardware_field(key: str) -> bool:
+    """Whether the dotted ``key`` (an override's) is, or is inside, a hardware field."""
+    return any(key == field or key.startswith(f"{field}.") for field in HARDWARE_FIELDS)
+
+
+def math_of(config: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config's tree without its :data:`HARDWARE_FIELDS`."""
+    tree = copy.deepcopy(config)
+    for dotted in HARDWARE_FIELDS:
+        *parents, last = dotted.split(".")
+        node = tree
+        for key in parents:
+            node = node.get(key, {})
+        node.pop(last, None)
+    return tree
 
 
 @dataclass(kw_only=True)

@@ -52,7 +52,7 @@ from olmo_nn.train.checkpointing import (
     save_unsharded,
     set_rng_state,
 )
-from olmo_nn.train.config import TrainConfig
+from olmo_nn.train.config import HARDWARE_FIELDS, TrainConfig, math_of
 from olmo_nn.train.data_order import DataOrder, InstanceSpace
 from olmo_nn.train.loader import BatchLoader, StepBatch
 from olmo_nn.train.lock import run_directory_lock
@@ -243,13 +243,24 @@ class Trainer:
         path = self.run_dir / "config.yaml"
         if path.is_file():
             existing = yaml.safe_load(path.read_text(encoding="utf-8"))
-            if existing != resolved:
-                changed = sorted(k for k in resolved if existing.get(k) != resolved[k])
+            ours, theirs = math_of(resolved), math_of(existing)
+            if ours != theirs:
+                changed = sorted(
+                    k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k)
+                )
                 raise ValueError(
                     f"{self.run_dir} holds a run with a different config (sections differing: "
-                    f"{', '.join(changed)}); resume it with its own config or pick another --run-dir"
+                    f"{', '.join(changed)}); resume it with its own config or pick another "
+                    f"--run-dir (only {', '.join(HARDWARE_FIELDS)} may change on a resume)"
                 )
-        else:
+            if existing != resolved:
+                changed = sorted(k for k in resolved if existing.get(k) != resolved.get(k))
+                print(
+                    f"resuming {self.run_dir} with other settings that leave its math alone "
+                    f"({', '.join(changed)})",
+                    file=sys.stderr,
+                )
+        if not path.is_file() or existing != resolved:
             path.write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
         for leftover in remove_staging_folders(self.run_dir):
             print(f"removed {leftover}, left by an interrupted save", file=sys.stderr)

@@ -123,19 +123,30 @@ def _run_on_slurm(lab: Lab, environment: dict[str, str], progress: TrainingProgr
 
 
 def launch_identity(lab: Lab) -> str:
-    """What a run must share with an earlier one to resume it: the trainer's arguments (not
-    how many processes or nodes run it), the shards' manifests, and the stage's code version
-    (its parameters, the training config's content and the code), so an edited config or
-    trainer starts afresh instead of resuming."""
-    from olmo_assets.lab.pipeline import StageRun, code_version, stage_named
+    """What a run must share with an earlier one to resume it: the trainer's arguments that
+    change its math (not how many nodes or processes run it, nor the micro-batch size:
+    :data:`olmo_nn.train.config.HARDWARE_FIELDS`), the shards' manifests, the training
+    config's content and the stage's code, so an edited config or trainer starts afresh
+    instead of resuming, and a run moved to other hardware resumes."""
+    from olmo_assets.lab.hashing import dvc_md5
+    from olmo_assets.lab.pipeline import StageRun, code_path, stage_named
     from olmo_assets.lab.steps.tokenization import split_folders
+    from olmo_nn.train.config import hardware_field
 
+    stage = stage_named("train")
     manifests = [folder / "manifest.json" for folder in split_folders(lab, "train")]
     return json.dumps(
         {
-            "command": trainer_arguments(lab),
+            "command": [
+                argument
+                for argument in trainer_arguments(lab)
+                if not hardware_field(argument.partition("=")[0])
+            ],
             "shards": [path.read_text(encoding="utf-8") for path in manifests],
-            "code_version": code_version(lab, StageRun(stage_named("train"))),
+            "files": {
+                key: dvc_md5(lab.repo / str(lab.param(key))) for key in StageRun(stage).files()
+            },
+            "code": {path: dvc_md5(code_path(lab, path)) for path in stage.code_paths},
         }
     )
 

@@ -219,6 +219,23 @@ def test_training_resumes_only_what_was_launched_the_same_way(lab: Lab) -> None:
     before = identity()
     _edit(lab, "workers", 1)
     assert identity() == before
+    # Other hardware resumes the run: nodes, processes, micro-batch, launcher.
+    train = dict(lab.params.train.to_dict())
+    for key, value in (
+        ("nproc", 2),
+        ("micro_batch_size", 2),
+        ("launcher", "slurm"),
+        ("slurm", {"nodes": 4, "gpus_per_node": 8}),
+        ("overrides", {**train["overrides"], "activation_checkpointing": True}),
+    ):
+        _edit(lab, "train", {**train, key: value})
+        assert identity() == before, key
+    _edit(lab, "train", {**train, "max_steps": train["max_steps"] + 1})
+    assert identity() != before
+    _edit(lab, "train", {**train, "overrides": {**train["overrides"], "optim.lr": 1.0}})
+    assert identity() != before
+    _edit(lab, "train", train)
+    assert identity() == before
     config = lab.repo / lab.params.train.config
     text = config.read_text(encoding="utf-8")
     config.write_text(text.replace("seed: 6198", "seed: 6199"), encoding="utf-8")

@@ -19,6 +19,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from olmo_nn.checkpoint import load_model
 from olmo_nn.cli.main import main
 from olmo_nn.train.callbacks.metrics_file import read_metrics
 from olmo_nn.train.config import TrainConfig
@@ -191,6 +192,57 @@ def test_a_stop_request_saves_stops_with_status_75_and_resumes_bit_identically(
     assert all(torch.equal(resumed[key], tensor) for key, tensor in uninterrupted.items())
 
 
+def test_a_run_resumes_with_other_hardware_settings_but_not_other_math(
+    reference_run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Micro-batch size, activation checkpointing, compile, workers: how, not what. The
+    optimizer, schedule, data, batch and seed must stay."""
+    config, reference = reference_run
+    run = tmp_path / "run"
+    assert train(config, run, "--stop-at", "4") == 0
+    capsys.readouterr()
+    hardware = ["micro_batch_size=1", "activation_checkpointing=true", "data.num_workers=1"]
+    assert train(config, run, *hardware) == 0
+    assert (
+        "with other settings that leave its math alone (activation_checkpointing, data, "
+        "micro_batch_size)"
+    ) in capsys.readouterr().err
+    # Four micro-batches instead of two add up the same gradients in another order.
+    assert losses(run)[:4] == losses(reference)[:4]
+    assert losses(run)[4:] == pytest.approx(losses(reference)[4:], rel=1e-5, abs=1e-5)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert (saved["micro_batch_size"], saved["activation_checkpointing"]) == (1, True)
+    for change in ("optim.lr=1e-3", "global_batch_size=8", "data.seed=1", "precision=bf16"):
+        assert train(config, run, change) == 2
+        err = capsys.readouterr().err
+        assert f"{run} holds a run with a different config (sections differing: " in err
+        assert "only run_name, micro_batch_size, save_interval" in err
+
+
+def test_unshard_writes_the_files_the_trainer_writes(
+    reference_run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, reference = reference_run
+    checkpoints = reference / "checkpoints"
+    output = tmp_path / "step000008-unsharded"
+    assert (
+        main(["checkpoint", "unshard", str(checkpoints / "step000008"), "--output", str(output)])
+        == 0
+    )
+    assert capsys.readouterr().out == f"wrote {output}\n"
+    written = checkpoints / "step000008-unsharded"
+    assert sorted(p.name for p in output.iterdir()) == sorted(p.name for p in written.iterdir())
+    for path in written.iterdir():
+        assert (output / path.name).read_bytes() == path.read_bytes(), path.name
+    assert (
+        main(["checkpoint", "unshard", str(checkpoints / "step000008"), "--output", str(output)])
+        == 2
+    )
+    assert f"{output} already exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["checkpoint", "unshard", str(written)]) == 2
+    assert "is not a sharded checkpoint (no .metadata in it)" in capsys.readouterr().err
+
+
 def test_two_ranks_agree_to_stop_on_rank_0s_request(
     reference_run: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -210,6 +262,16 @@ def test_two_ranks_agree_to_stop_on_rank_0s_request(
     assert json.loads((run / "stopped.json").read_text())["step"] == 1
     shards = sorted(p.name for p in (run / "checkpoints" / "step000001").glob("*.distcp"))
     assert shards == ["__0_0.distcp", "__1_0.distcp"]
+    # Two ranks' shards, unsharded offline in one process: the weights the run resumes from.
+    assert main(["checkpoint", "unshard", str(run / "checkpoints" / "step000001")]) == 0
+    two = load_model(run / "checkpoints" / "step000001-unsharded").state_dict()
+    one_run = tmp_path / "one"
+    assert train(config, one_run, "--stop-at", "1") == 0
+    assert main(["checkpoint", "unshard", str(one_run / "checkpoints" / "step000001")]) == 0
+    one = load_model(one_run / "checkpoints" / "step000001-unsharded").state_dict()
+    assert one.keys() == two.keys()
+    for key, tensor in one.items():
+        torch.testing.assert_close(two[key], tensor, rtol=1e-5, atol=1e-6, msg=key)
     assert train(config, run) == 0  # resumed in one process
     assert losses(run) == pytest.approx(losses(reference), rel=1e-4, abs=1e-4)
 
