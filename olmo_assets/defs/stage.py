@@ -30,7 +30,6 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from olmo_assets.curation.external import SourceError
 from olmo_assets.defs.record import (
     StageRecord,
     build_record,
@@ -44,18 +43,14 @@ from olmo_assets.lab.params import Lab
 from olmo_assets.lab.pipeline import STAGES, StageRun, parse_run
 from olmo_assets.lab.processes import children_stop_with_this_process, stop_with_parent
 from olmo_assets.lab.progress import PREFIX, reporting_to
-from olmo_assets.lab.steps.results import InputError
-from olmo_nn.config import ConfigError
+from olmo_assets.lab.steps.results import user_error
 
 __all__ = ["describe", "main", "run_stage"]
 
-# Mistakes a user can fix from the message alone: no traceback. Anything else is a bug, and
-# its traceback is printed.
-USER_ERRORS = (FileNotFoundError, InputError, ConfigError, SourceError)
-
 
 def describe(error: BaseException) -> str:
-    if isinstance(error, USER_ERRORS):
+    """A user's mistake by its message alone (:func:`user_error`); a bug with its type."""
+    if user_error(error):
         return str(error)
     return f"{type(error).__name__}: {error}"
 
@@ -96,7 +91,8 @@ def _execute(lab: Lab, run: StageRun, *, commit: bool, launched_by: str) -> Stag
         started = time.perf_counter()
         result, checks = run.execute(lab)
         seconds = time.perf_counter() - started
-        result.metadata |= _peak_memory()
+        # A step run as a Slurm job reports its own peak memory (olmo_assets.lab.jobs).
+        result.metadata = _peak_memory() | result.metadata
         if lab.params.storage and all(outcome.passed for _, _, outcome in checks):
             from olmo_assets.lab.storage import publish
 
@@ -164,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stage {shown}: {stopped or 'interrupted'}", file=sys.stderr)
         return 130
     except Exception as error:
-        if not isinstance(error, USER_ERRORS):
+        if not user_error(error):
             traceback.print_exc()
         print(f"stage {shown} failed: {describe(error)}", file=sys.stderr)
         return 1

@@ -119,6 +119,9 @@ class Stage:
     fanout: Fanout = Fanout.ONCE
     persist: bool = False
     """Kept while the stage reruns (an interrupted training run resumes from it)."""
+    launcher: str | None = None
+    """The ``params.yaml`` section whose ``launcher`` and ``slurm`` say where the step runs
+    (``eval``, ``curation``); None: always here (the train step launches its own job)."""
     reads_files: bool = False
     """Reads the source's own files (``paths``): DVC names them, shard by shard, as the
     stage's external dependencies (``sources/dvc.yaml``); Dagster sees them as an
@@ -218,6 +221,7 @@ STAGES: tuple[Stage, ...] = (
         files=("curation.mix",),
         code=CURATION,
         fanout=Fanout.SHARD,
+        launcher="curation",
     ),
     Stage(
         "dedup",
@@ -310,6 +314,7 @@ STAGES: tuple[Stage, ...] = (
         reads=(Read("tokenizer"), Read("curated_corpus"), Read("validation_splits")),
         code=("olmo_nn/data", "olmo_nn/tokenizer"),
         fanout=Fanout.SHARD,
+        launcher="curation",
     ),
     Stage(
         "corpus_report",
@@ -392,6 +397,7 @@ STAGES: tuple[Stage, ...] = (
         params=("eval.limit",),
         code=LIBRARY,
         fanout=Fanout.CHECKPOINT_TASK,
+        launcher="eval",
     ),
     Stage(
         "perplexity",
@@ -409,6 +415,7 @@ STAGES: tuple[Stage, ...] = (
         params=("eval.perplexity_documents",),
         code=LIBRARY,
         fanout=Fanout.CHECKPOINT,
+        launcher="eval",
     ),
     Stage(
         "model_report",
@@ -538,7 +545,19 @@ class StageRun:
         return [int(v) if k == "step" else v for k, v in self.keys.items()]
 
     def execute(self, lab: Lab) -> tuple[StepResult, list[tuple[Artifact, Check, CheckResult]]]:
-        """Run the step, then every check of what it wrote."""
+        """Run the step, then every check of what it wrote: here, or as a Slurm job where the
+        stage's launcher setting says so (:mod:`olmo_assets.lab.jobs`)."""
+        section = self.stage.launcher
+        if section is not None and lab.param(f"{section}.launcher") == "slurm":
+            from olmo_assets.lab.jobs import execute_on_slurm
+
+            return execute_on_slurm(lab, self, getattr(lab.params, section).slurm)
+        return self.execute_here(lab)
+
+    def execute_here(
+        self, lab: Lab
+    ) -> tuple[StepResult, list[tuple[Artifact, Check, CheckResult]]]:
+        """Run the step, then every check of what it wrote, in this process."""
         result = self.stage.run(lab, *self.typed_arguments)
         outcomes = [
             (artifact, check, check.run(lab, *self.typed_arguments))

@@ -35,6 +35,7 @@ __all__ = [
     "job_state",
     "run_job",
     "sbatch_script",
+    "step_script",
     "submit",
 ]
 
@@ -112,25 +113,9 @@ def sbatch_script(
     from that checkpoint."""
     from olmo_nn.train.stop import STOP_REQUEST_FILE, STOPPED_FILE
 
-    options = [
-        f"--job-name={job_name}",
-        f"--nodes={nodes}",
-        "--ntasks-per-node=1",
-        f"--output={output}",
-        "--open-mode=append",
-    ]
-    if gpus_per_node:
-        options.append(f"--gpus-per-node={gpus_per_node}")
-    if cpus_per_node:
-        options.append(f"--cpus-per-task={cpus_per_node}")
-    for flag, value in (
-        ("partition", partition),
-        ("account", account),
-        ("qos", qos),
-        ("time", time_limit),
-    ):
-        if value:
-            options.append(f"--{flag}={value}")
+    options = _options(
+        job_name, nodes, output, gpus_per_node, cpus_per_node, partition, account, qos, time_limit
+    )
     if run_dir is not None:
         if signal_seconds:
             options.append(f"--signal=B:USR1@{signal_seconds}")
@@ -187,6 +172,73 @@ def sbatch_script(
         'rendezvous at $MASTER_ADDR:$MASTER_PORT"',
         "# One torchrun per node.",
         *finish,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _options(
+    job_name: str,
+    nodes: int,
+    output: Path,
+    gpus_per_node: int,
+    cpus_per_node: int | None,
+    partition: str | None,
+    account: str | None,
+    qos: str | None,
+    time_limit: str | None,
+) -> list[str]:
+    """The ``#SBATCH`` options of a job of one task per node."""
+    options = [
+        f"--job-name={job_name}",
+        f"--nodes={nodes}",
+        "--ntasks-per-node=1",
+        f"--output={output}",
+        "--open-mode=append",
+    ]
+    if gpus_per_node:
+        options.append(f"--gpus-per-node={gpus_per_node}")
+    if cpus_per_node:
+        options.append(f"--cpus-per-task={cpus_per_node}")
+    for flag, value in (
+        ("partition", partition),
+        ("account", account),
+        ("qos", qos),
+        ("time", time_limit),
+    ):
+        if value:
+            options.append(f"--{flag}={value}")
+    return options
+
+
+def step_script(
+    command: Sequence[str],
+    *,
+    workdir: Path,
+    output: Path,
+    job_name: str,
+    gpus_per_node: int = 0,
+    cpus_per_node: int | None = None,
+    partition: str | None = None,
+    account: str | None = None,
+    qos: str | None = None,
+    time_limit: str | None = None,
+    sbatch_lines: Sequence[str] = (),
+    setup: Sequence[str] = (),
+) -> str:
+    """The batch script of one step on one node (an evaluation, a shard's tagging): the
+    ``#SBATCH`` options, the ``setup`` lines, then ``command`` as the job's one task."""
+    options = _options(
+        job_name, 1, output, gpus_per_node, cpus_per_node, partition, account, qos, time_limit
+    )
+    options += [line.removeprefix("#SBATCH").strip() for line in sbatch_lines]
+    lines = [
+        "#!/bin/bash",
+        *(f"#SBATCH {option}" for option in options),
+        "# Written by the lab's stage command (olmo_assets/lab/slurm.py).",
+        "set -euo pipefail",
+        *setup,
+        f"cd {shlex.quote(str(workdir))}",
+        "srun --kill-on-bad-exit=1 " + " ".join(shlex.quote(part) for part in command),
     ]
     return "\n".join(lines) + "\n"
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from olmo_assets.lab.params import Lab
 
-__all__ = ["CheckResult", "InputError", "Rows", "StepResult", "relative"]
+__all__ = ["CheckResult", "InputError", "Rows", "StepResult", "relative", "user_error"]
 
 Rows = list[dict[str, Any]]
 """A table: one dict per row; the columns are the keys, in first-seen order."""
@@ -17,6 +17,15 @@ Rows = list[dict[str, Any]]
 class InputError(ValueError):
     """A stage cannot run on what it was given (a missing or empty input, an unknown source):
     the message says what is wrong and how to fix it, so no traceback is needed."""
+
+
+def user_error(error: BaseException) -> bool:
+    """A mistake the user can fix from the message alone (no traceback needed); anything
+    else is a bug."""
+    from olmo_assets.curation.external import SourceError
+    from olmo_nn.config import ConfigError
+
+    return isinstance(error, FileNotFoundError | InputError | ConfigError | SourceError)
 
 
 @dataclass

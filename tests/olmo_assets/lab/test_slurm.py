@@ -3,6 +3,7 @@ cluster that trains exactly as one process does."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import signal
@@ -17,7 +18,9 @@ import pytest
 import yaml
 
 from olmo_assets.lab.params import Lab
+from olmo_assets.lab.pipeline import parse_run
 from olmo_assets.lab.slurm import JobState, SlurmJobError, job_state, run_job, sbatch_script
+from olmo_assets.lab.steps.results import InputError
 from olmo_assets.lab.steps.training import train
 from olmo_nn.train.callbacks.metrics_file import read_metrics
 from tests.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
@@ -214,6 +217,66 @@ def test_a_job_warned_of_its_time_limit_saves_requeues_and_resumes_bit_exactly(
     assert resumed == one  # exactly: the same run, stopped and resumed
     assert not (lab.run_dir / "stopped.json").exists()
     assert result.metadata["steps"] == 4
+
+
+def test_evaluations_and_shard_tokenization_run_as_slurm_jobs_with_the_local_results(
+    built_lab: Lab,
+    slurm_cluster: SlurmCluster,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``eval.launcher`` and ``curation.launcher: slurm``: each run of those stages is a job
+    of its own, whose outputs equal the session's local run byte for byte, and whose step
+    metadata and check verdicts come back to the stage command."""
+    repo = tmp_path / "repo"
+    shutil.copytree(built_lab.repo, repo, ignore=shutil.ignore_patterns(".locks"))
+    params = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))
+    params["eval"] |= {"launcher": "slurm"}
+    params["curation"] |= {"launcher": "slurm", "slurm": {"time": "00:10:00"}}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    lab = Lab.load(repo)
+    for name, value in slurm_cluster.env.items():
+        monkeypatch.setenv(name, value)
+    for folder in (lab.downstream(4, "arc_easy"), lab.token_shards("code", "00000")):
+        shutil.rmtree(folder)
+
+    result, checks = parse_run(lab, "downstream", ["4", "arc_easy"]).execute(lab)
+    out = capsys.readouterr().out
+    assert "submitted Slurm job" in out and "downstream@4-arc_easy on " in out
+    assert result.metadata["slurm_node"] in ("n1", "n2")
+    assert result.metadata["accuracy"].endswith("(chance 0.25, 8 examples)")
+    assert [(a.name, c.name, o.passed) for a, c, o in checks] == [
+        ("downstream_eval", "rows_complete", True)
+    ]
+    expected = built_lab.downstream(4, "arc_easy")
+    for path in expected.iterdir():
+        assert (lab.downstream(4, "arc_easy") / path.name).read_bytes() == path.read_bytes()
+
+    # The same shard tokenized here first (the copy's own paths are in its manifest).
+    shard = lab.token_shards("code", "00000")
+    tokenize = parse_run(lab, "tokenize", ["code", "00000"])
+    tokenize.execute_here(lab)
+    here = {p.relative_to(shard): _content(p) for p in shard.rglob("*") if p.is_file()}
+    shutil.rmtree(shard)
+    _, checks = tokenize.execute(lab)
+    assert all(outcome.passed for _, _, outcome in checks)
+    (script,) = (repo / "lab" / "slurm").glob("tokenize-code-00000-*.sbatch")
+    assert "#SBATCH --time=00:10:00" in script.read_text(encoding="utf-8")
+    assert {p.relative_to(shard): _content(p) for p in shard.rglob("*") if p.is_file()} == here
+    assert len(here) == 6
+
+    # A user's mistake on the node comes back as one: a message, not a traceback.
+    shutil.rmtree(lab.run_dir / "checkpoints" / "step000002-unsharded")
+    with pytest.raises(InputError) as raised:
+        parse_run(lab, "downstream", ["2", "arc_easy"]).execute(lab)
+    assert "step000002-unsharded" in str(raised.value)
+    assert "(Slurm job " in str(raised.value)
+
+
+def _content(path: Path) -> bytes:
+    """A file's bytes (a gzip file's uncompressed: its header holds the time it was written)."""
+    return gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
 
 
 def _script(folder: Path, body: str) -> Path:
