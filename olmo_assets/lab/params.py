@@ -115,25 +115,24 @@ class SourceParams(Config):
         return self.kind == "code"
 
 
-@dataclass
-class CurationParams(Config):
-    mix: str = "configs/curation/dolma_v1_5.yaml"
-    """The curation config (taggers, dedup, rules); its sources are replaced by ``sources``."""
-    validation_fraction: float = 0.05
-    """Held out per non-code source as its validation split."""
-
-
-#: Where the trainer runs (``train.launcher``).
+#: Where a stage's work runs (``train.launcher``, ``eval.launcher``, ``curation.launcher``).
 LAUNCHERS = ("local", "slurm")
 
 
-@dataclass
-class SlurmParams(Config):
-    """A training job on a Slurm cluster (``train.launcher: slurm``): one ``torchrun`` per
-    node, ``train.nproc`` processes each (:mod:`olmo_assets.lab.slurm`). The repository,
-    its ``lab/`` folder and the lab's Python must be on a filesystem every node sees."""
+def _check_launcher(section: str, launcher: str) -> None:
+    if launcher not in LAUNCHERS:
+        raise ConfigError(
+            f"{section}.launcher={launcher!r}, expected one of {', '.join(LAUNCHERS)}"
+        )
 
-    nodes: int = 1
+
+@dataclass
+class SlurmJobParams(Config):
+    """A step's Slurm job (``eval.launcher`` or ``curation.launcher: slurm``): one task on
+    one node, submitted and followed by the stage command (:mod:`olmo_assets.lab.jobs`).
+    The repository, its ``lab/`` folder and the lab's Python must be on a filesystem every
+    node sees."""
+
     gpus_per_node: int = 0
     """``--gpus-per-node`` (0: none asked for, as on a CPU cluster)."""
     cpus_per_node: int | None = None
@@ -150,6 +149,19 @@ class SlurmParams(Config):
     folder: str = "lab/slurm"
     """Where the job scripts and their output files go (relative to the repository); every
     node must see it."""
+
+    def __post_init__(self) -> None:
+        if self.gpus_per_node < 0:
+            raise ConfigError(f"slurm.gpus_per_node={self.gpus_per_node} must be >= 0")
+
+
+@dataclass
+class SlurmParams(SlurmJobParams):
+    """A training job on a Slurm cluster (``train.launcher: slurm``): one ``torchrun`` per
+    node, ``train.nproc`` processes each (:mod:`olmo_assets.lab.slurm`). The repository,
+    its ``lab/`` folder and the lab's Python must be on a filesystem every node sees."""
+
+    nodes: int = 1
     rdzv_port: int = 29500
     """The port of the c10d rendezvous on the first node."""
     signal_seconds: int = 300
@@ -158,12 +170,26 @@ class SlurmParams(Config):
     sends the warning up to a minute late; leave time for one step and a save."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.signal_seconds < 0:
             raise ConfigError(f"train.slurm.signal_seconds={self.signal_seconds} must be >= 0")
         if self.nodes < 1:
             raise ConfigError(f"train.slurm.nodes={self.nodes} must be at least 1")
-        if self.gpus_per_node < 0:
-            raise ConfigError(f"train.slurm.gpus_per_node={self.gpus_per_node} must be >= 0")
+
+
+@dataclass
+class CurationParams(Config):
+    mix: str = "configs/curation/dolma_v1_5.yaml"
+    """The curation config (taggers, dedup, rules); its sources are replaced by ``sources``."""
+    validation_fraction: float = 0.05
+    """Held out per non-code source as its validation split."""
+    launcher: str = "local"
+    """Where each source shard's tagging and tokenization run: ``local`` (here) or ``slurm``
+    (a job per shard, ``curation.slurm``)."""
+    slurm: SlurmJobParams = field(default_factory=SlurmJobParams)
+
+    def __post_init__(self) -> None:
+        _check_launcher("curation", self.launcher)
 
 
 #: A Kubernetes object's name that is also a DNS label (RFC 1035): a Service's name must be.
@@ -241,10 +267,7 @@ class TrainParams(Config):
     """The Job a Kubernetes user applies (``olmo lab kubernetes``); no launcher runs it."""
 
     def __post_init__(self) -> None:
-        if self.launcher not in LAUNCHERS:
-            raise ConfigError(
-                f"train.launcher={self.launcher!r}, expected one of {', '.join(LAUNCHERS)}"
-            )
+        _check_launcher("train", self.launcher)
 
 
 @dataclass
@@ -254,6 +277,13 @@ class EvalParams(Config):
     limit: int = 40
     perplexity_documents: int = 100
     """Validation documents per source scored for perplexity."""
+    launcher: str = "local"
+    """Where each evaluation (checkpoint × task, checkpoint's perplexity) runs: ``local``
+    (here) or ``slurm`` (a job each, ``eval.slurm``)."""
+    slurm: SlurmJobParams = field(default_factory=SlurmJobParams)
+
+    def __post_init__(self) -> None:
+        _check_launcher("eval", self.launcher)
 
 
 @dataclass
