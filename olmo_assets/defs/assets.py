@@ -114,12 +114,20 @@ class LabPartitions:
     """The partitions ``params.yaml`` defines: checkpoints, and checkpoint × task; and each
     source's shards (registered from the shard plan)."""
 
-    checkpoint: StaticPartitionsDefinition
+    checkpoint: StaticPartitionsDefinition | DynamicPartitionsDefinition
     checkpoint_task: MultiPartitionsDefinition
 
     @classmethod
     def of(cls, lab: Lab) -> "LabPartitions":
-        checkpoint = StaticPartitionsDefinition([str(s) for s in lab.params.eval.checkpoints])
+        """``eval.checkpoints``; with ``eval.continuous``, every checkpoint the training run
+        keeps, registered as it appears (:mod:`olmo_assets.defs.checkpoints`)."""
+        checkpoint: StaticPartitionsDefinition | DynamicPartitionsDefinition
+        if lab.params.eval.continuous:
+            from olmo_assets.defs.checkpoints import checkpoint_partitions
+
+            checkpoint = checkpoint_partitions()
+        else:
+            checkpoint = StaticPartitionsDefinition([str(s) for s in lab.params.eval.checkpoints])
         task = StaticPartitionsDefinition(list(lab.params.eval.tasks))
         return cls(
             checkpoint,

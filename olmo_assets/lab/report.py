@@ -138,8 +138,41 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     return pq.read_table(path).to_pylist()
 
 
+def evaluation_folders(lab: Lab, step: int) -> list[Path]:
+    """Where checkpoint ``step``'s evaluations go: each task's, then its perplexity's."""
+    return [
+        *(lab.downstream(step, task) for task in lab.params.eval.tasks),
+        lab.perplexity(step),
+    ]
+
+
+def evaluated(lab: Lab, step: int) -> bool:
+    """Whether every evaluation of checkpoint ``step`` has its results."""
+    return all((folder / "results.parquet").is_file() for folder in evaluation_folders(lab, step))
+
+
+def kept_checkpoints(lab: Lab) -> list[int]:
+    """The steps of the training run's unsharded checkpoints, complete (each appears under its
+    name only once written), in order."""
+    found = (lab.run_dir / "checkpoints").glob("step*-unsharded")
+    steps = (p.name.removeprefix("step").removesuffix("-unsharded") for p in found)
+    return sorted(int(step) for step in steps if step.isdigit())
+
+
+def report_checkpoints(lab: Lab) -> tuple[list[int], list[int]]:
+    """The checkpoints the model report covers, and those still being evaluated: with
+    ``eval.continuous`` the kept checkpoints whose evaluations are all done, and the others
+    recorded so far; else ``eval.checkpoints``, and none."""
+    if not lab.params.eval.continuous:
+        return sorted(lab.params.eval.checkpoints), []
+    kept = [step for step in kept_checkpoints(lab) if lab.checkpoint_record(step).is_dir()]
+    done = [step for step in kept if evaluated(lab, step)]
+    return done, [step for step in kept if step not in done]
+
+
 def collect_model_report(lab: Lab) -> ModelReport:
-    """The losses and the results of ``eval.checkpoints`` × ``eval.tasks`` (and perplexity)."""
+    """The losses and the results of the report's checkpoints (:func:`report_checkpoints`)
+    × ``eval.tasks`` (and perplexity)."""
     from olmo_nn.eval.tasks import get_task_spec
     from olmo_nn.train.callbacks.metrics_file import METRICS_FILE, read_metrics
 
@@ -158,7 +191,7 @@ def collect_model_report(lab: Lab) -> ModelReport:
             s: float(r["eval/loss"]) for s, r in sorted(by_step.items()) if "eval/loss" in r
         },
         tokens_seen=int(by_step[max(by_step)].get("tokens_seen", 0)),
-        checkpoints=sorted(lab.params.eval.checkpoints),
+        checkpoints=report_checkpoints(lab)[0],
         tasks=list(lab.params.eval.tasks),
     )
     for task in report.tasks:
@@ -219,7 +252,13 @@ def _metrics_json(report: ModelReport) -> dict[str, Any]:
             "perplexity": _rounded(values.get("perplexity", math.nan), 2),
             "bits_per_byte": _rounded(values.get("bits_per_byte", math.nan), 4),
         }
-    return {"train": train, "eval": evaluation, "eval_stderr": stderr, "perplexity": perplexity}
+    return {
+        "checkpoints": [f"step{step:06d}" for step in report.checkpoints],
+        "train": train,
+        "eval": evaluation,
+        "eval_stderr": stderr,
+        "perplexity": perplexity,
+    }
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:

@@ -41,6 +41,7 @@ def model_report(lab: Lab) -> StepResult:
     from olmo_assets.lab.report import (
         collect_model_report,
         eval_table_shown,
+        report_checkpoints,
         smoothed_final_loss,
         write_model_report,
     )
@@ -48,6 +49,7 @@ def model_report(lab: Lab) -> StepResult:
     from olmo_assets.lab.tracking import log_report
 
     report = collect_model_report(lab)
+    pending = report_checkpoints(lab)[1]
     with staged_folder(lab.model_report) as staged:
         staged.mkdir()
         write_model_report(report, staged)
@@ -74,6 +76,9 @@ def model_report(lab: Lab) -> StepResult:
         + f" at step {final}, mean of {len(report.tasks)} tasks",
         "mlflow_run_id": run_id or "",
     }
+    if lab.params.eval.continuous:
+        metadata["checkpoints"] = ", ".join(map(str, report.checkpoints)) or "none yet"
+        metadata["being_evaluated"] = ", ".join(map(str, pending)) or "none"
     return StepResult(
         metadata,
         {"evaluation": eval_table_shown(report)},
@@ -97,14 +102,20 @@ def _metrics_by_step(report: ModelReport) -> dict[int, dict[str, float]]:
 
 
 def model_report_complete(lab: Lab) -> CheckResult:
-    """``metrics.json`` has a finite accuracy for every checkpoint × task of ``params.yaml`` and
-    a perplexity for every checkpoint (read back from the report's own file, which writes a
-    value that is not finite as null)."""
+    """``metrics.json`` has a finite accuracy for every checkpoint × task the report covers
+    and a perplexity for every such checkpoint (read back from the report's own file, which
+    writes a value that is not finite as null); with ``eval.continuous``, it covers at least
+    one checkpoint."""
     import json
 
     metrics = json.loads((lab.model_report / "metrics.json").read_text(encoding="utf-8"))
+    checkpoints = list(lab.params.eval.checkpoints)
     missing = []
-    for step in lab.params.eval.checkpoints:
+    if lab.params.eval.continuous:
+        # The checkpoints the report covered: more may have been evaluated since.
+        checkpoints = [int(label.removeprefix("step")) for label in metrics["checkpoints"]]
+        missing = [] if checkpoints else ["no checkpoint evaluated yet"]
+    for step in checkpoints:
         label = f"step{step:06d}"
         scores = metrics.get("eval", {}).get(label, {})
         missing += [
@@ -114,7 +125,7 @@ def model_report_complete(lab: Lab) -> CheckResult:
         ]
         if not metrics.get("perplexity", {}).get(label):
             missing.append(f"{label}/perplexity")
-    expected = len(lab.params.eval.checkpoints) * (len(lab.params.eval.tasks) + 1)
+    expected = len(checkpoints) * (len(lab.params.eval.tasks) + 1)
     return CheckResult(
         not missing, {"expected": expected, "missing": ", ".join(missing[:10]) or "none"}
     )
