@@ -122,12 +122,17 @@ def stage_environment(lab: Lab) -> dict[str, str]:
 
 def build_definitions(lab: Lab) -> Definitions:
     env = stage_environment(lab)
+    from olmo_assets.defs.checkpoints import new_checkpoints_sensor
     from olmo_assets.defs.sources import new_shards_sensor
 
+    jobs = build_jobs(lab)
+    sensors = [new_shards_sensor(lab)]
+    if lab.params.eval.continuous:
+        sensors.append(new_checkpoints_sensor(lab, jobs))
     return Definitions(
         assets=build_assets(lab, launch(env), frozenset({STAGE_CLIENT})),
-        jobs=build_jobs(lab),
-        sensors=[new_shards_sensor(lab)],
+        jobs=jobs,
+        sensors=sensors,
         resources={STAGE_CLIENT: PipesSubprocessClient(env=env, cwd=str(lab.repo))},
         executor=multiprocess_executor.configured({"max_concurrent": MAX_CONCURRENT_STEPS}),
     )

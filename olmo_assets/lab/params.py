@@ -277,6 +277,11 @@ class EvalParams(Config):
     limit: int = 40
     perplexity_documents: int = 100
     """Validation documents per source scored for perplexity."""
+    continuous: bool = False
+    """Dagster: evaluate every checkpoint the training run keeps, as it appears (the
+    ``new_checkpoints`` sensor registers it as a partition and launches its evaluations),
+    instead of ``checkpoints``; the model report covers the checkpoints evaluated so far.
+    ``dvc repro`` evaluates ``checkpoints`` either way."""
     launcher: str = "local"
     """Where each evaluation (checkpoint × task, checkpoint's perplexity) runs: ``local``
     (here) or ``slurm`` (a job each, ``eval.slurm``)."""
