@@ -86,7 +86,8 @@ def test_metrics_json_has_the_final_loss_and_every_score(
     data = json.loads((built_lab.model_report / "metrics.json").read_text(encoding="utf-8"))
     params = built_lab.params
     metrics = read_metrics(built_lab.run_dir)
-    assert set(data) == {"train", "eval", "eval_stderr", "perplexity"}
+    assert set(data) == {"checkpoints", "train", "eval", "eval_stderr", "perplexity"}
+    assert data["checkpoints"] == [f"step{s:06d}" for s in params.eval.checkpoints]
     assert data["train"]["steps"] == params.train.max_steps
     assert data["train"]["final_loss"] == round(metrics[-1]["loss"], 4)
     assert data["train"]["final_loss_smoothed"] == round(sum(m["loss"] for m in metrics) / 4, 4)
