@@ -46,10 +46,6 @@ from olmo_assets.lab.pipeline import StageRun, stage_named
 from olmo_assets.lab.progress import PREFIX
 from olmo_assets.lab.slurm import job_state
 from olmo_nn.train.callbacks.metrics_file import METRICS_FILE
-
-# The session's small lab. (Fixtures are visible by folder: imported here, it is built once
-# more for this module in a run that also builds it for tests/olmo_assets/lab.)
-from tests.olmo_assets.lab.conftest import built_lab  # noqa: F401
 from tests.slurm_cluster import SlurmCluster, slurm_cluster, unavailable_reason  # noqa: F401
 
 from .conftest import REPO, stage_environment
@@ -187,7 +183,7 @@ def captured_stdout(instance: DagsterInstance, run_id: str) -> str:
 
 
 def test_dagster_materializes_the_training_run_as_a_slurm_job(
-    built_lab: Lab,  # noqa: F811
+    built_lab: Lab,
     on_cluster: dict[str, str],
     tmp_path: Path,
 ) -> None:
@@ -235,7 +231,7 @@ def test_dagster_materializes_the_training_run_as_a_slurm_job(
 
 
 def test_dvc_repro_runs_the_training_as_a_slurm_job_and_records_it(
-    built_lab: Lab,  # noqa: F811
+    built_lab: Lab,
     on_cluster: dict[str, str],
     tmp_path: Path,
 ) -> None:
@@ -307,7 +303,7 @@ def test_dvc_repro_runs_the_training_as_a_slurm_job_and_records_it(
     ids=["its-setup-exits-3", "the-trainer-fails"],
 )
 def test_a_failed_slurm_job_fails_the_materialization_naming_its_state(
-    built_lab: Lab,  # noqa: F811
+    built_lab: Lab,
     on_cluster: dict[str, str],
     tmp_path: Path,
     change: dict[str, Any],
@@ -338,7 +334,7 @@ def test_a_failed_slurm_job_fails_the_materialization_naming_its_state(
 
 
 def test_terminating_the_dagster_run_cancels_the_slurm_job(
-    built_lab: Lab,  # noqa: F811
+    built_lab: Lab,
     on_cluster: dict[str, str],
     tmp_path: Path,
 ) -> None:
