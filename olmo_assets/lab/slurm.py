@@ -326,7 +326,13 @@ def run_job(
             if poll is not None:
                 best_effort(poll)
             if state is None or state.final:
-                break
+                # A job requeued (by itself, or preempted with PreemptMode=REQUEUE) can show
+                # its old run's end for a moment: look once more before taking it as final.
+                time.sleep(poll_seconds)
+                again = job_state(job_id, env)
+                if again is None or (again.final and again.restarts == restarts):
+                    break
+                continue
             time.sleep(poll_seconds)
     except BaseException:
         with contextlib.suppress(OSError):
