@@ -21,9 +21,11 @@ declaration. What the asset body does is given by the caller:
 import os
 import re
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dagster import (
@@ -39,6 +41,7 @@ from dagster import (
     DataVersion,
     DataVersionsByPartition,
     DynamicPartitionsDefinition,
+    Failure,
     MaterializeResult,
     MultiPartitionsDefinition,
     MultiToSingleDimensionPartitionMapping,
@@ -63,7 +66,7 @@ from olmo_assets.lab.pipeline import (
     artifact_named,
     code_version,
 )
-from olmo_assets.lab.processes import LAUNCHER_PID
+from olmo_assets.lab.processes import FAILURE_FILE, LAUNCHER_PID
 from olmo_assets.lab.shards import shard_version
 
 # Dagster's own Pipes session reads a preview property of its message reader; the warning
@@ -297,12 +300,22 @@ def source_files_asset(lab: Lab, source: str) -> SourceAsset:
 
 
 def launch(env: Mapping[str, str]) -> Body:
-    """Run the stage command through Pipes (the ``stage_client`` resource)."""
+    """Run the stage command through Pipes (the ``stage_client`` resource). A failed command
+    fails the step with its own message (a missing input, a Slurm job's final state), not
+    just its exit code."""
 
     def body(context: AssetExecutionContext, run: StageRun) -> Any:
         client: PipesSubprocessClient = getattr(context.resources, STAGE_CLIENT)
         command = [sys.executable, *run.command[1:]]
-        launched = {**env, LAUNCHER_PID: str(os.getpid())}
-        return client.run(context=context, command=command, env=launched).get_results()
+        with tempfile.TemporaryDirectory(prefix="olmo-stage-") as folder:
+            failure = Path(folder) / "failure.txt"
+            launched = {**env, LAUNCHER_PID: str(os.getpid()), FAILURE_FILE: str(failure)}
+            try:
+                return client.run(context=context, command=command, env=launched).get_results()
+            except Exception as error:  # Pipes': "External execution process failed …"
+                if not failure.is_file():
+                    raise
+                why = failure.read_text(encoding="utf-8")
+                raise Failure(description=f"{' '.join(run.command)} failed: {why}") from error
 
     return body

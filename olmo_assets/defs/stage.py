@@ -29,6 +29,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from olmo_assets.defs.record import (
     StageRecord,
@@ -41,7 +42,11 @@ from olmo_assets.defs.record import (
 )
 from olmo_assets.lab.params import Lab
 from olmo_assets.lab.pipeline import STAGES, StageRun, parse_run
-from olmo_assets.lab.processes import children_stop_with_this_process, stop_with_parent
+from olmo_assets.lab.processes import (
+    FAILURE_FILE,
+    children_stop_with_this_process,
+    stop_with_parent,
+)
 from olmo_assets.lab.progress import PREFIX, reporting_to
 from olmo_assets.lab.steps.results import user_error
 
@@ -125,6 +130,9 @@ def run_stage(lab: Lab, run: StageRun) -> int:
                 report_through_pipes(record, pipes)
             except Exception as error:
                 pipes.log.error(f"{' '.join(run.command)} failed: {describe(error)}")
+                failure = os.environ.get(FAILURE_FILE)
+                if failure:  # the launcher's step fails with this (olmo_assets.defs.assets)
+                    Path(failure).write_text(describe(error), encoding="utf-8")
                 raise
             print(record.summary(), flush=True)
             pipes.log.info(record.summary())

@@ -23,6 +23,7 @@ from types import FrameType
 import psutil
 
 __all__ = [
+    "FAILURE_FILE",
     "LAUNCHER_PID",
     "best_effort",
     "children_stop_with_this_process",
@@ -78,6 +79,9 @@ def children_stop_with_this_process(grace_seconds: float = GRACE_SECONDS) -> Ite
 
 
 LAUNCHER_PID = "OLMO_LAUNCHER_PID"
+FAILURE_FILE = "OLMO_STAGE_FAILURE_FILE"
+"""Where a stage command launched through Pipes writes why it failed (the launcher's step
+then fails with that message rather than the exit code alone)."""
 """Set by a launcher to its own pid, so a child can tell whether it already died."""
 
 

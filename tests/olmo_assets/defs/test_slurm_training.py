@@ -326,10 +326,12 @@ def test_a_failed_slurm_job_fails_the_materialization_naming_its_state(
         ]
     output = lab.repo / "lab" / "slurm" / f"train-{job_id}.out"
     named = f"Slurm job {job_id} ended FAILED (exit code {exit_code}); its output: {output}"
-    # The run's log says why at ERROR level; the step's failure itself is Pipes' "External
-    # execution process failed with code 1".
+    # The run's log says why at ERROR level, and so does the step's failure.
     assert f"python -m olmo_assets.defs.stage train failed: SlurmJobError: {named}" in errors
     assert len(failures) == 1 and failures[0] is not None
+    assert failures[0].message.strip().endswith(
+        f"python -m olmo_assets.defs.stage train failed: SlurmJobError: {named}"
+    ), failures[0].message
     assert queued(on_cluster) == []
 
 
