@@ -19,7 +19,7 @@ MLFLOW_PORT ?= 5000
 export OLMO_DAGSTER_URL ?= http://$(UI_HOST):$(UI_PORT)
 export OLMO_MLFLOW_URL ?= http://$(UI_HOST):$(MLFLOW_PORT)
 
-.PHONY: install demo test browser slurm lint format ui mlflow-ui bench-tokenizer bench-train bench-curation bench-eval clean-venv
+.PHONY: install demo test browser slurm postgres lint format ui mlflow-ui bench-tokenizer bench-train bench-curation bench-eval clean-venv
 
 install: $(STAMP) $(DVC_STAMP)
 
@@ -59,9 +59,21 @@ slurm:
 		echo "could not install slurm-wlm and munge: the Slurm tests will skip"; \
 	else echo "Slurm is not installed and this is not root with apt: the Slurm tests will skip"; fi
 
-test: lint browser slurm
+# Debian's PostgreSQL server for the shared-state tests (tests/postgres_server.py starts one
+# for the session): installed with apt when run as root, and then required
+# (OLMO_REQUIRE_POSTGRES), as Chromium is.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null || \
+		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; } || \
+		echo "could not install PostgreSQL: the PostgreSQL tests will skip"; \
+	else echo "PostgreSQL is not installed and this is not root with apt: the PostgreSQL tests will skip"; fi
+
+test: lint browser slurm postgres
 	if [ -x /usr/bin/chromium ]; then export OLMO_REQUIRE_BROWSER=1; fi; \
 	if [ -x /usr/sbin/slurmctld ]; then export OLMO_REQUIRE_SLURM=1; fi; \
+	if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then export OLMO_REQUIRE_POSTGRES=1; fi; \
 	$(BIN)/python -m pytest -q
 
 lint: install
@@ -88,19 +100,22 @@ bench-eval: install
 
 # The Dagster UI (dagster dev: webserver and daemon) on the repository's persistent instance
 # (.dagster/), with the MLflow UI beside it: it serves the plots the asset pages show.
+# Both on PostgreSQL when OLMO_LAB_DATABASE_URL is set (olmo_assets/lab/database.py).
 # Loopback only; both stop together.
 ui: install
 	mkdir -p .mlflow
 	$(BIN)/mlflow ui --host $(UI_HOST) --port $(MLFLOW_PORT) \
-		--backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/.mlflow/mlflow.db}" & \
+		--backend-store-uri "$$($(BIN)/python -m olmo_assets.lab.database mlflow-uri)" & \
 	trap "kill $$! 2>/dev/null" EXIT INT TERM; \
-	$(BIN)/dagster dev -w workspace.yaml -h $(UI_HOST) -p $(UI_PORT)
+	$(BIN)/python -m olmo_assets.lab.database exec \
+		$(BIN)/dagster dev -w workspace.yaml -h $(UI_HOST) -p $(UI_PORT)
 
-# MLflow's UI alone, on the lab's tracking store (.mlflow/mlflow.db unless MLFLOW_TRACKING_URI).
+# MLflow's UI alone, on the lab's tracking store (MLFLOW_TRACKING_URI, else the schema mlflow
+# of OLMO_LAB_DATABASE_URL, else .mlflow/mlflow.db).
 mlflow-ui: install
 	mkdir -p .mlflow
 	$(BIN)/mlflow ui --host $(UI_HOST) --port $(MLFLOW_PORT) \
-		--backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/.mlflow/mlflow.db}"
+		--backend-store-uri "$$($(BIN)/python -m olmo_assets.lab.database mlflow-uri)"
 
 clean-venv:
 	rm -rf $(VENV) $(DVC_VENV)

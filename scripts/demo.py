@@ -35,8 +35,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _environment() -> None:
+    from olmo_assets.lab.database import dagster_home, mlflow_tracking_uri
+
+    # SQLite in the repository, or PostgreSQL with OLMO_LAB_DATABASE_URL (docs/platform.md).
     os.environ.setdefault("DAGSTER_HOME", str(REPO / ".dagster"))
-    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{REPO / '.mlflow' / 'mlflow.db'}")
+    os.environ["DAGSTER_HOME"] = str(dagster_home(REPO))
+    os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri(REPO)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     os.environ.setdefault("OLMO_LAB_REPO", str(REPO))

@@ -40,6 +40,7 @@ from dagster import (
 )
 
 from olmo_assets.defs.assets import STAGE_CLIENT, TRAINING_TAG, asset_key, build_assets, launch
+from olmo_assets.lab.database import dagster_home
 from olmo_assets.lab.params import Lab
 from olmo_assets.lab.pipeline import STAGES, Fanout, Stage
 
@@ -116,7 +117,7 @@ def stage_environment(lab: Lab) -> dict[str, str]:
         "PATH": os.pathsep.join([scripts, os.environ.get("PATH", "")]),
     }
     if os.environ.get("DAGSTER_HOME"):
-        env["DAGSTER_HOME"] = os.environ["DAGSTER_HOME"]
+        env["DAGSTER_HOME"] = str(dagster_home(lab.repo))
     return env
 
 

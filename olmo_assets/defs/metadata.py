@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from olmo_assets.lab import links
+from olmo_assets.lab.database import redacted
 from olmo_assets.lab.git import code_commit
 from olmo_assets.lab.params import Lab
 from olmo_assets.lab.steps.results import CheckResult, StepResult
@@ -237,7 +238,8 @@ def artifact_metadata(
         from olmo_assets.lab.tracking import experiment_id
 
         entries["mlflow_run"] = _entry(links.mlflow_run_url(experiment_id(lab), run_id), "url")
-        entries["mlflow_tracking_uri"] = _entry(lab.mlflow_uri, "text")
+        # A database URL's password stays out of the metadata.
+        entries["mlflow_tracking_uri"] = _entry(redacted(lab.mlflow_uri), "text")
         entries["mlflow_experiment"] = _entry(lab.mlflow_experiment, "text")
     entries |= provenance_metadata(inputs)
     entries |= {

@@ -15,6 +15,8 @@ DVC's content hash of its folder, metadata) and a result per check. Then:
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
@@ -30,6 +32,7 @@ from olmo_assets.defs.metadata import (
     git_metadata,
     plot_metadata,
 )
+from olmo_assets.lab.database import dagster_home, database_url, store_lock
 from olmo_assets.lab.hashing import dvc_md5
 from olmo_assets.lab.params import Lab
 from olmo_assets.lab.pipeline import Artifact, Check, StageRun, inputs
@@ -197,16 +200,23 @@ def report_through_pipes(record: StageRecord, pipes: Any) -> None:
 
 
 def dagster_instance(lab: Lab) -> DagsterInstance:
-    """The instance at ``$DAGSTER_HOME``; unset, it is ``<repo>/.dagster`` (created if needed)."""
+    """The instance at ``$DAGSTER_HOME``; unset, it is ``<repo>/.dagster`` (created if needed).
+    With ``OLMO_LAB_DATABASE_URL`` set, its storage is on PostgreSQL
+    (:func:`olmo_assets.lab.database.dagster_home`); ``DAGSTER_HOME`` names that folder
+    afterwards, for the processes this one starts."""
     from dagster import DagsterInstance
 
-    if not os.environ.get("DAGSTER_HOME"):
-        os.environ["DAGSTER_HOME"] = str(lab.repo / ".dagster")
-    home = os.environ["DAGSTER_HOME"]
-    if not os.path.isabs(home):
-        raise ValueError(f"DAGSTER_HOME={home} must be an absolute path")
-    os.makedirs(home, exist_ok=True)
-    return DagsterInstance.get()
+    home = dagster_home(lab.repo)
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    # Opening an instance creates a new store's tables, which processes that start at once
+    # would race to do ("table alembic_version already exists"): one at a time, under a lock
+    # beside it (and PostgreSQL's advisory lock, for other machines).
+    url = database_url()
+    with open(home / ".instance.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        with store_lock(url) if url else contextlib.nullcontext():
+            return DagsterInstance.get()
 
 
 def record_in_dagster(lab: Lab, record: StageRecord) -> str:

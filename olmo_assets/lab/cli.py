@@ -244,10 +244,9 @@ def _shards_command(args: argparse.Namespace) -> int:
     lab = Lab.load(args.repo)
     instance = None
     if os.environ.get("DAGSTER_HOME"):
-        from dagster import DagsterInstance
+        from olmo_assets.defs.record import dagster_instance
 
-        os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
-        instance = DagsterInstance.get()
+        instance = dagster_instance(lab)
     try:
         done = register(lab, instance)
     except SourceError as error:  # a source that cannot be listed: say which, and why

@@ -475,10 +475,12 @@ class Lab:
 
     @property
     def mlflow_uri(self) -> str:
-        """``MLFLOW_TRACKING_URI`` if set, else SQLite in the repository (``.mlflow/``)."""
-        return os.environ.get(
-            "MLFLOW_TRACKING_URI", f"sqlite:///{self.repo / '.mlflow' / 'mlflow.db'}"
-        )
+        """``MLFLOW_TRACKING_URI`` if set, else the schema ``mlflow`` of
+        ``OLMO_LAB_DATABASE_URL`` if set, else SQLite in the repository (``.mlflow/``):
+        :func:`olmo_assets.lab.database.mlflow_tracking_uri`."""
+        from olmo_assets.lab.database import mlflow_tracking_uri
+
+        return mlflow_tracking_uri(self.repo)
 
     @property
     def mlflow_experiment(self) -> str:

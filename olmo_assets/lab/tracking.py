@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from olmo_assets.lab.database import store_lock
 from olmo_assets.lab.params import Lab
 
 __all__ = [
@@ -112,9 +113,17 @@ def _client(lab: Lab) -> Any:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow.tracking import MlflowClient
 
-    database = _sqlite_file(lab.mlflow_uri)
+    uri = lab.mlflow_uri
+    if uri.startswith("postgresql"):
+        # OLMO_LAB_DATABASE_URL's schema `mlflow` (created here) or a configured database:
+        # opening a new store creates its tables, one process at a time (an advisory lock).
+        with store_lock(uri):
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)
+        return client
+    database = _sqlite_file(uri)
     if database is None:
-        return MlflowClient(tracking_uri=lab.mlflow_uri)
+        return MlflowClient(tracking_uri=uri)
     # The embedded store (by default ``.mlflow/mlflow.db`` in the repository, git-ignored):
     # SQLite creates the file, not its folder. Opening the store creates and migrates its
     # schema, which two processes must not do at once (stages run in parallel: a corpus
@@ -135,7 +144,8 @@ def experiment_id(lab: Lab, client: Any = None) -> str:
     experiment and the store's schema made (stages that open the store at once take turns
     migrating it: see :func:`_client`). With a SQLite
     store, artifacts go to ``artifacts/`` beside the database (``.mlflow/artifacts`` by
-    default) rather than the working directory; a server chooses its own.
+    default), with PostgreSQL to the repository's ``.mlflow/artifacts``, rather than the
+    working directory; a server chooses its own.
     """
     from mlflow.exceptions import MlflowException
 
@@ -150,7 +160,13 @@ def experiment_id(lab: Lab, client: Any = None) -> str:
             )
         return str(experiment.experiment_id)
     database = _sqlite_file(lab.mlflow_uri)
-    location = (database.parent / "artifacts").resolve().as_uri() if database else None
+    if database is not None:
+        location: str | None = (database.parent / "artifacts").resolve().as_uri()
+    elif lab.mlflow_uri.startswith("postgresql"):
+        # A database holds no files: the artifacts go to the repository's `.mlflow/`.
+        location = (lab.repo / ".mlflow" / "artifacts").resolve().as_uri()
+    else:
+        location = None  # a tracking server chooses
     try:
         return str(
             client.create_experiment(
