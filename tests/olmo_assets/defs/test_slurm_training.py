@@ -329,8 +329,10 @@ def test_a_failed_slurm_job_fails_the_materialization_naming_its_state(
     # The run's log says why at ERROR level, and so does the step's failure.
     assert f"python -m olmo_assets.defs.stage train failed: SlurmJobError: {named}" in errors
     assert len(failures) == 1 and failures[0] is not None
-    assert failures[0].message.strip().endswith(
-        f"python -m olmo_assets.defs.stage train failed: SlurmJobError: {named}"
+    assert (
+        failures[0]
+        .message.strip()
+        .endswith(f"python -m olmo_assets.defs.stage train failed: SlurmJobError: {named}")
     ), failures[0].message
     assert queued(on_cluster) == []
 
