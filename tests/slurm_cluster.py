@@ -265,6 +265,29 @@ def _cancel_all(env: dict[str, str]) -> None:
         time.sleep(0.2)
 
 
+def _kill_leftovers(root: Path) -> None:
+    """Kill what jobs left once their slurmd stopped: every process started in ``root`` (a
+    ``slurmstepd`` in its spool folder) or naming it (a batch script), with its children (an
+    ``srun`` whose slurmd is gone waits forever, a step's tasks) and a batch script's
+    ``slurmstepd``."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline", "cwd"]):
+        in_root = (process.info["cwd"] or "").startswith(str(root))
+        if in_root or any(str(root) in part for part in process.info["cmdline"] or ()):
+            found.append(process)
+    for process in found:
+        with contextlib.suppress(psutil.Error):
+            tree = [*process.children(recursive=True), process]
+            parent = process.parent()
+            if parent is not None and parent.name().startswith("slurmstepd"):
+                tree.append(parent)
+            for member in tree:
+                with contextlib.suppress(psutil.Error):
+                    member.kill()
+
+
 @contextlib.contextmanager
 def local_slurm(root: Path) -> Iterator[SlurmCluster]:
     """Start munged (if needed), slurmctld and two slurmd under ``root``; stop them on exit."""
@@ -297,6 +320,7 @@ def local_slurm(root: Path) -> Iterator[SlurmCluster]:
             for node in _NODES:
                 _stop(root / "run" / f"slurmd-{node}.pid")
             _stop(root / "run" / "slurmctld.pid")
+            _kill_leftovers(root)
         if started_munged:
             _stop(_MUNGE_PID)
 
