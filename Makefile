@@ -101,11 +101,12 @@ bench-eval: install
 # The Dagster UI (dagster dev: webserver and daemon) on the repository's persistent instance
 # (.dagster/), with the MLflow UI beside it: it serves the plots the asset pages show.
 # Both on PostgreSQL when OLMO_LAB_DATABASE_URL is set (olmo_assets/lab/database.py).
-# Loopback only; both stop together.
+# Loopback only; both stop together. The store's URI goes through the environment, not the
+# command line (`ps` shows a command line, password included).
 ui: install
 	mkdir -p .mlflow
-	$(BIN)/mlflow ui --host $(UI_HOST) --port $(MLFLOW_PORT) \
-		--backend-store-uri "$$($(BIN)/python -m olmo_assets.lab.database mlflow-uri)" & \
+	MLFLOW_BACKEND_STORE_URI="$$($(BIN)/python -m olmo_assets.lab.database mlflow-uri)" \
+		$(BIN)/mlflow ui --host $(UI_HOST) --port $(MLFLOW_PORT) & \
 	trap "kill $$! 2>/dev/null" EXIT INT TERM; \
 	$(BIN)/python -m olmo_assets.lab.database exec \
 		$(BIN)/dagster dev -w workspace.yaml -h $(UI_HOST) -p $(UI_PORT)
@@ -114,8 +115,8 @@ ui: install
 # of OLMO_LAB_DATABASE_URL, else .mlflow/mlflow.db).
 mlflow-ui: install
 	mkdir -p .mlflow
-	$(BIN)/mlflow ui --host $(UI_HOST) --port $(MLFLOW_PORT) \
-		--backend-store-uri "$$($(BIN)/python -m olmo_assets.lab.database mlflow-uri)"
+	MLFLOW_BACKEND_STORE_URI="$$($(BIN)/python -m olmo_assets.lab.database mlflow-uri)" \
+		$(BIN)/mlflow ui --host $(UI_HOST) --port $(MLFLOW_PORT)
 
 clean-venv:
 	rm -rf $(VENV) $(DVC_VENV)

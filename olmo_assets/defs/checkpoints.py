@@ -17,6 +17,7 @@ and a failed run is not retried by the sensor (rerun it from the UI).
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from dagster import (
 
 from olmo_assets.lab.params import Lab
 from olmo_assets.lab.pipeline import stage_named
-from olmo_assets.lab.report import evaluation_folders, kept_checkpoints
+from olmo_assets.lab.report import RESULTS, evaluation_folders, kept_checkpoints
 
 __all__ = [
     "CHECKPOINT_PARTITIONS",
@@ -45,8 +46,6 @@ __all__ = [
 
 CHECKPOINT_PARTITIONS = "checkpoints"
 """The dynamic partitions of the kept checkpoints (continuous evaluation)."""
-
-RESULTS = "results.parquet"
 
 
 def checkpoint_partitions() -> DynamicPartitionsDefinition:
@@ -111,9 +110,8 @@ def evaluation_requests(lab: Lab) -> tuple[list[str], list[RunRequest]]:
         default=-1,
     )
     if evaluated and newest > report:
-        requests.append(
-            RunRequest(job_name=report_job, run_key="model_report-" + "-".join(evaluated))
-        )
+        versions = hashlib.sha256("\n".join(evaluated).encode()).hexdigest()[:16]
+        requests.append(RunRequest(job_name=report_job, run_key=f"model_report-{versions}"))
     return keys, requests
 
 

@@ -59,12 +59,20 @@ _STORAGE_KEYS = ("storage", "run_storage", "event_log_storage", "schedule_storag
 
 
 def redacted(url: str) -> str:
-    """``url`` with its password replaced by ``***``, for messages."""
+    """``url`` with its password (in the address or as a ``password=`` query parameter)
+    replaced by ``***``, for messages and metadata."""
     parts = urlsplit(url)
-    if parts.password is None:
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    in_query = any(key.lower() == "password" for key, _ in query)
+    if parts.password is None and not in_query:
         return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    if parts.password is not None:
+        host = parts.netloc.rsplit("@", 1)[1]
+        parts = parts._replace(netloc=f"{parts.username}:***@{host}")
+    if in_query:
+        masked = [(k, "***" if k.lower() == "password" else v) for k, v in query]
+        parts = parts._replace(query=urlencode(masked, safe="*"))
+    return urlunsplit(parts)
 
 
 def database_url() -> str | None:

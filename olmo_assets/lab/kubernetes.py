@@ -199,8 +199,23 @@ def lab_objects(lab: Lab) -> list[dict[str, Any]]:
         service_account=kubernetes.service_account,
         node_selector=kubernetes.node_selector,
         tolerations=kubernetes.tolerations,
-        env={"MLFLOW_TRACKING_URI": in_pod(lab.mlflow_uri), **kubernetes.env},
+        env={"MLFLOW_TRACKING_URI": _tracking_uri(lab, in_pod), **kubernetes.env},
     )
+
+
+def _tracking_uri(lab: Lab, in_pod: Any) -> str:
+    """The pods' MLflow tracking URI: ``train.kubernetes.env``'s, else the lab's as the pods
+    see it; never one holding a password (a manifest is printed, applied and committed)."""
+    from olmo_assets.lab.database import redacted
+
+    uri = str(lab.params.train.kubernetes.env.get("MLFLOW_TRACKING_URI") or lab.mlflow_uri)
+    if redacted(uri) != uri:
+        raise ValueError(
+            f"the MLflow tracking URI {redacted(uri)} holds a password, which a manifest must "
+            "not: set train.kubernetes.env.MLFLOW_TRACKING_URI to a tracking server the pods "
+            "reach (http://…), or give the pods the URI from a Secret"
+        )
+    return str(in_pod(uri))
 
 
 class _Dumper(yaml.SafeDumper):

@@ -152,7 +152,10 @@ class SlurmJobParams(Config):
 
     def __post_init__(self) -> None:
         if self.gpus_per_node < 0:
-            raise ConfigError(f"slurm.gpus_per_node={self.gpus_per_node} must be >= 0")
+            raise ConfigError(
+                f"gpus_per_node={self.gpus_per_node} (train.slurm, eval.slurm or "
+                "curation.slurm) must be >= 0"
+            )
 
 
 @dataclass

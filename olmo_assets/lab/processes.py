@@ -79,10 +79,11 @@ def children_stop_with_this_process(grace_seconds: float = GRACE_SECONDS) -> Ite
 
 
 LAUNCHER_PID = "OLMO_LAUNCHER_PID"
+"""Set by a launcher to its own pid, so a child can tell whether it already died."""
+
 FAILURE_FILE = "OLMO_STAGE_FAILURE_FILE"
 """Where a stage command launched through Pipes writes why it failed (the launcher's step
 then fails with that message rather than the exit code alone)."""
-"""Set by a launcher to its own pid, so a child can tell whether it already died."""
 
 
 def stop_with_parent() -> None:

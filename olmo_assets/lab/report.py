@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ CURVE_POINTS = 20
 """The loss curve is smoothed over ``steps // CURVE_POINTS`` steps (a trailing mean)."""
 MEAN = "mean"
 """The row of the evaluation table averaging the tasks."""
+RESULTS = "results.parquet"
+"""The file of an evaluation's results in its folder."""
 
 
 def final_loss_window(num_steps: int) -> int:
@@ -148,7 +151,7 @@ def evaluation_folders(lab: Lab, step: int) -> list[Path]:
 
 def evaluated(lab: Lab, step: int) -> bool:
     """Whether every evaluation of checkpoint ``step`` has its results."""
-    return all((folder / "results.parquet").is_file() for folder in evaluation_folders(lab, step))
+    return all((folder / RESULTS).is_file() for folder in evaluation_folders(lab, step))
 
 
 def kept_checkpoints(lab: Lab) -> list[int]:
@@ -162,17 +165,18 @@ def kept_checkpoints(lab: Lab) -> list[int]:
 def report_checkpoints(lab: Lab) -> tuple[list[int], list[int]]:
     """The checkpoints the model report covers, and those still being evaluated: with
     ``eval.continuous`` the kept checkpoints whose evaluations are all done, and the others
-    recorded so far; else ``eval.checkpoints``, and none."""
-    if not lab.params.eval.continuous:
+    recorded so far; else ``eval.checkpoints``, and none. Under ``dvc repro`` (which sets
+    ``DVC_STAGE`` for a stage's command) always ``eval.checkpoints``: the inputs DVC tracks."""
+    if not lab.params.eval.continuous or os.environ.get("DVC_STAGE"):
         return sorted(lab.params.eval.checkpoints), []
     kept = [step for step in kept_checkpoints(lab) if lab.checkpoint_record(step).is_dir()]
     done = [step for step in kept if evaluated(lab, step)]
     return done, [step for step in kept if step not in done]
 
 
-def collect_model_report(lab: Lab) -> ModelReport:
-    """The losses and the results of the report's checkpoints (:func:`report_checkpoints`)
-    × ``eval.tasks`` (and perplexity)."""
+def collect_model_report(lab: Lab, checkpoints: list[int] | None = None) -> ModelReport:
+    """The losses and the results of ``checkpoints`` (default: the report's,
+    :func:`report_checkpoints`) × ``eval.tasks`` (and perplexity)."""
     from olmo_nn.eval.tasks import get_task_spec
     from olmo_nn.train.callbacks.metrics_file import METRICS_FILE, read_metrics
 
@@ -191,14 +195,14 @@ def collect_model_report(lab: Lab) -> ModelReport:
             s: float(r["eval/loss"]) for s, r in sorted(by_step.items()) if "eval/loss" in r
         },
         tokens_seen=int(by_step[max(by_step)].get("tokens_seen", 0)),
-        checkpoints=report_checkpoints(lab)[0],
+        checkpoints=report_checkpoints(lab)[0] if checkpoints is None else checkpoints,
         tasks=list(lab.params.eval.tasks),
     )
     for task in report.tasks:
         report.normalization[task] = get_task_spec(task).default_normalization
     for step in report.checkpoints:
         for task in report.tasks:
-            path = lab.downstream(step, task) / "results.parquet"
+            path = lab.downstream(step, task) / RESULTS
             if not path.is_file():
                 report.missing.append(str(path.parent.relative_to(lab.repo)))
                 continue
@@ -212,7 +216,7 @@ def collect_model_report(lab: Lab) -> ModelReport:
                 report.stderr[step, task] = float(rows["acc_stderr"]["value"])
             if "chance" in rows:
                 report.chance[task] = float(rows["chance"]["value"])
-        path = lab.perplexity(step) / "results.parquet"
+        path = lab.perplexity(step) / RESULTS
         if not path.is_file():
             report.missing.append(str(path.parent.relative_to(lab.repo)))
             continue

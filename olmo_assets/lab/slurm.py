@@ -26,12 +26,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from olmo_assets.lab.params import SlurmJobParams, SlurmParams
 from olmo_assets.lab.processes import best_effort
+from olmo_assets.lab.steps.results import InputError
 
 __all__ = [
     "FINAL_STATES",
     "JobState",
     "SlurmJobError",
+    "SlurmUnreachable",
     "job_state",
     "run_job",
     "sbatch_script",
@@ -84,45 +87,34 @@ def sbatch_script(
     *,
     command: Sequence[str],
     torchrun: Sequence[str],
-    nodes: int,
     processes_per_node: int,
     workdir: Path,
     output: Path,
-    job_name: str = "olmo-train",
-    gpus_per_node: int = 0,
-    cpus_per_node: int | None = None,
-    partition: str | None = None,
-    account: str | None = None,
-    qos: str | None = None,
-    time_limit: str | None = None,
-    sbatch_lines: Sequence[str] = (),
-    setup: Sequence[str] = (),
-    rdzv_port: int = 29500,
+    slurm: SlurmParams,
     run_dir: Path | None = None,
-    signal_seconds: int = 0,
+    job_name: str = "olmo-train",
 ) -> str:
-    """The batch script: ``#SBATCH`` options, the environment ``setup`` lines, then one
-    ``torchrun`` per node (``torchrun`` is how to start it, e.g. ``python -m
-    torch.distributed.run``; ``command`` what it runs, e.g. ``-m olmo_nn.cli.main train
-    …``). ``output`` takes the job's stdout and stderr (``%j`` is the job id).
+    """The batch script: ``#SBATCH`` options (``slurm``: nodes, GPUs, partition, …), the
+    environment's ``setup`` lines, then one ``torchrun`` per node (``torchrun`` is how to start
+    it, e.g. ``python -m torch.distributed.run``; ``command`` what it runs, e.g. ``-m
+    olmo_nn.cli.main train …``). ``output`` takes the job's stdout and stderr (``%j`` is the
+    job id).
 
     With the trainer's ``run_dir``, the job stops and resumes on a warning: Slurm sends this
-    script ``USR1`` ``signal_seconds`` before the time limit (``--signal=B:USR1@N``; also
-    ``scancel --batch --signal=USR1``), the script asks the trainer to save and stop
+    script ``USR1`` ``slurm.signal_seconds`` before the time limit (``--signal=B:USR1@N``;
+    also ``scancel --batch --signal=USR1``), the script asks the trainer to save and stop
     (:mod:`olmo_nn.train.stop`), and once the trainer has, requeues the job, which resumes
     from that checkpoint."""
     from olmo_nn.train.stop import STOP_REQUEST_FILE, STOPPED_FILE
 
-    options = _options(
-        job_name, nodes, output, gpus_per_node, cpus_per_node, partition, account, qos, time_limit
-    )
+    options = _options(job_name, slurm.nodes, output, slurm)
     if run_dir is not None:
-        if signal_seconds:
-            options.append(f"--signal=B:USR1@{signal_seconds}")
+        if slurm.signal_seconds:
+            options.append(f"--signal=B:USR1@{slurm.signal_seconds}")
         options.append("--requeue")
-    options += [line.removeprefix("#SBATCH").strip() for line in sbatch_lines]
+    options += [line.removeprefix("#SBATCH").strip() for line in slurm.sbatch]
     launch = [
-        *torchrun,
+        *(shlex.quote(part) for part in torchrun),
         "--nnodes=$SLURM_JOB_NUM_NODES",
         f"--nproc-per-node={processes_per_node}",
         "--rdzv-backend=c10d",
@@ -133,13 +125,13 @@ def sbatch_script(
     stopping: list[str] = []
     finish = ["srun --kill-on-bad-exit=1 " + " ".join(launch)]
     if run_dir is not None:
-        request = shlex.quote(str(run_dir / STOP_REQUEST_FILE))
         stopped = shlex.quote(str(run_dir / STOPPED_FILE))
         stopping = [
             "# Warned (USR1) of the time limit, ask the trainer to save and stop.",
-            f"rm -f {request} {stopped}",
+            f"stop_request={shlex.quote(str(run_dir / STOP_REQUEST_FILE))}",
+            f'rm -f "$stop_request" {stopped}',
             "trap 'echo \"job $SLURM_JOB_ID: warned (USR1): asking the trainer to save a "
-            f"checkpoint and stop\"; touch {request}' USR1",
+            'checkpoint and stop"; touch "$stop_request"\' USR1',
         ]
         finish = [
             f"{finish[0]} &",
@@ -161,13 +153,13 @@ def sbatch_script(
         *(f"#SBATCH {option}" for option in options),
         "# Written by the lab's train step (olmo_assets/lab/slurm.py).",
         "set -euo pipefail",
-        *setup,
+        *slurm.setup,
         f"cd {shlex.quote(str(workdir))}",
         *stopping,
         "# Rendezvous on the first node, by the address Slurm reaches it at.",
         'first=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
         'MASTER_ADDR=$(scontrol show node "$first" -o | sed -n "s/.*NodeAddr=\\([^ ]*\\).*/\\1/p")',
-        f"export MASTER_ADDR MASTER_PORT={rdzv_port}",
+        f"export MASTER_ADDR MASTER_PORT={slurm.rdzv_port}",
         'echo "job $SLURM_JOB_ID: $SLURM_JOB_NUM_NODES node(s) ($SLURM_JOB_NODELIST), '
         'rendezvous at $MASTER_ADDR:$MASTER_PORT"',
         "# One torchrun per node.",
@@ -176,18 +168,13 @@ def sbatch_script(
     return "\n".join(lines) + "\n"
 
 
-def _options(
-    job_name: str,
-    nodes: int,
-    output: Path,
-    gpus_per_node: int,
-    cpus_per_node: int | None,
-    partition: str | None,
-    account: str | None,
-    qos: str | None,
-    time_limit: str | None,
-) -> list[str]:
+def _options(job_name: str, nodes: int, output: Path, slurm: SlurmJobParams) -> list[str]:
     """The ``#SBATCH`` options of a job of one task per node."""
+    if any(c.isspace() for c in str(output)):
+        raise InputError(
+            f"{output}: Slurm's #SBATCH --output cannot name a path with spaces; move the "
+            "repository, or set slurm.folder to a folder without spaces"
+        )
     options = [
         f"--job-name={job_name}",
         f"--nodes={nodes}",
@@ -195,15 +182,15 @@ def _options(
         f"--output={output}",
         "--open-mode=append",
     ]
-    if gpus_per_node:
-        options.append(f"--gpus-per-node={gpus_per_node}")
-    if cpus_per_node:
-        options.append(f"--cpus-per-task={cpus_per_node}")
+    if slurm.gpus_per_node:
+        options.append(f"--gpus-per-node={slurm.gpus_per_node}")
+    if slurm.cpus_per_node:
+        options.append(f"--cpus-per-task={slurm.cpus_per_node}")
     for flag, value in (
-        ("partition", partition),
-        ("account", account),
-        ("qos", qos),
-        ("time", time_limit),
+        ("partition", slurm.partition),
+        ("account", slurm.account),
+        ("qos", slurm.qos),
+        ("time", slurm.time),
     ):
         if value:
             options.append(f"--{flag}={value}")
@@ -211,32 +198,18 @@ def _options(
 
 
 def step_script(
-    command: Sequence[str],
-    *,
-    workdir: Path,
-    output: Path,
-    job_name: str,
-    gpus_per_node: int = 0,
-    cpus_per_node: int | None = None,
-    partition: str | None = None,
-    account: str | None = None,
-    qos: str | None = None,
-    time_limit: str | None = None,
-    sbatch_lines: Sequence[str] = (),
-    setup: Sequence[str] = (),
+    command: Sequence[str], *, workdir: Path, output: Path, job_name: str, slurm: SlurmJobParams
 ) -> str:
     """The batch script of one step on one node (an evaluation, a shard's tagging): the
     ``#SBATCH`` options, the ``setup`` lines, then ``command`` as the job's one task."""
-    options = _options(
-        job_name, 1, output, gpus_per_node, cpus_per_node, partition, account, qos, time_limit
-    )
-    options += [line.removeprefix("#SBATCH").strip() for line in sbatch_lines]
+    options = _options(job_name, 1, output, slurm)
+    options += [line.removeprefix("#SBATCH").strip() for line in slurm.sbatch]
     lines = [
         "#!/bin/bash",
         *(f"#SBATCH {option}" for option in options),
         "# Written by the lab's stage command (olmo_assets/lab/slurm.py).",
         "set -euo pipefail",
-        *setup,
+        *slurm.setup,
         f"cd {shlex.quote(str(workdir))}",
         "srun --kill-on-bad-exit=1 " + " ".join(shlex.quote(part) for part in command),
     ]
@@ -255,23 +228,34 @@ def submit(script: Path, env: Mapping[str, str] | None = None) -> str:
     if done.returncode != 0:
         raise RuntimeError(
             f"sbatch refused {script}: {done.stderr.strip() or done.stdout.strip()} (is the "
-            "cluster reachable from here: `sinfo`? are train.slurm's partition, account and "
-            "qos valid on it?)"
+            "cluster reachable from here: `sinfo`? are the partition, account and qos of the "
+            "step's slurm settings (train.slurm, eval.slurm, curation.slurm) valid on it?)"
         )
     return done.stdout.strip().split(";")[0]
 
 
+class SlurmUnreachable(OSError):
+    """``scontrol`` could not answer (the controller is down, restarting or too busy)."""
+
+
 def job_state(job_id: str, env: Mapping[str, str] | None = None) -> JobState | None:
-    """The job's state from ``scontrol show job`` (None once the controller forgot it)."""
-    done = subprocess.run(
-        ["scontrol", "show", "job", "-o", job_id],
-        env=dict(env) if env is not None else None,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    """The job's state from ``scontrol show job``: None once the controller forgot it;
+    :class:`SlurmUnreachable` when it cannot say."""
+    try:
+        done = subprocess.run(
+            ["scontrol", "show", "job", "-o", job_id],
+            env=dict(env) if env is not None else None,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        raise SlurmUnreachable(f"`scontrol show job {job_id}` did not answer in 60 s") from None
     if done.returncode != 0:
-        return None
+        if "Invalid job id" in done.stderr:
+            return None
+        raise SlurmUnreachable(f"`scontrol show job {job_id}`: {done.stderr.strip()}")
     fields = dict(_FIELD.findall(done.stdout))
     restarts = fields.get("Restarts", "0")
     return JobState(
@@ -300,6 +284,30 @@ class _Tail:
             sys.stdout.flush()
 
 
+UNREACHABLE_PATIENCE_S = 600.0
+"""How long a followed job's controller may stay silent before the step gives up (and cancels
+the job)."""
+
+
+def _state(
+    job_id: str, env: Mapping[str, str] | None, silent_since: list[float]
+) -> JobState | None:
+    """:func:`job_state`, waiting out a controller that cannot answer for a while."""
+    while True:
+        try:
+            state = job_state(job_id, env)
+        except SlurmUnreachable as error:
+            if not silent_since:
+                silent_since.append(time.monotonic())
+                print(f"{error}; asking again", flush=True)
+            elif time.monotonic() - silent_since[0] > UNREACHABLE_PATIENCE_S:
+                raise
+            time.sleep(5)
+            continue
+        silent_since.clear()
+        return state
+
+
 def run_job(
     script: Path,
     output: Callable[[str], Path],
@@ -310,15 +318,17 @@ def run_job(
 ) -> str:
     """Submit ``script`` and follow the job to its end; its id. ``output(job_id)`` is the
     file its output goes to. A job that ends other than COMPLETED raises
-    :class:`SlurmJobError`; an interruption cancels the job (``scancel``) and re-raises."""
+    :class:`SlurmJobError`. An interruption, or a controller silent for
+    :data:`UNREACHABLE_PATIENCE_S`, cancels the job (``scancel``) and re-raises."""
     job_id = submit(script, env)
     print(f"submitted Slurm job {job_id} ({script})", flush=True)
     tail = _Tail(output(job_id))
     state: JobState | None = None
     restarts = 0
+    silent_since: list[float] = []
     try:
         while True:
-            state = job_state(job_id, env)
+            state = _state(job_id, env, silent_since)
             if state is not None and state.restarts > restarts:
                 restarts = state.restarts
                 print(f"Slurm job {job_id} was requeued (restart {restarts})", flush=True)
@@ -329,14 +339,16 @@ def run_job(
                 # A job requeued (by itself, or preempted with PreemptMode=REQUEUE) can show
                 # its old run's end for a moment: look once more before taking it as final.
                 time.sleep(poll_seconds)
-                again = job_state(job_id, env)
-                if again is None or (again.final and again.restarts == restarts):
+                state = _state(job_id, env, silent_since)
+                if state is None or (state.final and state.restarts == restarts):
                     break
                 continue
             time.sleep(poll_seconds)
     except BaseException:
-        with contextlib.suppress(OSError):
-            subprocess.run(["scancel", job_id], env=dict(env) if env else None, check=False)
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(
+                ["scancel", job_id], env=dict(env) if env else None, check=False, timeout=60
+            )
         print(f"cancelled Slurm job {job_id}", flush=True)
         raise
     tail()

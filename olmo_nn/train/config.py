@@ -19,7 +19,7 @@ from olmo_nn.train.optim import OptimConfig
 from olmo_nn.train.schedule import BatchSizeWarmupConfig, SchedulerConfig
 from olmo_nn.train.stability import ClipConfig, SkipStepConfig
 
-__all__ = ["HARDWARE_FIELDS", "EvalConfig", "TrainConfig", "hardware_field", "math_of"]
+__all__ = ["HARDWARE_FIELDS", "EvalConfig", "TrainConfig", "math_of"]
 
 Precision = Literal["fp32", "bf16"]
 
@@ -44,11 +44,6 @@ HARDWARE_FIELDS = (
 it reports: a run resumes with other values of these (on other hardware, with another
 micro-batch size or node count), and with the same values of every other field (model,
 optimizer, schedule, data, global batch, seed, precision)."""
-
-
-def hardware_field(key: str) -> bool:
-    """Whether the dotted ``key`` (an override's) is, or is inside, a hardware field."""
-    return any(key == field or key.startswith(f"{field}.") for field in HARDWARE_FIELDS)
 
 
 def math_of(config: dict[str, Any]) -> dict[str, Any]:

@@ -355,7 +355,7 @@ class Trainer:
             f"{self.step:06d}"
         ):
             self.save(unsharded=False)
-        if self.step > start and self._unsharded_due(self.step) and not self.stopped_on_request:
+        if self.step > start and self._unsharded_due(self.step) and self.stopped_on_request is None:
             self.save(unsharded=True)  # at max_steps, and at an interval --stop-at ends on
         for callback in self.callbacks:
             callback.on_train_end(self)

@@ -48,8 +48,8 @@ def model_report(lab: Lab) -> StepResult:
     from olmo_assets.lab.steps.evaluation import accuracy_text
     from olmo_assets.lab.tracking import log_report
 
-    report = collect_model_report(lab)
-    pending = report_checkpoints(lab)[1]
+    covered, pending = report_checkpoints(lab)
+    report = collect_model_report(lab, covered)
     with staged_folder(lab.model_report) as staged:
         staged.mkdir()
         write_model_report(report, staged)

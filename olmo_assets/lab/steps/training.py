@@ -30,6 +30,7 @@ __all__ = [
     "train",
     "train_command",
     "trainer_arguments",
+    "trainer_overrides",
 ]
 
 PROGRESS_REPORTS = 20
@@ -42,6 +43,19 @@ TORCHRUN = (sys.executable, "-m", "torch.distributed.run")
 
 def trainer_arguments(lab: Lab) -> list[str]:
     """What ``torchrun`` runs: ``-m olmo_nn.cli.main train CONFIG overrides --run-dir RUN``."""
+    return [
+        "-m",
+        "olmo_nn.cli.main",
+        "train",
+        str(lab.repo / lab.params.train.config),
+        *trainer_overrides(lab),
+        "--run-dir",
+        str(lab.run_dir),
+    ]
+
+
+def trainer_overrides(lab: Lab) -> list[str]:
+    """The ``key=value`` overrides of the training config: the shards, the ``train`` section."""
     from olmo_assets.lab.steps.tokenization import split_folders
 
     params = lab.params.train
@@ -67,15 +81,7 @@ def trainer_arguments(lab: Lab) -> list[str]:
         overrides.append(
             f"data.validation_paths=[{','.join(str(folder) for folder in validation)}]"
         )
-    return [
-        "-m",
-        "olmo_nn.cli.main",
-        "train",
-        str(lab.repo / params.config),
-        *overrides,
-        "--run-dir",
-        str(lab.run_dir),
-    ]
+    return overrides
 
 
 def train_command(lab: Lab) -> list[str]:
@@ -89,25 +95,14 @@ def slurm_script(lab: Lab) -> str:
     from olmo_assets.lab.slurm import sbatch_script
 
     params = lab.params.train
-    slurm = params.slurm
     return sbatch_script(
         command=trainer_arguments(lab),
         torchrun=TORCHRUN,
-        nodes=slurm.nodes,
         processes_per_node=params.nproc,
         workdir=lab.repo,
-        output=lab.repo / slurm.folder / "train-%j.out",
-        gpus_per_node=slurm.gpus_per_node,
-        cpus_per_node=slurm.cpus_per_node,
-        partition=slurm.partition,
-        account=slurm.account,
-        qos=slurm.qos,
-        time_limit=slurm.time,
-        sbatch_lines=slurm.sbatch,
-        setup=slurm.setup,
-        rdzv_port=slurm.rdzv_port,
+        output=lab.repo / params.slurm.folder / "train-%j.out",
+        slurm=params.slurm,
         run_dir=lab.run_dir,
-        signal_seconds=slurm.signal_seconds,
     )
 
 
@@ -123,31 +118,29 @@ def _run_on_slurm(lab: Lab, environment: dict[str, str], progress: TrainingProgr
 
 
 def launch_identity(lab: Lab) -> str:
-    """What a run must share with an earlier one to resume it: the trainer's arguments that
-    change its math (not how many nodes or processes run it, nor the micro-batch size:
-    :data:`olmo_nn.train.config.HARDWARE_FIELDS`), the shards' manifests, the training
-    config's content and the stage's code, so an edited config or trainer starts afresh
-    instead of resuming, and a run moved to other hardware resumes."""
+    """What a run must share with an earlier one to resume it: the resolved training config
+    without the fields that leave its math alone (the trainer's own rule,
+    :func:`olmo_nn.train.config.math_of`: not the node or process count, the micro-batch
+    size, activation checkpointing, …), the shards' manifests, and the stage's code, so an
+    edited config or trainer starts afresh instead of resuming, and a run moved to other
+    hardware resumes."""
     from olmo_assets.lab.hashing import dvc_md5
-    from olmo_assets.lab.pipeline import StageRun, code_path, stage_named
+    from olmo_assets.lab.pipeline import code_path, stage_named
     from olmo_assets.lab.steps.tokenization import split_folders
-    from olmo_nn.train.config import hardware_field
+    from olmo_nn.train.config import TrainConfig, math_of
 
-    stage = stage_named("train")
+    config = TrainConfig.load(lab.repo / lab.params.train.config)
+    resolved = config.with_overrides(trainer_overrides(lab)).resolved()
     manifests = [folder / "manifest.json" for folder in split_folders(lab, "train")]
     return json.dumps(
         {
-            "command": [
-                argument
-                for argument in trainer_arguments(lab)
-                if not hardware_field(argument.partition("=")[0])
-            ],
+            "config": math_of(resolved.to_dict()),
             "shards": [path.read_text(encoding="utf-8") for path in manifests],
-            "files": {
-                key: dvc_md5(lab.repo / str(lab.param(key))) for key in StageRun(stage).files()
+            "code": {
+                path: dvc_md5(code_path(lab, path)) for path in stage_named("train").code_paths
             },
-            "code": {path: dvc_md5(code_path(lab, path)) for path in stage.code_paths},
-        }
+        },
+        sort_keys=True,
     )
 
 
@@ -208,6 +201,7 @@ def train(lab: Lab) -> StepResult:
     from olmo_assets.lab.tracking import experiment_id, log_training_inputs, training_run_tags
     from olmo_nn.train.callbacks.metrics_file import METRICS_FILE, read_metrics
     from olmo_nn.train.callbacks.mlflow_logger import RUN_TAGS_ENV
+    from olmo_nn.train.stop import STOP_REQUEST_FILE, STOPPED_FILE
 
     # The run resumes from its checkpoints when it was launched the same way (an interrupted
     # run); anything else starts it afresh.
@@ -219,6 +213,10 @@ def train(lab: Lab) -> StepResult:
         shutil.rmtree(lab.run_dir)
     lab.run_dir.mkdir(parents=True, exist_ok=True)
     identity.write_text(launch, encoding="utf-8")
+    # A stop request left by an earlier launch (a warned job cancelled before its trainer
+    # saw it) would stop this one after its first step.
+    for leftover in (STOP_REQUEST_FILE, STOPPED_FILE):
+        (lab.run_dir / leftover).unlink(missing_ok=True)
     # The experiment (and a new SQLite store's schema) is created by this one process before
     # the trainer and the evaluation steps write to it.
     experiment_id(lab)

@@ -297,8 +297,9 @@ def test_dvc_repro_runs_the_training_as_a_slurm_job_and_records_it(
     ("change", "exit_code"),
     [
         ({"setup": ["exit 3"]}, "3:0"),
-        # The trainer refuses an unknown config key: torchrun, srun and the script exit 1.
-        ({"train": {"overrides": {"no_such_key": 1}}}, "1:0"),
+        # The trainer refuses, on its node, a micro-batch that does not divide the global
+        # batch (4): torchrun, srun and the script exit 1.
+        ({"train": {"micro_batch_size": 3}}, "1:0"),
     ],
     ids=["its-setup-exits-3", "the-trainer-fails"],
 )

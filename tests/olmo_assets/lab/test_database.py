@@ -88,6 +88,10 @@ def test_a_url_that_is_not_postgres_is_refused_without_its_password(
     with pytest.raises(ValueError, match="a user named 'mlflow'"):
         mlflow_tracking_uri(tmp_path)
     assert database.redacted(URL) == "postgresql://lab:***@db.internal:5432/olmo"
+    assert (
+        database.redacted("postgresql://db.internal/olmo?user=lab&password=secret")
+        == "postgresql://db.internal/olmo?user=lab&password=***"
+    )
 
 
 def _lab_copy(built_lab: Lab, root: Path) -> Lab:

@@ -164,6 +164,7 @@ def _lab(folder: Path, kubernetes: dict[str, Any], **slurm: Any) -> Lab:
 def _no_tracking_server(monkeypatch: pytest.MonkeyPatch) -> None:
     """The pinned objects name the repository's own MLflow store, not this shell's server."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("OLMO_LAB_DATABASE_URL", raising=False)
 
 
 @pytest.fixture
@@ -234,6 +235,16 @@ def test_missing_settings_and_bad_names_are_errors_that_name_the_key(tmp_path: P
         lab_objects(_lab(tmp_path / "b", {"image": "i", "claim": "c"}, gpus_per_node=4))
     with pytest.raises(ConfigError, match=r"train\.kubernetes\.name='OLMo_train'"):
         _lab(tmp_path / "c", {"name": "OLMo_train"})
+
+
+def test_a_tracking_uri_holding_a_password_never_reaches_the_manifest(
+    olmo_7b_lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OLMO_LAB_DATABASE_URL", "postgresql://lab:s3cret@db.internal/olmo")
+    with pytest.raises(ValueError) as raised:
+        lab_objects(olmo_7b_lab)
+    assert "postgresql://lab:***@db.internal/olmo" in str(raised.value)
+    assert "s3cret" not in str(raised.value)
 
 
 def test_the_command_prints_or_writes_what_the_function_renders(

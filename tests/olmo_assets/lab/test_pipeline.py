@@ -236,6 +236,12 @@ def test_training_resumes_only_what_was_launched_the_same_way(lab: Lab) -> None:
     assert identity() != before
     _edit(lab, "train", train)
     assert identity() == before
+    # The same rule for the training config's own file.
+    config = lab.repo / lab.params.train.config
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text + "activation_checkpointing: true\n", encoding="utf-8")
+    assert identity() == before
+    config.write_text(text, encoding="utf-8")
     config = lab.repo / lab.params.train.config
     text = config.read_text(encoding="utf-8")
     config.write_text(text.replace("seed: 6198", "seed: 6199"), encoding="utf-8")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from olmo_assets.lab.params import Lab
+from olmo_assets.lab.params import Lab, SlurmParams
 from olmo_assets.lab.pipeline import parse_run
 from olmo_assets.lab.slurm import JobState, SlurmJobError, job_state, run_job, sbatch_script
 from olmo_assets.lab.steps.results import InputError
@@ -47,9 +47,10 @@ module load cuda/12.4
 source /shared/lab/.venv/bin/activate
 cd /shared/lab
 # Warned (USR1) of the time limit, ask the trainer to save and stop.
-rm -f /shared/lab/lab/runs/train/stop-request /shared/lab/lab/runs/train/stopped.json
+stop_request=/shared/lab/lab/runs/train/stop-request
+rm -f "$stop_request" /shared/lab/lab/runs/train/stopped.json
 trap 'echo "job $SLURM_JOB_ID: warned (USR1): asking the trainer to save a checkpoint and stop"; \
-touch /shared/lab/lab/runs/train/stop-request' USR1
+touch "$stop_request"' USR1
 # Rendezvous on the first node, by the address Slurm reaches it at.
 first=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 MASTER_ADDR=$(scontrol show node "$first" -o | sed -n "s/.*NodeAddr=\\([^ ]*\\).*/\\1/p")
@@ -88,20 +89,22 @@ def test_the_batch_script_of_an_olmo_7b_run_on_4_nodes_of_8_gpus() -> None:
             "/shared/lab/lab/runs/train",
         ],
         torchrun=["python", "-m", "torch.distributed.run"],
-        nodes=4,
         processes_per_node=8,
         workdir=Path("/shared/lab"),
         output=Path("/shared/lab/slurm/train-%j.out"),
-        gpus_per_node=8,
-        cpus_per_node=64,
-        partition="gpu",
-        account="ai2",
-        qos="high",
-        time_limit="2-00:00:00",
-        sbatch_lines=["#SBATCH --exclusive"],
-        setup=["module load cuda/12.4", "source /shared/lab/.venv/bin/activate"],
+        slurm=SlurmParams(
+            nodes=4,
+            gpus_per_node=8,
+            cpus_per_node=64,
+            partition="gpu",
+            account="ai2",
+            qos="high",
+            time="2-00:00:00",
+            sbatch=["#SBATCH --exclusive"],
+            setup=["module load cuda/12.4", "source /shared/lab/.venv/bin/activate"],
+            signal_seconds=300,
+        ),
         run_dir=Path("/shared/lab/lab/runs/train"),
-        signal_seconds=300,
     )
     assert script == OLMO_7B_SCRIPT.replace("\\\n", "")
 

@@ -195,7 +195,7 @@ def test_a_stop_request_saves_stops_with_status_75_and_resumes_bit_identically(
 def test_a_run_resumes_with_other_hardware_settings_but_not_other_math(
     reference_run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Micro-batch size, activation checkpointing, compile, workers: how, not what. The
+    """Micro-batch size, activation checkpointing, loader workers: how, not what. The
     optimizer, schedule, data, batch and seed must stay."""
     config, reference = reference_run
     run = tmp_path / "run"
