@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -115,6 +116,43 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _slurm_lab(
+    built_lab: Lab,
+    tmp_path: Path,
+    overrides: dict[str, Any] | None = None,
+    nodes: int = 1,
+    time_limit: str | None = None,
+    **train: Any,
+) -> Lab:
+    """The session's lab at ``tmp_path/repo`` (its configs and token shards), training as a
+    Slurm job of ``nodes``; ``train`` and ``overrides`` change its ``train`` section."""
+    repo = tmp_path / "repo"
+    shutil.copytree(built_lab.repo / "configs", repo / "configs")
+    shutil.copytree(built_lab.shards, repo / "lab" / "shards")
+    params = yaml.safe_load((built_lab.repo / "params.yaml").read_text(encoding="utf-8"))
+    slurm = {
+        "nodes": nodes,
+        "rdzv_port": _free_port(),
+        **({"time": time_limit} if time_limit else {}),
+    }
+    params["train"] |= {
+        **train,
+        "overrides": params["train"]["overrides"] | (overrides or {}),
+        "launcher": "slurm",
+        "slurm": slurm,
+    }
+    (repo / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    # The copied shards' folders are named by path in the run: the lab's own, here.
+    return Lab.load(repo)
+
+
+def _on_cluster(cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Clients reach the local cluster; MLflow logs to a store of the test's own."""
+    for name, value in cluster.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
 def test_a_two_node_slurm_job_trains_as_one_process_does(
     built_lab: Lab,
     slurm_cluster: SlurmCluster,  # noqa: F811
@@ -124,31 +162,20 @@ def test_a_two_node_slurm_job_trains_as_one_process_does(
 ) -> None:
     """The session's lab trained its four steps in one local process; the same run as a
     Slurm job of two nodes (one torchrun each, gloo) logs the same losses."""
-    repo = tmp_path / "repo"
-    shutil.copytree(built_lab.repo / "configs", repo / "configs")
-    shutil.copytree(built_lab.shards, repo / "lab" / "shards")
-    params = yaml.safe_load((built_lab.repo / "params.yaml").read_text(encoding="utf-8"))
-    params["train"] |= {
-        # Two ranks of two instances each: a micro-batch of two, and a validation batch for
-        # each rank (the training math is the same).
-        "micro_batch_size": 2,
-        "overrides": params["train"]["overrides"] | {"eval.max_batches": 2},
-        "launcher": "slurm",
-        "slurm": {"nodes": 2, "rdzv_port": _free_port(), "time": "00:10:00"},
-    }
-    (repo / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
-    # The copied shards' folders are named by path in the run: the lab's own, here.
-    lab = Lab.load(repo)
-    for name, value in slurm_cluster.env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # Two ranks of two instances each: a micro-batch of two, and a validation batch for each
+    # rank (the training math is the same).
+    overrides = {"eval.max_batches": 2}
+    lab = _slurm_lab(
+        built_lab, tmp_path, micro_batch_size=2, overrides=overrides, nodes=2, time_limit="00:10:00"
+    )
+    _on_cluster(slurm_cluster, monkeypatch, tmp_path)
 
     result = train(lab)
 
     out = capsys.readouterr().out
     assert "submitted Slurm job" in out
     assert "2 node(s) (n[1-2])" in out
-    (script,) = sorted((repo / "lab" / "slurm").glob("train-*.sbatch"))
+    (script,) = sorted((lab.repo / "lab" / "slurm").glob("train-*.sbatch"))
     assert "#SBATCH --nodes=2" in script.read_text(encoding="utf-8")
     one = {m["step"]: m["loss"] for m in read_metrics(built_lab.run_dir) if "loss" in m}
     two = {m["step"]: m["loss"] for m in read_metrics(lab.run_dir) if "loss" in m}
@@ -172,17 +199,10 @@ def test_a_job_warned_of_its_time_limit_saves_requeues_and_resumes_bit_exactly(
     """The warning Slurm sends before the time limit (``--signal=B:USR1@N``), sent now with
     ``scancel --batch --signal=USR1``: the trainer saves and stops, the job requeues itself
     and resumes, and the run ends with the losses of the session's uninterrupted run."""
-    repo = tmp_path / "repo"
-    shutil.copytree(built_lab.repo / "configs", repo / "configs")
-    shutil.copytree(built_lab.shards, repo / "lab" / "shards")
-    params = yaml.safe_load((built_lab.repo / "params.yaml").read_text(encoding="utf-8"))
-    params["train"] |= {"launcher": "slurm", "slurm": {"rdzv_port": _free_port()}}
-    (repo / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
-    lab = Lab.load(repo)
+    lab = _slurm_lab(built_lab, tmp_path)
+    repo = lab.repo
     env = {**os.environ, **slurm_cluster.env}
-    for name, value in slurm_cluster.env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    _on_cluster(slurm_cluster, monkeypatch, tmp_path)
     warned: list[str] = []
 
     def warn_once_started() -> None:
