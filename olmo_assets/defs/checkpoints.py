@@ -65,10 +65,10 @@ def evaluation_requests(lab: Lab) -> tuple[list[str], list[RunRequest]]:
     downstream_job = job_name(stage_named("downstream"))
     perplexity_job = job_name(stage_named("perplexity"))
     report_job = job_name(stage_named("model_report"))
-    keys, requests, evaluated = [], [], []
-    for step in kept_checkpoints(lab):
+    requests, evaluated = [], []
+    kept = kept_checkpoints(lab)
+    for step in kept:
         key = str(step)
-        keys.append(key)
         written = _mtime(lab.checkpoint(step))
         version = f"{key}-{written}"
         record = _mtime(lab.checkpoint_record(step) / "checkpoint.json")
@@ -102,17 +102,13 @@ def evaluation_requests(lab: Lab) -> tuple[list[str], list[RunRequest]]:
             evaluated.append(version)
     report = _mtime(lab.model_report / "metrics.json")
     newest = max(
-        (
-            _mtime(folder / RESULTS)
-            for step in kept_checkpoints(lab)
-            for folder in evaluation_folders(lab, step)
-        ),
+        (_mtime(folder / RESULTS) for step in kept for folder in evaluation_folders(lab, step)),
         default=-1,
     )
     if evaluated and newest > report:
         versions = hashlib.sha256("\n".join(evaluated).encode()).hexdigest()[:16]
         requests.append(RunRequest(job_name=report_job, run_key=f"model_report-{versions}"))
-    return keys, requests
+    return [str(step) for step in kept], requests
 
 
 def new_checkpoints_sensor(lab: Lab, jobs: list[Any]) -> SensorDefinition:
