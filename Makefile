@@ -19,7 +19,7 @@ MLFLOW_PORT ?= 5000
 export OLMO_DAGSTER_URL ?= http://$(UI_HOST):$(UI_PORT)
 export OLMO_MLFLOW_URL ?= http://$(UI_HOST):$(MLFLOW_PORT)
 
-.PHONY: install demo test browser slurm postgres lint format ui mlflow-ui bench-tokenizer bench-train bench-curation bench-eval clean-venv
+.PHONY: install demo test browser slurm postgres lint format ui mlflow-ui bench bench-venv bench-table bench-tokenizer bench-train bench-curation bench-eval clean-venv
 
 install: $(STAMP) $(DVC_STAMP)
 
@@ -85,18 +85,52 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench-tokenizer: install
+# `make bench`: every benchmark, ours against its peers in the same run on the same work
+# (benchmarks/harness.py), each writing benchmarks/results/<name>.json, then the README's
+# table regenerated from those files. The peers live in their own environments: .venv-bench
+# (lm-evaluation-harness, datatrove, transformers, tokenizers) and .venv-dolma (the Dolma
+# toolkit, whose pins conflict with theirs).
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+DOLMA_VENV := .venv-dolma
+DOLMA_STAMP := $(DOLMA_VENV)/.installed
+
+$(BENCH_STAMP): requirements/bench.txt scripts/install_torch.sh
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	scripts/install_torch.sh $(BENCH_VENV)/bin/python
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r requirements/bench.txt
+	touch $(BENCH_STAMP)
+
+$(DOLMA_STAMP): requirements/dolma.txt
+	test -x $(DOLMA_VENV)/bin/python || $(PYTHON) -m venv $(DOLMA_VENV)
+	$(DOLMA_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DOLMA_VENV)/bin/python -m pip install --quiet -r requirements/dolma.txt
+	touch $(DOLMA_STAMP)
+
+bench-venv: install $(BENCH_STAMP) $(DOLMA_STAMP)
+
+bench: bench-venv
+	$(BIN)/python benchmarks/eval_throughput.py
+	$(BIN)/python benchmarks/curation_throughput.py
 	$(BIN)/python benchmarks/tokenizer_throughput.py
+	$(BIN)/python benchmarks/train_throughput.py --cpu
+	$(BIN)/python benchmarks/table.py --write
 
-bench-train: install
-	$(BIN)/python benchmarks/train_throughput.py
+bench-table: install
+	$(BIN)/python benchmarks/table.py --write
 
-bench-curation: install
+bench-eval: bench-venv
+	$(BIN)/python benchmarks/eval_throughput.py
+
+bench-curation: bench-venv
 	$(BIN)/python benchmarks/curation_throughput.py
 
-bench-eval: install
-	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e '.[bench]'
-	$(BIN)/python benchmarks/eval_throughput.py
+bench-tokenizer: bench-venv
+	$(BIN)/python benchmarks/tokenizer_throughput.py
+
+bench-train: bench-venv
+	$(BIN)/python benchmarks/train_throughput.py --cpu
 
 # The Dagster UI (dagster dev: webserver and daemon) on the repository's persistent instance
 # (.dagster/), with the MLflow UI beside it: it serves the plots the asset pages show.
@@ -119,4 +153,4 @@ mlflow-ui: install
 		$(BIN)/mlflow ui --host $(UI_HOST) --port $(MLFLOW_PORT)
 
 clean-venv:
-	rm -rf $(VENV) $(DVC_VENV)
+	rm -rf $(VENV) $(DVC_VENV) $(BENCH_VENV) $(DOLMA_VENV)

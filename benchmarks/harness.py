@@ -1,0 +1,334 @@
+"""What every benchmark shares: timing whole commands with their peak memory, interleaving
+ours and the peers on the same work, and writing ``benchmarks/results/<name>.json``.
+
+A benchmark builds its inputs once, then calls :func:`compare` with one entry per side: a
+command line (the whole command a user runs, measured as a child process: wall seconds, the
+largest process's peak RSS and the whole process tree's peak RSS) or a Python callable (the
+core call, measured in this process). Sides run interleaved, ``repeats`` times each after one
+untimed warm-up, so background noise hurts every side alike; the median is the figure and
+every run is kept. :func:`write_results` records the figures with the machine, the versions of
+every package involved (ours and each peer environment's), the inputs and the command that
+produced them. ``benchmarks/table.py`` turns the results into the README's table.
+
+A peer that fails (non-zero exit, an exception) is recorded as failed with the tail of its
+output, never dropped: the table shows the failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+BENCH_VENV = ROOT / ".venv-bench"
+"""The peers' environment (`make bench` creates it: requirements/bench.txt)."""
+DOLMA_VENV = ROOT / ".venv-dolma"
+"""The Dolma toolkit's own environment: its pins conflict with the peers' (requirements/dolma.txt)."""
+POLL_SECONDS = 0.02
+
+
+def peer_python(venv: Path = BENCH_VENV) -> Path:
+    """The interpreter of a peer environment, or an error that says how to create it."""
+    python = venv / "bin" / "python"
+    if not python.exists():
+        raise SystemExit(f"{venv} does not exist: `make bench` creates it (or `make bench-venv`)")
+    return python
+
+
+@dataclass
+class Run:
+    """One timed run of one side."""
+
+    seconds: float
+    peak_rss_mb: float | None = None
+    """The largest single process's peak resident memory (the kernel's maxrss)."""
+    peak_tree_rss_mb: float | None = None
+    """The whole process tree's peak resident memory, sampled every 20 ms."""
+    returncode: int = 0
+    output_tail: str = ""
+    value: Any = None
+    """What a callable returned (for checking that the sides agree)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+@dataclass
+class Side:
+    """One side of a comparison: a whole command (``argv``) or a core call (``call``)."""
+
+    name: str
+    argv: Sequence[str] | None = None
+    call: Callable[[], Any] | None = None
+    env: Mapping[str, str] | None = None
+    cwd: Path | None = None
+    runs: list[Run] = field(default_factory=list)
+
+    def run_once(self) -> Run:
+        if self.call is not None:
+            return _time_call(self.call)
+        assert self.argv is not None, f"{self.name}: give argv or call"
+        return run_command(self.argv, env=self.env, cwd=self.cwd)
+
+    def record(self) -> dict[str, Any]:
+        """The side's figures: median seconds and peak memory over its timed runs."""
+        ok = [run for run in self.runs if run.ok]
+        out: dict[str, Any] = {
+            "command": shlex.join(self.argv) if self.argv is not None else None,
+            "runs_seconds": [round(run.seconds, 4) for run in self.runs],
+            "failed": len(ok) < len(self.runs),
+        }
+        if ok:
+            out["seconds"] = round(statistics.median(run.seconds for run in ok), 4)
+            out["best_seconds"] = round(min(run.seconds for run in ok), 4)
+            rss = [run.peak_rss_mb for run in ok if run.peak_rss_mb is not None]
+            tree = [run.peak_tree_rss_mb for run in ok if run.peak_tree_rss_mb is not None]
+            if rss:
+                out["peak_rss_mb"] = round(max(rss), 1)
+            if tree:
+                out["peak_tree_rss_mb"] = round(max(tree), 1)
+        if out["failed"]:
+            failed = next(run for run in self.runs if not run.ok)
+            out["returncode"] = failed.returncode
+            out["error"] = failed.output_tail
+        return out
+
+
+def _time_call(call: Callable[[], Any]) -> Run:
+    start = time.perf_counter()
+    try:
+        value = call()
+    except Exception as error:  # a peer's failure is a result, not a crash of the benchmark
+        return Run(time.perf_counter() - start, returncode=1, output_tail=repr(error)[-2000:])
+    return Run(time.perf_counter() - start, value=value)
+
+
+def _tree_rss(process: psutil.Process) -> int:
+    total = 0
+    try:
+        procs = [process, *process.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            total += proc.memory_info().rss
+    return total
+
+
+def run_command(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float | None = None,
+) -> Run:
+    """Run a whole command as a user does; wall time, peak RSS and the output's tail."""
+    with tempfile.TemporaryFile() as log:
+        start = time.perf_counter()
+        process = subprocess.Popen(
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+        )
+        watched = psutil.Process(process.pid)
+        peak_tree = 0
+        stop = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak_tree
+            while not stop.is_set():
+                peak_tree = max(peak_tree, _tree_rss(watched))
+                stop.wait(POLL_SECONDS)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        deadline = None if timeout is None else start + timeout
+        status = rusage = None
+        while status is None:
+            pid, status_code, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                status, rusage = status_code, usage
+                break
+            if deadline is not None and time.perf_counter() > deadline:
+                process.kill()
+            time.sleep(0.005)
+        seconds = time.perf_counter() - start
+        stop.set()
+        sampler.join()
+        process.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        tail = log.read()[-4000:].decode("utf-8", "replace")
+    return Run(
+        seconds=seconds,
+        peak_rss_mb=rusage.ru_maxrss / 1024 if rusage is not None else None,  # KiB on Linux
+        peak_tree_rss_mb=peak_tree / 2**20 or None,
+        returncode=process.returncode,
+        output_tail=tail,
+    )
+
+
+def compare(sides: Sequence[Side], *, repeats: int = 3, warmup: bool = True) -> list[Side]:
+    """Run every side ``repeats`` times, interleaved, after one untimed warm-up each."""
+    names = [side.name for side in sides]
+    if len(set(names)) != len(names):
+        raise ValueError(f"side names must differ: {names}")
+    if warmup:
+        for side in sides:
+            run = side.run_once()
+            _report(side, run, "warm-up")
+    for index in range(repeats):
+        for side in sides:
+            run = side.run_once()
+            side.runs.append(run)
+            _report(side, run, f"run {index + 1}/{repeats}")
+    return list(sides)
+
+
+def _report(side: Side, run: Run, label: str) -> None:
+    memory = f", peak RSS {run.peak_rss_mb:.0f} MB" if run.peak_rss_mb else ""
+    state = "" if run.ok else f"  FAILED (exit {run.returncode}): {run.output_tail[-300:]!r}"
+    print(f"  {side.name:<28} {label:<9} {run.seconds:8.2f} s{memory}{state}", flush=True)
+
+
+def row(
+    *,
+    work: str,
+    measure: str,
+    ours: Side,
+    peer: Side,
+    goal: float | None = None,
+    unit_of_work: float | None = None,
+    unit: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One line of the table: ours against one peer on ``work``; ratio = peer's / ours' time.
+
+    ``measure`` is ``"whole command"`` or ``"core call"``. With ``unit_of_work`` (say, MB of
+    text or requests) each side's rate in ``unit`` per second is recorded beside the time;
+    ``extra`` adds fields to the row (a figure a side logs itself, the FLOP share of a shape).
+    """
+    mine, theirs = ours.record(), peer.record()
+    out: dict[str, Any] = {
+        "work": work,
+        "measure": measure,
+        "peer": peer.name,
+        "ours": mine,
+        "theirs": theirs,
+        "goal": goal,
+    }
+    if unit_of_work is not None and unit is not None:
+        out["unit"] = unit
+        for side in (mine, theirs):
+            if "seconds" in side:
+                side["rate"] = round(unit_of_work / side["seconds"], 3)
+    if "seconds" in mine and "seconds" in theirs and not theirs["failed"]:
+        out["ratio"] = round(theirs["seconds"] / mine["seconds"], 2)
+        out["met"] = None if goal is None else out["ratio"] >= goal
+    else:
+        out["ratio"] = None
+        out["met"] = None if goal is None else False
+    out.update(extra or {})
+    return out
+
+
+def versions(python: Path | str = sys.executable, packages: Sequence[str] = ()) -> dict[str, str]:
+    """The installed versions of ``packages`` in the environment of ``python``."""
+    script = (
+        "import importlib.metadata as m, json, sys\n"
+        "out = {}\n"
+        "for name in sys.argv[1:]:\n"
+        "    try: out[name] = m.version(name)\n"
+        "    except m.PackageNotFoundError: out[name] = 'not installed'\n"
+        "print(json.dumps(out))\n"
+    )
+    result = subprocess.run(
+        [str(python), "-c", script, *packages], capture_output=True, text=True, check=True
+    )
+    return dict(json.loads(result.stdout))
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": model or platform.processor(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def git_commit() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return result.stdout.strip()
+
+
+def write_results(
+    name: str,
+    *,
+    rows: Sequence[Mapping[str, Any]],
+    inputs: Mapping[str, Any],
+    versions: Mapping[str, Mapping[str, str]],
+    extra: Mapping[str, Any] | None = None,
+    folder: Path = RESULTS,
+) -> Path:
+    """Write ``folder/<name>.json``: the rows with the machine, versions, inputs and command."""
+    payload = {
+        "benchmark": name,
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": git_commit(),
+        "machine": machine(),
+        "versions": {env: dict(packages) for env, packages in versions.items()},
+        "inputs": dict(inputs),
+        "rows": list(rows),
+        **dict(extra or {}),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)
+    print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    for item in rows:
+        ratio = item.get("ratio")
+        goal = item.get("goal")
+        verdict = (
+            "" if goal is None else ("  goal met" if item.get("met") else f"  goal {goal}x NOT met")
+        )
+        shown = "peer failed" if ratio is None else f"{ratio:.2f}x"
+        print(f"  {item['work']} [{item['measure']}] vs {item['peer']}: {shown}{verdict}")
+    return path
