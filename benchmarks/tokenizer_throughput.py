@@ -1,24 +1,43 @@
-"""Tokenizer throughput: ours against transformers' fast tokenizer, side by side, one run.
+"""Tokenization throughput: ``olmo data tokenize`` against a ``tokenizers`` script, same run.
 
-    .venv/bin/python benchmarks/tokenizer_throughput.py [--code-mb 16] [--repeats 3]
+    .venv/bin/python benchmarks/tokenizer_throughput.py [--code-mb 14] [--workers N] [--repeats 3]
 
-The peer is the ``tokenizers`` library that transformers' ``PreTrainedTokenizerFast`` wraps,
-called as ``encode_batch`` on all cores (its Rayon pool); ours is ``Tokenizer`` on its
-tiktoken engine, on all cores too. Both tokenize the same real text (the standard library's
-source, the Python docs, package READMEs, multilingual samples), ids are checked to be
-identical, and each figure is the best of ``--repeats`` interleaved runs, so background noise
-hurts both sides alike. Decoding is measured the same way.
+The inputs are real text this machine has (``olmo_assets.curation.local_sources``: the
+standard library's source as code, the Python documentation topics as prose, the installed
+packages' descriptions as markdown, the committed multilingual samples), written once as Dolma
+``documents/*.jsonl.gz`` (200 documents a file). Two measures, each side run ``--repeats``
+times interleaved after one untimed warm-up (benchmarks/harness.py), the median kept:
+
+* **whole command**: ``olmo data tokenize`` (``--workers N`` processes) against
+  ``benchmarks/peers/tokenize_with_tokenizers.py`` run by ``.venv-bench/bin/python`` with
+  ``RAYON_NUM_THREADS=N``: read the same files, ``Tokenizer.from_file`` on OLMo's shipped
+  tokenizer.json, ``encode_batch`` (1,000 documents a call), EOS after each document, uint16
+  arrays written. N is the number of CPUs by default. Both outputs' token streams are
+  compared (recorded as ``tokens_identical``).
+* **core call**, in this process on the same texts: our ``Tokenizer.encode_batch_arrays``
+  (N threads) against ``tokenizers``' ``encode_batch`` and ``encode_batch_fast`` (N Rayon
+  threads; the ids taken out as lists, as a caller needs them). Ids are checked identical
+  first (recorded as ``ids_identical``).
+
+Results: ``benchmarks/results/tokenizer_throughput.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import json
 import os
-import time
-from collections.abc import Callable
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tokenizers
+from harness import ROOT, Side, compare, peer_python, row, versions, write_results
 
 from olmo_assets.curation.local_sources import (
     code_documents,
@@ -28,79 +47,183 @@ from olmo_assets.curation.local_sources import (
 )
 from olmo_nn.tokenizer import Tokenizer
 
-
-def _best_seconds(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
+TOKENIZER_JSON = ROOT / "olmo_nn" / "tokenizer" / "data" / "allenai_gpt-neox-olmo-dolma-v1_5.json"
+PEER_SCRIPT = ROOT / "benchmarks" / "peers" / "tokenize_with_tokenizers.py"
+DOCS_PER_FILE = 200
 
 
-def main() -> None:
+def _sources(code_mb: float) -> dict[str, list[dict[str, Any]]]:
+    return {
+        "code": list(code_documents(max_bytes=int(code_mb * 1e6))),
+        "prose": list(prose_documents()),
+        "markdown": list(markdown_documents()),
+        "multilingual": list(multilingual_documents()),
+    }
+
+
+def write_corpus(folder: Path, sources: dict[str, list[dict[str, Any]]]) -> list[Path]:
+    """Dolma layout: ``documents/<source>-NNNN.jsonl.gz``, ``DOCS_PER_FILE`` documents a file."""
+    documents = folder / "documents"
+    documents.mkdir(parents=True)
+    paths = []
+    for name, docs in sources.items():
+        for index in range(0, len(docs), DOCS_PER_FILE):
+            path = documents / f"{name}-{index // DOCS_PER_FILE:04d}.jsonl.gz"
+            with gzip.open(path, "wt", encoding="utf-8") as out:
+                for doc in docs[index : index + DOCS_PER_FILE]:
+                    record = {
+                        "id": doc["id"],
+                        "text": doc["text"],
+                        "source": name,
+                        "added": "2026-01-01T00:00:00.000Z",
+                        "created": "2026-01-01T00:00:00.000Z",
+                        "metadata": doc.get("metadata", {}),
+                    }
+                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            paths.append(path)
+    return paths
+
+
+def _token_stream(folder: Path) -> Iterator[np.ndarray]:
+    for path in sorted(folder.glob("part-*.npy")):
+        yield np.fromfile(path, dtype="<u2")
+
+
+def _same_tokens(ours: Path, peer: Path) -> bool:
+    mine = np.concatenate(list(_token_stream(ours)) or [np.zeros(0, "<u2")])
+    theirs = np.concatenate(list(_token_stream(peer)) or [np.zeros(0, "<u2")])
+    return bool(mine.shape == theirs.shape and (mine == theirs).all())
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--code-mb", type=float, default=16.0, help="MB of stdlib source to include"
+        "--code-mb", type=float, default=14.0, help="MB of standard-library source (code)"
     )
     parser.add_argument(
-        "--repeats", type=int, default=3, help="runs per measurement (best is kept)"
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes (ours) and Rayon threads (the peer) on each side (default: the CPUs)",
     )
-    args = parser.parse_args()
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per side")
+    args = parser.parse_args(argv)
+    # Read by the tokenizers library when its Rayon pool first starts (the core call below).
+    os.environ["RAYON_NUM_THREADS"] = str(args.workers)
+    bench_python = peer_python()
+    olmo = Path(sys.executable).with_name("olmo")
 
-    ours = Tokenizer.from_name_or_path()
-    peer = tokenizers.Tokenizer.from_str(ours.json_text)
-    corpora = {
-        "code": [d["text"] for d in code_documents(max_bytes=int(args.code_mb * 1e6))],
-        "prose": [d["text"] for d in prose_documents()],
-        "markdown": [d["text"] for d in markdown_documents()],
-        "multilingual": [d["text"] for d in multilingual_documents()],
-    }
-    corpora["all"] = [t for texts in corpora.values() for t in texts]
-    # The multilingual sample is only ~20 KB, too little to time; repeated 50 times it is
-    # measurable, though repetition favours the peer, which caches words it has seen.
-    corpora["multiling x50"] = corpora["multilingual"] * 50
-    print(f"cores: {os.cpu_count()}  engine: {ours.engine}  repeats: {args.repeats} (best kept)")
-    header = f"{'corpus':<13}{'MB':>7}{'tokens':>11}  {'peer MB/s':>10}{'ours MB/s':>10}{'peer Mtok/s':>12}{'ours Mtok/s':>12}{'ratio':>7}  ids"
-    print(header)
-    print("-" * len(header))
-    for name, texts in corpora.items():
-        megabytes = sum(len(t.encode("utf-8")) for t in texts) / 1e6
-        peer_s = ours_s = float("inf")
-        peer_ids: list[list[int]] = []
-        our_arrays: list[Any] = []
-        for _ in range(args.repeats):  # interleaved so both see the same background load
-            t, peer_ids = _best_seconds(
-                lambda texts=texts: [
-                    e.ids for e in peer.encode_batch(texts, add_special_tokens=False)
-                ],
-                1,
-            )
-            peer_s = min(peer_s, t)
-            t, our_arrays = _best_seconds(lambda texts=texts: ours.encode_batch_arrays(texts), 1)
-            ours_s = min(ours_s, t)
-        identical = all(a.tolist() == b for a, b in zip(our_arrays, peer_ids, strict=True))
-        num_tokens = sum(map(len, peer_ids))
+    sources = _sources(args.code_mb)
+    texts = [doc["text"] for docs in sources.values() for doc in docs]
+    megabytes = sum(len(text.encode("utf-8")) for text in texts) / 1e6
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="tokenizer-bench-") as tmp:
+        work = Path(tmp)
+        files = write_corpus(work / "corpus", sources)
+        corpus = work / "corpus" / "documents"
         print(
-            f"{name:<13}{megabytes:>7.1f}{num_tokens:>11,}  {megabytes / peer_s:>10.2f}{megabytes / ours_s:>10.2f}"
-            f"{num_tokens / peer_s / 1e6:>12.2f}{num_tokens / ours_s / 1e6:>12.2f}{peer_s / ours_s:>6.1f}x  "
-            f"{'identical' if identical else 'DIFFERENT'}"
+            f"corpus: {megabytes:.1f} MB of text, {len(texts):,} documents in {len(files)} "
+            f"files; {args.workers} processes (ours) / Rayon threads (peer) a side"
         )
 
-    ids = peer_ids  # the "all" corpus
-    peer_dec_s, peer_text = _best_seconds(
-        lambda: peer.decode_batch(ids, skip_special_tokens=False), args.repeats
+        # ---------------------------------------------------------------- whole command
+        ours_out, peer_out = work / "ours", work / "peer"
+        ours_cmd = Side(
+            "olmo data tokenize",
+            argv=[str(olmo), "data", "tokenize", str(corpus), "-o", str(ours_out),
+                  "--workers", str(args.workers), "--no-progress", "--overwrite"],
+        )  # fmt: skip
+        peer_cmd = Side(
+            "tokenizers script",
+            argv=[str(bench_python), str(PEER_SCRIPT), str(TOKENIZER_JSON), str(corpus),
+                  str(peer_out), "--eos", "50279"],
+            env={"RAYON_NUM_THREADS": str(args.workers), "TOKENIZERS_PARALLELISM": "true"},
+        )  # fmt: skip
+        print("whole command:")
+        compare([ours_cmd, peer_cmd], repeats=args.repeats)
+        identical_tokens = _same_tokens(ours_out, peer_out)
+        num_tokens = sum(len(a) for a in _token_stream(ours_out))
+        rows.append(
+            row(
+                work=f"tokenize {megabytes:.1f} MB of Dolma jsonl.gz (code, prose, markdown, "
+                "multilingual) into uint16 token files",
+                measure="whole command",
+                ours=ours_cmd,
+                peer=peer_cmd,
+                goal=4.0,
+                unit_of_work=megabytes,
+                unit="MB/s",
+                extra={
+                    "tokens_identical": identical_tokens,
+                    "num_tokens": num_tokens,
+                    "processes_or_threads": args.workers,
+                },
+            )
+        )
+        shutil.rmtree(ours_out, ignore_errors=True)
+        shutil.rmtree(peer_out, ignore_errors=True)
+
+    # -------------------------------------------------------------------- core call
+    ours = Tokenizer.from_name_or_path(TOKENIZER_JSON)
+    ours.num_threads = args.workers
+    peer = tokenizers.Tokenizer.from_file(str(TOKENIZER_JSON))
+    our_ids = ours.encode_batch_arrays(texts)
+    peer_ids = [e.ids for e in peer.encode_batch(texts, add_special_tokens=False)]
+    fast_ids = [e.ids for e in peer.encode_batch_fast(texts, add_special_tokens=False)]
+    identical = all(a.tolist() == b for a, b in zip(our_ids, peer_ids, strict=True))
+    identical_fast = fast_ids == peer_ids
+    del our_ids, peer_ids, fast_ids
+
+    def run_ours() -> None:
+        ours.encode_batch_arrays(texts)
+
+    def run_peer() -> None:
+        [e.ids for e in peer.encode_batch(texts, add_special_tokens=False)]
+
+    def run_peer_fast() -> None:
+        [e.ids for e in peer.encode_batch_fast(texts, add_special_tokens=False)]
+
+    ours_core = Side("olmo Tokenizer", call=run_ours)
+    peer_core = Side("tokenizers encode_batch", call=run_peer)
+    fast_core = Side("tokenizers encode_batch_fast", call=run_peer_fast)
+    print("core call:")
+    compare([ours_core, peer_core, fast_core], repeats=args.repeats)
+    work_text = f"encode the same {megabytes:.1f} MB of texts ({args.workers} threads a side)"
+    for side, same in ((peer_core, identical), (fast_core, identical and identical_fast)):
+        rows.append(
+            row(
+                work=work_text,
+                measure="core call",
+                ours=ours_core,
+                peer=side,
+                unit_of_work=megabytes,
+                unit="MB/s",
+                extra={"ids_identical": same, "engine": ours.engine},
+            )
+        )
+
+    write_results(
+        "tokenizer_throughput",
+        rows=rows,
+        inputs={
+            "text_mb": round(megabytes, 2),
+            "documents": {name: len(docs) for name, docs in sources.items()},
+            "files": len(files),
+            "layout": f"Dolma documents/*.jsonl.gz, {DOCS_PER_FILE} documents a file",
+            "tokenizer": TOKENIZER_JSON.name,
+            "processes_or_threads": args.workers,
+            "repeats": args.repeats,
+            "peer_script": str(PEER_SCRIPT.relative_to(ROOT)),
+        },
+        versions={
+            "ours": versions(sys.executable, ["tiktoken", "tokenizers", "numpy"]),
+            "bench": versions(bench_python, ["tokenizers", "numpy"]),
+        },
     )
-    ours_dec_s, our_text = _best_seconds(lambda: ours.decode_batch(ids), args.repeats)
-    num_tokens = sum(map(len, ids))
-    print(
-        f"\ndecode (all): peer {num_tokens / peer_dec_s / 1e6:.2f} Mtok/s, ours "
-        f"{num_tokens / ours_dec_s / 1e6:.2f} Mtok/s, ratio {peer_dec_s / ours_dec_s:.1f}x, "
-        f"{'identical' if peer_text == our_text else 'DIFFERENT'} text"
-    )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -73,6 +73,23 @@ _INDEX_SCHEMA = pa.schema(
 _INDEX_ROWS_PER_GROUP = 1 << 16
 
 
+def _index_table(rows: dict[str, list[Any]]) -> pa.Table:
+    """The index rows as an Arrow table, built from buffers: ``pa.table`` and ``pa.array`` on
+    Python lists import pandas (~0.5 s, a tenth of a short ``olmo data tokenize``)."""
+    arrays = []
+    for field_ in _INDEX_SCHEMA:
+        values = rows[field_.name]
+        if field_.type == pa.string():
+            encoded = [value.encode("utf-8") for value in values]
+            offsets = np.zeros(len(encoded) + 1, dtype=np.int32)
+            np.cumsum([len(item) for item in encoded], out=offsets[1:])
+            buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
+        else:
+            buffers = [None, pa.py_buffer(np.asarray(values, dtype=np.int64))]
+        arrays.append(pa.Array.from_buffers(field_.type, len(values), buffers))
+    return pa.Table.from_arrays(arrays, schema=_INDEX_SCHEMA)
+
+
 def token_dtype(vocab_size: int) -> np.dtype:
     """Little-endian uint16 when every id fits (``vocab_size <= 65536``), else uint32."""
     if vocab_size <= 0:
@@ -288,7 +305,7 @@ class ShardWriter:
     def _flush_index(self) -> None:
         if self._index is None:
             self._index = pq.ParquetWriter(self._index_tmp, _INDEX_SCHEMA, compression="zstd")
-        table = pa.table(self._rows, schema=_INDEX_SCHEMA)
+        table = _index_table(self._rows)
         if table.num_rows:
             self._index.write_table(table)
         self._rows = {name: [] for name in _INDEX_SCHEMA.names}

@@ -1,7 +1,7 @@
 """Tokenize Dolma documents into token shards: the work behind ``olmo data tokenize``.
 
 The pipeline streams: the main process decompresses and splits the input into batches of
-raw records (at most ``batch_size`` documents or 8 MB each), workers parse and encode
+raw records (at most ``batch_size`` documents or 1 MB each), workers parse and encode
 each batch, and the main process writes the results in input order with a
 :class:`~olmo_nn.data.shards.ShardWriter`. At most ``2 × workers`` batches are in flight,
 so memory stays bounded whatever the input size, and the output is byte-identical for
@@ -58,7 +58,7 @@ __all__ = ["ERRORS_NAME", "TokenizeSummary", "tokenize_documents"]
 
 ERRORS_NAME = "errors.jsonl"
 DEFAULT_BATCH_SIZE = 1000
-_MAX_BATCH_BYTES = 8 << 20
+_MAX_BATCH_BYTES = 1 << 20
 
 
 class _EncodedDocument(NamedTuple):

@@ -21,7 +21,9 @@ caller then falls back to the ``tokenizers`` library. Parity on real text is a t
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +38,13 @@ SEPARATOR = "\x00\x01<olmo-lab:separator>\x01\x00"
 # The separator's id: far above any real vocabulary, only ever seen by the encoding engine.
 _SEPARATOR_ID = 2**32 - 2
 _NOT_IN_UTF8 = frozenset([0xC0, 0xC1, *range(0xF5, 0x100)])
+#: sha256 digests (:func:`merges_digest`) of merge lists already known to pass
+#: :func:`_merges_reach_whole_tokens`, which takes ~1.5 s of Python per 50k merges: checking
+#: them again on every start would dominate a short ``olmo data tokenize``. Holds the shipped
+#: OLMo tokenizer's; a test recomputes the check for every digest listed here.
+CHECKED_MERGES = frozenset(
+    {"0a3af9b853a6bd1ab9722e8d69424c25fd2a89af043f64270fac12491664ce1f"}  # OLMo (dolma v1.5)
+)
 
 #: GPT-2's pre-tokenization regex (``ByteLevel(use_regex=True)`` in Hugging Face).
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -63,16 +72,20 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 @functools.cache
-def _unicode_to_bytes() -> dict[str, int]:
-    return {c: b for b, c in bytes_to_unicode().items()}
+def _unicode_to_latin1() -> dict[int, str]:
+    """``str.translate`` table: a byte-level character to the Latin-1 character of its byte;
+    the Latin-1 characters that are not byte-level characters to one that Latin-1 lacks."""
+    table = {ord(c): chr(b) for b, c in bytes_to_unicode().items()}
+    for code in range(256):
+        table.setdefault(code, "\uffff")
+    return table
 
 
 def token_bytes(token: str) -> bytes | None:
     """The bytes a byte-level vocabulary entry stands for (None if it is not byte-level)."""
-    table = _unicode_to_bytes()
     try:
-        return bytes(table[c] for c in token)
-    except KeyError:
+        return token.translate(_unicode_to_latin1()).encode("latin-1")
+    except UnicodeEncodeError:  # a character outside the byte-level alphabet
         return None
 
 
@@ -162,6 +175,11 @@ def _merge_pairs(model: dict[str, Any]) -> list[tuple[str, str]]:
     return pairs
 
 
+def merges_digest(pairs: list[tuple[str, str]]) -> str:
+    """sha256 of a merge list, the key of :data:`CHECKED_MERGES`."""
+    return hashlib.sha256(json.dumps(pairs, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
 def _merges_reach_whole_tokens(pairs: list[tuple[str, str]]) -> bool:
     """Does applying the merges to each merge-created token's characters give that token?
 
@@ -221,7 +239,7 @@ def compile_fast_bpe(spec: dict[str, Any]) -> FastBPE | None:
             return None  # ids not in merge order, or a token made twice: ranks would differ
         ranks[raw] = merged_id
         previous_id = merged_id
-    if not _merges_reach_whole_tokens(pairs):
+    if merges_digest(pairs) not in CHECKED_MERGES and not _merges_reach_whole_tokens(pairs):
         return None
     # Every byte that can occur in UTF-8 needs a token; the 13 that cannot (0xC0, 0xC1,
     # 0xF5-0xFF) may be missing (OLMo's vocabulary lacks them): text never contains them.

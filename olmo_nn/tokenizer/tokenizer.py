@@ -143,19 +143,14 @@ class Tokenizer:
         bos_token_id: int | None = None,
         engine: str = "auto",
         num_threads: int | None = None,
+        _spec: dict[str, Any] | None = None,
     ) -> None:
         if engine not in ("auto", "tiktoken", "tokenizers"):
             raise ValueError(f"engine={engine!r}: expected 'auto', 'tiktoken' or 'tokenizers'")
         self.name = name
         self.json_text = spec_json
-        spec = json.loads(spec_json)
+        spec = _spec if _spec is not None else json.loads(spec_json)
         self._spec = spec
-        try:
-            self._hf = tokenizers.Tokenizer.from_str(spec_json)
-        except Exception as error:  # the library raises a bare Exception
-            raise ValueError(
-                f"tokenizer {name}: the tokenizers library cannot read it ({error}); {_EXPECTED}"
-            ) from None
         self._fast: FastBPE | None = None
         if engine != "tokenizers":
             self._fast = compile_fast_bpe(spec)
@@ -164,6 +159,11 @@ class Tokenizer:
                     f"tokenizer {name!r} cannot run on the tiktoken engine (not a byte-level "
                     "BPE in merge order); use engine='auto' or 'tokenizers'"
                 )
+        # The tokenizers library's copy (~0.2 s to build) is only needed where the tiktoken
+        # engine cannot run: build it now then (it validates the file), else on first use.
+        self._hf_tokenizer: tokenizers.Tokenizer | None = None
+        if self._fast is None:
+            self._hf_tokenizer = self._hf
         # One engine per thread: threads sharing one tiktoken engine share its regex caches
         # and scale poorly (measured on two cores: 22 MB/s shared vs 35 MB/s separate).
         self._thread_engines = threading.local()
@@ -219,6 +219,7 @@ class Tokenizer:
             pad_token_id=pad_token_id,
             bos_token_id=bos,
             engine=engine,
+            _spec=spec,
         )
 
     # ----------------------------------------------------------------- properties
@@ -227,9 +228,27 @@ class Tokenizer:
         """``"tiktoken"`` (compiled byte-level BPE) or ``"tokenizers"`` (the HF library)."""
         return "tiktoken" if self._fast is not None else "tokenizers"
 
+    @property
+    def _hf(self) -> tokenizers.Tokenizer:
+        """The ``tokenizers`` library's tokenizer for this file (built on first use)."""
+        if self._hf_tokenizer is None:
+            try:
+                self._hf_tokenizer = tokenizers.Tokenizer.from_str(self.json_text)
+            except Exception as error:  # the library raises a bare Exception
+                raise ValueError(
+                    f"tokenizer {self.name}: the tokenizers library cannot read it ({error}); "
+                    f"{_EXPECTED}"
+                ) from None
+        return self._hf_tokenizer
+
     @cached_property
     def vocab_size(self) -> int:
         """Number of token ids (largest id + 1), added tokens included."""
+        if self._fast is not None:
+            # What tokenizers' get_vocab_size(with_added_tokens=True) counts: the distinct
+            # token strings of the vocabulary and the added tokens.
+            added = {t["content"]: t["id"] for t in self._spec.get("added_tokens", [])}
+            return len({**self._spec["model"]["vocab"], **added})
         return int(self._hf.get_vocab_size(with_added_tokens=True))
 
     @cached_property

@@ -11,7 +11,7 @@ import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from olmo_assets.curation.local_sources import prose_documents
-from olmo_nn.tokenizer import DEFAULT_TOKENIZER, Tokenizer
+from olmo_nn.tokenizer import DEFAULT_TOKENIZER, Tokenizer, bpe
 
 
 def _texts() -> list[str]:
@@ -47,12 +47,27 @@ def test_any_byte_level_bpe_by_path_runs_fast_and_matches(tmp_path: Path) -> Non
     assert ours.engine == "tiktoken"
     assert ours.eos_token_id == reference.token_to_id("<|endoftext|>")
     assert ours.pad_token_id == reference.token_to_id("<|padding|>")
+    # Counted from the JSON (the tokenizers library is only loaded when needed): the same.
+    assert ours.vocab_size == reference.get_vocab_size(with_added_tokens=True)
     texts = [*_texts(), "a  b\n\n  c", "x<|endoftext|>y"]
     assert ours.encode_batch(texts) == [
         e.ids for e in reference.encode_batch(texts, add_special_tokens=False)
     ]
     # A folder holding tokenizer.json works too.
     assert Tokenizer.from_name_or_path(tmp_path).encode("folder") == ours.encode("folder")
+
+
+def test_checked_merge_lists_do_reach_whole_tokens() -> None:
+    """The merge lists whose check is skipped at load time (bpe.CHECKED_MERGES) pass it."""
+    spec = json.loads(Path(bpe.__file__).with_name("data").joinpath(
+        "allenai_gpt-neox-olmo-dolma-v1_5.json").read_text(encoding="utf-8"))  # fmt: skip
+    pairs = bpe._merge_pairs(spec["model"])
+    assert bpe.merges_digest(pairs) in bpe.CHECKED_MERGES
+    assert len(bpe.CHECKED_MERGES) == 1  # each digest listed needs its file checked here
+    assert bpe._merges_reach_whole_tokens(pairs)
+    reference = tokenizers.Tokenizer.from_str(json.dumps(spec))
+    olmo = Tokenizer.from_name_or_path()
+    assert olmo.vocab_size == reference.get_vocab_size(with_added_tokens=True)
 
 
 def test_other_tokenizer_types_fall_back_to_the_tokenizers_library(tmp_path: Path) -> None:
