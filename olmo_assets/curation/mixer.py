@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import duckdb
 import numpy as np
 import polars as pl
 import xxhash
@@ -40,6 +39,9 @@ def decide(attributes: pl.DataFrame, rules: list[RuleConfig]) -> Decisions:
     selects = ", ".join(
         f"coalesce(({rule.remove_if}), false) AS r{i}" for i, rule in enumerate(ordered)
     )
+    import duckdb  # here, not at the top: tag and dedup runs and the tagging workers
+    # never decide, and importing DuckDB is a large part of a worker's start
+
     connection = duckdb.connect()
     try:
         connection.register("attributes", attributes.to_arrow())

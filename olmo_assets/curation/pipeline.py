@@ -73,6 +73,11 @@ TAGGERS = {
 #: Attribute prefixes of the pipeline's own columns: no tagger may take these names.
 _RESERVED_NAMES = ("dedup", "minhash", "decontam", "html")
 _MAX_BATCH_BYTES = 16 << 20
+#: With several workers a batch is tagged as pieces of about this much JSON, so the processes
+#: share it evenly (a batch is cut by documents or bytes, and a few large documents can make
+#: one batch most of a run). The pieces' results are joined back into the batch, so what is
+#: written (row groups included) does not depend on the pieces.
+_TASK_BYTES = 2 << 20
 #: Added to HTML sources' rules: pages the extractor found no text in.
 _NO_TEXT = RuleConfig(
     name="no_extractable_text", stage="extraction", remove_if="html__no_extractable_text"
@@ -573,11 +578,23 @@ def _grouped(
         yield (safe_name("input folder", folder),), group
 
 
-def _executor(workers: int) -> Executor | None:
+def _import_taggers(names: Sequence[str]) -> None:
+    """Import the built-in taggers' modules (in a worker, while the main process reads)."""
+    for name in names:
+        if name in TAGGERS:
+            importlib.import_module(TAGGERS[name].partition(":")[0])
+
+
+def _executor(workers: int, taggers: Sequence[str] = ()) -> Executor | None:
     if workers <= 1:
         return None
     # Spawned, not forked: Polars' thread pool deadlocks in a forked child.
-    return process_pool(workers, "spawn")
+    executor = process_pool(workers, "spawn")
+    # Start every worker now (a spawned pool starts them one task at a time), so their
+    # imports overlap the main process reading the first batch.
+    for _ in range(workers):
+        executor.submit(_import_taggers, list(taggers))
+    return executor
 
 
 def _tokenize_outputs(root: Path, config: CurationConfig) -> dict[str, Any]:
@@ -593,6 +610,41 @@ def _tokenize_outputs(root: Path, config: CurationConfig) -> dict[str, Any]:
     return tokens
 
 
+def _pieces(
+    batch: list[RawRecord | ReadError], max_bytes: int
+) -> Iterator[list[RawRecord | ReadError]]:
+    """Consecutive pieces of ``batch`` of about ``max_bytes`` of raw records each."""
+    piece: list[RawRecord | ReadError] = []
+    size = 0
+    for record in batch:
+        piece.append(record)
+        if isinstance(record, RawRecord) and isinstance(record.payload, bytes):
+            size += len(record.payload)
+        if size >= max_bytes:
+            yield piece
+            piece, size = [], 0
+    if piece:
+        yield piece
+
+
+def _joined(
+    results: list[tuple[pl.DataFrame, pl.DataFrame, list[dict[str, Any]]]],
+) -> tuple[pl.DataFrame, pl.DataFrame, list[dict[str, Any]]]:
+    """The results of a batch's pieces (in order) as the result of the whole batch."""
+    if len(results) == 1:
+        return results[0]
+    # A piece whose records were all quarantined has no rows (and may lack dtypes).
+    tagged = [(docs, attributes) for docs, attributes, _ in results if docs.height] or [
+        results[0][:2]
+    ]
+    docs = pl.concat([docs for docs, _ in tagged], how="vertical_relaxed", rechunk=True)
+    attributes = pl.concat(
+        [attributes for _, attributes in tagged], how="vertical_relaxed", rechunk=True
+    )
+    quarantine = [row for _, _, rows in results for row in rows]
+    return docs, attributes, quarantine
+
+
 def _run_source(
     curator: _Curator,
     executor: Executor | None,
@@ -605,30 +657,31 @@ def _run_source(
     config = curator.config
     taggers = _source_taggers(config, source)
     classifiers = _classifiers_for(config, taggers)
-    pending: deque[Future[Any] | tuple[Any, ...]] = deque()
+    pending: deque[list[Future[Any]] | tuple[Any, ...]] = deque()
 
     def drain(limit: int) -> None:
         while len(pending) > limit:
             item = pending.popleft()
-            docs, attributes, quarantine = item.result() if isinstance(item, Future) else item
+            if isinstance(item, list):
+                docs, attributes, quarantine = _joined([future.result() for future in item])
+            else:
+                docs, attributes, quarantine = item
             curator.process(source, docs, attributes, quarantine, counts)
             bar.update(docs.height + len(quarantine))
 
     files = resolve_inputs(source.paths)
     for batch in iter_record_batches(files, config.batch_size, _MAX_BATCH_BYTES):
         counts.input_records += len(batch)
-        arguments = (
-            source.name,
-            batch,
-            taggers,
-            config.max_document_bytes,
-            source.html,
-            classifiers,
-        )
+        settings = (taggers, config.max_document_bytes, source.html, classifiers)
         if executor is None:
-            pending.append(_tag_batch(*arguments))
+            pending.append(_tag_batch(source.name, batch, *settings))
         else:
-            pending.append(executor.submit(_tag_batch, *arguments))
+            pending.append(
+                [
+                    executor.submit(_tag_batch, source.name, piece, *settings)
+                    for piece in _pieces(batch, _TASK_BYTES)
+                ]
+            )
         drain(2 * workers)
     drain(0)
 
@@ -697,7 +750,8 @@ def curate(
                     "of themselves; write another output folder, or use the state as it was "
                     "before that run"
                 )
-            executor = _executor(workers)
+            used = {name for source in config.sources for name in _source_taggers(config, source)}
+            executor = _executor(workers, sorted(used))
             bar = tqdm(desc="curate", unit="doc", disable=not progress)
             try:
                 for source in config.sources:

@@ -136,6 +136,20 @@ def test_rerun_is_byte_identical_for_any_worker_count(corpus: Path, tmp_path: Pa
     assert _digest(tmp_path / "one") == _digest(tmp_path / "two")
 
 
+def test_a_batch_tagged_in_pieces_writes_the_same_bytes(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With several workers a batch is tagged in pieces (one record each here, some pieces
+    only quarantined records); joined back, the output is the whole batch's, byte for byte."""
+    from olmo_assets.curation import pipeline
+
+    taggers = ["length", "gopher", "c4", "pii"]
+    curate(_config(corpus, taggers=taggers), tmp_path / "one")
+    monkeypatch.setattr(pipeline, "_TASK_BYTES", 1)
+    curate(_config(corpus, taggers=taggers, workers=2), tmp_path / "pieces")
+    assert _digest(tmp_path / "one") == _digest(tmp_path / "pieces")
+
+
 def test_a_crash_leaves_no_output(corpus: Path, tmp_path: Path) -> None:
     config = _config(corpus, rules=[RuleConfig(name="broken", remove_if="no_such_column > 1")])
     with pytest.raises(ValueError, match="broken"):
