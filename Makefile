@@ -74,7 +74,7 @@ test: lint browser slurm postgres
 	if [ -x /usr/bin/chromium ]; then export OLMO_REQUIRE_BROWSER=1; fi; \
 	if [ -x /usr/sbin/slurmctld ]; then export OLMO_REQUIRE_SLURM=1; fi; \
 	if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then export OLMO_REQUIRE_POSTGRES=1; fi; \
-	$(BIN)/python -m pytest -q --durations=30
+	$(BIN)/python -m pytest -q --durations=30 -n 2 --dist loadgroup --no-loadscope-reorder
 
 lint: install
 	$(BIN)/ruff check .
