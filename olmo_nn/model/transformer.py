@@ -174,8 +174,13 @@ class OLMo(nn.Module):
     ) -> None:
         super().__init__()
         self.config = config
+        meta = torch.device(init_device).type == "meta"
         with torch.device(init_device):
-            self.embeddings = nn.Embedding(config.padded_vocab_size, config.d_model)
+            # On the meta device (a checkpoint's weights replace these) the embedding is left
+            # uninitialized: nn.Embedding's own normal_ on a meta tensor imports torch._dynamo,
+            # seconds of CPU in every process that loads a model.
+            weight = torch.empty(config.padded_vocab_size, config.d_model) if meta else None
+            self.embeddings = nn.Embedding(config.padded_vocab_size, config.d_model, _weight=weight)
             self.blocks = nn.ModuleList(Block(i, config) for i in range(config.n_layers))
             self.final_norm = Norm(
                 config.d_model,
@@ -188,7 +193,7 @@ class OLMo(nn.Module):
                 if config.weight_tying
                 else nn.Linear(config.d_model, config.padded_vocab_size, bias=False)
             )
-        if torch.device(init_device).type != "meta":
+        if not meta:
             self.init_weights()
 
     def init_weights(self, *, seed: int | None = None) -> None:
