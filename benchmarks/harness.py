@@ -12,6 +12,13 @@ produced them. ``benchmarks/table.py`` turns the results into the README's table
 
 A peer that fails (non-zero exit, an exception) is recorded as failed with the tail of its
 output, never dropped: the table shows the failure.
+
+A side may also clean up before each run, untimed (``before``: remove the last run's output),
+skip the warm-up (``warmup=False``, for a slow peer; say so in the inputs), or report its own
+core-call time (``reported_seconds``: a script in a peer's environment that times only the
+engine call, its wall time kept beside). Whole commands record their CPU seconds (user +
+system, the children they waited for included) and rows their ``cpu_ratio``, which a busy
+machine disturbs less than wall time.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import re
 import shlex
 import statistics
 import subprocess
@@ -63,8 +71,13 @@ class Run:
     """The whole process tree's peak resident memory, sampled every 20 ms."""
     returncode: int = 0
     output_tail: str = ""
+    cpu_seconds: float | None = None
+    """User + system CPU time of a command and the descendants it waited for (robust to a
+    busy machine, unlike wall time)."""
     value: Any = None
     """What a callable returned (for checking that the sides agree)."""
+    wall_seconds: float | None = None
+    """The command's wall time, when ``seconds`` is what it reported (``Side.reported_seconds``)."""
 
     @property
     def ok(self) -> bool:
@@ -80,13 +93,33 @@ class Side:
     call: Callable[[], Any] | None = None
     env: Mapping[str, str] | None = None
     cwd: Path | None = None
+    before: Callable[[], Any] | None = None
+    """Called before every run of this side, untimed (say, to remove the last run's output)."""
+    warmup: bool = True
+    """Whether :func:`compare` gives this side its untimed warm-up run (a benchmark that
+    skips it for a slow peer says so in its inputs)."""
+    reported_seconds: str | None = None
+    """For a command that times its own core call (a peer's engine called by a script in the
+    peer's environment, loading excluded): a regular expression whose first group, in the
+    command's output (its last match), is the seconds to record. The wall time is kept as
+    ``wall_seconds``."""
     runs: list[Run] = field(default_factory=list)
 
     def run_once(self) -> Run:
+        if self.before is not None:
+            self.before()
         if self.call is not None:
             return _time_call(self.call)
         assert self.argv is not None, f"{self.name}: give argv or call"
-        return run_command(self.argv, env=self.env, cwd=self.cwd)
+        run = run_command(self.argv, env=self.env, cwd=self.cwd)
+        if self.reported_seconds is not None and run.ok:
+            found = re.findall(self.reported_seconds, run.output_tail)
+            if not found:
+                run.returncode = 1
+                run.output_tail += f"\n(no line matching {self.reported_seconds!r} in the output)"
+            else:
+                run.wall_seconds, run.seconds = run.seconds, float(found[-1])
+        return run
 
     def record(self) -> dict[str, Any]:
         """The side's figures: median seconds and peak memory over its timed runs."""
@@ -96,9 +129,18 @@ class Side:
             "runs_seconds": [round(run.seconds, 4) for run in self.runs],
             "failed": len(ok) < len(self.runs),
         }
+        if self.reported_seconds is not None:
+            out["seconds_reported_by_the_command"] = True
+            walls = [run.wall_seconds for run in self.runs if run.wall_seconds is not None]
+            out["runs_wall_seconds"] = [round(seconds, 4) for seconds in walls]
+        if not self.warmup:
+            out["warm_up"] = False
         if ok:
             out["seconds"] = round(statistics.median(run.seconds for run in ok), 4)
             out["best_seconds"] = round(min(run.seconds for run in ok), 4)
+            cpu = [run.cpu_seconds for run in ok if run.cpu_seconds is not None]
+            if cpu and self.reported_seconds is None:  # not comparable to a reported time
+                out["cpu_seconds"] = round(statistics.median(cpu), 4)
             rss = [run.peak_rss_mb for run in ok if run.peak_rss_mb is not None]
             tree = [run.peak_tree_rss_mb for run in ok if run.peak_tree_rss_mb is not None]
             if rss:
@@ -121,7 +163,8 @@ def _time_call(call: Callable[[], Any]) -> Run:
     return Run(time.perf_counter() - start, value=value)
 
 
-def _tree_rss(process: psutil.Process) -> int:
+def _tree_rss(process: psutil.Process, cpu: dict[int, float] | None = None) -> int:
+    """The tree's resident memory now; ``cpu`` gets each process's CPU seconds so far."""
     total = 0
     try:
         procs = [process, *process.children(recursive=True)]
@@ -130,6 +173,9 @@ def _tree_rss(process: psutil.Process) -> int:
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             total += proc.memory_info().rss
+            if cpu is not None:
+                times = proc.cpu_times()
+                cpu[proc.pid] = times.user + times.system
     return total
 
 
@@ -152,12 +198,13 @@ def run_command(
         )
         watched = psutil.Process(process.pid)
         peak_tree = 0
+        sampled_cpu: dict[int, float] = {}
         stop = threading.Event()
 
         def sample() -> None:
             nonlocal peak_tree
             while not stop.is_set():
-                peak_tree = max(peak_tree, _tree_rss(watched))
+                peak_tree = max(peak_tree, _tree_rss(watched, sampled_cpu))
                 stop.wait(POLL_SECONDS)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -184,6 +231,13 @@ def run_command(
         peak_tree_rss_mb=peak_tree / 2**20 or None,
         returncode=process.returncode,
         output_tail=tail,
+        # The kernel's count covers only the descendants that were waited for (a pool's
+        # workers often are not); the samples (every 20 ms) cover the others.
+        cpu_seconds=max(
+            rusage.ru_utime + rusage.ru_stime if rusage is not None else 0.0,
+            sum(sampled_cpu.values()),
+        )
+        or None,
     )
 
 
@@ -194,6 +248,8 @@ def compare(sides: Sequence[Side], *, repeats: int = 3, warmup: bool = True) -> 
         raise ValueError(f"side names must differ: {names}")
     if warmup:
         for side in sides:
+            if not side.warmup:
+                continue
             run = side.run_once()
             _report(side, run, "warm-up")
     for index in range(repeats):
@@ -241,6 +297,8 @@ def row(
         for side in (mine, theirs):
             if "seconds" in side:
                 side["rate"] = round(unit_of_work / side["seconds"], 3)
+    if "cpu_seconds" in mine and "cpu_seconds" in theirs and mine["cpu_seconds"] > 0:
+        out["cpu_ratio"] = round(theirs["cpu_seconds"] / mine["cpu_seconds"], 2)
     if "seconds" in mine and "seconds" in theirs and not theirs["failed"]:
         out["ratio"] = round(theirs["seconds"] / mine["seconds"], 2)
         out["met"] = None if goal is None else out["ratio"] >= goal
