@@ -74,21 +74,28 @@ class Page:
     """Each ``upstream/...`` link the page shows: its label and address."""
 
 
+def _skip_welcome(page: Any) -> Any:
+    """Dagster's first-visit newsletter prompt covers the page until skipped: whenever it
+    shows (on a busy machine, seconds after the page loaded), it is skipped before the
+    browser clicks anything."""
+    page.add_locator_handler(page.get_by_role("button", name="Skip"), lambda skip: skip.click())
+    return page
+
+
 def _dismiss_welcome(page: Any) -> None:
-    """Dagster's first-visit newsletter prompt covers the page until skipped."""
+    """The prompt on the first page, skipped before its screenshot."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     skip = page.get_by_role("button", name="Skip")
     try:
         skip.wait_for(timeout=4000)
     except PlaywrightTimeout:
-        return  # no prompt: this profile has already dismissed it
+        return  # no prompt yet: the handler skips it if it shows later
     skip.click()
 
 
 def _read(page: Any, expect: str, shot: Path) -> Page:
     """What the loaded page shows, once ``expect`` is on it and its plots are in."""
-    _dismiss_welcome(page)
     page.get_by_text(expect, exact=False).first.wait_for(timeout=60_000)
     # Plots come from another server: wait until each has loaded or failed.
     page.wait_for_function(
@@ -125,7 +132,7 @@ def _click_through(page: Any, label: str) -> Any:
     row = page.locator("tr").filter(has=page.locator("td").get_by_text(label, exact=True)).first
     with page.context.expect_page() as opened:
         row.locator("a[href]").first.click()
-    tab = opened.value
+    tab = _skip_welcome(opened.value)
     tab.set_viewport_size(VIEWPORT)
     return tab
 
@@ -150,8 +157,9 @@ def walk_lineage(
         try:
             # The checks below run as page scripts; Dagster's Content-Security-Policy forbids
             # evaluating strings on some pages, so the test's own context bypasses it.
-            page = browser.new_page(viewport=VIEWPORT, bypass_csp=True)
+            page = _skip_welcome(browser.new_page(viewport=VIEWPORT, bypass_csp=True))
             page.goto(start)
+            _dismiss_welcome(page)
             pages.append(_read(page, "upstream/", shots / "1-start.png"))
             for number, (label, expect) in enumerate(steps, start=2):
                 assert label in pages[-1].links, (label, pages[-1].url, pages[-1].links)
