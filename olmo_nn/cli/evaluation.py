@@ -18,7 +18,7 @@ def register(commands: Any) -> None:
         description=(
             "Score every choice's log-likelihood (context and continuation tokenized separately, "
             "as Catwalk does; --convention joint for lm-evaluation-harness's) and report accuracy "
-            "under the four normalizations; `acc` is each task's OLMo default."
+            "under the normalizations asked for; `acc` is each task's OLMo default."
         ),
     )
     downstream.add_argument("--model", required=True, help="checkpoint folder, or hf:PATH")
@@ -33,6 +33,13 @@ def register(commands: Any) -> None:
     )
     downstream.add_argument(
         "--dump-requests", action="store_true", help="also write requests.jsonl"
+    )
+    downstream.add_argument(
+        "--normalizations",
+        default="default",
+        help="accuracies to report: 'default' (each task's OLMo default plus the free ones: "
+        "none, per_token, per_char), 'all' (adds unconditional everywhere), or a comma-separated "
+        "list; the unconditional requests are scored only where unconditional is reported",
     )
     downstream.add_argument("--convention", choices=("separate", "joint"), default="separate")
     downstream.add_argument("--batch-size", type=int, default=32, help="sequences per forward pass")
@@ -73,15 +80,19 @@ def _print_rows(rows: list[dict[str, Any]]) -> None:
 
 
 def _downstream(args: argparse.Namespace) -> int:
-    from olmo_nn.eval.downstream import evaluate_task, write_results
+    from olmo_nn.eval.downstream import evaluate_task, resolve_normalizations, write_results
     from olmo_nn.eval.models import load_language_model
     from olmo_nn.eval.tasks import expand_task_names, get_task_spec, load_task
 
+    # Every user mistake (a task name, a normalization) is found before the model loads.
+    names = expand_task_names(args.tasks)
+    specs = [get_task_spec(name) for name in names]
+    for spec in specs:
+        resolve_normalizations(args.normalizations, spec.default_normalization)
     model = load_language_model(args.model, device=args.device)
     results = []
-    for name in expand_task_names(args.tasks):
+    for name, spec in zip(names, specs, strict=True):
         instances = load_task(name, limit=args.limit)
-        spec = get_task_spec(name)
         results.append(
             evaluate_task(
                 model,
@@ -91,6 +102,7 @@ def _downstream(args: argparse.Namespace) -> int:
                 unconditional_context=spec.unconditional_context,
                 convention=args.convention,
                 batch_size=args.batch_size,
+                normalizations=args.normalizations,
             )
         )
     rows = write_results(
@@ -100,7 +112,20 @@ def _downstream(args: argparse.Namespace) -> int:
         step=_step(args.model),
         dump_requests=args.dump_requests,
     )
-    _print_rows([r for r in rows if r["metric"] == "acc"])
+    # Each task's `acc`, or (when its default was not asked for) the accuracies that were.
+    with_default = {r["task"] for r in rows if r["metric"] == "acc"}
+    _print_rows(
+        [
+            r
+            for r in rows
+            if r["metric"] == "acc"
+            or (
+                r["task"] not in with_default
+                and r["metric"].startswith("acc_")
+                and not r["metric"].endswith("_stderr")
+            )
+        ]
+    )
     truncated = sum(int(r["value"]) for r in rows if r["metric"] == "truncated_requests")
     if truncated:
         print(f"  {truncated} request(s) had contexts longer than the model's window: truncated "

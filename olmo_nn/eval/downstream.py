@@ -1,11 +1,12 @@
-"""Downstream evaluation: rank classification over the tasks, all four normalizations at once.
+"""Downstream evaluation: rank classification over the tasks, under the normalizations asked for.
 
 For every choice of every instance the log-likelihood of its continuation given its context is
-scored once (plus the continuation given the task's unconditional context, ``"Answer:"``, for
-the unconditional normalization), all in one :func:`score_requests` call, so the choices of an
-instance share their context's forward pass;
-accuracy is then computed under none / per-token / per-character / unconditional, and ``acc``
-is the task's default as OLMo chose it.
+scored once, all in one :func:`score_requests` call, so the choices of an instance share their
+context's forward pass. Accuracy is then computed under the normalizations asked for (none /
+per-token / per-character / unconditional); the first three come free from the same scores,
+while ``unconditional`` needs a second set of requests, the continuation given the task's
+unconditional context (``"Answer:"``), which are scored (in the same call) only when it is
+asked for. ``acc`` is the task's default as OLMo chose it, reported when it was scored.
 
 Each accuracy comes with its standard error as lm-evaluation-harness defines it (the sample
 standard deviation of the 0/1 scores, with n - 1, over sqrt(n): sqrt(p(1 - p) / (n - 1))),
@@ -35,7 +36,41 @@ from olmo_nn.eval.scoring import (
     unconditional_requests,
 )
 
-__all__ = ["NORMALIZATIONS", "TaskResult", "accuracy_stderr", "evaluate_task", "write_results"]
+__all__ = [
+    "FREE_NORMALIZATIONS",
+    "NORMALIZATIONS",
+    "TaskResult",
+    "accuracy_stderr",
+    "evaluate_task",
+    "resolve_normalizations",
+    "write_results",
+]
+
+FREE_NORMALIZATIONS: tuple[str, ...] = ("none", "per_token", "per_char")
+"""The normalizations computed from the requests' own scores (``unconditional`` needs more)."""
+
+
+def resolve_normalizations(spec: str | Sequence[str], default_normalization: str) -> list[str]:
+    """The normalizations to compute for a task whose default is ``default_normalization``.
+
+    ``"default"``: the task's default plus the free ones (:data:`FREE_NORMALIZATIONS`), so the
+    unconditional requests are scored only for tasks that report them (ARC, OpenBookQA);
+    ``"all"``: all four; else a comma-separated list (or a sequence) of names, exactly those.
+    """
+    names = [spec] if isinstance(spec, str) else list(spec)
+    parts = [part.strip() for name in names for part in name.split(",") if part.strip()]
+    if parts == ["all"]:
+        return list(NORMALIZATIONS)
+    if parts == ["default"]:
+        wanted = {*FREE_NORMALIZATIONS, default_normalization}
+        return [kind for kind in NORMALIZATIONS if kind in wanted]
+    unknown = [part for part in parts if part not in NORMALIZATIONS]
+    if unknown or not parts:
+        raise ValueError(
+            f"normalizations={spec!r}: expected 'default', 'all' or a comma-separated list of "
+            f"{', '.join(NORMALIZATIONS)}"
+        )
+    return [kind for kind in NORMALIZATIONS if kind in parts]
 
 
 def accuracy_stderr(correct: Sequence[bool]) -> float:
@@ -63,16 +98,18 @@ class TaskResult:
     """The accuracy of guessing: the mean over examples of 1 / number of choices."""
 
     def rows(self, *, model: str, step: int | None) -> list[dict[str, Any]]:
-        """``acc_<normalization>`` and ``acc_<normalization>_stderr`` for each normalization,
-        ``acc`` and ``acc_stderr`` (the default's), ``chance`` and ``truncated_requests``."""
+        """``acc_<normalization>`` and ``acc_<normalization>_stderr`` for each normalization
+        computed, ``acc`` and ``acc_stderr`` (the default's, when it was computed), ``chance``
+        and ``truncated_requests``."""
         base = {"model": model, "step": step, "task": self.task, "count": self.count}
         rows = []
         for kind, value in self.accuracy.items():
             rows.append({**base, "metric": f"acc_{kind}", "value": value})
             rows.append({**base, "metric": f"acc_{kind}_stderr", "value": self.stderr[kind]})
         default = self.default_normalization
-        rows.append({**base, "metric": "acc", "value": self.accuracy[default]})
-        rows.append({**base, "metric": "acc_stderr", "value": self.stderr[default]})
+        if default in self.accuracy:
+            rows.append({**base, "metric": "acc", "value": self.accuracy[default]})
+            rows.append({**base, "metric": "acc_stderr", "value": self.stderr[default]})
         rows.append({**base, "metric": "chance", "value": self.chance})
         truncated = sum(1 for r in self.requests if r["truncated"])
         rows.append({**base, "metric": "truncated_requests", "value": float(truncated)})
@@ -88,17 +125,21 @@ def evaluate_task(
     convention: Convention = "separate",
     batch_size: int = 32,
     unconditional_context: str = UNCONDITIONAL_CONTEXT,
+    normalizations: str | Sequence[str] = "all",
 ) -> TaskResult:
     """Score every choice of ``instances`` (``contexts``/``continuations``/``label``).
 
-    The ``unconditional`` normalization subtracts log P(continuation | unconditional_context)
-    (the task's ``TaskSpec.unconditional_context``). A log-likelihood that is NaN or infinite
-    (corrupted or diverged weights) is an error naming the model, never an accuracy.
+    ``normalizations`` (see :func:`resolve_normalizations`; all four by default) are the
+    accuracies computed. The ``unconditional`` normalization subtracts
+    log P(continuation | unconditional_context) (the task's ``TaskSpec.unconditional_context``);
+    those requests are scored only when it is asked for. A log-likelihood that is NaN or
+    infinite (corrupted or diverged weights) is an error naming the model, never an accuracy.
     """
     if default_normalization not in NORMALIZATIONS:
         raise ValueError(
             f"default_normalization={default_normalization!r}: expected one of {NORMALIZATIONS}"
         )
+    kinds = resolve_normalizations(normalizations, default_normalization)
     requests: list[Request] = []
     owners: list[tuple[int, int]] = []
     for i, instance in enumerate(instances):
@@ -113,12 +154,10 @@ def evaluate_task(
             requests.append(Request(context=context, continuation=continuation))
             owners.append((i, j))
     # One call: the unconditional requests (all one context) pack densely beside the others.
-    both = score_requests(
-        model,
-        requests + unconditional_requests(requests, unconditional_context),
-        convention=convention,
-        batch_size=batch_size,
+    extra = (
+        unconditional_requests(requests, unconditional_context) if "unconditional" in kinds else []
     )
+    both = score_requests(model, requests + extra, convention=convention, batch_size=batch_size)
     bad = sum(1 for score in both if not math.isfinite(score.logprob_sum))
     if bad:
         raise ValueError(
@@ -128,10 +167,8 @@ def evaluate_task(
         )
     scores, baseline = both[: len(requests)], both[len(requests) :]
     normalized = {
-        "none": normalize(scores, "none"),
-        "per_token": normalize(scores, "per_token"),
-        "per_char": normalize(scores, "per_char"),
-        "unconditional": normalize(scores, "unconditional", unconditional=baseline),
+        kind: normalize(scores, kind, unconditional=baseline or None)  # type: ignore[arg-type]
+        for kind in kinds
     }
     accuracy, stderr = {}, {}
     for kind, values in normalized.items():
@@ -159,10 +196,10 @@ def evaluate_task(
             "logprob": score.logprob_sum,
             "num_tokens": score.num_tokens,
             "num_chars": score.num_chars,
-            "unconditional_logprob": base.logprob_sum,
+            "unconditional_logprob": baseline[k].logprob_sum if baseline else None,
             "truncated": score.truncated,
         }
-        for (i, j), request, score, base in zip(owners, requests, scores, baseline, strict=True)
+        for k, ((i, j), request, score) in enumerate(zip(owners, requests, scores, strict=True))
     ]
     return TaskResult(
         task, default_normalization, accuracy, len(instances), dumped, stderr=stderr, chance=chance

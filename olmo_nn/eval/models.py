@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -186,13 +186,55 @@ def _load_native(folder: Path, *, device: str, dtype: torch.dtype | None) -> Lan
     )
 
 
-def _load_hf(folder: Path, *, device: str, dtype: torch.dtype | None) -> LanguageModel:
+def _load_hf_as_olmo(
+    folder: Path, *, device: str, dtype: torch.dtype | None
+) -> LanguageModel | None:
+    """An OLMo / OLMo 2 folder as our own ``OLMo`` (the same function as transformers'
+    ``OlmoForCausalLM``, without importing transformers); None for what ours cannot express."""
+    import json
+
+    from olmo_nn.hf.config import transformer_config_from_hf
+    from olmo_nn.hf.convert import hf_state_dict_files
+    from olmo_nn.hf.weights import from_hf_state_dict
+
+    hf_config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    tokenizer = Tokenizer.from_name_or_path(folder)
+    generation_path = folder / "generation_config.json"
     try:
-        import transformers
-    except ImportError as error:  # pragma: no cover - transformers is a dependency
-        raise ImportError(
-            "loading an 'hf:' model needs transformers (`pip install transformers`)"
-        ) from error
+        config = transformer_config_from_hf(
+            hf_config,
+            tokenizer_vocab_size=tokenizer.vocab_size,
+            generation=json.loads(generation_path.read_text())
+            if generation_path.is_file()
+            else None,
+            source=str(folder / "config.json"),
+        )
+    except ValueError:
+        return None  # another architecture, or a config ours cannot express: transformers
+    from olmo_nn.checkpoint.unsharded import read_safetensors
+
+    tensors: dict[str, torch.Tensor] = {}
+    for path in hf_state_dict_files(folder):
+        tensors.update(read_safetensors(path))
+    state = from_hf_state_dict(tensors, config, source=str(folder))
+    del tensors
+    if dtype is not None:
+        state = {name: tensor.to(dtype) for name, tensor in state.items()}
+    module = OLMo(config, init_device="meta")
+    module.load_state_dict(state, strict=True, assign=True)
+    module = module.to(device)
+    return LanguageModel(
+        module,
+        tokenizer,
+        name=f"{HF_PREFIX}{folder}",
+        max_length=config.max_sequence_length,
+        vocab_size=config.padded_vocab_size,
+    )
+
+
+def _load_hf(
+    folder: Path, *, device: str, dtype: torch.dtype | None, implementation: str = "auto"
+) -> LanguageModel:
     if not (folder / "tokenizer.json").is_file():
         raise FileNotFoundError(
             f"{folder} has no tokenizer.json: save the model's fast tokenizer there "
@@ -211,6 +253,16 @@ def _load_hf(folder: Path, *, device: str, dtype: torch.dtype | None) -> Languag
         )
     for weights in safetensors:
         check_safetensors(weights)  # a message naming the file, not transformers' traceback
+    if implementation == "auto":
+        olmo = _load_hf_as_olmo(folder, device=device, dtype=dtype)
+        if olmo is not None:
+            return olmo
+    try:
+        import transformers
+    except ImportError as error:  # pragma: no cover - transformers is a dependency
+        raise ImportError(
+            "loading an 'hf:' model needs transformers (`pip install transformers`)"
+        ) from error
     kwargs: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
     module: Any = transformers.AutoModelForCausalLM.from_pretrained(
         folder, use_safetensors=True, **kwargs
@@ -238,8 +290,15 @@ def load_language_model(
     *,
     device: str = "cpu",
     dtype: torch.dtype | None = None,
+    implementation: Literal["auto", "transformers"] = "auto",
 ) -> LanguageModel:
     """A native checkpoint folder, or ``hf:FOLDER`` for a transformers model folder.
+
+    An ``hf:`` folder of an architecture our ``OLMo`` expresses (OLMo, OLMo 2: what
+    ``export_hf`` writes) runs on our ``OLMo`` by default, loaded from its safetensors without
+    importing transformers (the same function, up to float rounding; much faster to start);
+    ``implementation="transformers"``, or any other architecture, loads it with transformers'
+    ``AutoModelForCausalLM``.
 
     A native checkpoint uses the ``tokenizer.json`` beside it if there is one, else OLMo's
     tokenizer. Nothing is downloaded: ``FOLDER`` must be local. A native checkpoint is verified
@@ -256,5 +315,5 @@ def load_language_model(
                 f"{folder} is not a folder: 'hf:' models load from a local transformers folder "
                 "(config.json, weights, tokenizer.json); nothing is downloaded"
             )
-        return _load_hf(folder, device=device, dtype=dtype)
+        return _load_hf(folder, device=device, dtype=dtype, implementation=implementation)
     return _load_native(Path(text).expanduser(), device=device, dtype=dtype)

@@ -179,23 +179,38 @@ class _Row:
         self.scored.append((sequence.index, sequence.continuation, positions))
 
     @property
+    def num_predicting(self) -> int:
+        """Distinct positions whose logits this row needs."""
+        return len({position for _, _, positions in self.scored for position in positions})
+
+    @property
     def is_causal(self) -> bool:
         """At most one segment has tokens: the plain causal mask and positions are exact."""
         return sum(1 for _, continuation, _ in self.scored if len(continuation) > 1) <= 1
+
+
+PACKED_ROW_TOKENS = 256
+"""A row that shares its context grows to at most this many tokens (or the longest single
+request, if longer): attention and its block mask cost the square of a row's width, and a short
+context shared by many continuations (the unconditional requests, all ``"Answer:"``) saves
+little per continuation, so one very wide row would cost more than it saves."""
 
 
 def _pack(sequences: Sequence[_Sequence], max_length: int, share_prefix: bool) -> list[_Row]:
     """Rows of at most ``max_length`` tokens.
 
     With ``share_prefix``, one row per distinct context (another when the next continuation
-    would not fit), else one per sequence.
+    would take the row past :data:`PACKED_ROW_TOKENS` or the longest single request, whichever
+    is wider, or past ``max_length``), else one per sequence.
     """
+    longest = max((len(s.context) + len(s.continuation) - 1 for s in sequences), default=0)
+    width = min(max_length, max(PACKED_ROW_TOKENS, longest))
     rows: list[_Row] = []
     open_rows: dict[tuple[int, ...], _Row] = {}
     for sequence in sequences:
         key = tuple(sequence.context)
         row = open_rows.get(key) if share_prefix else None
-        if row is None or len(row.input_ids) + len(sequence.continuation) - 1 > max_length:
+        if row is None or len(row.input_ids) + len(sequence.continuation) - 1 > width:
             row = _Row.of_context(sequence.context)
             rows.append(row)
             open_rows[key] = row
@@ -234,42 +249,59 @@ def score_requests(
             f"({model.max_length}), or None"
         )
     tokenizer = model.tokenizer
-    sequences = [
-        _prepare(model, i, context, continuation)
-        for i, (context, continuation) in enumerate(
-            encode_requests(tokenizer, requests, convention)
-        )
-    ]
+    encoded = encode_requests(tokenizer, requests, convention)
+    # Identical token sequences (the unconditional " yes" of every BoolQ example) run once.
+    distinct: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
+    first = [distinct.setdefault((tuple(c), tuple(x)), i) for i, (c, x) in enumerate(encoded)]
+    sequences = [_prepare(model, i, *encoded[i]) for i in distinct.values()]
     rows = _pack(sequences, model.max_length, share_prefix and model.accepts_packed_rows)
     rows.sort(key=lambda row: len(row.input_ids), reverse=True)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    results: list[RequestScore | None] = [None] * len(sequences)
-    for batch in _batches(rows, batch_size, max_batch_tokens):
+    max_positions = max(1, MAX_LOGITS_BYTES // (4 * model.vocab_size))
+    truncated = {sequence.index: sequence.truncated for sequence in sequences}
+    scored: dict[int, tuple[int, float, bool]] = {}
+    for batch in _batches(rows, batch_size, max_batch_tokens, max_positions):
         for index, num_tokens, logprob_sum, is_greedy in _score_batch(model, batch, pad_id):
-            results[index] = RequestScore(
+            scored[index] = (num_tokens, logprob_sum, is_greedy)
+    results = []
+    for request, index in zip(requests, first, strict=True):
+        num_tokens, logprob_sum, is_greedy = scored[index]
+        results.append(
+            RequestScore(
                 logprob_sum=logprob_sum,
                 num_tokens=num_tokens,
-                num_chars=len(requests[index].continuation),
+                num_chars=len(request.continuation),
                 is_greedy=is_greedy,
-                truncated=sequences[index].truncated,
+                truncated=truncated[index],
             )
-    return [r for r in results if r is not None]
+        )
+    return results
+
+
+MAX_LOGITS_BYTES = 2**28
+"""A forward pass selects at most this many bytes of float32 logits (256 MiB: 1,334 positions
+of OLMo's 50,304-row output layer); a batch that would select more is split."""
 
 
 def _batches(
-    rows: Sequence[_Row], batch_size: int, max_batch_tokens: int | None
+    rows: Sequence[_Row], batch_size: int, max_batch_tokens: int | None, max_positions: int
 ) -> list[list[_Row]]:
-    """Consecutive rows (longest first), at most ``batch_size`` and ``max_batch_tokens``."""
+    """Consecutive rows (longest first), at most ``batch_size`` and ``max_batch_tokens``, and
+    at most ``max_positions`` predicting positions (unless one row has more)."""
     batches: list[list[_Row]] = []
+    positions = 0
     for row in rows:
+        needed = row.num_predicting
         if batches:
             batch = batches[-1]
             width = len(batch[0].input_ids)  # the longest: rows come longest first
             fits = max_batch_tokens is None or (len(batch) + 1) * width <= max_batch_tokens
-            if len(batch) < batch_size and fits:
+            if len(batch) < batch_size and fits and positions + needed <= max_positions:
                 batch.append(row)
+                positions += needed
                 continue
         batches.append([row])
+        positions = needed
     return batches
 
 
@@ -314,11 +346,14 @@ def _score_batch(
         packed = {"position_ids": position_ids, "attention_mask": mask}
     # (U, V): the distinct positions that predict continuation tokens, and nothing else
     logits = model.logits_at(input_ids, rows, positions, **packed).float()
-    logprobs = logits.log_softmax(dim=-1)
-    greedy = logits.argmax(dim=-1)  # (U,)
     pick = torch.tensor(picks, device=logits.device)
     target_ids = torch.tensor(targets, device=logits.device)
-    token_logprobs = logprobs[pick, target_ids]  # (N,)
+    maxima, greedy = logits.max(dim=-1)  # (U,) each: one pass gives both
+    target_logits = logits[pick, target_ids]  # (N,)
+    # log_softmax at the targets only: the log-sum-exp computed in place (the logits are not
+    # needed after this), so no second (U, V) tensor is built.
+    normalizer = logits.sub_(maxima[:, None]).exp_().sum(dim=-1).log_().add_(maxima)  # (U,)
+    token_logprobs = target_logits - normalizer[pick]  # (N,)
     token_greedy = greedy[pick] == target_ids  # (N,)
     sizes = [size for _, size in owners]
     # Summed in float64: a float32 sum of ~100 is only good to ~1e-5.

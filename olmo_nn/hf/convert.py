@@ -40,7 +40,7 @@ from olmo_nn.hf.tokenizer_files import (
 from olmo_nn.hf.weights import from_hf_state_dict, to_hf_state_dict
 from olmo_nn.model.transformer import OLMo
 
-__all__ = ["DTYPES", "export_hf", "import_hf"]
+__all__ = ["DTYPES", "export_hf", "hf_state_dict_files", "import_hf"]
 
 #: ``--dtype`` choices for export.
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -137,6 +137,12 @@ def export_hf(
 
 
 # ------------------------------------------------------------------------------------ import
+def hf_state_dict_files(folder: Path) -> list[Path]:
+    """The safetensors files of a Hugging Face folder (one file, or the shards its index
+    names); a folder with only pickled weights, or none, is an error saying so."""
+    return _safetensors_files(folder)
+
+
 def _safetensors_files(folder: Path) -> list[Path]:
     """The weight files of a Hugging Face folder: one file, or the shards its index names."""
     if (folder / HF_WEIGHTS_FILE).is_file():

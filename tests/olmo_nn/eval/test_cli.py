@@ -24,11 +24,12 @@ def test_downstream_writes_rows_and_requests(checkpoint: Path, tmp_path: Path) -
                  "--limit", "6", "--output", str(out), "--dump-requests"]) == 0  # fmt: skip
     rows = json.loads((out / "results.json").read_text())
     metrics = {(r["task"], r["metric"]) for r in rows}
-    for task in ("arc_easy", "copa"):
-        assert {
-            (task, m)
-            for m in ("acc", "acc_none", "acc_per_token", "acc_per_char", "acc_unconditional")
-        } <= metrics
+    # By default each task's OLMo default and the free normalizations: ARC's default is
+    # unconditional, COPA's is none, so only ARC scores the unconditional requests.
+    free = ("acc", "acc_none", "acc_per_token", "acc_per_char")
+    assert {("arc_easy", m) for m in (*free, "acc_unconditional")} <= metrics
+    assert {("copa", m) for m in free} <= metrics
+    assert ("copa", "acc_unconditional") not in metrics
     arc = {r["metric"]: r["value"] for r in rows if r["task"] == "arc_easy"}
     assert arc["acc"] == arc["acc_unconditional"]  # OLMo's default for ARC
     copa = {r["metric"]: r["value"] for r in rows if r["task"] == "copa"}
@@ -41,6 +42,30 @@ def test_downstream_writes_rows_and_requests(checkpoint: Path, tmp_path: Path) -
     assert requests[0]["context"].startswith("Question: ") and requests[0]["context"].endswith(
         "\nAnswer:"
     )
+    unconditional = {r["task"]: r["unconditional_logprob"] is not None for r in requests}
+    assert unconditional == {"arc_easy": True, "copa": False}
+
+
+def test_downstream_normalizations_option(checkpoint: Path, tmp_path: Path) -> None:
+    def metrics(*options: str) -> set[str]:
+        out = tmp_path / "-".join(options)
+        assert main(["eval", "downstream", "--model", str(checkpoint), "--tasks", "copa",
+                     "--limit", "4", "--output", str(out), *options]) == 0  # fmt: skip
+        rows = json.loads((out / "results.json").read_text())
+        return {r["metric"] for r in rows if not r["metric"].endswith("_stderr")}
+
+    base = {"chance", "truncated_requests"}
+    assert metrics("--normalizations", "all") == base | {
+        "acc", "acc_none", "acc_per_token", "acc_per_char", "acc_unconditional"
+    }  # fmt: skip
+    # COPA's default (none) not asked for: no `acc`.
+    assert metrics("--normalizations", "per_char,unconditional") == base | {
+        "acc_per_char",
+        "acc_unconditional",
+    }
+    assert main(["eval", "downstream", "--model", str(checkpoint), "--tasks", "copa",
+                 "--output", str(tmp_path / "bad"), "--normalizations", "per_word"]) == 2  # fmt: skip
+    assert not (tmp_path / "bad").exists()
 
 
 def test_unknown_task_lists_the_available_ones(

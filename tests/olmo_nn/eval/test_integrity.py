@@ -51,7 +51,7 @@ def test_non_finite_weights_give_no_score(
     checkpoint = save_checkpoint(model, tmp_path / "nan")
     assert downstream(checkpoint, tmp_path / "ds") == 2
     assert (
-        f"olmo eval: error: {checkpoint}: 16 of 16 log-likelihoods on task copa are not finite "
+        f"olmo eval: error: {checkpoint}: 8 of 8 log-likelihoods on task copa are not finite "
         "(NaN or infinite): its weights are corrupted or diverged; no accuracy is reported"
     ) in capsys.readouterr().err
     assert not (tmp_path / "ds").exists()

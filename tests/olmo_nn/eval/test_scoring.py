@@ -226,6 +226,12 @@ def test_load_native_and_hf_folders(
     request = [REQUESTS[0]]
     expected = score_requests(_wrap(hf_model, tokenizer), request)[0].logprob_sum
     assert score_requests(hf, request)[0].logprob_sum == pytest.approx(expected, abs=TOLERANCE)
+    # An OLMo folder runs on our OLMo (no transformers import); transformers' on request.
+    assert isinstance(hf.module, OLMo) and hf.name == f"hf:{tmp_path / 'hf'}"
+    theirs = load_language_model(f"hf:{tmp_path / 'hf'}", implementation="transformers")
+    assert not isinstance(theirs.module, OLMo)
+    assert (theirs.max_length, theirs.vocab_size) == (WINDOW, PADDED_VOCAB)
+    assert score_requests(theirs, request)[0].logprob_sum == pytest.approx(expected, abs=TOLERANCE)
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
         load_language_model("hf:/no/such/folder")
 
@@ -328,8 +334,10 @@ def test_shared_prefix_equals_one_row_per_request(
     # The planet question is one row; the truncated choices of equal length share one too.
     assert sum(rows for rows, _, _ in shared_calls) < len(GROUPED_REQUESTS) - 3
     assert any(packed for _, _, packed in shared_calls)
-    assert sum(rows for rows, _, _ in calls) == len(GROUPED_REQUESTS)
+    # One row per distinct request: the repeated (LONG_CONTEXT, " end") runs once.
+    assert sum(rows for rows, _, _ in calls) == len(set(GROUPED_REQUESTS)) == 10
     assert not any(packed for _, _, packed in calls)
+    assert separate[4] == separate[6] and shared[4] == shared[6]
 
 
 def test_shared_prefix_matches_full_forward(native_module: OLMo, tokenizer: Tokenizer) -> None:
