@@ -46,10 +46,17 @@ def plot_loss(run_dir: Path) -> Path | None:
 
 
 class LossPlot(Callback):
+    def __init__(self) -> None:
+        self._plotted_step: int | None = None
+        """The step the plot was last drawn at: the end of a run, which has just saved its
+        last checkpoint, does not draw the same plot again (matplotlib costs ~1 s)."""
+
     def on_checkpoint(self, trainer: Trainer, path: Path, *, unsharded: bool) -> None:
         if trainer.ctx.is_main and not unsharded:
             plot_loss(trainer.run_dir)
+            self._plotted_step = trainer.step
 
     def on_train_end(self, trainer: Trainer) -> None:
-        if trainer.ctx.is_main:
+        if trainer.ctx.is_main and self._plotted_step != trainer.step:
             plot_loss(trainer.run_dir)
+            self._plotted_step = trainer.step
