@@ -1,228 +1,479 @@
-"""Log-likelihood throughput: our scorer against lm-evaluation-harness's HF backend, one run.
+"""Evaluation: ``olmo eval downstream`` against ``lm_eval --model hf`` on ARC-Easy, same run.
 
-    .venv/bin/python benchmarks/eval_throughput.py [--num-requests 300] [--batch-size 32] [--small]
-        [--device cpu|cuda] [--dtype float32|bfloat16]
+    .venv/bin/python benchmarks/eval_throughput.py [--shapes small,olmo-150m] [--small]
+        [--results-dir benchmarks/results] [--peer-venv .venv-bench]
 
-Both sides load the same random ``OlmoForCausalLM`` from one local folder (an ``OLMo``
-checkpoint exported with ``export_hf``, OLMo's tokenizer beside it), in float32 on the CPU by
-default, and score the same (context, continuation) pairs taken from our ``arc_easy`` task
-(every choice of the first questions). Ours is ``score_requests`` with the ``"joint"``
-convention, which is lm-eval's tokenization, and prefix sharing (each question's context runs
-once for all its choices); theirs is ``HFLM.loglikelihood``. Ours without prefix sharing (one
-row per request) is timed too, for reference. Each side runs once to warm up, then twice more,
-interleaved, and the best time is kept. The script also reports the largest per-request
-log-likelihood difference, which should stay below 1e-4 in float32.
+For each model shape a random ``OLMo`` is built once, saved as our checkpoint and exported for
+transformers (``export_hf``, float32, OLMo's tokenizer beside it). Our ``arc_easy`` task (the
+whole validation split: 570 questions, 2,281 requests; a sample of it at the 150M shape, drawn
+the way ``--limit`` draws it) is written out as an lm-eval task: a JSONL of the same contexts
+and choices and a YAML (``dataset_path: json``, ``target_delimiter: " "``, metrics ``acc`` and
+``acc_norm``) passed with ``--include_path``, so both sides score exactly the same requests.
 
-lm-eval is a benchmark-only dependency: without it the script says so and exits 0.
+Whole commands (a child process each, wall time and peak RSS, as a user runs them):
+
+* ``olmo eval downstream --model hf:FOLDER --tasks arc_easy --normalizations none,per_char
+  --convention joint``: the same work as lm-eval (its ``acc`` and ``acc_norm`` need only each
+  request's own log-likelihood; lm-eval's tokenization), against
+* ``lm_eval --model hf --model_args pretrained=FOLDER,dtype=float32 --tasks arc_easy_local
+  --include_path DIR --device cpu --batch_size 32 --log_samples``.
+* Beside them, for reference: our command with its default normalizations (for ARC that is
+  OLMo's ``unconditional`` too, which scores a second set of requests that lm-eval does not).
+
+Core calls: our ``score_requests`` (the model loaded once in this process) against
+``HFLM.loglikelihood`` (``benchmarks/peers/lm_eval_loglikelihood.py`` in the peer's
+environment, which reports the seconds of the call alone) on the same requests. They run
+first: besides their own figures, they bring both sides' libraries into the page cache, so the
+whole commands that follow run without a warm-up of their own (which the budget of
+``make bench`` could not afford) and neither side's first run is colder than the other's.
+
+Agreement is checked and recorded: the requests both sides scored (from our
+``--dump-requests`` and lm-eval's ``--log_samples``) must be the same, accuracy (ours
+``acc_none``, lm-eval's ``acc``) equal and every log-likelihood within 1e-4; a mismatch makes
+the script exit non-zero after writing its results. Each row carries its shape's output-layer
+share of the forward FLOPs (``d * V`` against the blocks' matmuls, attention scores left out).
+
+``--small`` is a smoke test (a tiny model, a few questions, one run per side, no warm-up):
+``tests/benchmarks/test_eval_throughput.py`` runs it with the peer from ``.venv``. Results:
+``benchmarks/results/eval_throughput.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
+import shutil
+import sys
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Nothing here may reach the Hugging Face hub.
+# Nothing here may reach the Hugging Face hub (the children get OFFLINE too).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import torch
+from harness import BENCH_VENV, RESULTS, ROOT, Side, compare, row, versions, write_results
 
 from olmo_nn.checkpoint import save_checkpoint
 from olmo_nn.eval.models import load_language_model
 from olmo_nn.eval.scoring import Request, score_requests
-from olmo_nn.eval.tasks import load_task
+from olmo_nn.eval.tasks import DEFAULT_LIMIT, Instance, load_task
 from olmo_nn.hf import export_hf
-from olmo_nn.model import OLMo, TransformerConfig
+from olmo_nn.model import OLMo, TransformerConfig, preset
 
+OFFLINE = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+}
 TASK = "arc_easy"
+LOCAL_TASK = "arc_easy_local"
 TOLERANCE = 1e-4
-NUM_TIMED_RUNS = 2
-MODEL_CONFIG = TransformerConfig(d_model=256, n_heads=4, n_layers=4)
-"""The full run's model: OLMo's tokenizer vocabulary (50304 padded rows)."""
-SMALL_MODEL_CONFIG = TransformerConfig(d_model=64, n_heads=4, n_layers=2, mlp_hidden_size=128)
-NUM_REQUESTS = 300
-SMALL_NUM_REQUESTS = 40
+BATCH_SIZE = 32
+OLMO = str(Path(sys.executable).with_name("olmo"))
+PEERS = ROOT / "benchmarks" / "peers"
+CORE_SECONDS = r"core seconds: ([0-9.]+)"
 
 
-def build_hf_folder(config: TransformerConfig, folder: Path, *, seed: int = 0) -> Path:
-    """A random ``OLMo`` of ``config``, saved as a checkpoint and exported for transformers."""
+@dataclass(frozen=True)
+class Shape:
+    """One model shape and how much of the task it runs."""
+
+    name: str
+    config: TransformerConfig
+    questions: int | None
+    """ARC-Easy questions (``--limit``), None for the whole validation split."""
+    repeats: int
+    """Timed runs of each whole command."""
+    core_repeats: int
+    """Timed runs of each core call."""
+    warmup: bool = False
+    """An untimed run of each whole command first (the core calls have warmed the caches)."""
+
+
+SHAPES = {
+    "small": Shape(
+        "small",
+        TransformerConfig(d_model=256, n_heads=4, n_layers=4),
+        questions=None,
+        repeats=2,
+        core_repeats=2,
+    ),
+    # A sample of the questions and one core run keep `make bench` within its budget.
+    "olmo-150m": Shape("olmo-150m", preset("olmo-150m"), questions=60, repeats=2, core_repeats=1),
+}
+SMALL = Shape(
+    "tiny",
+    TransformerConfig(d_model=64, n_heads=4, n_layers=2, mlp_hidden_size=128),
+    questions=6,
+    repeats=1,
+    core_repeats=1,
+)
+
+
+def output_layer_share(config: TransformerConfig) -> float:
+    """The output layer's share of the forward matmul FLOPs per token: ``d * V`` against
+    ``n_layers * (4 d^2 + 3 d h)`` (attention scores, norms and RoPE left out)."""
+    head = config.d_model * config.padded_vocab_size
+    blocks = config.n_layers * (4 * config.d_model**2 + 3 * config.d_model * config.hidden_size)
+    return head / (head + blocks)
+
+
+def build_model(config: TransformerConfig, folder: Path, *, seed: int = 0) -> tuple[Path, Path]:
+    """A random ``OLMo`` of ``config``: its checkpoint and its transformers export."""
     torch.manual_seed(seed)
     model = OLMo(config)
     model.init_weights(seed=seed)
     checkpoint = save_checkpoint(model, folder / "checkpoint")
-    return export_hf(checkpoint, folder / "hf", dtype="float32")
+    del model
+    return checkpoint, export_hf(checkpoint, folder / "hf", dtype="float32")
 
 
-def task_requests(num_requests: int) -> list[Request]:
-    """The first ``num_requests`` (context, continuation) pairs of our ``arc_easy`` task."""
+def write_lm_eval_task(
+    instances: list[Instance], folder: Path, name: str = LOCAL_TASK
+) -> tuple[Path, list[Request]]:
+    """``folder/<name>.yaml`` and ``.jsonl``: an lm-eval ``multiple_choice`` task whose
+    requests are exactly ours (the context, ``" "`` + each choice); returns the folder to pass
+    with ``--include_path`` and the requests in lm-eval's order (question, then choice)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / f"{name}.jsonl"
     requests: list[Request] = []
-    # ARC has about four choices per question; ask for enough questions to fill the quota.
-    for instance in load_task(TASK, limit=num_requests // 3 + 1):
-        requests.extend(Request(c, x) for c, x in instance.pairs)
-    if len(requests) < num_requests:
-        raise ValueError(f"num_requests={num_requests}: {TASK} gave only {len(requests)} requests")
-    return requests[:num_requests]
+    with data.open("w", encoding="utf-8") as out:
+        for instance in instances:
+            (context,) = set(instance.contexts)  # one context shared by the choices (ARC)
+            if not all(c.startswith(" ") for c in instance.continuations):
+                raise ValueError(f"{instance.doc_id}: a continuation without its leading space")
+            record = {
+                "doc_id": instance.doc_id,
+                "context": context,
+                "choices": [c[1:] for c in instance.continuations],
+                "label": instance.label,
+            }
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            requests.extend(Request(context, c) for c in instance.continuations)
+    (folder / f"{name}.yaml").write_text(
+        "\n".join(
+            [
+                f"task: {name}",
+                "dataset_path: json",
+                "dataset_kwargs:",
+                "  data_files:",
+                f"    validation: {json.dumps(str(data))}",
+                "output_type: multiple_choice",
+                "validation_split: validation",
+                "doc_to_text: context",
+                "doc_to_choice: choices",
+                "doc_to_target: label",
+                'target_delimiter: " "',
+                "metric_list:",
+                "  - metric: acc",
+                "  - metric: acc_norm",
+                "",
+            ]
+        ),
+        encoding="utf-8",
+    )
+    return folder, requests
 
 
-def _best_seconds(
-    runs: dict[str, Callable[[], list[float]]],
-) -> dict[str, tuple[float, list[float]]]:
-    """Warm each side up, then time it ``NUM_TIMED_RUNS`` times, interleaved; keep the best."""
-    for run in runs.values():
-        run()
-    best: dict[str, tuple[float, list[float]]] = {name: (float("inf"), []) for name in runs}
-    for _ in range(NUM_TIMED_RUNS):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            logprobs = run()
-            seconds = time.perf_counter() - start
-            if seconds < best[name][0]:
-                best[name] = (seconds, logprobs)
-    return best
+def read_lm_eval_output(folder: Path, name: str = LOCAL_TASK) -> tuple[dict[str, float], Any]:
+    """lm-eval's metrics for ``name`` and its logged samples (``--output_path --log_samples``)."""
+    results = sorted(folder.rglob("results_*.json"))
+    samples = sorted(folder.rglob(f"samples_{name}_*.jsonl"))
+    if not results or not samples:
+        raise FileNotFoundError(f"no lm-eval results or samples under {folder}")
+    metrics = json.loads(results[-1].read_text())["results"][name]
+    lines = samples[-1].read_text(encoding="utf-8").splitlines()
+    return metrics, [json.loads(line) for line in lines if line.strip()]
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run the comparison and print it; returns the figures (empty if lm-eval is missing)."""
+def check_whole_commands(ours_dir: Path, theirs_dir: Path) -> dict[str, Any]:
+    """Both sides scored the same requests: accuracy and per-request log-likelihoods."""
+    ours_rows = json.loads((ours_dir / "results.json").read_text())
+    ours_acc = {r["metric"]: r["value"] for r in ours_rows}
+    dumped = [
+        json.loads(line)
+        for line in (ours_dir / "requests.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    ours = {
+        (r["doc_id"], r["choice"]): (r["context"], r["continuation"], r["logprob"]) for r in dumped
+    }
+    metrics, samples = read_lm_eval_output(theirs_dir)
+    theirs: dict[tuple[str, int], tuple[str, str, float]] = {}
+    for sample in samples:
+        arguments = sample["arguments"]
+        if isinstance(arguments, dict):  # {"gen_args_0": {"arg_0": context, "arg_1": ...}}
+            arguments = [list(arguments[f"gen_args_{i}"].values()) for i in range(len(arguments))]
+        for choice, (pair, response) in enumerate(
+            zip(arguments, sample["filtered_resps"], strict=True)
+        ):
+            context, continuation = pair[0], pair[1]
+            theirs[sample["doc"]["doc_id"], choice] = (context, continuation, float(response[0]))
+    same_requests = ours.keys() == theirs.keys() and all(
+        ours[key][:2] == theirs[key][:2] for key in ours
+    )
+    diffs = [abs(ours[k][2] - theirs[k][2]) for k in ours if k in theirs]
+    return {
+        "requests": len(ours),
+        "same_requests": same_requests,
+        "max_abs_logprob_diff": max(diffs) if diffs else None,
+        "ours_acc_none": ours_acc.get("acc_none"),
+        "lm_eval_acc": metrics.get("acc,none"),
+        "ours_acc_per_char": ours_acc.get("acc_per_char"),
+        "lm_eval_acc_norm": metrics.get("acc_norm,none"),
+        "note": "lm-eval's acc_norm divides by the choice's characters without the leading "
+        "space, our per_char with it: the two may differ",
+    }
+
+
+def _agrees(check: dict[str, Any]) -> bool:
+    diff = check.get("max_abs_logprob_diff")
+    same_acc = check.get("ours_acc_none") == check.get("lm_eval_acc", check.get("ours_acc_none"))
+    return (
+        bool(check.get("same_requests", True))
+        and diff is not None
+        and diff <= TOLERANCE
+        and (same_acc)
+    )
+
+
+def _fresh(folder: Path) -> Any:
+    def clear() -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    return clear
+
+
+def run_shape(
+    shape: Shape, work: Path, *, peer_venv: Path, repeats: int | None
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
+    """Build the shape's model and task, compare the sides; rows, inputs and failures."""
+    folder = work / shape.name
+    print(f"{shape.name}: building a random OLMo ({shape.config.num_params():,} parameters)")
+    _, hf = build_model(shape.config, folder)
+    limit = shape.questions if shape.questions is not None else DEFAULT_LIMIT
+    instances = load_task(TASK, limit=limit)
+    include, requests = write_lm_eval_task(instances, folder / "task")
+    with (folder / "requests.jsonl").open("w", encoding="utf-8") as lines:
+        for request in requests:
+            lines.write(
+                json.dumps({"context": request.context, "continuation": request.continuation})
+                + "\n"
+            )
+    core_repeats = repeats if repeats is not None else shape.core_repeats
+    repeats = repeats if repeats is not None else shape.repeats
+    share = round(output_layer_share(shape.config), 4)
+    env = {**OFFLINE, "HF_DATASETS_CACHE": str(work / "hf_datasets_cache")}
+    ours_argv = [OLMO, "eval", "downstream", "--tasks", TASK, "--limit", str(limit),
+                 "--convention", "joint", "--batch-size", str(BATCH_SIZE), "--dump-requests"]  # fmt: skip
+    same = ["--normalizations", "none,per_char"]
+    out = {name: folder / name for name in ("ours", "ours_default", "lm_eval")}
+
+    def ours_side(name: str, key: str, model: str, extra: list[str]) -> Side:
+        argv = [*ours_argv, "--model", model, "--output", str(out[key]), *extra]
+        return Side(name, argv=argv, env=env, before=_fresh(out[key]), warmup=shape.warmup)
+
+    lm_eval = Side(
+        "lm_eval --model hf",
+        argv=[
+            str(peer_venv / "bin" / "lm_eval"),
+            "--model",
+            "hf",
+            "--model_args",
+            f"pretrained={hf},dtype=float32",
+            "--tasks",
+            LOCAL_TASK,
+            "--include_path",
+            str(include),
+            "--device",
+            "cpu",
+            "--batch_size",
+            str(BATCH_SIZE),
+            "--output_path",
+            str(out["lm_eval"]),
+            "--log_samples",
+        ],
+        env=env,
+        before=_fresh(out["lm_eval"]),
+        warmup=shape.warmup,
+    )
+    failures: list[str] = []
+    checks: dict[str, Any] = {}
+    # Core calls: the model loaded once here; the peer's script reports its call's seconds.
+    scorer = load_language_model(f"hf:{hf}", dtype=torch.float32)
+    peer_out = folder / "lm_eval_logprobs.json"
+    core_ours = Side(
+        "score_requests",
+        call=lambda: [
+            s.logprob_sum
+            for s in score_requests(scorer, requests, convention="joint", batch_size=BATCH_SIZE)
+        ],
+    )
+    core_peer = Side(
+        "HFLM.loglikelihood",
+        argv=[
+            str(peer_venv / "bin" / "python"),
+            str(PEERS / "lm_eval_loglikelihood.py"),
+            str(hf),
+            str(folder / "requests.jsonl"),
+            str(peer_out),
+            "--batch-size",
+            str(BATCH_SIZE),
+        ],
+        env=env,
+        reported_seconds=CORE_SECONDS,
+        warmup=False,  # a fresh process each run: the script warms itself up, untimed
+    )
+    print(f"{shape.name}: core calls, {len(requests)} requests, {core_repeats} run(s) each")
+    compare([core_ours, core_peer], repeats=core_repeats)
+    if core_ours.runs and core_peer.runs and core_ours.runs[-1].ok and core_peer.runs[-1].ok:
+        theirs = json.loads(peer_out.read_text())
+        diffs = [abs(a - b) for a, b in zip(core_ours.runs[-1].value, theirs, strict=True)]
+        checks["core"] = {"requests": len(diffs), "max_abs_logprob_diff": max(diffs)}
+        if max(diffs) > TOLERANCE:
+            failures.append(f"{shape.name} core: {checks['core']}")
+
+    ours = ours_side("olmo eval downstream", "ours", f"hf:{hf}", same)
+    ours_default = ours_side("olmo eval (default norms)", "ours_default", f"hf:{hf}", [])
+    whole = [ours, lm_eval, ours_default]
+    print(f"{shape.name}: whole commands, {len(requests)} requests, {repeats} run(s) each")
+    compare(whole, repeats=repeats)
+
+    if lm_eval.runs and all(r.ok for r in [*ours.runs, *lm_eval.runs]):
+        checks["ours"] = check_whole_commands(out["ours"], out["lm_eval"])
+        if not _agrees(checks["ours"]):
+            failures.append(f"{shape.name} whole commands: {checks['ours']}")
+
+    c = shape.config
+    common = {
+        "shape": shape.name,
+        "model": f"d_model={c.d_model} n_layers={c.n_layers} n_heads={c.n_heads} "
+        f"mlp={c.hidden_size} vocab={c.padded_vocab_size}",
+        "parameters": c.num_params(),
+        "output_layer_flop_share": share,
+        "questions": len(instances),
+        "requests": len(requests),
+    }
+
+    def rss_ok(mine: Side) -> bool | None:
+        a, b = mine.record().get("peak_rss_mb"), lm_eval.record().get("peak_rss_mb")
+        return None if a is None or b is None else a <= b
+
+    task = f"ARC-Easy {len(requests)} requests, {shape.name}"
+    rows = [
+        row(
+            work=f"{task}: acc + acc_norm",
+            measure="whole command",
+            ours=ours,
+            peer=lm_eval,
+            goal=2.0 if shape.name == "small" else 1.5 if shape.name == "olmo-150m" else None,
+            unit_of_work=len(requests),
+            unit="requests",
+            extra={**common, "rss_not_above_peer": rss_ok(ours), "agreement": checks.get("ours")},
+        ),
+        row(
+            work=f"{task}: OLMo's default normalizations (adds the unconditional requests)",
+            measure="whole command",
+            ours=ours_default,
+            peer=lm_eval,
+            unit_of_work=len(requests),
+            unit="requests",
+            extra={**common, "rss_not_above_peer": rss_ok(ours_default)},
+        ),
+    ]
+    rows.append(
+        row(
+            work=f"{task}: log-likelihoods",
+            measure="core call",
+            ours=core_ours,
+            peer=core_peer,
+            unit_of_work=len(requests),
+            unit="requests",
+            extra={**common, "agreement": checks.get("core")},
+        )
+    )
+    inputs = {
+        "task": f"{TASK} validation ({len(instances)} questions"
+        + (", the whole split)" if shape.questions is None else ", a --limit sample)"),
+        "requests": len(requests),
+        "batch_size": BATCH_SIZE,
+        "dtype": "float32",
+        "device": "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "repeats_whole_command": repeats,
+        "repeats_core_call": core_repeats,
+        "whole_command_warm_up": shape.warmup,
+        "order": "core calls first (they warm the page cache), then the whole commands",
+        "convention": "joint (lm-eval's tokenization) on both sides",
+    }
+    return rows, inputs, failures
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--num-requests",
-        type=int,
-        default=None,
-        help=f"(context, continuation) pairs from {TASK} (default 300, or {SMALL_NUM_REQUESTS} "
-        "with --small)",
+        "--shapes", default=",".join(SHAPES), help=f"comma-separated: {', '.join(SHAPES)}"
     )
     parser.add_argument(
-        "--batch-size", type=int, default=32, help="requests per forward pass, on both sides"
+        "--small", action="store_true", help="a smoke test: a tiny model, a few questions"
     )
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per side")
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's own)"
+        "--no-warmup", action="store_true", help="no untimed warm-up run (a quick look only)"
     )
-    parser.add_argument("--device", default="cpu", help="cpu or cuda, for both sides")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
     parser.add_argument(
-        "--dtype",
-        choices=("float32", "bfloat16"),
-        default="float32",
-        help="weights and compute, both sides (the 1e-4 agreement holds in float32 only)",
-    )
-    parser.add_argument(
-        "--small",
-        action="store_true",
-        help="a tiny model and fewer requests: a smoke test in seconds",
+        "--peer-venv", type=Path, default=BENCH_VENV, help="the environment with lm-eval"
     )
     args = parser.parse_args(argv)
-    num_requests = args.num_requests
-    if num_requests is None:
-        num_requests = SMALL_NUM_REQUESTS if args.small else NUM_REQUESTS
-    if num_requests < 1 or args.batch_size < 1:
-        raise ValueError("--num-requests and --batch-size must be positive")
+    if args.small:
+        shapes = [SMALL]
+    else:
+        unknown = [n for n in args.shapes.split(",") if n not in SHAPES]
+        if unknown:
+            parser.error(f"unknown shapes {unknown}: expected {', '.join(SHAPES)}")
+        shapes = [SHAPES[n] for n in args.shapes.split(",")]
+    if args.no_warmup:
+        shapes = [dataclasses.replace(shape, warmup=False) for shape in shapes]
+    if not (args.peer_venv / "bin" / "lm_eval").exists():
+        raise SystemExit(f"{args.peer_venv} has no lm_eval: `make bench-venv` creates it")
 
-    try:
-        from lm_eval.api.instance import Instance
-        from lm_eval.models.huggingface import HFLM
-    except ImportError as error:
-        print(
-            f"lm-evaluation-harness is not importable ({error}); it is a benchmark-only "
-            "dependency: `pip install lm-eval accelerate` to run this comparison"
-        )
-        return {}
-
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    config = SMALL_MODEL_CONFIG if args.small else MODEL_CONFIG
-    requests = task_requests(num_requests)
-
+    rows: list[dict[str, Any]] = []
+    inputs: dict[str, Any] = {}
+    failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="eval_throughput_") as tmp:
-        folder = build_hf_folder(config, Path(tmp))
-        ours = load_language_model(
-            f"hf:{folder}", device=args.device, dtype=getattr(torch, args.dtype)
-        )
-        theirs = HFLM(
-            pretrained=str(folder),
-            backend="causal",
-            device=args.device,
-            batch_size=args.batch_size,
-            dtype=args.dtype,
-        )
-        lm_eval_instances = [
-            Instance(
-                request_type="loglikelihood",
-                doc={},
-                arguments=(request.context, request.continuation),
-                idx=i,
+        for shape in shapes:
+            shape_rows, shape_inputs, shape_failures = run_shape(
+                shape, Path(tmp), peer_venv=args.peer_venv, repeats=args.repeats
             )
-            for i, request in enumerate(requests)
-        ]
-
-        def run_ours(*, share_prefix: bool = True) -> list[float]:
-            scores = score_requests(
-                ours,
-                requests,
-                convention="joint",
-                batch_size=args.batch_size,
-                share_prefix=share_prefix,
-            )
-            return [score.logprob_sum for score in scores]
-
-        def run_ours_unshared() -> list[float]:
-            return run_ours(share_prefix=False)
-
-        def run_theirs() -> list[float]:
-            responses = theirs.loglikelihood(lm_eval_instances, disable_tqdm=True)
-            return [float(logprob) for logprob, _ in responses]
-
-        best = _best_seconds(
-            {"ours": run_ours, "ours_unshared": run_ours_unshared, "lm_eval": run_theirs}
-        )
-
-    seconds = {name: time_and_logprobs[0] for name, time_and_logprobs in best.items()}
-    their_logprobs = best["lm_eval"][1]
-    deltas = {
-        name: [abs(a - b) for a, b in zip(best[name][1], their_logprobs, strict=True)]
-        for name in ("ours", "ours_unshared")
-    }
-    figures = {
-        "num_requests": len(requests),
-        "batch_size": args.batch_size,
-        "model": f"d_model={config.d_model} n_layers={config.n_layers} n_heads={config.n_heads}",
-        "device": args.device,
-        "dtype": args.dtype,
-        "threads": torch.get_num_threads(),
-        "ours_requests_per_s": len(requests) / seconds["ours"],
-        "ours_unshared_requests_per_s": len(requests) / seconds["ours_unshared"],
-        "lm_eval_requests_per_s": len(requests) / seconds["lm_eval"],
-        "speedup": seconds["lm_eval"] / seconds["ours"],
-        "logprobs": {name: logprobs for name, (_, logprobs) in best.items()},
-        "max_abs_logprob_diff": max(deltas["ours"]),
-        "max_abs_logprob_diff_unshared": max(deltas["ours_unshared"]),
-        "worst_request": deltas["ours"].index(max(deltas["ours"])),
-    }
-    print(f"model:                 OlmoForCausalLM {figures['model']}, {args.dtype}, {args.device}")
-    print(
-        f"requests:              {figures['num_requests']} ({TASK}), batch size {args.batch_size}"
+            rows += shape_rows
+            inputs[shape.name] = shape_inputs
+            failures += shape_failures
+    packages = ["torch", "transformers", "tokenizers"]
+    write_results(
+        "eval_throughput",
+        rows=rows,
+        inputs=inputs,
+        versions={
+            "ours": versions(sys.executable, ["olmo-lab", *packages]),
+            "bench": versions(args.peer_venv / "bin" / "python", ["lm_eval", *packages]),
+        },
+        extra={"agreement_failures": failures},
+        folder=args.results_dir,
     )
-    print(f"threads:               {figures['threads']}")
-    print(f"ours req/s:            {figures['ours_requests_per_s']:.1f} (prefix sharing)")
-    print(f"ours unshared req/s:   {figures['ours_unshared_requests_per_s']:.1f} (one row each)")
-    print(f"lm-eval HFLM req/s:    {figures['lm_eval_requests_per_s']:.1f}")
-    print(f"ratio (ours/lm-eval):  {figures['speedup']:.2f}x")
-    worst = max(figures["max_abs_logprob_diff"], figures["max_abs_logprob_diff_unshared"])
-    verdict = "ok" if worst <= TOLERANCE else f"ABOVE {TOLERANCE:g}"
-    if args.dtype != "float32":
-        verdict += f"; the {TOLERANCE:g} bound is for float32"
-    print(
-        f"max |d logprob|:       {figures['max_abs_logprob_diff']:.2e} shared, "
-        f"{figures['max_abs_logprob_diff_unshared']:.2e} unshared ({verdict})"
-    )
-    return figures
+    if failures:
+        print("the sides do not agree:\n  " + "\n  ".join(failures), file=sys.stderr)
+    return {"rows": rows, "inputs": inputs, "failures": failures}
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(1 if main()["failures"] else 0)

@@ -1,28 +1,45 @@
-"""The evaluation benchmark runs end to end on a CPU against lm-evaluation-harness (small mode)."""
+"""The evaluation benchmark runs end to end on a CPU (``--small``): both whole commands, both
+core calls, the agreement check and the results file. lm-eval comes from this environment
+(the ``dev`` extra) instead of ``.venv-bench``."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import sys
 from pathlib import Path
 
-import pytest
-
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "eval_throughput.py"
+BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
 
 
-def test_benchmark_agrees_with_lm_eval_and_prints_the_ratio(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    pytest.importorskip("lm_eval")
-    spec = importlib.util.spec_from_file_location("eval_throughput", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    figures = module.main(["--small"])
-    logprobs = figures["logprobs"]
-    assert len(logprobs["lm_eval"]) == figures["num_requests"] == module.SMALL_NUM_REQUESTS
-    for name in ("ours", "ours_unshared"):
-        for ours, theirs in zip(logprobs[name], logprobs["lm_eval"], strict=True):
-            assert ours == pytest.approx(theirs, abs=1e-4)
-    assert figures["ours_requests_per_s"] > 0 and figures["lm_eval_requests_per_s"] > 0
-    assert "ratio (ours/lm-eval):" in capsys.readouterr().out
+def test_small_benchmark_writes_agreeing_rows(tmp_path: Path) -> None:
+    sys.path.insert(0, str(BENCHMARKS))  # the script imports its harness
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "eval_throughput", BENCHMARKS / "eval_throughput.py"
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # its dataclasses look their module up
+        spec.loader.exec_module(module)
+        result = module.main(["--small", "--results-dir", str(tmp_path), "--peer-venv", sys.prefix])
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+        sys.modules.pop("eval_throughput", None)
+    assert result["failures"] == []
+    written = json.loads((tmp_path / "eval_throughput.json").read_text())
+    rows = written["rows"]
+    assert [(r["measure"], r["peer"]) for r in rows] == [
+        ("whole command", "lm_eval --model hf"),
+        ("whole command", "lm_eval --model hf"),
+        ("core call", "HFLM.loglikelihood"),
+    ]
+    for r in rows:
+        assert r["ratio"] is not None and r["ratio"] > 0, r  # no side failed
+        assert 0 < r["output_layer_flop_share"] < 1
+    agreement = rows[0]["agreement"]
+    assert agreement["same_requests"] and agreement["requests"] == rows[0]["requests"] > 0
+    assert agreement["max_abs_logprob_diff"] <= 1e-4
+    assert agreement["ours_acc_none"] == agreement["lm_eval_acc"]
+    assert rows[-1]["agreement"]["max_abs_logprob_diff"] <= 1e-4
+    assert rows[0]["ours"]["peak_rss_mb"] > 0 and rows[0]["theirs"]["peak_rss_mb"] > 0
