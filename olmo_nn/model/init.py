@@ -24,9 +24,38 @@ __all__ = ["init_weights"]
 def _trunc_normal(
     weight: torch.Tensor, std: float, cutoff: float, generator: torch.Generator | None
 ) -> None:
-    nn.init.trunc_normal_(
-        weight, mean=0.0, std=std, a=-cutoff * std, b=cutoff * std, generator=generator
-    )
+    """``nn.init.trunc_normal_(weight, 0, std, -cutoff*std, cutoff*std)``, the same values.
+
+    torch (2.13) draws the whole tensor from N(0, std), then, while any value lies outside
+    the bounds, draws a whole new tensor and takes its values at those positions, comparing
+    and ``torch.where``-ing every element each round. Here each round still draws the whole
+    tensor (the generator must advance exactly as torch's does, so later tensors get the same
+    values) but only the out-of-bounds positions are compared and replaced: about a third of
+    torch's time (8 s of CPU for the 60M shape's 76M weights, the bulk of `olmo train`'s
+    start-up). ``tests/olmo_nn/model/test_init.py`` checks that the values are identical.
+    """
+    a, b = -cutoff * std, cutoff * std
+
+    def norm_cdf(x: float) -> float:
+        return (1.0 + math.erf(x / math.sqrt(2.0))) / 2.0
+
+    inside = norm_cdf(b / std) - norm_cdf(a / std)  # torch's rejection sampling needs > 0.3
+    if weight.is_meta or inside <= 0.3 or not weight.is_contiguous():
+        nn.init.trunc_normal_(weight, mean=0.0, std=std, a=a, b=b, generator=generator)
+        return
+    lo = weight.new_tensor(a, device="cpu").item()
+    hi = weight.new_tensor(b, device="cpu").item()
+    weight.normal_(0.0, std, generator=generator)
+    flat = weight.view(-1)
+    outside = ((flat < lo) | (flat > hi)).nonzero().squeeze(1)
+    fresh: torch.Tensor | None = None
+    while outside.numel():
+        if fresh is None:
+            fresh = torch.empty_like(weight)
+        fresh.normal_(0.0, std, generator=generator)
+        values = fresh.view(-1)[outside]
+        flat[outside] = values
+        outside = outside[(values < lo) | (values > hi)]
 
 
 @torch.no_grad()
