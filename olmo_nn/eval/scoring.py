@@ -283,11 +283,18 @@ MAX_LOGITS_BYTES = 2**28
 of OLMo's 50,304-row output layer); a batch that would select more is split."""
 
 
+MIN_ROW_FILL = 0.75
+"""A row joins a batch only if it fills at least this share of the batch's width: right
+padding is computed like real tokens, so a batch of very unequal rows (a few dozen rows, or a
+long tail of lengths) would spend up to half its time on padding."""
+
+
 def _batches(
     rows: Sequence[_Row], batch_size: int, max_batch_tokens: int | None, max_positions: int
 ) -> list[list[_Row]]:
-    """Consecutive rows (longest first), at most ``batch_size`` and ``max_batch_tokens``, and
-    at most ``max_positions`` predicting positions (unless one row has more)."""
+    """Consecutive rows (longest first), at most ``batch_size`` and ``max_batch_tokens``, at
+    most ``max_positions`` predicting positions (unless one row has more), and each row at
+    least :data:`MIN_ROW_FILL` of the batch's width."""
     batches: list[list[_Row]] = []
     positions = 0
     for row in rows:
@@ -296,7 +303,8 @@ def _batches(
             batch = batches[-1]
             width = len(batch[0].input_ids)  # the longest: rows come longest first
             fits = max_batch_tokens is None or (len(batch) + 1) * width <= max_batch_tokens
-            if len(batch) < batch_size and fits and positions + needed <= max_positions:
+            fills = len(row.input_ids) >= MIN_ROW_FILL * width
+            if len(batch) < batch_size and fits and fills and positions + needed <= max_positions:
                 batch.append(row)
                 positions += needed
                 continue
