@@ -75,6 +75,7 @@ def table(results: Iterable[Mapping[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     sources = []
+    stage_lines: list[str] = []
     for payload in results:
         name = payload["benchmark"]
         for item in payload["rows"]:
@@ -83,6 +84,16 @@ def table(results: Iterable[Mapping[str, Any]]) -> str:
                 f"| {item['peer']} | {_seconds(item['theirs'])} | {_ratio(item)} | {_goal(item)} "
                 f"| {_memory(item['ours'])} / {_memory(item['theirs'])} |"
             )
+        stages = payload.get("stages")
+        if stages:
+            corpus = payload.get("stages_corpus_megabytes")
+            on = f" on {corpus:g} MB" if corpus else ""
+            parts = [
+                f"{stage} {figures['seconds']:.2f} s ({figures['megabytes_per_second']:.2f} MB/s)"
+                for stage, figures in stages.items()
+                if "seconds" in figures and "megabytes_per_second" in figures
+            ]
+            stage_lines.append(f"- {name}, each stage as its own command{on}: " + ", ".join(parts))
         machine = payload["machine"]
         sources.append(
             f"- {name}: `{payload['command']}` on {machine['cpus']} CPUs ({machine['cpu']}), "
@@ -93,6 +104,7 @@ def table(results: Iterable[Mapping[str, Any]]) -> str:
         "Ratio: the peer's time over ours on the same work, in the same run, interleaved "
         "(median of the timed runs); above 1 is faster than the peer. Peak RSS: the whole "
         "process tree's, for whole commands.",
+        *(["", *stage_lines] if stage_lines else []),
         "",
         *sources,
     ]

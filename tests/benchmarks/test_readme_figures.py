@@ -50,6 +50,9 @@ def test_every_figure_in_the_readme_table_is_in_a_results_file() -> None:
             for side in (item["ours"], item["theirs"]):
                 if "seconds" in side:
                     recorded.add(f"{side['seconds']:.2f} s")
+        for stage in payload.get("stages", {}).values():
+            if "seconds" in stage:
+                recorded.add(f"{stage['seconds']:.2f} s")
     shown = _block((ROOT / "README.md").read_text())
     for figure in re.findall(r"\d+\.\d\d(?:×| s)", shown):
         assert figure in recorded, f"README shows {figure}, which no results file holds"
@@ -109,6 +112,8 @@ def test_a_failed_peer_and_an_unmet_goal_are_shown(tmp_path: Path) -> None:
         "date": "2026-12-05 12:00 UTC",
         "machine": {"cpus": 2, "cpu": "cpu"},
         "rows": rows,
+        "stages": {"tag": {"seconds": 2.0, "megabytes_per_second": 6.3}, "mix": {"failed": True}},
+        "stages_corpus_megabytes": 12.6,
     }
     (tmp_path / "b.json").write_text(json.dumps(payload))
     (tmp_path / "no_rows.json").write_text(json.dumps({"command": "x"}))
@@ -117,3 +122,4 @@ def test_a_failed_peer_and_an_unmet_goal_are_shown(tmp_path: Path) -> None:
     assert "≥ 10× **not met** | 0.50 GB / – |" in block
     assert "| 1.50× | ≥ 2× **not met** |" in block
     assert "`benchmarks/results/b.json`" in block and "no_rows" not in block
+    assert "- b, each stage as its own command on 12.6 MB: tag 2.00 s (6.30 MB/s)\n" in block
