@@ -339,6 +339,8 @@ def run_shape(
         checks["core"] = {"requests": len(diffs), "max_abs_logprob_diff": max(diffs)}
         if max(diffs) > TOLERANCE:
             failures.append(f"{shape.name} core: {checks['core']}")
+    else:
+        failures.append(f"{shape.name} core: a run failed, so the sides were not compared")
 
     ours = ours_side("olmo eval downstream", "ours", f"hf:{hf}", same)
     ours_default = ours_side("olmo eval (default norms)", "ours_default", f"hf:{hf}", [])
@@ -350,6 +352,10 @@ def run_shape(
         checks["ours"] = check_whole_commands(out["ours"], out["lm_eval"])
         if not _agrees(checks["ours"]):
             failures.append(f"{shape.name} whole commands: {checks['ours']}")
+    else:
+        failures.append(
+            f"{shape.name} whole commands: a run failed, so the sides were not compared"
+        )
 
     c = shape.config
     common = {
@@ -471,7 +477,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         folder=args.results_dir,
     )
     if failures:
-        print("the sides do not agree:\n  " + "\n  ".join(failures), file=sys.stderr)
+        print("the sides failed or do not agree:\n  " + "\n  ".join(failures), file=sys.stderr)
     return {"rows": rows, "inputs": inputs, "failures": failures}
 
 

@@ -299,7 +299,9 @@ def row(
                 side["rate"] = round(unit_of_work / side["seconds"], 3)
     if "cpu_seconds" in mine and "cpu_seconds" in theirs and mine["cpu_seconds"] > 0:
         out["cpu_ratio"] = round(theirs["cpu_seconds"] / mine["cpu_seconds"], 2)
-    if "seconds" in mine and "seconds" in theirs and not theirs["failed"]:
+    # A ratio only when every timed run of both sides succeeded: a failure on either side,
+    # ours included, is shown as such, never averaged away.
+    if "seconds" in mine and "seconds" in theirs and not mine["failed"] and not theirs["failed"]:
         out["ratio"] = round(theirs["seconds"] / mine["seconds"], 2)
         out["met"] = None if goal is None else out["ratio"] >= goal
     else:

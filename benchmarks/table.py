@@ -65,7 +65,9 @@ def _goal(item: Mapping[str, Any]) -> str:
 
 def _ratio(item: Mapping[str, Any]) -> str:
     ratio = item.get("ratio")
-    return "peer failed" if ratio is None else f"{ratio:.2f}×"
+    if ratio is not None:
+        return f"{ratio:.2f}×"
+    return "ours failed" if item["ours"].get("failed") else "peer failed"
 
 
 def table(results: Iterable[Mapping[str, Any]]) -> str:
@@ -90,8 +92,9 @@ def table(results: Iterable[Mapping[str, Any]]) -> str:
             on = f" on {corpus:g} MB" if corpus else ""
             parts = [
                 f"{stage} {figures['seconds']:.2f} s ({figures['megabytes_per_second']:.2f} MB/s)"
-                for stage, figures in stages.items()
                 if "seconds" in figures and "megabytes_per_second" in figures
+                else f"{stage} failed (exit {figures.get('returncode', '?')})"
+                for stage, figures in stages.items()
             ]
             stage_lines.append(f"- {name}, each stage as its own command{on}: " + ", ".join(parts))
         machine = payload["machine"]

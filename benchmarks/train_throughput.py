@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "--shapes", nargs="+", default=list(CPU_SHAPES), choices=list(CPU_SHAPES),
         help="shapes to run (default: all)",
     )  # fmt: skip
-    cpu.add_argument("--repeats", type=int, default=2, help="timed runs per side and shape")
+    cpu.add_argument("--repeats", type=int, default=3, help="timed runs per side and shape")
     cpu.add_argument("--shard-mb", type=float, default=2.0, help="MB of text in the shard")
     args = parser.parse_args(argv)
     if args.cpu:
@@ -302,10 +302,11 @@ class _Harvest:
         self.logs: list[list[dict[str, Any]]] = []
 
     def __call__(self) -> None:
+        # One entry per run, empty for a run that wrote no log (it failed): the last entries
+        # stay aligned with the timed runs (the first call, before any run, adds an empty one).
         log = self.folder / self.log_name
-        if log.is_file():
-            lines = log.read_text(encoding="utf-8").splitlines()
-            self.logs.append([json.loads(line) for line in lines if line.strip()])
+        lines = log.read_text(encoding="utf-8").splitlines() if log.is_file() else []
+        self.logs.append([json.loads(line) for line in lines if line.strip()])
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True)
 
@@ -397,7 +398,11 @@ def cpu_main(args: argparse.Namespace) -> list[dict[str, Any]]:
                 steady = Side(f"{side.name} (steady-state steps)")
                 for run, log in zip(side.runs, logs, strict=True):
                     ok = run.ok and len(log) == shape["steps"]
-                    seconds = _steady(log, shape["warmup_steps"], shape["batch"], shape["seq"])
+                    seconds = (
+                        _steady(log, shape["warmup_steps"], shape["batch"], shape["seq"])
+                        if ok
+                        else 0.0
+                    )
                     steady.runs.append(Run(seconds=seconds if ok else 0.0,
                                            returncode=0 if ok else 1,
                                            output_tail="" if ok else run.output_tail))  # fmt: skip

@@ -30,10 +30,16 @@ def main() -> None:
     parser.add_argument("output", help="folder for the .npy uint16 token files")
     parser.add_argument("--eos", type=int, default=50279, help="id appended after each document")
     parser.add_argument("--batch-size", type=int, default=1000, help="documents per encode_batch")
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="encode_batch_fast (the same ids, no offsets computed): the faster call",
+    )
     args = parser.parse_args()
 
     start = time.perf_counter()
     tokenizer = tokenizers.Tokenizer.from_file(args.tokenizer)
+    encode = tokenizer.encode_batch_fast if args.fast else tokenizer.encode_batch
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     num_documents = num_tokens = 0
@@ -44,7 +50,7 @@ def main() -> None:
             texts = [json.loads(line)["text"] for line in lines if line.strip()]
         for first in range(0, len(texts), args.batch_size):
             batch = texts[first : first + args.batch_size]
-            for encoding in tokenizer.encode_batch(batch, add_special_tokens=False):
+            for encoding in encode(batch, add_special_tokens=False):
                 pieces.append(np.array(encoding.ids, dtype=np.uint16))
                 pieces.append(eos)
         tokens = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.uint16)

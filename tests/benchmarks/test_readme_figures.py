@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -17,6 +18,7 @@ def _load(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -106,13 +108,28 @@ def test_a_failed_peer_and_an_unmet_goal_are_shown(tmp_path: Path) -> None:
             "met": False,
         },
     ]
+    rows.append(
+        {
+            "work": "u",
+            "measure": "whole command",
+            "peer": "p",
+            "ours": {"failed": True, "returncode": 2},
+            "theirs": {"seconds": 3.0, "failed": False},
+            "goal": None,
+            "ratio": None,
+            "met": None,
+        }
+    )
     payload = {
         "benchmark": "b",
         "command": "python benchmarks/b.py",
         "date": "2026-12-05 12:00 UTC",
         "machine": {"cpus": 2, "cpu": "cpu"},
         "rows": rows,
-        "stages": {"tag": {"seconds": 2.0, "megabytes_per_second": 6.3}, "mix": {"failed": True}},
+        "stages": {
+            "tag": {"seconds": 2.0, "megabytes_per_second": 6.3},
+            "mix": {"failed": True, "returncode": 3},
+        },
         "stages_corpus_megabytes": 12.6,
     }
     (tmp_path / "b.json").write_text(json.dumps(payload))
@@ -122,4 +139,19 @@ def test_a_failed_peer_and_an_unmet_goal_are_shown(tmp_path: Path) -> None:
     assert "≥ 10× **not met** | 0.50 GB / – |" in block
     assert "| 1.50× | ≥ 2× **not met** |" in block
     assert "`benchmarks/results/b.json`" in block and "no_rows" not in block
-    assert "- b, each stage as its own command on 12.6 MB: tag 2.00 s (6.30 MB/s)\n" in block
+    assert "| b | u | whole command | failed (exit 2) | p | 3.00 s | ours failed |" in block
+    assert "on 12.6 MB: tag 2.00 s (6.30 MB/s), mix failed (exit 3)\n" in block
+
+
+def test_a_failed_run_on_either_side_leaves_no_ratio() -> None:
+    harness = _load("harness")
+    ok, bad = harness.Run(seconds=1.0), harness.Run(seconds=0.5, returncode=1)
+    ours = harness.Side("ours", argv=["x"], runs=[ok, bad])
+    peer = harness.Side("peer", argv=["y"], runs=[harness.Run(seconds=4.0)] * 2)
+    partial = harness.row(work="w", measure="whole command", ours=ours, peer=peer, goal=2)
+    assert partial["ratio"] is None and partial["met"] is False
+    assert partial["ours"]["failed"] and partial["ours"]["seconds"] == 1.0
+    assert table._ratio(partial) == "ours failed"
+    ours.runs = [ok, ok]
+    whole = harness.row(work="w", measure="whole command", ours=ours, peer=peer, goal=2)
+    assert whole["ratio"] == 4.0 and whole["met"] is True
