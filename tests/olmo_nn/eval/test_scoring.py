@@ -397,3 +397,37 @@ def test_native_forward_with_explicit_positions_and_causal_mask(native_module: O
     assert torch.allclose(selected, default[[1, 0], [3, 11]], atol=1e-6)
     assert torch.allclose(gapped[:, :6], default[:, :6], atol=1e-6)
     assert not torch.allclose(gapped[:, 6:], default[:, 6:], atol=1e-3)  # RoPE saw the gap
+
+
+def test_row_width_and_logits_limits_leave_the_scores_unchanged(
+    native_module: OLMo, tokenizer: Tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many continuations of one short context (the unconditional requests' shape): with the
+    packed-row width and the logits budget made tiny, rows split and batches shrink, and every
+    score stays what one row per request gives."""
+    from olmo_nn.eval import scoring
+
+    words = ["yes", "no", "maybe", "a cat", "the red house", "forty-two", "blue", "never again"]
+    requests = [Request("Answer:", f" {word}") for word in words] * 2 + [
+        Request("Answer:", " " + " ".join(words))
+    ]
+    model = _wrap(native_module, tokenizer)
+    reference = score_requests(model, requests, share_prefix=False, batch_size=32)
+    calls = _spy_rows(model)
+    wide = score_requests(model, requests, share_prefix=True, batch_size=32)
+    wide_calls = list(calls)
+    monkeypatch.setattr(scoring, "PACKED_ROW_TOKENS", 6)
+    longest = max(len(tokenizer.encode(r.context + r.continuation)) for r in requests) - 1
+    positions = 5
+    monkeypatch.setattr(scoring, "MAX_LOGITS_BYTES", 4 * PADDED_VOCAB * positions)
+    calls.clear()
+    narrow = score_requests(model, requests, share_prefix=True, batch_size=32)
+    for scores in (wide, narrow):
+        for a, b in zip(scores, reference, strict=True):
+            assert a.logprob_sum == pytest.approx(b.logprob_sum, abs=1e-5)
+            assert (a.num_tokens, a.is_greedy) == (b.num_tokens, b.is_greedy)
+    # Unlimited, the 9 distinct requests pack into one row; limited, rows are at most the
+    # longest request wide and several forward passes share out the logits budget.
+    assert sum(rows for rows, _, _ in wide_calls) == 1
+    assert all(width <= longest for _, width, _ in calls)
+    assert sum(rows for rows, _, _ in calls) > 1 and len(calls) > len(wide_calls)
