@@ -41,7 +41,6 @@ share of the forward FLOPs (``d * V`` against the blocks' matmuls, attention sco
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
@@ -94,9 +93,11 @@ class Shape:
     """Timed runs of each whole command."""
     core_repeats: int
     """Timed runs of each core call."""
-    warmup: bool = False
-    """An untimed run of each whole command first (the core calls have warmed the caches)."""
 
+
+WHOLE_WARMUP = False
+"""No untimed run of the whole commands: the core calls, run first, have warmed the page cache
+for both sides' libraries and the model files."""
 
 SHAPES = {
     "small": Shape(
@@ -278,7 +279,7 @@ def run_shape(
 
     def ours_side(name: str, key: str, model: str, extra: list[str]) -> Side:
         argv = [*ours_argv, "--model", model, "--output", str(out[key]), *extra]
-        return Side(name, argv=argv, env=env, before=_fresh(out[key]), warmup=shape.warmup)
+        return Side(name, argv=argv, env=env, before=_fresh(out[key]), warmup=WHOLE_WARMUP)
 
     lm_eval = Side(
         "lm_eval --model hf",
@@ -302,7 +303,7 @@ def run_shape(
         ],
         env=env,
         before=_fresh(out["lm_eval"]),
-        warmup=shape.warmup,
+        warmup=WHOLE_WARMUP,
     )
     failures: list[str] = []
     checks: dict[str, Any] = {}
@@ -415,7 +416,7 @@ def run_shape(
         "torch_threads": torch.get_num_threads(),
         "repeats_whole_command": repeats,
         "repeats_core_call": core_repeats,
-        "whole_command_warm_up": shape.warmup,
+        "whole_command_warm_up": WHOLE_WARMUP,
         "order": "core calls first (they warm the page cache), then the whole commands",
         "convention": "joint (lm-eval's tokenization) on both sides",
     }
@@ -433,9 +434,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--small", action="store_true", help="a smoke test: a tiny model, a few questions"
     )
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per side")
-    parser.add_argument(
-        "--no-warmup", action="store_true", help="no untimed warm-up run (a quick look only)"
-    )
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     parser.add_argument(
         "--peer-venv", type=Path, default=BENCH_VENV, help="the environment with lm-eval"
@@ -448,8 +446,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if unknown:
             parser.error(f"unknown shapes {unknown}: expected {', '.join(SHAPES)}")
         shapes = [SHAPES[n] for n in args.shapes.split(",")]
-    if args.no_warmup:
-        shapes = [dataclasses.replace(shape, warmup=False) for shape in shapes]
     if not (args.peer_venv / "bin" / "lm_eval").exists():
         raise SystemExit(f"{args.peer_venv} has no lm_eval: `make bench-venv` creates it")
 
