@@ -18,6 +18,7 @@ from torch import nn
 
 from olmo_nn.model.config import TransformerConfig
 from olmo_nn.model.init import init_weights
+from olmo_nn.model.loss import DEFAULT_CHUNK_TOKENS, LMLoss, lm_loss
 
 __all__ = ["Block", "Norm", "OLMo", "RotaryEmbedding"]
 
@@ -215,8 +216,11 @@ class OLMo(nn.Module):
         position_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         logits_at: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """Logits (B, T, padded vocab) for token ids (B, T).
+        targets: torch.Tensor | None = None,
+        z_loss_coef: float | None = None,
+        loss_chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    ) -> torch.Tensor | LMLoss:
+        """Logits (B, T, padded vocab) for token ids (B, T); or, given ``targets``, the loss.
 
         The keywords serve evaluation (several sequences packed in one row); by default the
         attention is causal and token ``t`` sits at position ``t``.
@@ -226,6 +230,13 @@ class OLMo(nn.Module):
           it replaces the causal mask (every row must allow at least one key).
         * ``logits_at`` (rows, positions), each (N,): return only those N logits, (N, padded
           vocab); the output layer then runs on N hidden states instead of B x T.
+
+        Training passes ``targets`` (B, T), the next token at each position, and gets an
+        :class:`~olmo_nn.model.loss.LMLoss` instead of logits: the mean cross-entropy, the
+        z-loss when ``z_loss_coef`` is given, and ``loss = ce + z_loss_coef * z_loss`` to
+        differentiate, computed ``loss_chunk_tokens`` tokens at a time so the (B, T, vocab)
+        logits never exist (:func:`~olmo_nn.model.loss.lm_loss`). It runs here, inside the
+        forward, because FSDP2 gathers the output weight only for the root's forward.
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
@@ -233,8 +244,18 @@ class OLMo(nn.Module):
         for block in self.blocks:
             h = block(h, position_ids, attention_mask)
         if logits_at is not None:
+            if targets is not None:
+                raise ValueError("pass logits_at or targets, not both: targets asks for the loss")
             h = h[logits_at]  # (N, d_model)
         h = self.final_norm(h)
+        if targets is not None:
+            return lm_loss(
+                h,
+                self.output_weight(),
+                targets,
+                z_loss_coef=z_loss_coef,
+                chunk_tokens=loss_chunk_tokens,
+            )
         if self.lm_head is None:
             return F.linear(h, self.embeddings.weight)  # (B, T, padded vocab) or (N, ...)
         return self.lm_head(h)

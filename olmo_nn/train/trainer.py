@@ -24,7 +24,6 @@ from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 import yaml
 
 from olmo_nn.checkpoint.unsharded import (
@@ -58,7 +57,7 @@ from olmo_nn.train.loader import BatchLoader, StepBatch
 from olmo_nn.train.lock import run_directory_lock
 from olmo_nn.train.optim import build_optimizer
 from olmo_nn.train.schedule import lr_at, set_lr
-from olmo_nn.train.stability import OutlierDetector, clip_grad_norm, clip_threshold, z_loss
+from olmo_nn.train.stability import OutlierDetector, clip_grad_norm, clip_threshold
 from olmo_nn.train.stop import STOP_REQUEST_FILE, mark_stopped, stop_requested
 
 __all__ = ["NonFiniteLossError", "Trainer", "on_main_rank"]
@@ -409,16 +408,14 @@ class Trainer:
                 sync(i == len(chunks) - 1)  # reduce gradients once, after the last micro-batch
             ids = chunk.to(ctx.device, non_blocking=True)
             with self.autocast():
-                logits = self.model(ids[:, :-1])
-            logits = logits.float()
-            ce = F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
-            loss = ce
+                # ce + z_loss * z, chunked inside the model: no (B, T, vocab) logits in fp32
+                losses = self.model(
+                    ids[:, :-1], targets=ids[:, 1:], z_loss_coef=config.z_loss or None
+                )
             if config.z_loss:
-                zl = z_loss(logits)
-                loss = loss + config.z_loss * zl
-                z_sum += zl.detach()
-            (loss / len(chunks)).backward()
-            loss_sum += ce.detach()
+                z_sum += losses.z_loss
+            (losses.loss / len(chunks)).backward()
+            loss_sum += losses.ce
         mean_loss = ctx.all_reduce_mean(loss_sum / len(chunks)).item()
         mean_z = ctx.all_reduce_mean(z_sum / len(chunks)).item() if config.z_loss else None
 
