@@ -253,3 +253,49 @@ def test_model_refuses_targets_with_logits_at() -> None:
     at = (torch.tensor([0]), torch.tensor([1]))
     with pytest.raises(ValueError, match="logits_at or targets, not both"):
         model(ids, targets=ids, logits_at=at)
+
+
+# ------------------------------------------------------------------------------------ on CUDA
+
+
+def cuda_peak_bytes(step: Any) -> int:
+    """Peak CUDA memory that ``step()`` allocates beyond what was allocated before it."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    step()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - before
+
+
+@pytest.mark.gpu
+def test_bf16_on_cuda_matches_fp32_and_peaks_far_below_the_full_logits() -> None:
+    """OLMo-1B's vocabulary and a micro-batch of 8192 tokens, bf16 as FSDP2 hands it over."""
+    tokens, d_model, vocab, chunk = 8192, 256, 50304, 1024
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    hidden32 = torch.randn(tokens, d_model, device="cuda", generator=generator)
+    weight32 = 0.05 * torch.randn(vocab, d_model, device="cuda", generator=generator)
+    targets = torch.randint(0, vocab, (tokens,), device="cuda", generator=generator)
+    hidden = hidden32.bfloat16().requires_grad_()
+    weight = weight32.bfloat16().requires_grad_()
+    result: dict[str, torch.Tensor] = {}
+
+    def chunked() -> None:
+        out = lm_loss(hidden, weight, targets, z_loss_coef=1e-4, chunk_tokens=chunk)
+        out.loss.backward()
+        result["loss"] = out.loss.detach()
+
+    def unchunked() -> None:
+        logits = F.linear(hidden, weight).float()
+        loss = F.cross_entropy(logits, targets) + 1e-4 * z_loss(logits)
+        loss.backward()
+
+    full_logits_bytes = tokens * vocab * 4
+    peak = cuda_peak_bytes(chunked)
+    hidden.grad = weight.grad = None
+    assert cuda_peak_bytes(unchunked) > full_logits_bytes  # the check can fail
+    # about 370 MB: one chunk's fp32 logits (206 MB) and a bf16 copy, the fp32 weight grad
+    assert peak < full_logits_bytes / 3, f"peak {peak / 2**20:.0f} MiB"
+    logits32 = hidden.detach().float() @ weight.detach().float().T
+    want = F.cross_entropy(logits32, targets) + 1e-4 * z_loss(logits32)
+    assert result["loss"].item() == pytest.approx(want.item(), rel=1e-3)
