@@ -21,6 +21,7 @@ from pathlib import Path
 __all__ = [
     "MANIFEST_FILE",
     "CheckpointError",
+    "content_hash",
     "file_sha256",
     "read_manifest",
     "verify_manifest",
@@ -74,6 +75,23 @@ def read_manifest(folder: Path) -> dict[str, str]:
             raise CheckpointError(f"{path}, line {number}: not '<sha256>  <file>'")
         recorded[name] = digest
     return recorded
+
+
+def content_hash(folder: Path, *, verify: bool = True) -> str:
+    """A checkpoint's identity: the sha256 of its ``SHA256SUMS``, which names every file it
+    wrote with that file's sha256 (so any change to a recorded file changes it).
+
+    ``verify`` first checks every recorded file against the record (reading every byte), so
+    the hash stands for the bytes on disk; without it only the record is read, for the writer
+    that has just computed it (the trainer's MLflow logger: no second pass over the weights).
+    Files added to the folder later are not part of it. A :class:`CheckpointError` when the
+    folder has no record or a file does not match it.
+    """
+    if verify:
+        verify_manifest(folder)
+    else:
+        read_manifest(folder)  # the same error for a folder without a record
+    return file_sha256(folder / MANIFEST_FILE)
 
 
 def verify_manifest(folder: Path, required: Iterable[str] = (), *, only: bool = False) -> None:

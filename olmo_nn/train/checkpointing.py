@@ -15,6 +15,11 @@ any that a killed save left at its next start), and one that ran out of disk spa
 (:class:`DiskFullError`). ``train_state.json`` carries the step, tokens seen, the data position
 (instances consumed), the RNG state and the step-skipping detector.
 
+:func:`save_sharded` returns once the checkpoint is in place. The trainer by default writes
+sharded checkpoints in the background instead (:mod:`olmo_nn.train.async_checkpointing`): the
+same files through the same staging, record and rename, with DCP's async save writing the
+shards and rank 0 hashing and renaming off the training loop.
+
 Resuming verifies the files against ``SHA256SUMS`` before reading any (files added to the
 folder afterwards are ignored), and unpickles nothing but DCP's own metadata: ``.metadata``
 goes through an unpickler that admits only the ``torch.distributed.checkpoint`` metadata
@@ -398,6 +403,45 @@ def _saving(final: Path, needed: int, staging: Path | None = None) -> Iterator[N
         raise
 
 
+def _begin_sharded(run_dir: Path, step: int, ctx: DistributedContext) -> tuple[Path, Path]:
+    """The checkpoint's final folder and its empty staging folder (made by rank 0; every rank
+    returns once it exists)."""
+    final = checkpoint_dir(run_dir, step)
+    staging = final.with_name(f".{final.name}.partial")
+    if ctx.is_main:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    ctx.barrier()
+    return final, staging
+
+
+def _sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    model_state, optim_state = get_state_dict(model, optimizer)
+    return {"model": model_state, "optim": optim_state}
+
+
+def _write_record(staging: Path, train_state: dict[str, Any], config: dict[str, Any]) -> None:
+    """Rank 0, once every rank's shards are written: the config, the train state and, last,
+    ``SHA256SUMS`` (hashing every file)."""
+    (staging / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    (staging / TRAIN_STATE_FILE).write_text(json.dumps(train_state, indent=1), encoding="utf-8")
+    write_manifest(staging)  # last: the record of a complete checkpoint
+
+
+def _put_in_place(run_dir: Path, final: Path, staging: Path, *, keep: int) -> None:
+    """Rank 0: rename the complete staging folder to ``final``, then keep the newest ``keep``."""
+    if final.exists():  # moved aside, not removed first: a crash here loses no checkpoint
+        aside = _aside(final)
+        shutil.rmtree(aside, ignore_errors=True)
+        final.rename(aside)
+        staging.rename(final)
+        shutil.rmtree(aside)
+    else:
+        staging.rename(final)
+    for _, old in _checkpoints(run_dir, _SHARDED)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def save_sharded(
     run_dir: Path,
     step: int,
@@ -409,15 +453,13 @@ def save_sharded(
     *,
     keep: int,
 ) -> Path:
-    """Every rank writes its shards; the folder appears under its final name when complete."""
-    final = checkpoint_dir(run_dir, step)
-    staging = final.with_name(f".{final.name}.partial")
-    if ctx.is_main:
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-    ctx.barrier()
-    model_state, optim_state = get_state_dict(model, optimizer)
-    state = {"model": model_state, "optim": optim_state}
+    """Every rank writes its shards; the folder appears under its final name when complete.
+
+    Returns once it is in place (:class:`olmo_nn.train.async_checkpointing.AsyncCheckpointer`
+    writes the same files while training goes on).
+    """
+    final, staging = _begin_sharded(run_dir, step, ctx)
+    state = _sharded_state(model, optimizer)
     with _saving(final, _nbytes(state), staging if ctx.is_main else None):
         with warnings.catch_warnings():
             # A single process saves without a process group, as intended.
@@ -425,24 +467,9 @@ def save_sharded(
             dcp.save(state, checkpoint_id=str(staging))
         ctx.barrier()
         if ctx.is_main:
-            (staging / "config.yaml").write_text(
-                yaml.safe_dump(config, sort_keys=False), encoding="utf-8"
-            )
-            (staging / TRAIN_STATE_FILE).write_text(
-                json.dumps(train_state, indent=1), encoding="utf-8"
-            )
-            write_manifest(staging)  # last: the record of a complete checkpoint
+            _write_record(staging, train_state, config)
     if ctx.is_main:
-        if final.exists():  # moved aside, not removed first: a crash here loses no checkpoint
-            aside = _aside(final)
-            shutil.rmtree(aside, ignore_errors=True)
-            final.rename(aside)
-            staging.rename(final)
-            shutil.rmtree(aside)
-        else:
-            staging.rename(final)
-        for _, old in _checkpoints(run_dir, _SHARDED)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        _put_in_place(run_dir, final, staging, keep=keep)
     ctx.barrier()
     return final
 

@@ -29,6 +29,7 @@ HARDWARE_FIELDS = (
     "save_interval",
     "save_interval_unsharded",
     "save_num_checkpoints_to_keep",
+    "async_checkpoint",
     "log_interval",
     "eval",
     "device",
@@ -116,6 +117,11 @@ class TrainConfig(Config):
     """Write an unsharded (safetensors) checkpoint every this many steps; None: only at the end."""
     save_num_checkpoints_to_keep: int = 2
     """Sharded checkpoints kept (older ones are deleted); unsharded ones are all kept."""
+    async_checkpoint: bool = True
+    """Write sharded checkpoints in the background while training goes on (torch DCP's async
+    save): the same files, complete and renamed into place before any other save, the end of
+    the run or a stop; costs one more host copy of each rank's model and optimizer shards.
+    false: the loop waits for each save."""
     log_interval: int = 1
     """Print a progress line every this many steps (metrics.jsonl gets every step)."""
     eval: EvalConfig = field(default_factory=EvalConfig)

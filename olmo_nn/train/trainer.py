@@ -9,6 +9,12 @@ A run holds its directory exclusively (:mod:`olmo_nn.train.lock`). It resumes fr
 intact checkpoint, skipping damaged ones, and first writes an interval's unsharded checkpoint
 that an interruption between the two saves left missing. Rank 0 alone takes the lock and
 chooses the checkpoint; when that fails, every rank raises its error (:func:`on_main_rank`).
+
+Sharded checkpoints are written in the background while training goes on (``async_checkpoint``,
+:mod:`olmo_nn.train.async_checkpointing`), one at a time: every other save, the end of the run,
+a stop request and an exception first wait for the one in flight; the step after it is in
+place fires ``on_checkpoint``, or raises its error (a full disk, say).
+
 Asked to stop (:mod:`olmo_nn.train.stop`), it saves after the current step and stops.
 """
 
@@ -39,6 +45,7 @@ from olmo_nn.parallel import (
     apply_fsdp,
     init_distributed,
 )
+from olmo_nn.train.async_checkpointing import AsyncCheckpointer
 from olmo_nn.train.batch import BatchSchedule
 from olmo_nn.train.callbacks.base import Callback
 from olmo_nn.train.checkpointing import (
@@ -152,6 +159,9 @@ class Trainer:
         self.flops_per_token = self.config.model.num_flops_per_token(self.sequence_length)
         self.peak_flops = _peak_flops(self.ctx.device)
         self.last_checkpoint: Path | None = None
+        """The newest complete sharded checkpoint (one written in the background counts once
+        it is in place)."""
+        self._checkpointer = AsyncCheckpointer(self.ctx)
 
     # ------------------------------------------------------------------ setup
     def _initial_weights(self) -> OLMo:
@@ -298,7 +308,19 @@ class Trainer:
         """Train to ``max_steps`` (or ``stop_at``), holding the run directory throughout."""
         with ExitStack() as held:
             checkpoint = on_main_rank(self.ctx, lambda: self._claim_run_dir(held))
-            self._fit(checkpoint)
+            try:
+                self._fit(checkpoint)
+            except BaseException as error:
+                try:  # the save in flight is of an earlier, good step: let it complete
+                    self._complete_saves()
+                except Exception as save_error:
+                    error.add_note(
+                        f"the checkpoint save in flight failed too: "
+                        f"{type(save_error).__name__}: {save_error}"
+                    )
+                raise
+            finally:
+                self._checkpointer.close()
             if self.stopped_on_request is not None and self.ctx.is_main:
                 assert self.last_checkpoint is not None
                 mark_stopped(self.run_dir, self.step, self.last_checkpoint)
@@ -340,6 +362,7 @@ class Trainer:
         )
         for batch in loader:
             metrics = self.train_step(batch)
+            self._complete_saves(wait=False)  # a background save that is done, or its error
             for callback in self.callbacks:
                 callback.on_step_end(self, metrics)
             if self.step % self.config.save_interval == 0 and self.step < last:
@@ -350,31 +373,56 @@ class Trainer:
             if self.step < last and self._stop_requested():
                 self.stopped_on_request = self.step
                 break
+        self._complete_saves()
         if self.last_checkpoint is None or not self.last_checkpoint.name.endswith(
             f"{self.step:06d}"
         ):
             self.save(unsharded=False)
         if self.step > start and self._unsharded_due(self.step) and self.stopped_on_request is None:
             self.save(unsharded=True)  # at max_steps, and at an interval --stop-at ends on
+        self._complete_saves()
         for callback in self.callbacks:
             callback.on_train_end(self)
 
     def save(self, *, unsharded: bool) -> Path:
+        """Checkpoint this step; returns the checkpoint's folder.
+
+        Waits for the save in flight first (one at a time). A sharded save with
+        ``async_checkpoint`` returns once this rank's state is copied, and its folder appears
+        when the background has written it (:mod:`olmo_nn.train.async_checkpointing`); the
+        callbacks' ``on_checkpoint`` and :attr:`last_checkpoint` follow then, at the step that
+        finds it done or the next wait.
+        """
+        self._complete_saves()
         config = self.config.to_dict()
         state = self.state_dict()
+        keep = self.config.save_num_checkpoints_to_keep
+        args = (self.run_dir, self.step)
         if unsharded:
-            path = save_unsharded(
-                self.run_dir, self.step, self.model, self.config.model, state, config, self.ctx
+            path = save_unsharded(*args, self.model, self.config.model, state, config, self.ctx)
+        elif self.config.async_checkpoint:
+            return self._checkpointer.start(
+                *args, self.model, self.optimizer, state, config, keep=keep
             )
         else:
             path = save_sharded(
-                self.run_dir, self.step, self.model, self.optimizer, state, config, self.ctx,
-                keep=self.config.save_num_checkpoints_to_keep,
-            )  # fmt: skip
+                *args, self.model, self.optimizer, state, config, self.ctx, keep=keep
+            )
+        self._checkpoint_complete(path, self.step, unsharded=unsharded)
+        return path
+
+    def _complete_saves(self, *, wait: bool = True) -> None:
+        """Hand the background save to :meth:`_checkpoint_complete` once it is in place:
+        waiting for it, or (``wait=False``) only if it is done. Raises its error."""
+        done = self._checkpointer.wait() if wait else self._checkpointer.poll()
+        if done is not None:
+            self._checkpoint_complete(done.path, done.step, unsharded=False)
+
+    def _checkpoint_complete(self, path: Path, step: int, *, unsharded: bool) -> None:
+        if not unsharded:
             self.last_checkpoint = path
         for callback in self.callbacks:
-            callback.on_checkpoint(self, path, unsharded=unsharded)
-        return path
+            callback.on_checkpoint(self, path, step=step, unsharded=unsharded)
 
     def _note_epoch(self, batch: StepBatch) -> None:
         """Save each new epoch's permutation as soon as a batch reaches into it."""

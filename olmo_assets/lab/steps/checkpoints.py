@@ -35,7 +35,7 @@ def record_checkpoint(lab: Lab, step: int) -> StepResult:
     documents of its last batches (``sample_documents``)."""
     import olmo_nn
     from olmo_nn.checkpoint.unsharded import WEIGHTS_FILE
-    from olmo_nn.train.callbacks.mlflow_logger import content_hash
+    from olmo_nn.checkpoint.integrity import content_hash
 
     checkpoint = checkpoint_folder(lab, step)
     model = olmo_nn.load_model(checkpoint)
@@ -87,7 +87,7 @@ def recorded_checkpoint(lab: Lab, step: int) -> tuple[Path, str]:
     """The checkpoint an evaluation scores and its content hash, verified against the lab's
     record of it: the hash must be the one ``lab/checkpoints/step<N>/checkpoint.json`` holds,
     so no score comes from weights that changed after they were recorded."""
-    from olmo_nn.train.callbacks.mlflow_logger import content_hash
+    from olmo_nn.checkpoint.integrity import content_hash
 
     path = checkpoint_folder(lab, step)
     record = lab.checkpoint_record(step) / "checkpoint.json"

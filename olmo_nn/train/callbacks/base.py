@@ -26,8 +26,11 @@ class Callback:
     def on_step_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         """After optimizer step ``metrics["step"]``; callbacks may add keys to ``metrics``."""
 
-    def on_checkpoint(self, trainer: Trainer, path: Path, *, unsharded: bool) -> None:
-        """After a checkpoint folder is complete."""
+    def on_checkpoint(self, trainer: Trainer, path: Path, *, step: int, unsharded: bool) -> None:
+        """After the checkpoint of ``step`` is complete in ``path`` (renamed into place, its
+        ``SHA256SUMS`` written), on every rank. A sharded one written in the background
+        (``async_checkpoint``) completes while training goes on: ``trainer.step`` may be
+        further than ``step`` then."""
 
     def on_train_end(self, trainer: Trainer) -> None:
         """After the last step (or ``--stop-at``) and its checkpoint."""

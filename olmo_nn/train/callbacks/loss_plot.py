@@ -51,7 +51,7 @@ class LossPlot(Callback):
         """The step the plot was last drawn at: the end of a run, which has just saved its
         last checkpoint, does not draw the same plot again (matplotlib costs ~1 s)."""
 
-    def on_checkpoint(self, trainer: Trainer, path: Path, *, unsharded: bool) -> None:
+    def on_checkpoint(self, trainer: Trainer, path: Path, *, step: int, unsharded: bool) -> None:
         if trainer.ctx.is_main and not unsharded:
             plot_loss(trainer.run_dir)
             self._plotted_step = trainer.step

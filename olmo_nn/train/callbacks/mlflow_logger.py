@@ -1,7 +1,10 @@
 """An MLflow run per training run: parameters, batched metrics, checkpoints by path and hash.
 
 The tracking URI comes from ``MLFLOW_TRACKING_URI`` (default ``sqlite:///mlflow.db`` in the
-working directory). Checkpoints are recorded as paths and content hashes, never uploaded. A
+working directory). Checkpoints are recorded as paths and content hashes, never uploaded: the
+hash is :func:`~olmo_nn.checkpoint.integrity.content_hash`, the sha256 of the ``SHA256SUMS``
+the save wrote (the lab's checkpoint records and evaluation runs carry the same value), so
+recording a checkpoint reads one small file, not its weights, in the training loop. A
 resumed run continues the same MLflow run (its id is kept in ``RUN_DIR/mlflow_run_id``).
 
 A resume changes the run's status and end time only if it trains a step: a relaunch of a
@@ -12,19 +15,19 @@ stays the training's). Whoever launches the trainer can add tags to its run thro
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from olmo_nn.checkpoint.integrity import content_hash
 from olmo_nn.train.callbacks.base import Callback
 
 if TYPE_CHECKING:
     from olmo_nn.train.trainer import Trainer
 
-__all__ = ["DEFAULT_TRACKING_URI", "RUN_TAGS_ENV", "MLflowLogger", "content_hash"]
+__all__ = ["DEFAULT_TRACKING_URI", "RUN_TAGS_ENV", "MLflowLogger"]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 EXPERIMENT_KIND_TAGS = {"mlflow.experimentKind": "custom_model_development"}
@@ -33,17 +36,6 @@ RUN_TAGS_ENV = "OLMO_MLFLOW_RUN_TAGS"
 """A JSON object of tags for the run, from whoever launched the trainer."""
 _RUN_ID_FILE = "mlflow_run_id"
 _BATCH = 50
-
-
-def content_hash(folder: Path) -> str:
-    """sha256 over a folder's files (names and bytes, sorted): a checkpoint's identity."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(folder).as_posix().encode())
-        with path.open("rb") as data:
-            for block in iter(lambda: data.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def _launcher_tags() -> dict[str, str]:
@@ -143,17 +135,14 @@ class MLflowLogger(Callback):
                 self._client.log_batch(self._run_id, metrics=self._pending[i : i + 1000])
             self._pending = []
 
-    def on_checkpoint(self, trainer: Trainer, path: Path, *, unsharded: bool) -> None:
+    def on_checkpoint(self, trainer: Trainer, path: Path, *, step: int, unsharded: bool) -> None:
         if self._client is None:
             return
         self._flush()
-        kind = "unsharded" if unsharded else "sharded"
-        self._client.set_tag(
-            self._run_id, f"checkpoint.{kind}.step{trainer.step:06d}.path", str(path.resolve())
-        )
-        self._client.set_tag(
-            self._run_id, f"checkpoint.{kind}.step{trainer.step:06d}.sha256", content_hash(path)
-        )
+        prefix = f"checkpoint.{'unsharded' if unsharded else 'sharded'}.step{step:06d}"
+        self._client.set_tag(self._run_id, f"{prefix}.path", str(path.resolve()))
+        # The save has just written and hashed the files: reuse its record.
+        self._client.set_tag(self._run_id, f"{prefix}.sha256", content_hash(path, verify=False))
 
     def on_train_end(self, trainer: Trainer) -> None:
         if self._client is None:

@@ -27,7 +27,7 @@ from olmo_assets.lab.tracking import (
     log_evaluation,
     training_run_id,
 )
-from olmo_nn.train.callbacks.mlflow_logger import content_hash
+from olmo_nn.checkpoint.integrity import content_hash
 
 REPO = Path(__file__).resolve().parents[3]
 

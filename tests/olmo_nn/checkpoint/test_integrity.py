@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from hashlib import sha256
 from pathlib import Path
 
 import pytest
 
 import olmo_nn
 from olmo_nn.checkpoint import save_checkpoint
+from olmo_nn.checkpoint.integrity import CheckpointError, content_hash
 from olmo_nn.cli.main import main
 from olmo_nn.model import OLMo, TransformerConfig
 
@@ -38,6 +40,23 @@ def test_flipped_byte_in_the_weights_is_refused_naming_the_file(tmp_path: Path) 
         f"{path / 'SHA256SUMS'} when the checkpoint was written: the file is corrupted or was "
         "modified"
     )
+
+
+def test_content_hash_is_the_sha256_of_the_record_after_checking_the_files(
+    tmp_path: Path,
+) -> None:
+    path = save_checkpoint(OLMo(SMALL), tmp_path / "ckpt")
+    record = (path / "SHA256SUMS").read_bytes()
+    assert content_hash(path) == content_hash(path, verify=False) == sha256(record).hexdigest()
+    (path / "tokenizer.json").write_text("{}")  # added afterwards: not part of the identity
+    assert content_hash(path) == sha256(record).hexdigest()
+    flip_byte(path / "model.safetensors")
+    assert content_hash(path, verify=False) == sha256(record).hexdigest()  # the record only
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: its sha256 does not match"):
+        content_hash(path)
+    (path / "SHA256SUMS").unlink()
+    with pytest.raises(CheckpointError, match="has no SHA256SUMS"):
+        content_hash(path, verify=False)
 
 
 def test_checkpoint_without_a_record_is_refused(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from olmo_nn.cli.main import main
 from olmo_nn.train.callbacks.metrics_file import read_metrics
 
 from .conftest import FreePort, RunRanks
-from .test_trainer import REPO, losses, small_config, train
+from .test_trainer import REPO, dcp_save_in_use, losses, patch_dcp_save, small_config, train
 
 
 class _Payload:
@@ -363,24 +363,21 @@ def test_disk_full_names_the_cause_and_leaves_no_staging_folders(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import torch.distributed.checkpoint as dcp
-
-    import olmo_nn.train.checkpointing as checkpointing
-
     config, ref = reference
     run = tmp_path / "run"
-    real_save = dcp.save
+    real_save = dcp_save_in_use()
     calls: list[str] = []
 
-    def full_disk(state: dict[str, Any], checkpoint_id: str) -> Any:
+    def full_disk(state: dict[str, Any], checkpoint_id: str, **kwargs: Any) -> Any:
         calls.append(checkpoint_id)
         if len(calls) == 2:  # step 4: half the files written, then the disk is full
-            real_save({"model": state["model"]}, checkpoint_id=checkpoint_id)
+            real_save({"model": state["model"]}, checkpoint_id=checkpoint_id, **kwargs)
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_save(state, checkpoint_id=checkpoint_id)
+        return real_save(state, checkpoint_id=checkpoint_id, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(checkpointing.dcp, "save", full_disk)
+        # In the background (async_checkpoint), raised in the loop with the same message.
+        patch_dcp_save(patch, full_disk)
         capsys.readouterr()
         assert train(config, run) == 1
     err = capsys.readouterr().err
@@ -444,7 +441,7 @@ def test_disk_full_hidden_behind_another_error_is_named(
     def no_space(_path: object) -> Any:
         return shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000)  # type: ignore[attr-defined]
 
-    monkeypatch.setattr(checkpointing.dcp, "save", torn_write)
+    patch_dcp_save(monkeypatch, torn_write)
     monkeypatch.setattr(checkpointing.shutil, "disk_usage", no_space)
     capsys.readouterr()
     assert train(config, tmp_path / "run") == 1

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,24 @@ def small_config(tmp_path: Path, **changes: object) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def dcp_save_in_use() -> Callable[..., Any]:
+    """DCP's save as the trainer calls it (both paths below call the same function)."""
+    import torch.distributed.checkpoint as dcp
+
+    return dcp.save
+
+
+def patch_dcp_save(patch: pytest.MonkeyPatch, fake: Callable[..., Any]) -> None:
+    """Make every sharded save call ``fake`` instead of DCP's save: the synchronous one
+    (``async_checkpoint=false``) and the background thread of ``dcp.async_save``."""
+    from torch.distributed.checkpoint import state_dict_saver
+
+    import olmo_nn.train.checkpointing as checkpointing
+
+    patch.setattr(checkpointing.dcp, "save", fake)
+    patch.setattr(state_dict_saver, "save", fake)  # async_save's thread imports it at the call
 
 
 def train(config: Path, run_dir: Path, *extra: str) -> int:
@@ -163,6 +181,128 @@ def test_sigkill_during_training_then_resume_is_bit_identical(
     assert resumed.keys() == uninterrupted.keys()
     for key, tensor in uninterrupted.items():
         assert torch.equal(resumed[key], tensor), key
+
+
+# `olmo train`, its background save of step 4 held before SHA256SUMS is written (a slow disk).
+_HELD_SAVE = """
+import sys, time
+import olmo_nn.train.checkpointing as checkpointing
+from olmo_nn.cli.main import main
+real_write_manifest = checkpointing.write_manifest
+def held(folder):
+    if folder.name == ".step000004.partial":
+        time.sleep(3600)
+    return real_write_manifest(folder)
+checkpointing.write_manifest = held
+sys.exit(main(["train", *sys.argv[1:]]))
+"""
+
+
+def test_sigkill_during_a_background_save_keeps_the_last_checkpoint_and_resumes_bit_identically(
+    reference_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config, reference = reference_run  # checkpoints every 2 steps, in the background
+    run = tmp_path / "run"
+    command = [sys.executable, "-c", _HELD_SAVE, str(config), "--run-dir", str(run)]
+    process = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    # Steps 5 and 6 train while step 4's save is in flight; step 6's save then waits for it.
+    deadline = time.monotonic() + 300
+    try:
+        while max((m["step"] for m in read_metrics(run)), default=0) < 6:
+            assert process.poll() is None, f"the run exited ({process.returncode})"
+            assert time.monotonic() < deadline, "step 6 not reached within 300 s"
+            time.sleep(0.01)
+        time.sleep(0.5)  # it would have gone on, had step 6 not waited for the save
+        assert read_metrics(run)[-1]["step"] == 6
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    checkpoints = run / "checkpoints"
+    # Killed mid-save: step 4 only in its staging folder (no SHA256SUMS), step 2 intact.
+    assert sorted(p.name for p in checkpoints.iterdir()) == [".step000004.partial", "step000002"]
+    assert not (checkpoints / ".step000004.partial" / "SHA256SUMS").exists()
+    assert train(config, run) == 0  # resumes from step 2, removing the staging folder
+    assert not [p for p in checkpoints.iterdir() if p.name.startswith(".")]
+    assert losses(run) == losses(reference)  # exactly, not approximately
+    name = "step000008-unsharded/model.safetensors"
+    resumed = load_file(checkpoints / name)
+    uninterrupted = load_file(reference / "checkpoints" / name)
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(torch.equal(resumed[key], tensor) for key, tensor in uninterrupted.items())
+
+
+def test_synchronous_checkpoints_hold_what_background_ones_do(
+    reference_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    config, reference = reference_run  # async_checkpoint's default: true
+    run = tmp_path / "run"
+    assert train(config, run, "async_checkpoint=false") == 0
+    assert losses(run) == losses(reference)
+    for name in ("step000006", "step000008"):
+        ours, theirs = run / "checkpoints" / name, reference / "checkpoints" / name
+        states = [json.loads((p / "train_state.json").read_text()) for p in (ours, theirs)]
+        for state in states:  # the process's RNG, which earlier tests in this process drew from
+            del state["rng"]
+        assert states[0] == states[1] and states[0]["step"] == int(name[4:])
+        config_of = {p: yaml.safe_load((p / "config.yaml").read_text()) for p in (ours, theirs)}
+        assert (
+            config_of[ours].pop("async_checkpoint"),
+            config_of[theirs].pop("async_checkpoint"),
+        ) == (False, True)
+        assert config_of[ours] == config_of[theirs]
+        flat = []
+        for side, folder in enumerate((ours, theirs)):
+            dcp_to_torch_save(folder, tmp_path / f"{side}.pt")
+            flat.append(dict(_flatten(torch.load(tmp_path / f"{side}.pt", weights_only=True))))
+        assert flat[0].keys() == flat[1].keys() and len(flat[0]) > 20
+        for key, value in flat[1].items():
+            same = (
+                torch.equal(flat[0][key], value)
+                if isinstance(value, torch.Tensor)
+                else (flat[0][key] == value)
+            )
+            assert same, key
+
+
+def _flatten(tree: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _flatten(value, f"{prefix}{key}.")
+    else:
+        yield prefix, tree
+
+
+def test_on_checkpoint_fires_once_a_checkpoint_is_in_place_with_its_step(tmp_path: Path) -> None:
+    from olmo_nn.train.callbacks.base import Callback
+    from olmo_nn.train.trainer import Trainer
+
+    seen: list[tuple[int, str, bool, bool, int]] = []
+
+    class Recorder(Callback):
+        def on_checkpoint(
+            self, trainer: Trainer, path: Path, *, step: int, unsharded: bool
+        ) -> None:
+            in_place = (path / "SHA256SUMS").is_file() and trainer.last_checkpoint is not None
+            seen.append((step, path.name, unsharded, in_place, trainer.step))
+
+    config = TrainConfig.load(small_config(tmp_path, max_steps=4, save_interval=1,
+                                           eval={"interval": 0, "max_batches": 1}))  # fmt: skip
+    Trainer(config, tmp_path / "run", callbacks=[Recorder()]).fit()
+    assert [entry[:4] for entry in seen] == [
+        (1, "step000001", False, True),
+        (2, "step000002", False, True),
+        (3, "step000003", False, True),
+        (4, "step000004", False, True),
+        (4, "step000004-unsharded", True, True),
+    ]
+    # Each background save was handed over at a later step, or at the end's wait.
+    assert all(step <= at for step, *_, at in seen)
 
 
 def test_a_stop_request_saves_stops_with_status_75_and_resumes_bit_identically(
@@ -423,11 +563,16 @@ def test_mlflow_run_records_params_metrics_and_checkpoint_hashes(
     assert [m.step for m in history] == [1, 2, 3, 4]
     assert [m.value for m in history] == losses(tmp_path / "run")
     tags = run.data.tags
-    from olmo_nn.train.callbacks.mlflow_logger import content_hash
+    from olmo_nn.checkpoint.integrity import content_hash
 
     final = tmp_path / "run" / "checkpoints" / "step000004-unsharded"
     assert tags["checkpoint.unsharded.step000004.path"] == str(final.resolve())
     assert tags["checkpoint.unsharded.step000004.sha256"] == content_hash(final)
+    # The background saves are recorded under their own step, not the step that saw them done.
+    for step in (2, 4):
+        sharded = tmp_path / "run" / "checkpoints" / f"step{step:06d}"
+        assert tags[f"checkpoint.sharded.step{step:06d}.path"] == str(sharded.resolve())
+        assert tags[f"checkpoint.sharded.step{step:06d}.sha256"] == content_hash(sharded)
 
 
 def test_skip_step_policy_skips_non_finite_steps_instead_of_stopping(tmp_path: Path) -> None:
@@ -467,26 +612,22 @@ def test_loader_workers_do_not_change_the_run(
 def test_crash_during_a_save_leaves_the_previous_checkpoint(
     reference_run: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import torch.distributed.checkpoint as dcp
-
-    import olmo_nn.train.checkpointing as checkpointing
-
     config, reference = reference_run
     run = tmp_path / "run"
-    real_save = dcp.save
+    real_save = dcp_save_in_use()
     calls = []
 
-    def crash_on_second_save(state: dict[str, Any], checkpoint_id: str) -> Any:
+    def crash_on_second_save(state: dict[str, Any], checkpoint_id: str, **kwargs: Any) -> Any:
         calls.append(checkpoint_id)
         if len(calls) == 2:  # step 4: write half the files, then die
-            real_save({"model": state["model"]}, checkpoint_id=checkpoint_id)
+            real_save({"model": state["model"]}, checkpoint_id=checkpoint_id, **kwargs)
             raise OSError("disk full")
-        return real_save(state, checkpoint_id=checkpoint_id)
+        return real_save(state, checkpoint_id=checkpoint_id, **kwargs)
 
-    monkeypatch.setattr(checkpointing.dcp, "save", crash_on_second_save)
-    with pytest.raises(OSError, match="disk full"):
-        train(config, run)
-    monkeypatch.setattr(checkpointing.dcp, "save", real_save)
+    with monkeypatch.context() as patch:
+        patch_dcp_save(patch, crash_on_second_save)
+        with pytest.raises(OSError, match="disk full"):  # in the background, raised in the loop
+            train(config, run)
     complete = sorted(p.name for p in (run / "checkpoints").iterdir() if not p.name.startswith("."))
     assert complete == ["step000002"]  # the interrupted step-4 save left no complete-looking folder
     assert train(config, run) == 0
