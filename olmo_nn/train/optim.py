@@ -5,6 +5,9 @@ embedding were left alone. The split is made by parameter name and shape, from
 ``named_parameters()`` only, so it works unchanged on a model whose parameters are FSDP2
 ``DTensor``s (a ``DTensor`` reports its global shape) or that ``torch.compile`` or activation
 checkpointing has wrapped (names are matched by suffix).
+
+:func:`step_unless` steps the optimizer or, where a flag on the device says so, leaves the
+parameters and the optimizer state exactly as they were, without the host reading the flag.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ __all__ = [
     "OptimConfig",
     "build_optimizer",
     "param_group_names",
+    "step_unless",
 ]
 
 DECAY_GROUP = "decay"
@@ -51,8 +55,10 @@ class OptimConfig(Config):
     """Also decay ``embeddings.weight``. OLMo 1: no. With weight tying this matrix is also the
     output projection, so it is decayed exactly when this is true."""
     fused: bool | None = None
-    """Use the fused AdamW kernel. None: fused when every parameter is on CUDA, otherwise
-    the ``foreach`` implementation."""
+    """Use the fused AdamW kernel. None: fused when every parameter is on CPU or CUDA (the
+    fused kernels' devices), otherwise the ``foreach`` implementation. Only the fused kernel
+    skips a step on the device: with ``fused: false`` the trainer reads its skip decision on
+    the host, one sync per step (see :func:`step_unless`)."""
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
@@ -110,8 +116,12 @@ def param_group_names(model: nn.Module, config: OptimConfig) -> dict[str, list[s
     }
 
 
-def _all_on_cuda(params: list[nn.Parameter]) -> bool:
-    return all(param.device.type == "cuda" for param in params)
+_FUSED_DEVICES = ("cpu", "cuda")
+"""Devices with a fused AdamW kernel in every torch build we support."""
+
+
+def _fused_by_default(params: list[nn.Parameter]) -> bool:
+    return all(param.device.type in _FUSED_DEVICES for param in params)
 
 
 def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
@@ -127,7 +137,7 @@ def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
     if not grouped:
         raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
     params = [param for members in grouped.values() for _, param in members]
-    fused = _all_on_cuda(params) if config.fused is None else config.fused
+    fused = _fused_by_default(params) if config.fused is None else config.fused
     param_groups: list[dict[str, Any]] = [
         {
             "name": group,
@@ -146,3 +156,25 @@ def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
         fused=fused,
         foreach=None if fused else True,
     )
+
+
+def step_unless(optimizer: torch.optim.Optimizer, skip: torch.Tensor) -> None:
+    """``optimizer.step()``, or no change at all where the 0-d tensor ``skip`` is true.
+
+    A skipped step leaves the parameters, the moments and the step counts exactly as they
+    were, as if ``step()`` had not been called (the optimizer's state is created, zero, if
+    it was the first step). With fused kernels (:class:`OptimConfig`'s default) ``skip`` stays
+    on the device: the host never waits for it. Other implementations take no such flag, so
+    the host reads ``skip`` first (one device sync).
+    """
+    if all(group.get("fused") for group in optimizer.param_groups):
+        # torch's fused Adam/AdamW skip the whole update, step counts included, where the
+        # optimizer's ``found_inf`` is 1; that is how torch.amp.GradScaler skips a step on the
+        # device (torch documents no other way). tests/olmo_nn/train/test_optim.py pins it.
+        optimizer.found_inf = skip.to(torch.float32)  # type: ignore[attr-defined]
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf  # type: ignore[attr-defined]
+    elif not bool(skip.item()):
+        optimizer.step()

@@ -5,8 +5,6 @@ Steps are numbered as in :mod:`olmo_nn.train.schedule`: step 1 is the first opti
 
 from __future__ import annotations
 
-import math
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -127,17 +125,32 @@ def z_loss(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tens
 
 
 class OutlierDetector:
-    """Flags a value (a step's loss or grad norm) far from the recent ones.
+    """Flags a value (a step's loss or grad norm) far from the recent ones, on its device.
 
-    ``is_outlier(v)`` is true when ``v`` is NaN or infinite, or when at least ``min_values``
-    values have been seen and ``|v - mean| > sigma * std`` over the last ``window`` of them
-    (sample standard deviation). With fewer values it never flags a finite value. Call
-    ``update(v)`` after deciding, outlier or not: keeping outliers in the window lets it
-    follow a real change of level (as OLMo-core does) instead of skipping forever.
-    Non-finite values are never added.
+    A value is an outlier when it is NaN or infinite, or when at least ``min_values`` values
+    have been seen and ``|v - mean| > sigma * std`` over the last ``window`` of them (sample
+    standard deviation). With fewer values it never flags a finite value. Record each value
+    after deciding, outlier or not: keeping outliers in the window lets it follow a real
+    change of level (as OLMo-core does) instead of skipping forever. Non-finite values are
+    never recorded.
+
+    The window and its statistics are float64 tensors on ``device`` and :meth:`flag` /
+    :meth:`record` take and give 0-d tensors, so a training step decides without waiting
+    for the device (no host sync). The statistics are those of a float64 computation over
+    the window (the mean of float32 losses is exact there, the variance is rounded once per
+    term), so a decision can differ from an exact one only for a value within about 1e-15
+    (relative) of the threshold. :meth:`is_outlier` and :meth:`update` are the same on
+    Python floats (each reads the answer back: for tests and offline use).
     """
 
-    def __init__(self, *, window: int = 128, sigma: float = 6.0, min_values: int | None = None):
+    def __init__(
+        self,
+        *,
+        window: int = 128,
+        sigma: float = 6.0,
+        min_values: int | None = None,
+        device: torch.device | str | None = None,
+    ):
         """``min_values`` defaults to ``min(20, window)``; it must be in [2, window]."""
         if window < 2:
             raise ValueError(f"window={window} must be at least 2 (a std needs two values)")
@@ -149,38 +162,60 @@ class OutlierDetector:
         self.window = window
         self.sigma = sigma
         self.min_values = min_values
-        self._values: deque[float] = deque(maxlen=window)
+        self.device = torch.device(device or "cpu")
+        # Newest value last; the first ``window - count`` slots are unused (zeros).
+        self._values = torch.zeros(window, dtype=torch.float64, device=self.device)
+        self._count = torch.zeros((), dtype=torch.int64, device=self.device)
+        self._slots = torch.arange(window, device=self.device)
 
     def __len__(self) -> int:
-        return len(self._values)
+        """How many values the window holds (reads it back from the device)."""
+        return int(self._count.item())
 
-    def _mean_std(self) -> tuple[float, float]:
-        count = len(self._values)
-        mean = math.fsum(self._values) / count
-        variance = math.fsum((v - mean) ** 2 for v in self._values) / (count - 1)
-        return mean, math.sqrt(variance)
+    def _as_value(self, value: torch.Tensor | float) -> torch.Tensor:
+        return torch.as_tensor(value, dtype=torch.float64, device=self.device).reshape(())
+
+    def flag(self, value: torch.Tensor) -> torch.Tensor:
+        """Whether ``value`` (a 0-d tensor) is an outlier, as a 0-d bool tensor on the
+        detector's device; it does not record ``value`` and never syncs with the host."""
+        value = self._as_value(value)
+        held = self._slots >= self.window - self._count  # (window,) the values in use
+        count = self._count.to(torch.float64)
+        mean = torch.where(held, self._values, 0.0).sum() / count
+        deviations = torch.where(held, self._values - mean, 0.0)
+        std = (deviations.square().sum() / (count - 1)).sqrt()
+        # With fewer than two values mean/std are NaN, and every comparison with NaN is false.
+        spike = (value - mean).abs() > self.sigma * std
+        return ~torch.isfinite(value) | ((self._count >= self.min_values) & spike)
+
+    def record(self, value: torch.Tensor, keep: torch.Tensor | bool = True) -> None:
+        """Add ``value`` (a 0-d tensor) to the window where it is finite and ``keep`` (a 0-d
+        bool tensor or a bool) is true; on the device, without a host sync."""
+        value = self._as_value(value)
+        add = torch.isfinite(value) & torch.as_tensor(keep, device=self.device)
+        shifted = torch.cat([self._values[1:], value.reshape(1)])
+        self._values = torch.where(add, shifted, self._values)
+        self._count = torch.where(add, (self._count + 1).clamp(max=self.window), self._count)
 
     def is_outlier(self, value: float) -> bool:
-        """Whether ``value`` should be treated as a spike (does not record it)."""
-        if not math.isfinite(value):
-            return True
-        if len(self._values) < self.min_values:
-            return False
-        mean, std = self._mean_std()
-        return abs(value - mean) > self.sigma * std
+        """:meth:`flag` for a Python float (does not record it)."""
+        return bool(self.flag(self._as_value(value)).item())
 
     def update(self, value: float) -> None:
-        """Record ``value`` in the window (non-finite values are ignored)."""
-        if math.isfinite(value):
-            self._values.append(float(value))
+        """:meth:`record` for a Python float (non-finite values are ignored)."""
+        self.record(self._as_value(value))
 
     def state_dict(self) -> dict[str, Any]:
-        """The window's values, oldest first, as plain floats."""
-        return {"values": list(self._values)}
+        """The window's values, oldest first, as plain floats (read back from the device)."""
+        values = self._values.tolist()
+        return {"values": values[self.window - len(self) :]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s values (the newest ``window`` if there are more)."""
-        self._values = deque((float(v) for v in state["values"]), maxlen=self.window)
+        kept = [float(v) for v in state["values"]][-self.window :]
+        values = [0.0] * (self.window - len(kept)) + kept
+        self._values = torch.tensor(values, dtype=torch.float64, device=self.device)
+        self._count = torch.tensor(len(kept), dtype=torch.int64, device=self.device)
 
 
 @dataclass(kw_only=True)
@@ -200,6 +235,6 @@ class SkipStepConfig(Config):
         if self.window < 2:
             raise ConfigError(f"window={self.window} must be at least 2")
 
-    def build(self) -> OutlierDetector:
-        """A fresh detector with this window and sigma."""
-        return OutlierDetector(window=self.window, sigma=self.sigma)
+    def build(self, device: torch.device | str | None = None) -> OutlierDetector:
+        """A fresh detector with this window and sigma, its window on ``device`` (CPU)."""
+        return OutlierDetector(window=self.window, sigma=self.sigma, device=device)

@@ -13,7 +13,7 @@ from torch import nn
 
 from olmo_nn.config import ConfigError
 from olmo_nn.model import OLMo, TransformerConfig
-from olmo_nn.train.optim import OptimConfig, build_optimizer, param_group_names
+from olmo_nn.train.optim import OptimConfig, build_optimizer, param_group_names, step_unless
 
 
 def tiny_config() -> TransformerConfig:
@@ -86,14 +86,86 @@ def test_adamw_hyperparameters_and_group_dicts() -> None:
         assert group["initial_lr"] == 3e-4
         assert group["betas"] == (0.9, 0.95)
         assert group["eps"] == 1e-5
-        assert group["foreach"] is True
-        assert not group["fused"]
+        assert group["fused"] is True  # on CPU too: only the fused kernel skips on the device
+        assert not group["foreach"]
     assert [g["weight_decay"] for g in optimizer.param_groups] == [0.1, 0.0]
 
 
-def test_fused_on_request() -> None:
-    optimizer = build_optimizer(OLMo(tiny_config()), OptimConfig(fused=True))
-    assert all(g["fused"] and not g["foreach"] for g in optimizer.param_groups)
+def test_foreach_on_request() -> None:
+    optimizer = build_optimizer(OLMo(tiny_config()), OptimConfig(fused=False))
+    assert all(g["foreach"] and not g["fused"] for g in optimizer.param_groups)
+
+
+def _trained_copy(fused: bool, steps: list[bool]) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """A model and its optimizer after one ``step_unless`` per entry of ``steps`` (True: skip),
+    each on fresh gradients (the same ones for the same step index, skipped or not)."""
+    torch.manual_seed(0)
+    model = OLMo(tiny_config())
+    optimizer = build_optimizer(model, OptimConfig(lr=1e-2, fused=fused))
+    for index, skip in enumerate(steps):
+        torch.manual_seed(100 + index)
+        ids = torch.randint(0, 100, (2, 8))
+        model(ids).float().logsumexp(-1).mean().backward()
+        step_unless(optimizer, torch.tensor(skip))
+        optimizer.zero_grad(set_to_none=True)
+    return model, optimizer
+
+
+def _state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    tensors = {f"param/{n}": p.detach().clone() for n, p in model.named_parameters()}
+    for index, param in enumerate(model.parameters()):
+        for key, value in optimizer.state.get(param, {}).items():
+            tensors[f"state/{index}/{key}"] = value.detach().clone()
+    return tensors
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_skipped_step_changes_nothing_and_a_taken_one_is_a_plain_step(fused: bool) -> None:
+    model, optimizer = _trained_copy(fused, [False, False])
+    before = _state(model, optimizer)
+    torch.manual_seed(7)
+    model(torch.randint(0, 100, (2, 8))).float().logsumexp(-1).mean().backward()
+    step_unless(optimizer, torch.tensor(True))
+    after = _state(model, optimizer)
+    assert before.keys() == after.keys() and len(after) > 2 * len(list(model.parameters()))
+    for key, tensor in before.items():  # params, moments and step counts: bit for bit
+        assert torch.equal(after[key], tensor), key
+    assert not hasattr(optimizer, "found_inf")  # nothing left behind for the next step
+    # Skipping step 2 of 3 ends where two plain steps on gradients 1 and 3 end.
+    skipped, _ = _trained_copy(fused, [False, True, False])
+    torch.manual_seed(0)
+    plain = OLMo(tiny_config())
+    reference = build_optimizer(plain, OptimConfig(lr=1e-2, fused=fused))
+    for index in (0, 2):
+        torch.manual_seed(100 + index)
+        plain(torch.randint(0, 100, (2, 8))).float().logsumexp(-1).mean().backward()
+        reference.step()
+        reference.zero_grad(set_to_none=True)
+    for (name, a), b in zip(skipped.named_parameters(), plain.parameters(), strict=True):
+        assert torch.equal(a, b), name
+    taken, _ = _trained_copy(fused, [False, False, False])
+    assert any(
+        not torch.equal(a, b) for a, b in zip(taken.parameters(), plain.parameters(), strict=True)
+    )
+
+
+def test_a_skipped_first_step_leaves_the_weights_and_a_zero_state() -> None:
+    torch.manual_seed(0)
+    initial = [p.detach().clone() for p in OLMo(tiny_config()).parameters()]
+    skipped_first, optimizer = _trained_copy(True, [True])
+    assert all(torch.equal(a, b) for a, b in zip(skipped_first.parameters(), initial, strict=True))
+    assert all(float(state["step"]) == 0.0 for state in optimizer.state.values())
+    # The state it made is the one a first real step starts from: the runs continue alike.
+    later, _ = _trained_copy(True, [True, False])
+    torch.manual_seed(0)
+    plain = OLMo(tiny_config())
+    reference = build_optimizer(plain, OptimConfig(lr=1e-2, fused=True))
+    torch.manual_seed(101)
+    plain(torch.randint(0, 100, (2, 8))).float().logsumexp(-1).mean().backward()
+    reference.step()
+    assert all(
+        torch.equal(a, b) for a, b in zip(later.parameters(), plain.parameters(), strict=True)
+    )
 
 
 def test_weight_decay_reaches_only_the_decay_group() -> None:
@@ -171,6 +243,12 @@ def _fsdp_worker(rank: int, port: int, out_dir: str) -> None:
         for name, param in model.named_parameters():
             assert isinstance(param, DTensor)
             full[name] = param.full_tensor()
+        # A skipped step on the sharded parameters (the fused kernel on DTensors) is a no-op.
+        _loss(model, _batch(rank + 1)).backward()
+        step_unless(optimizer, torch.tensor(True))
+        for name, param in model.named_parameters():
+            assert isinstance(param, DTensor) and torch.equal(param.full_tensor(), full[name]), name
+        assert all(float(state["step"]) == 1.0 for state in optimizer.state.values())
         names = param_group_names(model, OptimConfig())
         torch.save({"params": full, "names": names}, Path(out_dir) / f"rank{rank}.pt")
     finally:

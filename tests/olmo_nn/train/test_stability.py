@@ -191,6 +191,84 @@ def test_state_dict_round_trip() -> None:
     assert smaller.state_dict()["values"] == state["values"][-4:]
 
 
+class FloatReference:
+    """The detector as the trainer ran it on Python floats before it moved to the device:
+    exact sums (math.fsum), the sample std, ``|v - mean| > sigma * std``."""
+
+    def __init__(self, window: int, sigma: float, min_values: int) -> None:
+        self.window, self.sigma, self.min_values = window, sigma, min_values
+        self.values: list[float] = []
+
+    def is_outlier(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return True
+        if len(self.values) < self.min_values:
+            return False
+        mean = math.fsum(self.values) / len(self.values)
+        variance = math.fsum((v - mean) ** 2 for v in self.values) / (len(self.values) - 1)
+        return abs(value - mean) > self.sigma * math.sqrt(variance)
+
+    def update(self, value: float) -> None:
+        if math.isfinite(value):
+            self.values = [*self.values, value][-self.window :]
+
+
+def spiky_float32_series(seed: int, length: int) -> list[float]:
+    """Loss-like float32 values: noise, a level change, spikes of 2-30 sigma, NaN and inf."""
+    generator = torch.Generator().manual_seed(seed)
+    level = torch.where(torch.arange(length) < length // 2, 3.0, 2.5)
+    values = level + 0.05 * torch.randn(length, generator=generator)
+    spikes = torch.rand(length, generator=generator) < 0.1
+    size = 0.05 * (2 + 28 * torch.rand(length, generator=generator))
+    values = torch.where(spikes, values + size, values).float()
+    series = values.tolist()
+    for index in torch.randint(0, length, (6,), generator=generator).tolist():
+        series[index] = [math.nan, math.inf, -math.inf][index % 3]
+    return series
+
+
+@pytest.mark.parametrize(("seed", "window", "sigma"), [(0, 128, 6.0), (1, 16, 2.0), (2, 8, 1.0)])
+def test_device_decisions_match_the_float_reference(seed: int, window: int, sigma: float) -> None:
+    """As the trainer uses it: 0-d float32 tensors in, a 0-d bool out, recorded when finite."""
+    losses = spiky_float32_series(seed, 400)
+    norms = spiky_float32_series(seed + 100, 400)
+    device = OutlierDetector(window=window, sigma=sigma)
+    reference = FloatReference(window, sigma, min(20, window))
+    flags, expected = [], []
+    for loss, norm in zip(losses, norms, strict=True):
+        value = torch.tensor(loss, dtype=torch.float32)
+        both_finite = torch.isfinite(value) & torch.isfinite(torch.tensor(norm))
+        flags.append(bool(device.flag(value)))
+        device.record(value, keep=both_finite)
+        expected.append(reference.is_outlier(loss))
+        if math.isfinite(loss) and math.isfinite(norm):
+            reference.update(loss)
+    assert flags == expected
+    finite_flags = [f for f, v in zip(flags, losses, strict=True) if math.isfinite(v)]
+    assert 0 < sum(finite_flags) < len(finite_flags)  # the series has outliers and plain steps
+    assert device.state_dict() == {"values": reference.values}  # the checkpoint format
+
+
+def test_flag_and_record_never_read_the_device() -> None:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class HostReads(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:  # item/bool/float/int
+                HostReads.count += 1
+            return func(*args, **(kwargs or {}))
+
+    detector = noisy_detector()
+    with HostReads():
+        for value in (3.0, 30.0, math.nan):
+            flag = detector.flag(torch.tensor(value))
+            detector.record(torch.tensor(value), keep=~flag)
+    assert HostReads.count == 0
+    assert bool(flag) and len(detector) == 128  # and it did decide: NaN flagged, not recorded
+
+
 def test_skip_step_config() -> None:
     detector = SkipStepConfig(enabled=True, sigma=3.0, window=16).build()
     assert (detector.window, detector.sigma, detector.min_values) == (16, 3.0, 16)
