@@ -170,7 +170,8 @@ class SlurmParams(SlurmJobParams):
     signal_seconds: int = 300
     """How long before the time limit Slurm warns the job (``--signal=B:USR1@N``): the trainer
     then saves a checkpoint and stops, and the job requeues itself and resumes from it. Slurm
-    sends the warning up to a minute late; leave time for one step and a save."""
+    sends the warning up to a minute late, and the trainer looks for the request every
+    ``log_interval`` steps: leave time for that many steps and a save."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -19,8 +19,9 @@ def register(commands: Any) -> None:
         description=(
             "Train from CONFIG.yaml. Started again on the same run directory it resumes from the "
             "latest checkpoint. Under torchrun every rank runs this same command. Creating "
-            "RUN_DIR/stop-request asks a running trainer to save a checkpoint after its current "
-            "step and exit with status 75 (resumable)."
+            "RUN_DIR/stop-request asks a running trainer to save a checkpoint at its next "
+            "log_interval step (or checkpoint or evaluation step, if sooner) and exit with "
+            "status 75 (resumable)."
         ),
     )
     parser.add_argument(

@@ -123,7 +123,10 @@ class TrainConfig(Config):
     the run or a stop; costs one more host copy of each rank's model and optimizer shards.
     false: the loop waits for each save."""
     log_interval: int = 1
-    """Print a progress line every this many steps (metrics.jsonl gets every step)."""
+    """Print a progress line every this many steps (metrics.jsonl gets every step). It is
+    also how often the host reads the steps' metrics back from the device, looks for a stop
+    request and stops on a non-finite loss (checkpoint, evaluation and last steps read too):
+    one sync per interval, so set 10 or more on a GPU."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """In-loop evaluation."""
     precision: Precision = "fp32"

@@ -2,13 +2,15 @@
 
 Anything that knows the run directory may ask a running trainer to stop: it creates
 ``RUN_DIR/stop-request`` (a Slurm batch script does, when Slurm warns it of the time limit or
-of preemption; a person may ``touch`` it). The trainer looks for the file after every step,
-on rank 0, and all ranks agree: it saves a sharded checkpoint at that step, replaces the
+of preemption; a person may ``touch`` it). The trainer looks for the file at each of its
+metric flushes, on rank 0, and all ranks agree: so a request is honoured at the next
+``log_interval`` step, or at an earlier checkpoint or in-loop evaluation step (allow that many
+steps' time before a kill). It saves a sharded checkpoint at that step, replaces the
 request by ``RUN_DIR/stopped.json`` (the step and the checkpoint, written after the
 checkpoint is complete) and ``olmo train`` exits with :data:`STOPPED_EXIT`. The same command
 started again resumes from that checkpoint, exactly as from any other.
 
-A leftover request stops the next launch after its first step: whatever starts a run afresh
+A leftover request stops the next launch at its first flush: whatever starts a run afresh
 (the batch script does) removes both files first.
 """
 
@@ -21,7 +23,7 @@ from pathlib import Path
 __all__ = ["STOPPED_EXIT", "STOPPED_FILE", "STOP_REQUEST_FILE", "mark_stopped", "stop_requested"]
 
 STOP_REQUEST_FILE = "stop-request"
-"""Created (empty) to ask the trainer to save and stop after its current step."""
+"""Created (empty) to ask the trainer to save and stop at its next flush of metrics."""
 
 STOPPED_FILE = "stopped.json"
 """Written by the trainer once it saved and stopped on request: ``{"step", "checkpoint"}``."""

@@ -15,7 +15,12 @@ Sharded checkpoints are written in the background while training goes on (``asyn
 a stop request and an exception first wait for the one in flight; the step after it is in
 place fires ``on_checkpoint``, or raises its error (a full disk, say).
 
-Asked to stop (:mod:`olmo_nn.train.stop`), it saves after the current step and stops.
+A step never waits for the device: its loss, z-loss, grad norm and skip decision stay device
+tensors, and the optimizer skips a step on the device (:func:`~olmo_nn.train.optim.step_unless`).
+The host reads them back in one transfer per *flush*: every ``log_interval`` steps, at each
+checkpoint and in-loop evaluation step, and at the last step (:meth:`Trainer._fit`). Only
+then do the callbacks get the steps' metrics, a non-finite loss stop the run, and a stop
+request (:mod:`olmo_nn.train.stop`) get looked for: the run then saves and stops.
 """
 
 from __future__ import annotations
@@ -62,7 +67,7 @@ from olmo_nn.train.config import HARDWARE_FIELDS, TrainConfig, math_of
 from olmo_nn.train.data_order import DataOrder, InstanceSpace
 from olmo_nn.train.loader import BatchLoader, StepBatch
 from olmo_nn.train.lock import run_directory_lock
-from olmo_nn.train.optim import build_optimizer
+from olmo_nn.train.optim import build_optimizer, step_unless
 from olmo_nn.train.schedule import lr_at, set_lr
 from olmo_nn.train.stability import OutlierDetector, clip_grad_norm, clip_threshold
 from olmo_nn.train.stop import STOP_REQUEST_FILE, mark_stopped, stop_requested
@@ -77,7 +82,10 @@ _PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite and step skipping is off."""
+    """The loss or grad norm became NaN or infinite and step skipping is off.
+
+    Raised at the flush after that step (see :meth:`Trainer._fit`); the step's update was not
+    applied and no checkpoint was written after it."""
 
 
 def on_main_rank(ctx: DistributedContext, work: Callable[[], _T]) -> _T:
@@ -134,12 +142,10 @@ class Trainer:
         self.step = 0
         self.tokens_seen = 0
         self.instances_consumed = 0
-        self.skipper = OutlierDetector(
-            window=self.config.skip_step.window, sigma=self.config.skip_step.sigma
-        )
-        self.grad_norm_skipper = OutlierDetector(
-            window=self.config.skip_step.window, sigma=self.config.skip_step.sigma
-        )
+        self.skipper: OutlierDetector = self.config.skip_step.build(self.ctx.device)
+        """The loss's outlier detector (its window on the device)."""
+        self.grad_norm_skipper: OutlierDetector = self.config.skip_step.build(self.ctx.device)
+        """The grad norm's outlier detector."""
         self.sequence_length = self.config.sequence_length
         self.data = InstanceSpace(self.config.data.paths, self.sequence_length)
         self.data.check_vocab(self.config.model.vocab_size)
@@ -333,14 +339,72 @@ class Trainer:
                 self.ctx.barrier()  # no rank exits (and gets the others killed) before that
 
     def _stop_requested(self) -> bool:
-        """Rank 0 looks for the request; every rank gets its answer (one all-reduce)."""
+        """Rank 0 looks for the request; every rank gets its answer (one all-reduce, read
+        back on the host: so it is asked at flushes only, see :meth:`_fit`)."""
         asked = self.ctx.is_main and stop_requested(self.run_dir)
         if self.ctx.initialized and self.ctx.world_size > 1:
             flag = torch.tensor(float(asked), device=self.ctx.device)
             asked = bool(self.ctx.all_reduce_mean(flag).item() > 0)
         return asked
 
+    def _flush_due(self, step: int, last: int) -> bool:
+        """Whether the metrics are read back after ``step`` (checkpoint steps aside): every
+        ``log_interval`` steps, at the run's last step, and where a callback needs the model
+        as it is after that step (:meth:`Callback.needs_model_at`)."""
+        return (
+            step % self.config.log_interval == 0
+            or step >= last
+            or any(callback.needs_model_at(self, step) for callback in self.callbacks)
+        )
+
+    def _flush(self, pending: list[dict[str, Any]], since: float) -> float:
+        """Read ``pending``'s device metrics back in one transfer and hand every step's
+        metrics, in order, to the callbacks' ``on_step_end``; returns the time of the transfer.
+
+        ``tokens_per_s`` and ``mfu`` are the interval's: its steps' tokens over the wall time
+        from ``since`` (the previous flush's transfer) to this one, so the loader, the
+        callbacks and the checkpoints between the steps count. A step whose loss or grad norm
+        is not finite (with skipping off) raises :class:`NonFiniteLossError` after the steps
+        before it are handed over.
+        """
+        on_device = [
+            (metrics, key)
+            for metrics in pending
+            for key, value in metrics.items()
+            if isinstance(value, torch.Tensor)
+        ]
+        stacked = torch.stack(
+            [metrics[key].detach().to(self.ctx.device, torch.float64) for metrics, key in on_device]
+        )
+        values = stacked.tolist()  # the one device-to-host transfer (float64: exact)
+        now = time.perf_counter()
+        for (metrics, key), value in zip(on_device, values, strict=True):
+            metrics[key] = value
+        tokens = sum(metrics["batch_size"] for metrics in pending) * self.sequence_length
+        tokens_per_s = tokens / max(now - since, 1e-9)
+        per_device = tokens_per_s / self.ctx.world_size
+        mfu = per_device * self.flops_per_token / self.peak_flops if self.peak_flops else None
+        for metrics in pending:
+            metrics.update(tokens_per_s=tokens_per_s, mfu=mfu)
+            if metrics.pop("skipped", 0.0):
+                metrics["skipped"] = True
+            loss, grad_norm = metrics["loss"], metrics["grad_norm"]
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)) and "skipped" not in metrics:
+                raise NonFiniteLossError(
+                    f"step {metrics['step']}: loss {loss} / grad norm {grad_norm} is not "
+                    f"finite; the last good checkpoint is {self.last_checkpoint or 'none yet'} "
+                    f"(step {metrics['step']}'s update was not applied, and no checkpoint was "
+                    "written after it). Lower the LR, enable z_loss or skip_step.enabled=true, "
+                    "and resume."
+                )
+            for callback in self.callbacks:
+                callback.on_step_end(self, metrics)
+        return now
+
     def _fit(self, checkpoint: Path | None) -> None:
+        """Resume, then train step after step, flushing metrics (:meth:`_flush`) where
+        :meth:`_flush_due` says and before every checkpoint: so a checkpoint never follows an
+        unreported non-finite step, and a stop request is honoured at the next flush."""
         self._resume(checkpoint)
         for callback in self.callbacks:
             callback.on_train_start(self)
@@ -360,19 +424,27 @@ class Trainer:
             num_workers=self.config.data.num_workers,
             compute_fingerprint=self.ctx.is_main,
         )
+        pending: list[dict[str, Any]] = []  # steps whose metrics are still on the device
+        since = time.perf_counter()
         for batch in loader:
-            metrics = self.train_step(batch)
+            pending.append(self.train_step(batch))
             self._complete_saves(wait=False)  # a background save that is done, or its error
-            for callback in self.callbacks:
-                callback.on_step_end(self, metrics)
-            if self.step % self.config.save_interval == 0 and self.step < last:
-                self.save(unsharded=False)
+            step = self.step
+            save_sharded = step % self.config.save_interval == 0 and step < last
             interval = self.config.save_interval_unsharded
-            if interval is not None and self.step % interval == 0 and self.step < last:
+            save_unsharded = interval is not None and step % interval == 0 and step < last
+            if not (save_sharded or save_unsharded or self._flush_due(step, last)):
+                continue
+            since = self._flush(pending, since)
+            pending = []
+            if save_sharded:
+                self.save(unsharded=False)
+            if save_unsharded:
                 self.save(unsharded=True)
-            if self.step < last and self._stop_requested():
-                self.stopped_on_request = self.step
+            if step < last and self._stop_requested():
+                self.stopped_on_request = step
                 break
+        assert not pending, "the loader ended before the last step"
         self._complete_saves()
         if self.last_checkpoint is None or not self.last_checkpoint.name.endswith(
             f"{self.step:06d}"
@@ -439,9 +511,10 @@ class Trainer:
             )
 
     def train_step(self, batch: StepBatch) -> dict[str, Any]:
-        """One optimizer step on the next global batch; returns the step's metrics."""
+        """One optimizer step on the next global batch, without a host sync; returns the
+        step's metrics with ``loss``, ``grad_norm``, ``z_loss`` and ``skipped`` still 0-d device
+        tensors and ``tokens_per_s`` / ``mfu`` still None (:meth:`_flush` fills them in)."""
         config, ctx = self.config, self.ctx
-        start_time = time.perf_counter()
         step = self.step + 1
         assert batch.step == step and batch.start == self.instances_consumed, (batch.step, step)
         self._note_epoch(batch)
@@ -464,42 +537,28 @@ class Trainer:
                 z_sum += losses.z_loss
             (losses.loss / len(chunks)).backward()
             loss_sum += losses.ce
-        mean_loss = ctx.all_reduce_mean(loss_sum / len(chunks)).item()
-        mean_z = ctx.all_reduce_mean(z_sum / len(chunks)).item() if config.z_loss else None
+        mean_loss = ctx.all_reduce_mean(loss_sum / len(chunks))
+        mean_z = ctx.all_reduce_mean(z_sum / len(chunks)) if config.z_loss else None
 
-        grad_norm = clip_grad_norm(
-            self.model.parameters(), clip_threshold(step, config.clip)
-        ).item()
+        grad_norm = clip_grad_norm(self.model.parameters(), clip_threshold(step, config.clip))
         lr = lr_at(
             step, peak_lr=config.optim.lr, config=config.scheduler, max_steps=config.max_steps
         )
         set_lr(self.optimizer, lr)
-        skipped = False
-        finite = math.isfinite(mean_loss) and math.isfinite(grad_norm)
+        # Decided on the device: the host reads the values back at the next flush.
+        finite = torch.isfinite(mean_loss) & torch.isfinite(grad_norm)
         if config.skip_step.enabled:
-            skipped = self.skipper.is_outlier(mean_loss) or self.grad_norm_skipper.is_outlier(
-                grad_norm
-            )
-            if finite:
-                self.skipper.update(mean_loss)
-                self.grad_norm_skipper.update(grad_norm)
-        elif not finite:
-            last = self.last_checkpoint or "none yet"
-            raise NonFiniteLossError(
-                f"step {step}: loss {mean_loss} / grad norm {grad_norm} is not finite; the last good "
-                f"checkpoint is {last}. Lower the LR, enable z_loss or skip_step.enabled=true, "
-                "and resume."
-            )
-        if not skipped:
-            self.optimizer.step()
+            skip = self.skipper.flag(mean_loss) | self.grad_norm_skipper.flag(grad_norm)
+            self.skipper.record(mean_loss, keep=finite)
+            self.grad_norm_skipper.record(grad_norm, keep=finite)
+        else:
+            skip = ~finite  # never applied; the flush raises NonFiniteLossError for it
+        step_unless(self.optimizer, skip)
         self.optimizer.zero_grad(set_to_none=True)
 
         self.step = step
         self.instances_consumed += batch_size
         self.tokens_seen += batch_size * self.sequence_length
-        seconds = time.perf_counter() - start_time
-        tokens_per_s = batch_size * self.sequence_length / seconds
-        per_device = tokens_per_s / ctx.world_size
         metrics: dict[str, Any] = {
             "step": step,
             "loss": mean_loss,
@@ -508,13 +567,13 @@ class Trainer:
             "tokens_seen": self.tokens_seen,
             "instances_consumed": self.instances_consumed,
             "batch_size": batch_size,
-            "tokens_per_s": tokens_per_s,
-            "mfu": per_device * self.flops_per_token / self.peak_flops if self.peak_flops else None,
+            "tokens_per_s": None,
+            "mfu": None,
             "batch_fingerprint": fingerprint,
             "epoch": batch.last_epoch,
         }
         if mean_z is not None:
             metrics["z_loss"] = mean_z
-        if skipped:
-            metrics["skipped"] = True
+        if config.skip_step.enabled:
+            metrics["skipped"] = skip
         return metrics

@@ -1,4 +1,8 @@
-"""A progress line every ``log_interval`` steps: loss, LR, grad norm, tokens/s and MFU."""
+"""A progress line every ``log_interval`` steps: loss, LR, grad norm, tokens/s and MFU.
+
+Tokens/s and MFU are those of the whole interval since the previous line's flush (loader,
+callbacks and checkpoints included), the loss and grad norm the printed step's.
+"""
 
 from __future__ import annotations
 

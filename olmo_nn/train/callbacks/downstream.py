@@ -101,16 +101,15 @@ class DownstreamEval(Callback):
                 _Task(name, instances, spec.default_normalization, spec.unconditional_context)
             )
 
-    def on_step_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+    def needs_model_at(self, trainer: Trainer, step: int) -> bool:
         interval = trainer.config.eval.interval
+        return bool(interval) and (step % interval == 0 or step == trainer.config.max_steps)
+
+    def on_step_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         step = metrics["step"]
-        if (
-            not self._tasks
-            or self._tokenizer is None
-            or not interval
-            or (step % interval and step != trainer.config.max_steps)
-        ):
+        if not self._tasks or self._tokenizer is None or not self.needs_model_at(trainer, step):
             return
+        assert trainer.step == step, "the trainer flushes at evaluation steps"
         from olmo_nn.eval.downstream import evaluate_task
         from olmo_nn.eval.models import LanguageModel
 

@@ -1,5 +1,9 @@
 """``RUN_DIR/metrics.jsonl``: one JSON line per optimizer step, written by rank 0.
 
+Lines arrive in batches, at each of the trainer's flushes (every ``log_interval`` steps, and
+at checkpoint, evaluation and last steps); ``tokens_per_s`` and ``mfu`` on a line are those
+of the flush interval it belongs to, the other values the step's own.
+
 On resume, lines past the restored checkpoint's step (written before a crash) are dropped,
 so the file always describes one uninterrupted run. A last line cut off by a crash or a full
 disk is dropped too, saying so; a broken line anywhere else is an error naming it.

@@ -60,8 +60,12 @@ def evaluate_perplexity(trainer: Trainer) -> dict[str, float]:
 
 
 class PerplexityEval(Callback):
-    def on_step_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+    def needs_model_at(self, trainer: Trainer, step: int) -> bool:
         interval = trainer.config.eval.interval
+        return bool(interval) and (step % interval == 0 or step == trainer.config.max_steps)
+
+    def on_step_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         step = metrics["step"]
-        if interval and (step % interval == 0 or step == trainer.config.max_steps):
+        if self.needs_model_at(trainer, step):
+            assert trainer.step == step, "the trainer flushes at evaluation steps"
             metrics.update(evaluate_perplexity(trainer))
