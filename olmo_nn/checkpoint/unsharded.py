@@ -12,7 +12,8 @@ into place, so a crash never leaves a checkpoint that looks complete. The last f
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +31,16 @@ __all__ = [
     "CONFIG_FILE",
     "WEIGHTS_FILE",
     "check_safetensors",
+    "check_tensor_shapes",
     "load_checkpoint_config",
     "load_model",
     "load_state_dict_into",
+    "open_safetensors",
     "read_safetensors",
     "read_weights",
     "save_checkpoint",
     "save_state_dict",
+    "verify_weights",
 ]
 
 CONFIG_FILE = "config.yaml"
@@ -90,33 +94,63 @@ def check_safetensors(path: Path) -> None:
         ) from None
 
 
+def verify_weights(path: str | os.PathLike[str]) -> Path:
+    """Verify an unsharded checkpoint folder's files; the path of its weights file."""
+    folder = _checkpoint_dir(path)
+    verify_manifest(folder, [CONFIG_FILE, WEIGHTS_FILE])
+    return folder / WEIGHTS_FILE
+
+
 def read_weights(
     path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
 ) -> dict[str, torch.Tensor]:
     """The weights of an unsharded checkpoint folder, after verifying its files."""
-    folder = _checkpoint_dir(path)
-    verify_manifest(folder, [CONFIG_FILE, WEIGHTS_FILE])
-    return read_safetensors(folder / WEIGHTS_FILE, device=device)
+    return read_safetensors(verify_weights(path), device=device)
+
+
+@contextmanager
+def open_safetensors(path: Path) -> Iterator[Any]:
+    """A safetensors file opened lazily: ``keys()``, ``get_slice(name).get_shape()`` and
+    ``get_tensor(name)`` read one tensor (on CPU) when asked, not the file; a damaged file is
+    a ``CheckpointError`` naming it. Verify the file first (:func:`verify_weights`)."""
+    try:
+        with safe_open(str(path), "pt") as handle:
+            yield handle
+    except SafetensorError as error:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file (truncated or corrupted): {error}"
+        ) from None
+
+
+def check_tensor_shapes(
+    expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]], *, source: str
+) -> None:
+    """Refuse ``found`` tensors (name -> shape) that are not exactly the ``expected`` ones,
+    naming any missing, unexpected or misshapen tensor."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{source} does not match its config: missing tensors {missing or 'none'}, "
+            f"unexpected tensors {unexpected or 'none'}"
+        )
+    for name, shape in found.items():
+        if tuple(shape) != tuple(expected[name]):
+            raise ValueError(
+                f"{source}: tensor {name!r} has shape {tuple(shape)} but the config "
+                f"implies {tuple(expected[name])}"
+            )
 
 
 def load_state_dict_into(
     model: OLMo, tensors: dict[str, torch.Tensor], *, source: str, assign: bool = False
 ) -> None:
     """Copy named tensors into ``model``, naming any missing, unexpected or misshapen tensor."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise ValueError(
-            f"{source} does not match its config: missing tensors {missing or 'none'}, "
-            f"unexpected tensors {unexpected or 'none'}"
-        )
-    for name, tensor in tensors.items():
-        if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise ValueError(
-                f"{source}: tensor {name!r} has shape {tuple(tensor.shape)} but the config "
-                f"implies {tuple(expected[name].shape)}"
-            )
+    check_tensor_shapes(
+        {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()},
+        {name: tuple(tensor.shape) for name, tensor in tensors.items()},
+        source=source,
+    )
     model.load_state_dict(tensors, strict=True, assign=assign)
 
 

@@ -2,7 +2,9 @@
 
 No parallelism or precision logic lives here: FSDP, activation checkpointing and
 ``torch.compile`` are applied from outside. Norms and RoPE run in fp32 whatever the autocast
-dtype; attention goes through ``scaled_dot_product_attention`` (flash kernels on GPU).
+dtype; attention goes through ``scaled_dot_product_attention`` with q, k, v in the compute
+dtype (flash or cuDNN kernels on GPU in bf16). RoPE's cos/sin are computed once per device
+and looked up once per forward by the model, then handed to every block.
 
 Parameter names (OLMo's own): ``embeddings.weight``, ``blocks.{i}.att_proj.weight`` (fused
 QKV), ``blocks.{i}.attn_out.weight``, ``blocks.{i}.ff_proj.weight`` (fused SwiGLU input: the
@@ -60,12 +62,21 @@ class Norm(nn.Module):
 
 
 class RotaryEmbedding(nn.Module):
-    """Rotary position embedding, rotate-half convention, computed in fp32."""
+    """Rotary position embedding, rotate-half convention, computed in fp32.
+
+    The cos/sin of the angles are computed once per device for positions ``0..n-1`` and
+    kept (grown when a longer sequence or a larger position comes), not recomputed per block
+    and per forward: :meth:`rotation` looks them up, :meth:`forward` applies them. The table
+    lives outside any compiled graph (the model calls :meth:`rotation` and hands the tensors
+    to its blocks), and its values are those of the formula for each position, bit for bit.
+    """
 
     def __init__(self, head_dim: int, theta: float) -> None:
         super().__init__()
         self.head_dim = head_dim
         self.theta = theta
+        # Not buffers: not in the state dict, not sharded, not moved; rebuilt on first use.
+        self._tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin of the rotation angles at ``positions`` (T,) or (B, T): (..., head_dim)."""
@@ -78,20 +89,42 @@ class RotaryEmbedding(nn.Module):
             angles = torch.cat((freqs, freqs), dim=-1)  # (..., T, head_dim)
             return angles.cos(), angles.sin()
 
+    def _table(self, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin for positions 0..length-1 at least: each (n >= length, head_dim), fp32."""
+        table = self._tables.get(device)
+        if table is None or table[0].shape[0] < length:
+            table = self._cos_sin(torch.arange(length, device=device))
+            self._tables[device] = table
+        return table
+
+    def rotation(
+        self, seq_len: int, device: torch.device, positions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin, fp32, for ``seq_len`` tokens at ``positions`` (B, T) (default
+        0..seq_len-1), shaped to broadcast over q and k: (1 or B, 1, T, head_dim) each."""
+        if positions is None:
+            cos, sin = self._table(seq_len, device)
+            return cos[None, None, :seq_len], sin[None, None, :seq_len]
+        low, high = (int(value) for value in torch.stack([positions.min(), positions.max()]))
+        if low < 0:
+            raise ValueError(f"position_ids must be >= 0, got {low}")
+        cos, sin = self._table(max(seq_len, high + 1), device)
+        return cos[positions][:, None], sin[positions][:, None]  # (B, 1, T, head_dim)
+
     @staticmethod
     def _rotate_half(x: torch.Tensor) -> torch.Tensor:
         first, second = x.chunk(2, dim=-1)
         return torch.cat((-second, first), dim=-1)
 
     def forward(
-        self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor | None = None
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        rotation: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rotate q, k of shape (B, n_heads, T, head_dim) to ``positions`` (B, T), default 0..T-1."""
-        if positions is None:
-            cos, sin = self._cos_sin(torch.arange(q.shape[-2], device=q.device))  # (T, head_dim)
-        else:
-            cos, sin = self._cos_sin(positions)
-            cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, head_dim)
+        """Rotate q, k of shape (B, n_heads, T, head_dim) by ``rotation`` (cos, sin from
+        :meth:`rotation`; default: positions 0..T-1). The result has q's and k's dtype."""
+        cos, sin = rotation if rotation is not None else self.rotation(q.shape[-2], q.device)
         with _no_autocast(q.device):
             q32, k32 = q.float(), k.float()
             q_rot = q32 * cos + self._rotate_half(q32) * sin
@@ -126,10 +159,15 @@ class Block(nn.Module):
     def attention(
         self,
         x: torch.Tensor,
-        positions: torch.Tensor | None = None,
+        rotation: tuple[torch.Tensor, torch.Tensor] | None = None,
         attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Self-attention; causal unless ``attention_mask`` (see :meth:`OLMo.forward`) is given."""
+        """Self-attention; causal unless ``attention_mask`` (see :meth:`OLMo.forward`) is given.
+
+        q, k and v reach ``scaled_dot_product_attention`` in the compute dtype (bf16 under
+        bf16 autocast or FSDP's bf16 parameters: RoPE computes in fp32 and casts back), which
+        lets it choose its flash or cuDNN kernel on a GPU.
+        """
         batch, seq, d = x.shape
         n_heads, head_dim = self.config.n_heads, self.config.head_dim
         qkv = self.att_proj(x)  # (B, T, 3 * d)
@@ -141,7 +179,7 @@ class Block(nn.Module):
         q = q.view(batch, seq, n_heads, head_dim).transpose(1, 2)  # (B, n_heads, T, head_dim)
         k = k.view(batch, seq, n_heads, head_dim).transpose(1, 2)
         v = v.view(batch, seq, n_heads, head_dim).transpose(1, 2)
-        q, k = self.rotary(q, k, positions)
+        q, k = self.rotary(q, k, rotation)
         if attention_mask is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
@@ -157,13 +195,15 @@ class Block(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        positions: torch.Tensor | None = None,
+        rotation: tuple[torch.Tensor, torch.Tensor] | None = None,
         attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """x (B, T, d_model); ``rotation``: RoPE's (cos, sin) from
+        :meth:`RotaryEmbedding.rotation` (default: positions 0..T-1, looked up here)."""
         if self.config.norm_placement == "pre":
-            h = x + self.attention(self.attn_norm(x), positions, attention_mask)
+            h = x + self.attention(self.attn_norm(x), rotation, attention_mask)
             return h + self.mlp(self.ff_norm(h))
-        h = x + self.attn_norm(self.attention(x, positions, attention_mask))
+        h = x + self.attn_norm(self.attention(x, rotation, attention_mask))
         return h + self.ff_norm(self.mlp(h))
 
 
@@ -183,6 +223,8 @@ class OLMo(nn.Module):
             weight = torch.empty(config.padded_vocab_size, config.d_model) if meta else None
             self.embeddings = nn.Embedding(config.padded_vocab_size, config.d_model, _weight=weight)
             self.blocks = nn.ModuleList(Block(i, config) for i in range(config.n_layers))
+            # RoPE's cos/sin for all blocks, looked up once per forward (no parameters).
+            self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta)
             self.final_norm = Norm(
                 config.d_model,
                 norm_type=config.norm_type,
@@ -241,8 +283,10 @@ class OLMo(nn.Module):
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
         h = self.embeddings(input_ids)  # (B, T, d_model)
+        # (1 or B, 1, T, head_dim) each, fp32; outside the (possibly compiled) blocks.
+        rotation = self.rotary.rotation(input_ids.shape[1], input_ids.device, position_ids)
         for block in self.blocks:
-            h = block(h, position_ids, attention_mask)
+            h = block(h, rotation, attention_mask)
         if logits_at is not None:
             if targets is not None:
                 raise ValueError("pass logits_at or targets, not both: targets asks for the loss")

@@ -38,9 +38,10 @@ import torch.distributed as dist
 import yaml
 
 from olmo_nn.checkpoint.unsharded import (
+    check_tensor_shapes,
     load_checkpoint_config,
-    load_state_dict_into,
-    read_weights,
+    open_safetensors,
+    verify_weights,
 )
 from olmo_nn.model.transformer import OLMo
 from olmo_nn.parallel import (
@@ -48,7 +49,10 @@ from olmo_nn.parallel import (
     apply_activation_checkpointing,
     apply_compile,
     apply_fsdp,
+    copy_into_shard,
+    describe_attention,
     init_distributed,
+    join_one_rank_group,
 )
 from olmo_nn.train.async_checkpointing import AsyncCheckpointer
 from olmo_nn.train.batch import BatchSchedule
@@ -170,60 +174,81 @@ class Trainer:
         self._checkpointer = AsyncCheckpointer(self.ctx)
 
     # ------------------------------------------------------------------ setup
-    def _initial_weights(self) -> OLMo:
-        """The run's starting weights, on CPU: seeded init, or ``init_from``'s weights."""
-        config = self.config
-        model = OLMo(config.model, init_device="meta")
-        model.to_empty(device="cpu")
-        model.init_weights(seed=config.seed)  # the same weights at any world size
-        if config.init_from is not None:
-            start_config, _ = load_checkpoint_config(config.init_from)
-            if start_config != config.model:
-                raise ValueError(
-                    f"init_from={config.init_from} holds a different model config than this run's"
-                )
-            tensors = read_weights(config.init_from)
-            load_state_dict_into(model, tensors, source=config.init_from)
-        return model
+    def _initial_weights(self, model: OLMo) -> None:
+        """Write the run's starting weights into ``model``, already on this rank's device and
+        sharded or not: seeded init, or ``init_from``'s weights.
+
+        Each rank writes only its own shards, one parameter at a time (the peak is one full
+        parameter, not the model). Seeded, the gathered weights are the same at any world size
+        for a device type: on CPU, exactly ``OLMo(config).init_weights(seed=config.seed)``'s;
+        on CUDA the CUDA generator draws other numbers. ``init_from`` is verified once, on
+        rank 0; then every rank reads its tensors from the file, one at a time.
+        """
+        config, init_from = self.config, self.config.init_from
+        if init_from is None:
+            model.init_weights(seed=config.seed)
+            return
+        start_config, _ = load_checkpoint_config(init_from)
+        if start_config != config.model:
+            raise ValueError(
+                f"init_from={init_from} holds a different model config than this run's"
+            )
+        path = on_main_rank(self.ctx, lambda: verify_weights(init_from))
+        params = model.state_dict(keep_vars=True)  # names without wrapper prefixes
+        with open_safetensors(path) as weights:
+            names = weights.keys()  # a list: the handle itself is not iterable
+            check_tensor_shapes(
+                {name: tuple(param.shape) for name, param in params.items()},
+                {name: tuple(weights.get_slice(name).get_shape()) for name in names},
+                source=str(path),
+            )
+            for name, param in params.items():
+                copy_into_shard(param, weights.get_tensor(name))
 
     def _build_model(self) -> torch.nn.Module:
+        """The model, built on the meta device; activation checkpointing, compile and FSDP2
+        applied; then materialized on this rank's device and initialized there.
+
+        FSDP2 shards it over several processes, and on CUDA in a single process too (a
+        one-rank process group), so that bf16 goes through FSDP's mixed-precision policy
+        exactly as at scale. A single CPU process is not sharded. Rank 0 prints which
+        attention kernel training will use.
+        """
         config, ctx = self.config, self.ctx
-        sharded = ctx.world_size > 1
-        if sharded and not config.fsdp:
+        if ctx.world_size > 1 and not config.fsdp:
             raise ValueError("fsdp=false with several processes is not supported; set fsdp=true")
-        if not sharded:
-            model = self._initial_weights().to(ctx.device)
-        else:
-            # Only rank 0 materializes the full model; FSDP2 shards a meta-device copy and the
-            # weights are broadcast from rank 0 into the shards (one host copy, not one per rank).
-            model = OLMo(config.model, init_device="meta")
+        fsdp = config.fsdp and (ctx.world_size > 1 or ctx.device.type == "cuda")
+        if fsdp and not ctx.initialized:
+            self.ctx = ctx = join_one_rank_group(ctx)
+        model = OLMo(config.model, init_device="meta")
         if config.activation_checkpointing:
             apply_activation_checkpointing(model)
         if config.compile:
             apply_compile(model)
-        if sharded:
-            from torch.distributed.checkpoint.state_dict import (
-                StateDictOptions,
-                set_model_state_dict,
-            )
-
-            bf16 = config.precision == "bf16"
+        bf16 = config.precision == "bf16"
+        if fsdp:
             apply_fsdp(model, param_dtype=torch.bfloat16 if bf16 else None)
-            model.to_empty(device=ctx.device)
-            full = self._initial_weights().state_dict() if ctx.is_main else {}
-            set_model_state_dict(
-                model,
-                full,
-                options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True),
+        model.to_empty(device=ctx.device)
+        self._initial_weights(model)
+        if ctx.is_main:
+            print(
+                describe_attention(
+                    config.model.n_heads,
+                    config.model.head_dim,
+                    device=ctx.device,
+                    dtype=torch.bfloat16 if bf16 else torch.float32,
+                    batch_size=config.micro_batch_size,
+                    seq_len=self.sequence_length - 1,  # an instance less its last token
+                )
             )
         return model
 
     def autocast(self) -> Any:
-        """bf16 autocast for a forward pass when the run is bf16 and not sharded (else a no-op)."""
-        # With FSDP the parameters are cast by its mixed-precision policy instead.
-        enabled = self.config.precision == "bf16" and not (
-            self.ctx.world_size > 1 and self.config.fsdp
-        )
+        """bf16 autocast for a forward pass when the run is bf16 without FSDP (else a no-op)."""
+        from torch.distributed.fsdp import FSDPModule
+
+        # Under FSDP2 its mixed-precision policy casts the parameters to bf16 instead.
+        enabled = self.config.precision == "bf16" and not isinstance(self.model, FSDPModule)
         return torch.autocast(
             device_type=self.ctx.device.type, dtype=torch.bfloat16, enabled=enabled
         )
