@@ -134,7 +134,7 @@ class TrainConfig(Config):
     device: str = "auto"
     """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
     fsdp: bool = True
-    """Shard with FSDP2 when there is more than one process."""
+    """Shard with FSDP2 when there is more than one process, and on CUDA in one process too."""
     activation_checkpointing: bool = False
     """Recompute block activations in backward to save memory."""
     compile: bool = False
