@@ -86,13 +86,17 @@ def assert_same(ours: dict[str, torch.Tensor], reference: dict[str, torch.Tensor
         assert torch.equal(ours[name], tensor), name
 
 
-def test_single_process_build_equals_the_old_seeded_init(tmp_path: Path) -> None:
+def test_single_process_build_equals_the_old_seeded_init(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = TrainConfig.load(write_config(tmp_path))
     trainer = Trainer(
         config, tmp_path / "run", ctx=DistributedContext(0, 1, 0, torch.device("cpu"), False)
     )
     assert not dist.is_initialized()  # a single CPU process joins no group and is not sharded
     assert_same(trainer.model.state_dict(), old_init(trainer.config.model))
+    # The attention kernel is logged once at start (CPU: torch's own flash kernel).
+    assert capsys.readouterr().out == "attention: SDPA flash, fp32, causal (cpu)\n"
 
 
 @pytest.mark.parametrize(
