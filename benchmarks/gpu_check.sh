@@ -116,7 +116,7 @@ run_part environment 90 "$PYTHON" -c "$ENVIRONMENT_CHECK"
 # ---------------------------------------------------------------- 2. GPU-marked tests
 mapfile -t GPU_TESTS < <(grep -rl --include='test_*.py' 'pytest.mark.gpu' tests | sort)
 echo "GPU-marked test files: ${GPU_TESTS[*]}"
-run_part tests "$TEST_SECONDS" bash -c 'set -o pipefail; "$0" -m pytest -q -rA -p no:cacheprovider \
+run_part tests "$TEST_SECONDS" bash -c 'set -o pipefail; "$0" -m pytest -v -rA --durations=15 -p no:cacheprovider \
     --continue-on-collection-errors -m gpu "${@:2}" 2>&1 | tee "$1"' \
     "$PYTHON" "$LOGS/gpu_tests.log" "${GPU_TESTS[@]}"
 

@@ -42,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -282,7 +283,10 @@ def fit_once(args: argparse.Namespace, n_layers: int, shard: Path, out: Path) ->
                 metrics = trainer.train_step(batch)
             loss = metrics.get("loss")
             result["loss"] = None if loss is None else float(loss)
-    except torch.OutOfMemoryError as error:
+    except (torch.OutOfMemoryError, RuntimeError) as error:
+        # A collective or the caching allocator may report it as a plain RuntimeError.
+        if not isinstance(error, torch.OutOfMemoryError) and "out of memory" not in str(error):
+            raise
         result.update(fits=False, error=str(error).splitlines()[0])
     else:
         result["fits"] = True
@@ -296,9 +300,15 @@ def fit_once(args: argparse.Namespace, n_layers: int, shard: Path, out: Path) ->
 
 
 def largest_model(
-    args: argparse.Namespace, shard: Path, work: Path, *, seconds: float
+    args: argparse.Namespace,
+    shard: Path,
+    work: Path,
+    *,
+    seconds: float,
+    progress: Callable[[dict[str, Any]], None] = lambda search: None,
 ) -> dict[str, Any]:
-    """Bisect the layer count at the search width; each try in its own process."""
+    """Bisect the layer count at the search width; each try in its own process, ``progress``
+    called with the search so far after each."""
     if args.small:
         card_bytes, tries_allowed = 2 * 2**20 * BYTES_PER_PARAM, 2  # "fits" 2 layers' estimate
     else:
@@ -320,7 +330,7 @@ def largest_model(
                 *_shape_flags(args)]  # fmt: skip
         print(f"  try {guess} layers ({search_config(guess, args.small).num_params() / 1e9:.2f}B "
               f"params)", flush=True)  # fmt: skip
-        code, tail = _child(argv, max(left, 30), work / f"fit-{guess}.log")
+        code, tail = _child(argv, max(left, 5), work / f"fit-{guess}.log")
         found = json.loads(out.read_text()) if out.is_file() else None
         if found is None:
             tries.append({"n_layers": guess, "fits": None, "returncode": code, "error": tail})
@@ -332,11 +342,19 @@ def largest_model(
         else:
             fails = guess
             guess = (fits + fails) // 2 if fits else max(1, guess // 2)
+        progress(_search_result(args, estimate, tries, fits, fails))
         if guess in (fits, fails) or guess < 1:
             break
+    return _search_result(args, estimate, tries, fits, fails)
+
+
+def _search_result(
+    args: argparse.Namespace, estimate: int, tries: list[dict[str, Any]], fits: int,
+    fails: int | None,
+) -> dict[str, Any]:  # fmt: skip
     best = next((t for t in tries if t.get("fits") and t["n_layers"] == fits), None)
     return {"width": SEARCH_WIDTH if not args.small else "small", "estimate_layers": estimate,
-            "largest": best, "smallest_not_fitting_layers": fails, "tries": tries}  # fmt: skip
+            "largest": best, "smallest_not_fitting_layers": fails, "tries": list(tries)}  # fmt: skip
 
 
 # ------------------------------------------------------------------ report
@@ -347,6 +365,24 @@ def _peak(device: torch.device) -> float | None:
     return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
 
 
+RATIOS = (("olmo train compiled", "transformers compiled"), ("olmo train eager", "transformers eager"),
+          ("olmo train eager", "transformers compiled"))  # fmt: skip
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ratios of the rows that ran (ours over the peer's tokens/s) and our compiled MFU."""
+    by_name = {row["name"]: row for row in rows}
+    summary: dict[str, Any] = {}
+    for ours, theirs in RATIOS:
+        a, b = by_name.get(ours, {}), by_name.get(theirs, {})
+        if a.get("tokens_per_s") and b.get("tokens_per_s"):
+            summary[f"{ours} / {theirs}"] = round(a["tokens_per_s"] / b["tokens_per_s"], 3)
+    mfu = by_name.get("olmo train compiled", {}).get("mfu")
+    if mfu is not None:
+        summary["mfu_olmo_train_compiled"] = round(mfu, 4)
+    return summary
+
+
 def print_table(rows: list[dict[str, Any]], search: dict[str, Any] | None) -> dict[str, Any]:
     print(f"\n{'row':<26}{'tokens/s':>12}{'MFU':>8}{'peak GiB':>10}  note")
     for row in rows:
@@ -355,32 +391,27 @@ def print_table(rows: list[dict[str, Any]], search: dict[str, Any] | None) -> di
         memory = f"{row['memory_gib']:.1f}" if row.get("memory_gib") else "-"
         note = "" if not row.get("error") else f"FAILED (exit {row['returncode']})"
         print(f"{row['name']:<26}{rate:>12}{mfu:>8}{memory:>10}  {note}")
-    by_name = {row["name"]: row for row in rows}
-    summary: dict[str, Any] = {}
-    for ours, theirs in (("olmo train compiled", "transformers compiled"),
-                         ("olmo train eager", "transformers eager"),
-                         ("olmo train eager", "transformers compiled")):  # fmt: skip
-        a, b = by_name.get(ours, {}), by_name.get(theirs, {})
-        if a.get("tokens_per_s") and b.get("tokens_per_s"):
-            ratio = a["tokens_per_s"] / b["tokens_per_s"]
-            summary[f"{ours} / {theirs}"] = round(ratio, 3)
-            goal = (f" (goal >= {SPEED_GOAL}: {'met' if ratio >= SPEED_GOAL else 'NOT met'})"
-                    if (ours, theirs) == ("olmo train compiled", "transformers compiled") else "")  # fmt: skip
-            print(f"ratio {ours} / {theirs}: {ratio:.2f}{goal}")
-        else:
-            print(f"ratio {ours} / {theirs}: - (a row failed)")
-    best = by_name.get("olmo train compiled", {}).get("mfu")
+    summary = summarize(rows)
+    for ours, theirs in RATIOS:
+        ratio = summary.get(f"{ours} / {theirs}")
+        if ratio is None:
+            print(f"ratio {ours} / {theirs}: - (a row failed or did not run)")
+            continue
+        goal = ""
+        if (ours, theirs) == RATIOS[0]:
+            goal = f" (goal >= {SPEED_GOAL}: {'met' if ratio >= SPEED_GOAL else 'NOT met'})"
+        print(f"ratio {ours} / {theirs}: {ratio:.2f}{goal}")
+    best = summary.get("mfu_olmo_train_compiled")
     if best is not None:
         verdict = "met" if best >= MFU_GOAL else "NOT met"
         print(f"MFU olmo train compiled: {best:.1%} (goal >= {MFU_GOAL:.0%}: {verdict})")
-        summary["mfu_olmo_train_compiled"] = round(best, 4)
     if search is not None:
         largest = search.get("largest")
         if largest:
             print(f"largest model with activation checkpointing: {largest['n_layers']} layers "
                   f"at {search['width']}'s width, {largest['params'] / 1e9:.2f}B params, "
                   f"peak {largest.get('memory_gib') or 0:.1f} GiB "
-                  f"(next tried that did not fit: {search['smallest_not_fitting_layers']})")  # fmt: skip
+                  f"(the next tried that did not fit: {search['smallest_not_fitting_layers']})")  # fmt: skip
         else:
             failed = [t for t in search["tries"] if t.get("fits") is None]
             reason = f"a try failed: {failed[0]['error'][-300:]}" if failed else "none fitted"
@@ -388,10 +419,11 @@ def print_table(rows: list[dict[str, Any]], search: dict[str, Any] | None) -> di
     return summary
 
 
-def write_gpu_results(
-    args: argparse.Namespace, rows: list[dict[str, Any]], search: dict[str, Any] | None
-) -> None:
-    from harness import Run, Side, row, versions, write_results
+def result_rows(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The results file's rows (``harness.row``): ``olmo train`` compiled against transformers
+    compiled (the goal) and eager against eager, each side's time the timed steps' tokens over
+    its tokens/s."""
+    from harness import Run, Side, row
 
     tokens = args.steps * args.micro_batch * args.seq
     by_name = {r["name"]: r for r in rows}
@@ -418,9 +450,17 @@ def write_gpu_results(
                    "mfu_goal": MFU_GOAL if goal else None,
                    "mfu_met": (a.get("mfu") or 0) >= MFU_GOAL if goal else None},
         ))  # fmt: skip
+    return out_rows
+
+
+def write_gpu_results(
+    args: argparse.Namespace, rows: list[dict[str, Any]], search: dict[str, Any] | None
+) -> None:
+    from harness import versions, write_results
+
     device = torch.cuda.get_device_name(0)
     write_results(
-        "gpu_train_throughput", rows=out_rows,
+        "gpu_train_throughput", rows=result_rows(rows, args),
         inputs={"device": device, "peak_flops": _peak(torch.device("cuda")), "shape": "olmo-1b",
                 "sequence_length": args.seq, "micro_batch": args.micro_batch,
                 "timed_steps": args.steps, "warmup_steps": args.warmup, "precision": "bf16",
@@ -498,7 +538,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"({config.num_params() / 1e9:.3f}B params); micro-batch {args.micro_batch} x "
               f"seq {args.seq}; {args.steps} timed steps after {args.warmup}; work in {work}",
               flush=True)  # fmt: skip
-        rows = []
+        rows: list[dict[str, Any]] = []
+        search: dict[str, Any] | None = None
+
+        def save(partial: dict[str, Any] | None = None) -> None:
+            """The report so far, so that a run stopped from outside leaves its figures."""
+            if args.json is not None:
+                report = {"rows": rows, "largest_model": partial or search,
+                          "summary": summarize(rows)}  # fmt: skip
+                args.json.write_text(json.dumps(report, indent=2) + "\n")
+
         for row_name in ROWS:
             compiled = row_name.endswith("compiled")
             if (compiled and args.no_compile) or row_name.replace(" ", "-") not in args.rows:
@@ -516,18 +565,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             else:
                 found = transformers_row(row_name, args, work, compile=compiled, timeout=timeout)
             rows.append(found)
+            save()
             shown = {k: v for k, v in found.items() if k not in ("error", "losses")}
             print(f"== {row_name}: {json.dumps(shown)}", flush=True)
-        search = None
         if not args.no_search:
             seconds = min(args.search_seconds, deadline - time.monotonic())
             print(f"== largest model with activation checkpointing (at most {seconds:.0f} s)",
                   flush=True)  # fmt: skip
-            search = largest_model(args, shard, work, seconds=seconds)
+            search = largest_model(args, shard, work, seconds=seconds, progress=save)
+        save()
         summary = print_table(rows, search)
     report = {"rows": rows, "largest_model": search, "summary": summary}
-    if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
     if not args.small:
         write_gpu_results(args, rows, search)
     return report

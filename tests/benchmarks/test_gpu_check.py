@@ -4,6 +4,7 @@ arithmetic and report."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
@@ -41,6 +42,8 @@ def bench() -> ModuleType:
 def test_the_dry_run_runs_every_part_on_the_cpu(tmp_path: Path) -> None:
     """Every part on the CPU: the environment check, the GPU tests (skipped here) and the
     whole `olmo train` row at a tiny shape (the cheapest row: the others are the same code)."""
+    results = ROOT / "benchmarks" / "results" / "gpu_train_throughput.json"
+    before = results.stat().st_mtime_ns if results.exists() else None
     done = gpu_check(
         tmp_path, GPU_CHECK_BENCH_ARGS="--no-compile --no-search --rows olmo-train-eager"
     )
@@ -55,9 +58,8 @@ def test_the_dry_run_runs_every_part_on_the_cpu(tmp_path: Path) -> None:
     assert row["tokens_per_s"] > 0 and len(row["losses"]) == 3  # warm-up 1 + 2 timed steps
     assert f"  {'olmo train eager':<24}{row['tokens_per_s']:>12,.0f}" in summary
     assert (tmp_path / "gpu_check.log").read_text().startswith("gpu_check: ")
-    assert not (ROOT / "benchmarks" / "results" / "gpu_train_throughput.json").exists() or (
-        "CPU" not in (ROOT / "benchmarks" / "results" / "gpu_train_throughput.json").read_text()
-    )
+    # A CPU run is a check of the script: it writes no results file.
+    assert (results.stat().st_mtime_ns if results.exists() else None) == before
 
 
 @pytest.mark.slow  # about 6 s of CPU
@@ -109,4 +111,35 @@ def test_the_table_gives_the_ratio_against_transformers_compiled_and_the_goals(
     assert "ratio olmo train compiled / transformers compiled: 1.15 (goal >= 1.15: met)" in out
     assert "MFU olmo train compiled: 52.0% (goal >= 50%: met)" in out
     assert f"{'olmo train eager':<26}{'-':>12}{'-':>8}{'-':>10}  FAILED (exit 124)" in out
-    assert "ratio olmo train eager / transformers eager: - (a row failed)" in out
+    assert "ratio olmo train eager / transformers eager: - (a row failed or did not run)" in out
+
+
+def test_the_gpu_results_rows_go_into_the_readme_table(tmp_path: Path) -> None:
+    """A results file from a GPU run renders in benchmarks/table.py's table: the goal's row
+    with its ratio and verdict, and a failed row as failed."""
+    module = bench()
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import table
+
+    args = argparse.Namespace(steps=10, micro_batch=4, seq=2048, warmup=5)
+    rows = [
+        {"name": "olmo train compiled", "command": "olmo train c.yaml", "tokens_per_s": 46000.0,
+         "mfu": 0.52, "memory_gib": 30.0},
+        {"name": "transformers compiled", "tokens_per_s": 40000.0, "mfu": 0.45, "memory_gib": 40},
+        {"name": "olmo train eager", "command": "olmo train e.yaml", "tokens_per_s": 30000.0,
+         "mfu": 0.34},
+        {"name": "transformers eager", "tokens_per_s": None, "returncode": 124,
+         "error": "timed out after 90 s"},
+    ]  # fmt: skip
+    [goal, eager] = module.result_rows(rows, args)
+    assert goal["ratio"] == 1.15 and goal["met"] is True and goal["goal"] == 1.15
+    assert goal["ours_mfu"] == 0.52 and goal["mfu_met"] is True
+    assert goal["ours"]["seconds"] == pytest.approx(10 * 4 * 2048 / 46000, abs=1e-4)
+    assert eager["ratio"] is None and eager["theirs"]["failed"]
+    payload = {"benchmark": "gpu_train_throughput", "command": "python x.py",
+               "date": "2026-12-05 17:00 UTC", "machine": {"cpus": 16, "cpu": "x"},
+               "rows": [goal, eager]}  # fmt: skip
+    (tmp_path / "gpu_train_throughput.json").write_text(json.dumps(payload))
+    block = table.table(table.load_results(tmp_path))
+    assert "| 1.15× | ≥ 1.15× met |" in block, block
+    assert "peer failed" in block
