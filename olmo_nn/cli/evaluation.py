@@ -14,16 +14,37 @@ def register(commands: Any) -> None:
 
     downstream = verbs.add_parser(
         "downstream",
-        help="zero-shot rank classification on the nine core tasks or custom YAML tasks",
+        help="multiple-choice tasks (cloze or lettered), zero- or few-shot, MMLU, suites",
         description=(
             "Score every choice's log-likelihood (context and continuation tokenized separately, "
             "as Catwalk does; --convention joint for lm-evaluation-harness's) and report accuracy "
-            "under the normalizations asked for; `acc` is each task's OLMo default."
+            "under the normalizations asked for; `acc` is each task's OLMo default (`none` for "
+            "the lettered :mc format). MMLU subjects also get MMLU's averages (mmlu, "
+            "mmlu_<category>)."
         ),
     )
     downstream.add_argument("--model", required=True, help="checkpoint folder, or hf:PATH")
     downstream.add_argument(
-        "--tasks", default="core9", help="comma-separated tasks, core9, or task YAML paths"
+        "--tasks",
+        default="core9",
+        help="comma-separated tasks (arc_easy, mmlu_anatomy, ...), suites (core9, mmlu, olmo1, "
+        "olmes) or task YAML paths; a :rc or :mc suffix picks the format (arc_easy:mc)",
+    )
+    downstream.add_argument(
+        "--format",
+        choices=("rc", "mc", "both"),
+        default=None,
+        help="format of the tasks named without a suffix: rc (rank the answer texts, the "
+        "default), mc (lettered options, scored as the letters) or both (each task with a "
+        "lettered format twice: name:rc and name:mc)",
+    )
+    downstream.add_argument(
+        "--num-shots",
+        type=int,
+        default=None,
+        help="shots before each prompt, the first K of the task's shot split (never the "
+        "evaluated one); default: each task's own (5 for MMLU, from its dev split; 0 "
+        "elsewhere: the wheel ships no other split of those tasks, so K > 0 is an error there)",
     )
     downstream.add_argument(
         "--limit", type=int, default=1000, help="examples per task (OLMo: 1000, seed 1234)"
@@ -82,17 +103,20 @@ def _print_rows(rows: list[dict[str, Any]]) -> None:
 def _downstream(args: argparse.Namespace) -> int:
     from olmo_nn.eval.downstream import evaluate_task, resolve_normalizations, write_results
     from olmo_nn.eval.models import load_language_model
-    from olmo_nn.eval.tasks import expand_task_names, get_task_spec, load_task
+    from olmo_nn.eval.tasks import expand_task_names, get_task_spec, load_task, shots_of
 
-    # Every user mistake (a task name, a normalization) is found before the model loads.
-    names = expand_task_names(args.tasks)
+    # Every user mistake (a task name, a format, shots, a normalization) is found before the
+    # model loads.
+    names = expand_task_names(args.tasks, format=args.format)
     specs = [get_task_spec(name) for name in names]
     for spec in specs:
         resolve_normalizations(args.normalizations, spec.default_normalization)
+        if args.num_shots is not None:
+            shots_of(spec, args.num_shots, None)
     model = load_language_model(args.model, device=args.device)
     results = []
     for name, spec in zip(names, specs, strict=True):
-        instances = load_task(name, limit=args.limit)
+        instances = load_task(name, limit=args.limit, num_shots=args.num_shots)
         results.append(
             evaluate_task(
                 model,
@@ -112,13 +136,14 @@ def _downstream(args: argparse.Namespace) -> int:
         step=_step(args.model),
         dump_requests=args.dump_requests,
     )
-    # Each task's `acc`, or (when its default was not asked for) the accuracies that were.
+    # Each task's `acc`, or (when its default was not asked for) the accuracies that were;
+    # MMLU's averages.
     with_default = {r["task"] for r in rows if r["metric"] == "acc"}
     _print_rows(
         [
             r
             for r in rows
-            if r["metric"] == "acc"
+            if r["metric"] in ("acc", "acc_categories")
             or (
                 r["task"] not in with_default
                 and r["metric"].startswith("acc_")

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from olmo_nn.eval.mmlu import aggregate_rows
 from olmo_nn.eval.scoring import (
     NORMALIZATIONS,
     UNCONDITIONAL_CONTEXT,
@@ -209,12 +210,16 @@ def evaluate_task(
 def write_results(
     results: list[TaskResult], output: Path, *, model: str, step: int | None, dump_requests: bool
 ) -> list[dict[str, Any]]:
-    """``results.json``, ``results.parquet`` and, when asked, ``requests.jsonl`` in ``output``."""
+    """``results.json``, ``results.parquet`` and, when asked, ``requests.jsonl`` in ``output``.
+
+    The rows are each task's (:meth:`TaskResult.rows`), then MMLU's averages over the
+    subjects among them (:func:`olmo_nn.eval.mmlu.aggregate_rows`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     output.mkdir(parents=True, exist_ok=True)
     rows = [row for result in results for row in result.rows(model=model, step=step)]
+    rows += aggregate_rows(rows)
     (output / "results.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     pq.write_table(pa.Table.from_pylist(rows), output / "results.parquet")
     if dump_requests:

