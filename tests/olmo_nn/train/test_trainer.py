@@ -305,6 +305,37 @@ def test_on_checkpoint_fires_once_a_checkpoint_is_in_place_with_its_step(tmp_pat
     assert all(step <= at for step, *_, at in seen)
 
 
+def test_an_error_in_the_loop_lets_the_save_in_flight_complete_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from olmo_nn.train.callbacks.base import Callback
+    from olmo_nn.train.checkpointing import read_train_state, verify_sharded
+    from olmo_nn.train.trainer import Trainer
+
+    real_save = dcp_save_in_use()
+
+    def slow_disk(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(1.0)  # still writing step 2 when step 3 fails
+        return real_save(*args, **kwargs)
+
+    class FailsAtStep3(Callback):
+        def on_step_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+            if metrics["step"] == 3:
+                assert trainer.last_checkpoint is None  # step 2's save is in flight
+                raise RuntimeError("a callback failed at step 3")
+
+    patch_dcp_save(monkeypatch, slow_disk)
+    config = TrainConfig.load(small_config(tmp_path, eval={"interval": 0, "max_batches": 1}))
+    trainer = Trainer(config, tmp_path / "run", callbacks=[FailsAtStep3()])
+    with pytest.raises(RuntimeError, match="a callback failed at step 3"):
+        trainer.fit()
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert [p.name for p in checkpoints.iterdir()] == ["step000002"]  # in place, no staging
+    verify_sharded(checkpoints / "step000002")
+    assert read_train_state(checkpoints / "step000002")["step"] == 2
+    assert trainer.last_checkpoint == checkpoints / "step000002"
+
+
 def test_a_stop_request_saves_stops_with_status_75_and_resumes_bit_identically(
     reference_run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
