@@ -8,6 +8,7 @@ data (``olmo_nn.eval.task_data``); on a machine without network access, point
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,13 @@ from olmo_nn.eval.task_data import REQUIRED_SPLITS, default_cache_dir
 from olmo_nn.eval.tasks import get_task_spec, load_task
 
 TASK = "arc_easy"
-LOGPROB_PER_TOKEN = 0.03
+LOGPROB_PER_TOKEN = 0.06
 """bf16's allowed error of a request's log-likelihood, per continuation token (bf16 keeps ~3
-significant digits of the logits; an O(10) log-probability moves by hundredths)."""
+significant digits of the logits; an O(10) log-probability moves by hundredths: at most 0.024
+and 0.0057 on average over ARC-Easy's first 60 questions for the GPU test's model, in bf16 on a
+CPU)."""
+MEAN_LOGPROB_PER_TOKEN = 0.015
+"""The allowed mean over the requests of that error per token."""
 
 
 def task_data_available() -> bool:
@@ -57,9 +62,10 @@ def predictions(result: TaskResult, key: str) -> dict[str, tuple[int, float]]:
 
 
 def check_bf16_matches_fp32(checkpoint: Path, device: str, *, limit: int) -> dict[str, Any]:
-    """Each request's log-likelihood within :data:`LOGPROB_PER_TOKEN` per token; the same
-    answer to every question whose fp32 margin exceeds twice the largest difference seen, so
-    the same accuracy up to the near-ties (none, typically)."""
+    """Each request's log-likelihood within :data:`LOGPROB_PER_TOKEN` per token (and
+    :data:`MEAN_LOGPROB_PER_TOKEN` on average); the same answer to every question whose fp32
+    margin exceeds twice the largest difference seen, so the same accuracy up to those
+    near-ties (a random model has many: its choices score alike)."""
     instances = load_task(TASK, limit=limit)
     spec = get_task_spec(TASK)
     results = {}
@@ -75,9 +81,9 @@ def check_bf16_matches_fp32(checkpoint: Path, device: str, *, limit: int) -> dic
     difference = torch.tensor([b["logprob"] - f["logprob"]
                                for b, f in zip(bf16.requests, fp32.requests, strict=True)])  # fmt: skip
     tokens = torch.tensor([r["num_tokens"] for r in fp32.requests], dtype=torch.float32)
-    assert bool((difference.abs() <= LOGPROB_PER_TOKEN * tokens).all()), (
-        f"largest per-token difference {(difference.abs() / tokens).max().item():.4f}"
-    )
+    per_token = difference.abs() / tokens
+    assert per_token.max().item() <= LOGPROB_PER_TOKEN, f"largest {per_token.max().item():.4f}"
+    assert per_token.mean().item() <= MEAN_LOGPROB_PER_TOKEN, f"mean {per_token.mean().item():.4f}"
     assert difference.abs().max().item() > 0, "bf16 gave fp32's numbers: was it bf16?"
     threshold = 2 * difference.abs().max().item()
     ours, reference = predictions(bf16, "logprob"), predictions(fp32, "logprob")
@@ -92,7 +98,8 @@ def check_bf16_matches_fp32(checkpoint: Path, device: str, *, limit: int) -> dic
     if not near_ties:
         assert bf16.accuracy["none"] == fp32.accuracy["none"]
     return {"fp32": fp32.accuracy, "bf16": bf16.accuracy, "near_ties": len(near_ties),
-            "largest_difference": difference.abs().max().item()}  # fmt: skip
+            "largest_per_token": per_token.max().item(),
+            "mean_per_token": per_token.mean().item()}  # fmt: skip
 
 
 needs_task_data = pytest.mark.skipif(
@@ -113,3 +120,24 @@ def test_bf16_evaluation_matches_fp32_on_cuda(tmp_path: Path) -> None:
 def test_bf16_evaluation_check_runs_on_cpu(tmp_path: Path) -> None:
     checkpoint = random_checkpoint(tmp_path / "model", d_model=64, n_layers=2)
     check_bf16_matches_fp32(checkpoint, "cpu", limit=8)
+
+
+@needs_task_data
+def test_a_bf16_model_that_differs_fails_the_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check can fail: bf16 weights 2% off (a wrong cast, say) are caught."""
+    checkpoint = random_checkpoint(tmp_path / "model", d_model=64, n_layers=2)
+    load = load_language_model
+
+    def load_off(spec: Path, *, device: str, dtype: torch.dtype) -> Any:
+        model = load(spec, device=device, dtype=dtype)
+        if dtype == torch.bfloat16:
+            with torch.no_grad():
+                for parameter in model.module.parameters():
+                    parameter.mul_(1.02)
+        return model
+
+    monkeypatch.setattr(sys.modules[__name__], "load_language_model", load_off)
+    with pytest.raises(AssertionError, match=r"^(largest|mean) "):
+        check_bf16_matches_fp32(checkpoint, "cpu", limit=8)
