@@ -11,6 +11,16 @@ space or are empty, where the conventions differ:
   samples, and accuracy against ours; plus ``HFLM.loglikelihood`` on the extra requests.
 * ``"separate"`` (Catwalk's, our default): lm-eval is fed our token ids through
   ``HFLM._loglikelihood_tokens``.
+
+MMLU, 5-shot, on local copies of two subjects' test and dev splits (JSON lines, the rows our
+task reads):
+
+* lm-eval's own ``mmlu_<subject>`` task (its installed ``_default_template_yaml``: its prompt,
+  ``first_n`` shots from dev) pointed at the local data: each request's log-likelihood from
+  ours equals lm-eval's, and its shots are ours, in our order.
+* a lettered multiple-choice task for lm-eval in a local YAML that renders OLMES's layout
+  (``Question: …``, `` A. …`` lines, ``Answer:``; shots joined by blank lines): its requests
+  are exactly our ``mmlu_<subject>:mc`` 5-shot requests, and the scores and accuracy agree.
 """
 
 from __future__ import annotations
@@ -25,8 +35,10 @@ import torch
 
 from olmo_nn.checkpoint import save_checkpoint
 from olmo_nn.eval.downstream import evaluate_task
+from olmo_nn.eval.mmlu import description
 from olmo_nn.eval.models import LanguageModel, load_language_model
 from olmo_nn.eval.scoring import Request, encode_requests, score_requests
+from olmo_nn.eval.task_data import load_split
 from olmo_nn.eval.tasks import Instance, load_task
 from olmo_nn.hf import export_hf
 from olmo_nn.model import OLMo, TransformerConfig
@@ -108,6 +120,20 @@ def _write_task(instances: list[Instance], folder: Path) -> None:
     )
 
 
+def _their_requests(out: dict[str, Any], task: str) -> tuple[list[Request], list[float]]:
+    """lm-eval's logged (context, continuation) pairs and log-likelihoods, by doc id."""
+    samples = sorted(out["samples"][task], key=lambda sample: sample["doc_id"])
+    requests: list[Request] = []
+    logprobs: list[float] = []
+    for sample in samples:
+        arguments = sample["arguments"]
+        if isinstance(arguments, dict):  # {"gen_args_0": {"arg_0": context, "arg_1": ...}}
+            arguments = [tuple(arguments[f"gen_args_{i}"].values()) for i in range(len(arguments))]
+        requests += [Request(context, continuation) for context, continuation in arguments]
+        logprobs += [float(logprob) for logprob, _ in sample["filtered_resps"]]
+    return requests, logprobs
+
+
 def test_joint_convention_equals_lm_eval_on_a_local_task(
     ours: LanguageModel, hflm: Any, instances: list[Instance], tmp_path: Path
 ) -> None:
@@ -123,15 +149,7 @@ def test_joint_convention_equals_lm_eval_on_a_local_task(
         bootstrap_iters=0,
     )
     assert out is not None
-    samples = sorted(out["samples"][TASK], key=lambda sample: sample["doc_id"])
-    theirs: list[float] = []
-    their_requests: list[Request] = []
-    for sample in samples:
-        arguments = sample["arguments"]
-        if isinstance(arguments, dict):  # {"gen_args_0": {"arg_0": context, "arg_1": ...}}
-            arguments = [tuple(arguments[f"gen_args_{i}"].values()) for i in range(len(arguments))]
-        their_requests += [Request(context, continuation) for context, continuation in arguments]
-        theirs += [float(logprob) for logprob, _ in sample["filtered_resps"]]
+    their_requests, theirs = _their_requests(out, TASK)
     requests = [Request(c, x) for instance in instances for c, x in instance.pairs]
     assert their_requests == requests  # the same prompts, choices and delimiter
     mine = [s.logprob_sum for s in score_requests(ours, requests, convention="joint")]
@@ -180,3 +198,130 @@ def test_separate_convention_equals_hflm_on_the_same_tokens(
         abs(a.logprob_sum - b.logprob_sum) > 1e-3
         for a, b in zip(mine[-len(BOUNDARY_REQUESTS) :], joint_scores, strict=True)
     )
+
+
+MMLU_SUBJECTS = ("abstract_algebra", "college_physics")
+MMLU_DOCS = 4
+"""Test questions per subject: 4 x 4 choices x 2 subjects, 5-shot prompts of ~700 tokens."""
+
+# OLMES's lettered layout as an lm-eval prompt (Jinja), for the local lettered task.
+OLMES_MC_TEXT = (
+    "Question: {{question.strip()}}\\n A. {{choices[0]}}\\n B. {{choices[1]}}\\n"
+    " C. {{choices[2]}}\\n D. {{choices[3]}}\\nAnswer:"
+)
+
+
+def _write_mmlu_data(folder: Path) -> dict[str, dict[str, str]]:
+    """Each subject's test and dev splits as JSON lines; the data_files of each subject."""
+    files: dict[str, dict[str, str]] = {}
+    for subject in MMLU_SUBJECTS:
+        files[subject] = {}
+        for split in ("test", "dev"):
+            path = folder / f"{subject}_{split}.jsonl"
+            rows = load_split("hails/mmlu_no_train", subject, split=split).to_pylist()
+            path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+            files[subject][split] = str(path)
+    return files
+
+
+def _mmlu_yaml(task: str, subject: str, files: dict[str, str], folder: Path, body: str) -> None:
+    (folder / f"{task}.yaml").write_text(
+        f"task: {task}\n"
+        "dataset_path: json\n"
+        "dataset_name: null\n"
+        "dataset_kwargs:\n"
+        f"  data_files: {json.dumps(files)}\n"
+        f"  cache_dir: {json.dumps(str(folder / 'cache'))}\n"
+        f"description: {json.dumps(description(subject))}\n" + body
+    )
+
+
+def _evaluate_lm_eval(hflm: Any, tasks: list[str], folder: Path) -> dict[str, Any]:
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    out = simple_evaluate(
+        model=hflm,
+        tasks=tasks,
+        num_fewshot=5,
+        limit=MMLU_DOCS,
+        task_manager=TaskManager(include_path=str(folder)),
+        log_samples=True,
+        bootstrap_iters=0,
+    )
+    assert out is not None
+    return out
+
+
+def test_mmlu_five_shot_equals_lm_eval_mmlu_task(
+    ours: LanguageModel, hflm: Any, tmp_path: Path
+) -> None:
+    import lm_eval
+
+    template = (
+        Path(lm_eval.__file__).parent / "tasks" / "mmlu" / "default" / "_default_template_yaml"
+    )
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    files = _write_mmlu_data(tmp_path)
+    tasks = []
+    for subject in MMLU_SUBJECTS:
+        tasks.append(f"lm_eval_mmlu_{subject}")
+        _mmlu_yaml(
+            tasks[-1], subject, files[subject], folder, f"include: {json.dumps(str(template))}\n"
+        )
+    out = _evaluate_lm_eval(hflm, tasks, folder)
+    worst = 0.0
+    for subject, task in zip(MMLU_SUBJECTS, tasks, strict=True):
+        requests, theirs = _their_requests(out, task)
+        assert len(requests) == MMLU_DOCS * 4
+        # Their shots are ours: the subject's dev split, first 5 in order.
+        context = requests[0].context
+        shots = load_split("hails/mmlu_no_train", subject, split="dev").to_pylist()
+        position = 0
+        for shot in shots:  # each shot's question after the one before it
+            position = context.index(shot["question"].strip(), position) + 1
+        assert context.startswith(description(subject)) and context.count("\n\n") == 6
+        mine = [s.logprob_sum for s in score_requests(ours, requests, convention="joint")]
+        assert mine == pytest.approx(theirs, abs=TOLERANCE)
+        worst = max(worst, *(abs(a - b) for a, b in zip(mine, theirs, strict=True)))
+    print(f"mmlu 5-shot (lm-eval's template): largest |difference| {worst:.2e}")
+
+
+def test_lettered_mmlu_task_equals_lm_eval_local_yaml(
+    ours: LanguageModel, hflm: Any, tmp_path: Path
+) -> None:
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    files = _write_mmlu_data(tmp_path)
+    body = (
+        "output_type: multiple_choice\n"
+        "test_split: test\n"
+        "fewshot_split: dev\n"
+        "fewshot_config: {sampler: first_n}\n"
+        f'doc_to_text: "{OLMES_MC_TEXT}"\n'
+        'doc_to_choice: ["A", "B", "C", "D"]\n'
+        "doc_to_target: answer\n"
+        'target_delimiter: " "\n'
+        'fewshot_delimiter: "\\n\\n"\n'
+        "metric_list:\n"
+        "  - metric: acc\n"
+    )
+    tasks = []
+    for subject in MMLU_SUBJECTS:
+        tasks.append(f"olmes_mc_mmlu_{subject}")
+        _mmlu_yaml(tasks[-1], subject, files[subject], folder, body)
+    out = _evaluate_lm_eval(hflm, tasks, folder)
+    worst = 0.0
+    for subject, task in zip(MMLU_SUBJECTS, tasks, strict=True):
+        instances = load_task(f"mmlu_{subject}:mc", limit=None, num_shots=5)[:MMLU_DOCS]
+        requests, theirs = _their_requests(out, task)
+        assert requests == [Request(c, x) for instance in instances for c, x in instance.pairs]
+        assert requests[0].continuation == " A" and requests[0].context.endswith("\nAnswer:")
+        mine = [s.logprob_sum for s in score_requests(ours, requests, convention="separate")]
+        assert mine == pytest.approx(theirs, abs=TOLERANCE)
+        worst = max(worst, *(abs(a - b) for a, b in zip(mine, theirs, strict=True)))
+        result = evaluate_task(ours, task, instances, default_normalization="none",
+                               normalizations="none")  # fmt: skip
+        assert result.accuracy["none"] == pytest.approx(out["results"][task]["acc,none"])
+    print(f"mmlu:mc 5-shot (local lettered task): largest |difference| {worst:.2e}")
