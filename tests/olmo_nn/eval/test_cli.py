@@ -123,3 +123,37 @@ def test_perplexity_fails_when_every_input_is_rejected(
     )
     assert error.endswith("nothing was scored and no results were written\n")
     assert not out.exists()
+
+
+def test_downstream_mmlu_formats_shots_and_averages(checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "mmlu"
+    tasks = "mmlu_anatomy,mmlu_astronomy,mmlu_philosophy"
+    assert main(["eval", "downstream", "--model", str(checkpoint), "--tasks", tasks,
+                 "--format", "mc", "--num-shots", "1", "--limit", "3", "--output", str(out),
+                 "--dump-requests"]) == 0  # fmt: skip
+    rows = json.loads((out / "results.json").read_text())
+    acc = {r["task"]: r["value"] for r in rows if r["metric"] == "acc"}
+    subjects = [acc[f"mmlu_{s}:mc"] for s in ("anatomy", "astronomy", "philosophy")]
+    assert acc["mmlu:mc"] == pytest.approx(sum(subjects) / 3)
+    assert acc["mmlu_stem:mc"] == pytest.approx((subjects[0] + subjects[1]) / 2)
+    assert acc["mmlu_humanities:mc"] == pytest.approx(subjects[2])
+    categories = {(r["task"], r["metric"]): r["value"] for r in rows}
+    assert categories["mmlu:mc", "acc_categories"] == pytest.approx(
+        (acc["mmlu_stem:mc"] + acc["mmlu_humanities:mc"]) / 2
+    )
+    assert categories["mmlu:mc", "subjects"] == 3.0
+    requests = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
+    first = requests[0]
+    # The dump holds the whole prompt: description, one shot (answered), the question.
+    assert first["context"].startswith(
+        "The following are multiple choice questions (with answers) about anatomy.\n\nQuestion: "
+    )
+    assert first["context"].count("\nAnswer:") == 2 and first["continuation"] == " A"
+
+
+def test_downstream_shots_without_a_shot_split_fail_before_the_model_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["eval", "downstream", "--model", str(tmp_path / "no-such-model"), "--tasks",
+                 "olmes", "--num-shots", "5", "--output", str(tmp_path / "x")]) == 2  # fmt: skip
+    assert "ships only its validation split" in capsys.readouterr().err
