@@ -295,6 +295,18 @@ class EvalParams(Config):
         _check_launcher("eval", self.launcher)
 
 
+def _check_not_a_suite(task: str) -> None:
+    """Each of ``eval.tasks`` is one task: it names a partition, and dvc.yaml's matrix reads
+    the list as written, so a suite (``olmes``) must be spelled out."""
+    from olmo_nn.eval.suites import SUITES, expand_suites
+
+    if task in SUITES:
+        raise ConfigError(
+            f"params: eval.tasks has the suite {task!r}; each entry is one task (a partition "
+            f"and a DVC stage), so list its tasks instead: [{', '.join(expand_suites(task))}]"
+        )
+
+
 @dataclass
 class LabParams(Config):
     sources: dict[str, SourceParams] = field(default_factory=dict)
@@ -313,6 +325,7 @@ class LabParams(Config):
     def __post_init__(self) -> None:
         for task in self.eval.tasks:
             check_name("eval.tasks: task", task)
+            _check_not_a_suite(task)
         for step in self.eval.checkpoints:
             if step % self.train.checkpoint_interval or not 0 < step <= self.train.max_steps:
                 raise ConfigError(

@@ -204,6 +204,21 @@ def test_a_source_name_must_be_one_safe_path_part(tmp_path: Path, name: str) -> 
     )
 
 
+def test_eval_tasks_take_new_tasks_but_no_suite(tmp_path: Path) -> None:
+    params = small_params()
+    params["eval"]["tasks"] = ["commonsense_qa", "mmlu_anatomy"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    assert Lab.load(tmp_path).params.eval.tasks == ["commonsense_qa", "mmlu_anatomy"]
+    params["eval"]["tasks"] = ["arc_easy", "olmo1"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    with pytest.raises(ConfigError) as error:
+        Lab.load(tmp_path)
+    message = str(error.value)
+    assert "eval.tasks has the suite 'olmo1'" in message
+    assert "list its tasks instead: [arc_easy, arc_challenge," in message
+    assert "mmlu_world_religions:mc]" in message
+
+
 def test_training_resumes_only_what_was_launched_the_same_way(lab: Lab) -> None:
     """An edited training config or trainer starts the run afresh instead of resuming."""
     for source in lab.params.sources:
