@@ -150,6 +150,7 @@ if not path.is_file():
     print("  throughput: no report (the part failed or ran out of time; its log is above)")
     sys.exit(0)
 report = json.loads(path.read_text())
+print(f"  throughput on {report.get('device', '?')}:")
 print(f"  {'row':<24}{'tokens/s':>12}{'MFU':>8}{'peak GiB':>10}")
 for row in report["rows"]:
     rate = f"{row['tokens_per_s']:,.0f}" if row.get("tokens_per_s") else "-"
@@ -157,11 +158,12 @@ for row in report["rows"]:
     memory = f"{row['memory_gib']:.1f}" if row.get("memory_gib") else "-"
     failed = "  FAILED" if row.get("error") else ""
     print(f"  {row['name']:<24}{rate:>12}{mfu:>8}{memory:>10}{failed}")
+goals = {"olmo train compiled / transformers compiled": 1.15, "mfu_olmo_train_compiled": 0.5}
 for name, value in report["summary"].items():
     shown = f"{value:.1%}" if name.startswith("mfu") else f"{value:.2f}"
-    goal = {"olmo train compiled / transformers compiled": "  (goal >= 1.15)",
-            "mfu_olmo_train_compiled": "  (goal >= 50%)"}.get(name, "")
-    print(f"  {name}: {shown}{goal}")
+    goal = goals.get(name)
+    verdict = "" if goal is None else f"  (goal >= {goal:g}: {'met' if value >= goal else 'NOT met'})"
+    print(f"  {name}: {shown}{verdict}")
 search = report.get("largest_model") or {}
 largest = search.get("largest")
 if largest:

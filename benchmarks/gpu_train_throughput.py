@@ -544,7 +544,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         def save(partial: dict[str, Any] | None = None) -> None:
             """The report so far, so that a run stopped from outside leaves its figures."""
             if args.json is not None:
-                report = {"rows": rows, "largest_model": partial or search,
+                report = {"device": name, "rows": rows, "largest_model": partial or search,
                           "summary": summarize(rows)}  # fmt: skip
                 args.json.write_text(json.dumps(report, indent=2) + "\n")
 
@@ -575,7 +575,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             search = largest_model(args, shard, work, seconds=seconds, progress=save)
         save()
         summary = print_table(rows, search)
-    report = {"rows": rows, "largest_model": search, "summary": summary}
+    report = {"device": name, "rows": rows, "largest_model": search, "summary": summary}
     if not args.small:
         write_gpu_results(args, rows, search)
     return report
