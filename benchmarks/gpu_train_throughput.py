@@ -497,7 +497,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--total-seconds",
         type=float,
-        default=310,
+        default=300,
         help="time for everything; the search gets the rest",
     )
     parser.add_argument("--search-seconds", type=float, default=120, help="at most this to search")
