@@ -3,18 +3,19 @@
     python benchmarks/gpu_train_throughput.py            # one CUDA GPU (benchmarks/gpu_check.sh)
     python benchmarks/gpu_train_throughput.py --small    # the same code paths on a CPU, fp32
 
-On one GPU, in this order, each row in a process of its own with its own time limit (a row
-that fails or runs out of time is reported as such and the others still run):
+On one GPU, each row in a process of its own with its own time limit (a row that fails or
+runs out of time is reported as such and the others still run), in the order of
+:data:`ROWS` (the goal's two rows first), then the search:
 
-* ``olmo train`` eager and compiled (``compile=true``): the whole command, on a token shard of
+* ``olmo train`` compiled (``compile=true``) and eager: the whole command, on a token shard of
   random ids written at start, with ``configs/olmo-1b.yaml``'s model and precision (bf16,
   ``fsdp=true``: FSDP2 on one rank), sequence length 2048, no accumulation, evaluation and
   MLflow off, ``--stop-at`` the last step (one sharded checkpoint at the end, no unsharded
   one). Its tokens/s and MFU are the trainer's own (``metrics.jsonl``), over the steps after
   the first ``--warmup`` (compilation happens there); peak memory is
   ``torch.cuda.max_memory_allocated`` of that process.
-* transformers' ``OlmoForCausalLM`` (SDPA attention) eager and compiled (``torch.compile`` of
-  the whole model), the same shape, batch, sequence length and steps, bf16 autocast, fused
+* transformers' ``OlmoForCausalLM`` (SDPA attention) compiled (``torch.compile`` of the
+  whole model) and eager, the same shape, batch, sequence length and steps, bf16 autocast, fused
   AdamW, clipping (``train_throughput.measure``: a plain loop over batches already on the GPU).
 * the largest model that trains on the card with activation checkpointing: the OLMo-7B width
   (d 4096, 32 heads, MLP 11008) with a varying number of layers, bf16, FSDP, micro-batch 1,
