@@ -31,9 +31,9 @@ class Callback:
 
     def needs_model_at(self, trainer: Trainer, step: int) -> bool:
         """Whether ``on_step_end`` for ``step`` must see the model (and ``trainer.step``) as
-        they are right after that step; the trainer then flushes after that step. Asked before
-        every step's flush decision, on every rank: answer from the config alone, the same on
-        all ranks. Default: False."""
+        they are right after that step; the trainer then flushes after that step. Asked after
+        a step that is not a flush step anyway, on every rank: answer from the config alone, the
+        same on all ranks. Default: False."""
         return False
 
     def on_step_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
