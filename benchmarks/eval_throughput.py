@@ -22,7 +22,10 @@ Whole commands (a child process each, wall time and peak RSS, as a user runs the
 
 Core calls: our ``score_requests`` (the model loaded once in this process) against
 ``HFLM.loglikelihood`` (``benchmarks/peers/lm_eval_loglikelihood.py`` in the peer's
-environment, which reports the seconds of the call alone) on the same requests. They run
+environment, which reports the seconds of the call alone) on the same requests: ARC-Easy's,
+and MMLU 5-shot's (the first questions of a few subjects' test splits in the lettered format,
+each prompt the subject's description and its five dev shots: long contexts shared by four
+one-token continuations, the work of MMLU as OLMo and OLMES report it). They run
 first: besides their own figures, they bring both sides' libraries into the page cache, so the
 whole commands that follow run without a warm-up of their own (which the budget of
 ``make bench`` could not afford) and neither side's first run is colder than the other's.
@@ -79,6 +82,8 @@ BATCH_SIZE = 32
 OLMO = str(Path(sys.executable).with_name("olmo"))
 PEERS = ROOT / "benchmarks" / "peers"
 CORE_SECONDS = r"core seconds: ([0-9.]+)"
+MMLU_SUBJECTS = ("abstract_algebra", "anatomy", "college_physics", "marketing")
+"""Subjects of the MMLU core call; their 5-shot prompts fit every shape's window."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,8 @@ class Shape:
     """Timed runs of each whole command."""
     core_repeats: int
     """Timed runs of each core call."""
+    mmlu_questions: int = 20
+    """MMLU test questions per subject of :data:`MMLU_SUBJECTS` (core call)."""
 
 
 WHOLE_WARMUP = False
@@ -106,9 +113,12 @@ SHAPES = {
         questions=None,
         repeats=2,
         core_repeats=2,
+        mmlu_questions=25,
     ),
     # A sample of the questions and one core run keep `make bench` within its budget.
-    "olmo-150m": Shape("olmo-150m", preset("olmo-150m"), questions=60, repeats=2, core_repeats=1),
+    "olmo-150m": Shape(
+        "olmo-150m", preset("olmo-150m"), questions=60, repeats=2, core_repeats=1, mmlu_questions=5
+    ),
 }
 SMALL = Shape(
     "tiny",
@@ -116,6 +126,7 @@ SMALL = Shape(
     questions=6,
     repeats=1,
     core_repeats=1,
+    mmlu_questions=2,
 )
 
 
@@ -245,6 +256,51 @@ def _agrees(check: dict[str, Any]) -> bool:
     )
 
 
+def write_requests(requests: list[Request], path: Path) -> Path:
+    """One JSON object a line (``context``, ``continuation``): the peer's core-call input."""
+    with path.open("w", encoding="utf-8") as lines:
+        for request in requests:
+            record = {"context": request.context, "continuation": request.continuation}
+            lines.write(json.dumps(record) + "\n")
+    return path
+
+
+def compare_core_calls(
+    scorer: Any, hf: Path, requests: list[Request], folder: Path, name: str, **run: Any
+) -> tuple[Side, Side, dict[str, Any] | None]:
+    """Our ``score_requests`` against ``HFLM.loglikelihood`` on ``requests``; the sides and
+    the agreement (None when a run failed)."""
+    peer_out = folder / f"{name}_lm_eval_logprobs.json"
+    ours = Side(
+        "score_requests",
+        call=lambda: [
+            s.logprob_sum
+            for s in score_requests(scorer, requests, convention="joint", batch_size=BATCH_SIZE)
+        ],
+    )
+    peer = Side(
+        "HFLM.loglikelihood",
+        argv=[
+            str(run["peer_venv"] / "bin" / "python"),
+            str(PEERS / "lm_eval_loglikelihood.py"),
+            str(hf),
+            str(write_requests(requests, folder / f"{name}_requests.jsonl")),
+            str(peer_out),
+            "--batch-size",
+            str(BATCH_SIZE),
+        ],
+        env=run["env"],
+        reported_seconds=CORE_SECONDS,
+        warmup=False,  # a fresh process each run: the script warms itself up, untimed
+    )
+    compare([ours, peer], repeats=run["repeats"])
+    if not (ours.runs and peer.runs and ours.runs[-1].ok and peer.runs[-1].ok):
+        return ours, peer, None
+    theirs = json.loads(peer_out.read_text())
+    diffs = [abs(a - b) for a, b in zip(ours.runs[-1].value, theirs, strict=True)]
+    return ours, peer, {"requests": len(diffs), "max_abs_logprob_diff": max(diffs)}
+
+
 def _fresh(folder: Path) -> Any:
     def clear() -> None:
         shutil.rmtree(folder, ignore_errors=True)
@@ -262,12 +318,6 @@ def run_shape(
     limit = shape.questions if shape.questions is not None else DEFAULT_LIMIT
     instances = load_task(TASK, limit=limit)
     include, requests = write_lm_eval_task(instances, folder / "task")
-    with (folder / "requests.jsonl").open("w", encoding="utf-8") as lines:
-        for request in requests:
-            lines.write(
-                json.dumps({"context": request.context, "continuation": request.continuation})
-                + "\n"
-            )
     core_repeats = repeats if repeats is not None else shape.core_repeats
     repeats = repeats if repeats is not None else shape.repeats
     share = round(output_layer_share(shape.config), 4)
@@ -309,39 +359,28 @@ def run_shape(
     checks: dict[str, Any] = {}
     # Core calls: the model loaded once here; the peer's script reports its call's seconds.
     scorer = load_language_model(f"hf:{hf}", dtype=torch.float32)
-    peer_out = folder / "lm_eval_logprobs.json"
-    core_ours = Side(
-        "score_requests",
-        call=lambda: [
-            s.logprob_sum
-            for s in score_requests(scorer, requests, convention="joint", batch_size=BATCH_SIZE)
-        ],
-    )
-    core_peer = Side(
-        "HFLM.loglikelihood",
-        argv=[
-            str(peer_venv / "bin" / "python"),
-            str(PEERS / "lm_eval_loglikelihood.py"),
-            str(hf),
-            str(folder / "requests.jsonl"),
-            str(peer_out),
-            "--batch-size",
-            str(BATCH_SIZE),
-        ],
-        env=env,
-        reported_seconds=CORE_SECONDS,
-        warmup=False,  # a fresh process each run: the script warms itself up, untimed
-    )
+    run = {"peer_venv": peer_venv, "env": env, "repeats": core_repeats}
     print(f"{shape.name}: core calls, {len(requests)} requests, {core_repeats} run(s) each")
-    compare([core_ours, core_peer], repeats=core_repeats)
-    if core_ours.runs and core_peer.runs and core_ours.runs[-1].ok and core_peer.runs[-1].ok:
-        theirs = json.loads(peer_out.read_text())
-        diffs = [abs(a - b) for a, b in zip(core_ours.runs[-1].value, theirs, strict=True)]
-        checks["core"] = {"requests": len(diffs), "max_abs_logprob_diff": max(diffs)}
-        if max(diffs) > TOLERANCE:
-            failures.append(f"{shape.name} core: {checks['core']}")
-    else:
-        failures.append(f"{shape.name} core: a run failed, so the sides were not compared")
+    core_ours, core_peer, checks["core"] = compare_core_calls(
+        scorer, hf, requests, folder, TASK, **run
+    )
+    mmlu = [
+        instance
+        for subject in MMLU_SUBJECTS
+        for instance in load_task(f"mmlu_{subject}:mc", limit=None, num_shots=5)[
+            : shape.mmlu_questions
+        ]
+    ]
+    mmlu_requests = [Request(c, x) for instance in mmlu for c, x in instance.pairs]
+    print(f"{shape.name}: MMLU 5-shot core calls, {len(mmlu_requests)} requests")
+    mmlu_ours, mmlu_peer, checks["mmlu_core"] = compare_core_calls(
+        scorer, hf, mmlu_requests, folder, "mmlu", **run
+    )
+    for key in ("core", "mmlu_core"):
+        if checks[key] is None:
+            failures.append(f"{shape.name} {key}: a run failed, so the sides were not compared")
+        elif checks[key]["max_abs_logprob_diff"] > TOLERANCE:
+            failures.append(f"{shape.name} {key}: {checks[key]}")
 
     ours = ours_side("olmo eval downstream", "ours", f"hf:{hf}", same)
     ours_default = ours_side("olmo eval (default norms)", "ours_default", f"hf:{hf}", [])
@@ -406,10 +445,30 @@ def run_shape(
             extra={**common, "agreement": checks.get("core")},
         )
     )
+    rows.append(
+        row(
+            work=f"MMLU 5-shot {len(mmlu_requests)} requests ({len(mmlu)} questions of "
+            f"{len(MMLU_SUBJECTS)} subjects, lettered), {shape.name}: log-likelihoods",
+            measure="core call",
+            ours=mmlu_ours,
+            peer=mmlu_peer,
+            goal=2.0 if shape.name == "small" else None,
+            unit_of_work=len(mmlu_requests),
+            unit="requests",
+            extra={
+                **common,
+                "questions": len(mmlu),
+                "requests": len(mmlu_requests),
+                "agreement": checks.get("mmlu_core"),
+            },
+        )
+    )
     inputs = {
         "task": f"{TASK} validation ({len(instances)} questions"
         + (", the whole split)" if shape.questions is None else ", a --limit sample)"),
         "requests": len(requests),
+        "mmlu": f"mmlu_<subject>:mc, 5-shot, the first {shape.mmlu_questions} test questions "
+        f"of {', '.join(MMLU_SUBJECTS)} ({len(mmlu_requests)} requests)",
         "batch_size": BATCH_SIZE,
         "dtype": "float32",
         "device": "cpu",

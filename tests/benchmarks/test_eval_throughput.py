@@ -1,5 +1,5 @@
-"""The evaluation benchmark runs end to end on a CPU (``--small``): both whole commands, both
-core calls, the agreement check and the results file. lm-eval comes from this environment
+"""The evaluation benchmark runs end to end on a CPU (``--small``): both whole commands, the
+core calls (ARC-Easy's and MMLU 5-shot's), the agreement checks and the results file. lm-eval comes from this environment
 (the ``dev`` extra) instead of ``.venv-bench``."""
 
 from __future__ import annotations
@@ -33,7 +33,12 @@ def test_small_benchmark_writes_agreeing_rows(tmp_path: Path) -> None:
         ("whole command", "lm_eval --model hf"),
         ("whole command", "lm_eval --model hf"),
         ("core call", "HFLM.loglikelihood"),
+        ("core call", "HFLM.loglikelihood"),
     ]
+    mmlu = rows[-1]
+    assert mmlu["work"].startswith("MMLU 5-shot 32 requests (8 questions of 4 subjects")
+    assert mmlu["agreement"]["requests"] == 32
+    assert mmlu["agreement"]["max_abs_logprob_diff"] <= 1e-4
     for r in rows:
         assert r["ratio"] is not None and r["ratio"] > 0, r  # no side failed
         assert 0 < r["output_layer_flop_share"] < 1
@@ -41,5 +46,5 @@ def test_small_benchmark_writes_agreeing_rows(tmp_path: Path) -> None:
     assert agreement["same_requests"] and agreement["requests"] == rows[0]["requests"] > 0
     assert agreement["max_abs_logprob_diff"] <= 1e-4
     assert agreement["ours_acc_none"] == agreement["lm_eval_acc"]
-    assert rows[-1]["agreement"]["max_abs_logprob_diff"] <= 1e-4
+    assert rows[2]["agreement"]["max_abs_logprob_diff"] <= 1e-4
     assert rows[0]["ours"]["peak_rss_mb"] > 0 and rows[0]["theirs"]["peak_rss_mb"] > 0
