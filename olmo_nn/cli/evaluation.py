@@ -127,7 +127,7 @@ def _downstream(args: argparse.Namespace) -> int:
     # Every user mistake (a task name, a format, shots, a normalization) is found before the
     # model loads.
     names = expand_task_names(args.tasks, format=args.format)
-    generative = {name: spec for name in names if (spec := generative_spec(name)) is not None}
+    generative = {name: gen for name in names if (gen := generative_spec(name)) is not None}
     for generative_task in generative.values():
         check_num_shots(generative_task, args.num_shots)
     specs = {name: get_task_spec(name) for name in names if name not in generative}

@@ -22,7 +22,7 @@ from olmo_nn.model.config import TransformerConfig
 from olmo_nn.model.init import init_weights
 from olmo_nn.model.loss import DEFAULT_CHUNK_TOKENS, LMLoss, lm_loss
 
-__all__ = ["Block", "Norm", "OLMo", "RotaryEmbedding"]
+__all__ = ["Block", "KVCache", "Norm", "OLMo", "RotaryEmbedding"]
 
 
 def _no_autocast(device: torch.device) -> torch.autocast:
@@ -132,6 +132,51 @@ class RotaryEmbedding(nn.Module):
         return q_rot.to(q.dtype), k_rot.to(k.dtype)
 
 
+class KVCache:
+    """The keys and values of the tokens seen so far, per block, for incremental decoding.
+
+    Preallocated for ``max_length`` tokens (B, n_heads, max_length, head_dim) per block on
+    first use, with the batch size, dtype and device of the first keys; :meth:`OLMo.forward`
+    with ``kv_cache=`` writes each new token's keys and values at :attr:`length` and attends
+    over everything before it, then advances :attr:`length`. Rows can be dropped from the
+    batch (:meth:`keep`) once their sequences are finished.
+    """
+
+    def __init__(self, num_layers: int, max_length: int) -> None:
+        self.max_length = max_length
+        self.length = 0
+        """Tokens written so far (the same for every row: a batch is left-padded)."""
+        self._keys: list[torch.Tensor | None] = [None] * num_layers
+        self._values: list[torch.Tensor | None] = [None] * num_layers
+
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, n_heads, T, head_dim) after the cached tokens; all keys and values
+        so far, (B, n_heads, length + T, head_dim) each (views of the cache)."""
+        end = self.length + k.shape[-2]
+        if end > self.max_length:
+            raise ValueError(
+                f"KVCache holds at most {self.max_length} tokens, asked for {end}: make the "
+                "cache as long as the prompt plus the new tokens"
+            )
+        keys, values = self._keys[layer], self._values[layer]
+        if keys is None or values is None:
+            shape = (*k.shape[:-2], self.max_length, k.shape[-1])
+            keys = self._keys[layer] = k.new_empty(shape)
+            values = self._values[layer] = v.new_empty(shape)
+        keys[:, :, self.length : end] = k
+        values[:, :, self.length : end] = v
+        return keys[:, :, :end], values[:, :, :end]
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only the batch rows ``rows`` (indices, in the order given)."""
+        for store in (self._keys, self._values):
+            for layer, tensor in enumerate(store):
+                if tensor is not None:
+                    store[layer] = tensor[rows]
+
+
 class Block(nn.Module):
     """One transformer block: causal self-attention and a SwiGLU MLP, each with a residual."""
 
@@ -161,8 +206,12 @@ class Block(nn.Module):
         x: torch.Tensor,
         rotation: tuple[torch.Tensor, torch.Tensor] | None = None,
         attention_mask: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
     ) -> torch.Tensor:
         """Self-attention; causal unless ``attention_mask`` (see :meth:`OLMo.forward`) is given.
+
+        With ``kv_cache`` the keys and values of the new tokens join the cached ones and the
+        queries attend over all of them (``attention_mask`` then covers every key).
 
         q, k and v reach ``scaled_dot_product_attention`` in the compute dtype (bf16 under
         bf16 autocast or FSDP's bf16 parameters: RoPE computes in fp32 and casts back), which
@@ -180,7 +229,14 @@ class Block(nn.Module):
         k = k.view(batch, seq, n_heads, head_dim).transpose(1, 2)
         v = v.view(batch, seq, n_heads, head_dim).transpose(1, 2)
         q, k = self.rotary(q, k, rotation)
-        if attention_mask is None:
+        if kv_cache is not None:
+            k, v = kv_cache.update(self.layer_id, k, v)  # (B, n_heads, past + T, head_dim)
+        if attention_mask is None and kv_cache is not None:
+            # The first tokens (causal), or one new token that sees every key; OLMo.forward
+            # passes a mask for several tokens after cached ones.
+            assert seq == 1 or k.shape[-2] == seq, "several new tokens need an attention mask"
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=k.shape[-2] == seq)
+        elif attention_mask is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)
@@ -197,13 +253,14 @@ class Block(nn.Module):
         x: torch.Tensor,
         rotation: tuple[torch.Tensor, torch.Tensor] | None = None,
         attention_mask: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
     ) -> torch.Tensor:
         """x (B, T, d_model); ``rotation``: RoPE's (cos, sin) from
         :meth:`RotaryEmbedding.rotation` (default: positions 0..T-1, looked up here)."""
         if self.config.norm_placement == "pre":
-            h = x + self.attention(self.attn_norm(x), rotation, attention_mask)
+            h = x + self.attention(self.attn_norm(x), rotation, attention_mask, kv_cache)
             return h + self.mlp(self.ff_norm(h))
-        h = x + self.attn_norm(self.attention(x, rotation, attention_mask))
+        h = x + self.attn_norm(self.attention(x, rotation, attention_mask, kv_cache))
         return h + self.ff_norm(self.mlp(h))
 
 
@@ -261,6 +318,7 @@ class OLMo(nn.Module):
         targets: torch.Tensor | None = None,
         z_loss_coef: float | None = None,
         loss_chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+        kv_cache: KVCache | None = None,
     ) -> torch.Tensor | LMLoss:
         """Logits (B, T, padded vocab) for token ids (B, T); or, given ``targets``, the loss.
 
@@ -272,6 +330,10 @@ class OLMo(nn.Module):
           it replaces the causal mask (every row must allow at least one key).
         * ``logits_at`` (rows, positions), each (N,): return only those N logits, (N, padded
           vocab); the output layer then runs on N hidden states instead of B x T.
+        * ``kv_cache`` (:class:`KVCache`, decoding): ``input_ids`` are the tokens after the
+          :attr:`KVCache.length` cached ones; their keys and values are added to the cache
+          and they attend to the cached tokens too. ``position_ids`` then default to
+          ``length..length + T - 1`` and an ``attention_mask`` is (B, 1, T, length + T).
 
         Training passes ``targets`` (B, T), the next token at each position, and gets an
         :class:`~olmo_nn.model.loss.LMLoss` instead of logits: the mean cross-entropy, the
@@ -283,10 +345,23 @@ class OLMo(nn.Module):
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
         h = self.embeddings(input_ids)  # (B, T, d_model)
+        if kv_cache is not None:
+            past, seq = kv_cache.length, input_ids.shape[1]
+            if position_ids is None and past:
+                position_ids = torch.arange(past, past + seq, device=input_ids.device)[None]
+            if attention_mask is None and past and seq > 1:
+                attention_mask = torch.ones(
+                    seq, past + seq, dtype=torch.bool, device=input_ids.device
+                ).tril(past)[None, None]
         # (1 or B, 1, T, head_dim) each, fp32; outside the (possibly compiled) blocks.
         rotation = self.rotary.rotation(input_ids.shape[1], input_ids.device, position_ids)
         for block in self.blocks:
-            h = block(h, rotation, attention_mask)
+            if kv_cache is None:
+                h = block(h, rotation, attention_mask)
+            else:
+                h = block(h, rotation, attention_mask, kv_cache)
+        if kv_cache is not None:
+            kv_cache.length += input_ids.shape[1]
         if logits_at is not None:
             if targets is not None:
                 raise ValueError("pass logits_at or targets, not both: targets asks for the loss")
