@@ -207,6 +207,11 @@ def shots_of(spec: TaskSpec, num_shots: int, cache_dir: Path | str | None) -> li
         raise ValueError(f"num_shots={num_shots} must be 0 or more")
     if num_shots == 0:
         return []
+    if spec.is_jsonl:
+        raise ValueError(
+            f"custom task {spec.name!r} cannot run {num_shots}-shot: a custom task has no shot "
+            "examples; run it zero-shot (leave --num-shots unset)"
+        )
     if spec.shot_split is None:
         if spec.olmes_shots is None or spec.format not in spec.olmes_shot_formats:
             raise ValueError(

@@ -288,6 +288,8 @@ def test_custom_yaml_task_with_choices_field(tmp_path: Path) -> None:
     )
     assert get_task_spec(str(path)).default_normalization == "per_token"
     assert len(load_task(str(path), limit=1)) == 1
+    with pytest.raises(ValueError, match="a custom task has no shot examples"):
+        load_task(str(path), num_shots=1)
 
 
 def test_custom_yaml_task_with_continuation_templates(tmp_path: Path) -> None:
