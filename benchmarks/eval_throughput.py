@@ -25,7 +25,11 @@ Core calls: our ``score_requests`` (the model loaded once in this process) again
 environment, which reports the seconds of the call alone) on the same requests: ARC-Easy's,
 and MMLU 5-shot's (the first questions of a few subjects' test splits in the lettered format,
 each prompt the subject's description and its five dev shots: long contexts shared by four
-one-token continuations, the work of MMLU as OLMo and OLMES report it). They run
+one-token continuations, the work of MMLU as OLMo and OLMES report it); and, at the small
+shape, generation: our ``generate`` (greedy, KV cache) against transformers' ``generate``
+(``benchmarks/peers/transformers_generate.py``) on the same batches of ``nq_open`` 5-shot
+prompts, a fixed number of new tokens each (their generations must be identical; new tokens
+per second; ``--generation-only`` runs this row alone). They run
 first: besides their own figures, they bring both sides' libraries into the page cache, so the
 whole commands that follow run without a warm-up of their own (which the budget of
 ``make bench`` could not afford) and neither side's first run is colder than the other's.
@@ -63,7 +67,9 @@ import torch
 from harness import BENCH_VENV, RESULTS, ROOT, Side, compare, row, versions, write_results
 
 from olmo_nn.checkpoint import save_checkpoint
-from olmo_nn.eval.models import load_language_model
+from olmo_nn.eval.generation import GenerationRequest, batches_by_length, generate
+from olmo_nn.eval.generative import load_generative_task
+from olmo_nn.eval.models import LanguageModel, load_language_model
 from olmo_nn.eval.scoring import Request, score_requests
 from olmo_nn.eval.tasks import DEFAULT_LIMIT, Instance, load_task
 from olmo_nn.hf import export_hf
@@ -83,6 +89,9 @@ OLMO = str(Path(sys.executable).with_name("olmo"))
 PEERS = ROOT / "benchmarks" / "peers"
 CORE_SECONDS = r"core seconds: ([0-9.]+)"
 MMLU_SUBJECTS = ("abstract_algebra", "anatomy", "college_physics", "marketing")
+GENERATION_TASK = "nq_open"
+GENERATION_BATCH = 16
+GENERATION_NEW_TOKENS = 32
 """Subjects of the MMLU core call; their 5-shot prompts fit every shape's window."""
 
 
@@ -100,6 +109,8 @@ class Shape:
     """Timed runs of each core call."""
     mmlu_questions: int = 20
     """MMLU test questions per subject of :data:`MMLU_SUBJECTS` (core call)."""
+    generation_prompts: int | None = None
+    """Prompts of the generation core call (:data:`GENERATION_TASK`); None: no such row."""
 
 
 WHOLE_WARMUP = False
@@ -114,6 +125,7 @@ SHAPES = {
         repeats=2,
         core_repeats=2,
         mmlu_questions=25,
+        generation_prompts=32,
     ),
     # A sample of the questions and one core run keep `make bench` within its budget.
     "olmo-150m": Shape(
@@ -127,6 +139,7 @@ SMALL = Shape(
     repeats=1,
     core_repeats=1,
     mmlu_questions=2,
+    generation_prompts=4,
 )
 
 
@@ -301,6 +314,136 @@ def compare_core_calls(
     return ours, peer, {"requests": len(diffs), "max_abs_logprob_diff": max(diffs)}
 
 
+def compare_generation(
+    model: LanguageModel, hf: Path, prompts: list[str], folder: Path, **run: Any
+) -> tuple[Side, Side, dict[str, Any] | None]:
+    """Our ``generate`` (KV cache) against transformers' ``generate`` on the same batches of
+    the same prompts, greedy, :data:`GENERATION_NEW_TOKENS` new tokens each and no stop
+    strings (the same work on both sides); the sides and the agreement (None if a run
+    failed)."""
+    requests = [GenerationRequest(p, max_new_tokens=GENERATION_NEW_TOKENS) for p in prompts]
+    ids = [model.tokenizer.encode(prompt) for prompt in prompts]
+    batches = batches_by_length([len(prompt) for prompt in ids], GENERATION_BATCH)
+    batches_file = folder / "generation_batches.json"
+    batches_file.write_text(json.dumps([[ids[i] for i in batch] for batch in batches]))
+    peer_out = folder / "generation_tokens.json"
+    ours = Side(
+        "generate (KV cache)",
+        call=lambda: [g.token_ids for g in generate(model, requests, batch_size=GENERATION_BATCH)],
+    )
+    peer = Side(
+        "transformers generate",
+        argv=[
+            str(run["peer_venv"] / "bin" / "python"),
+            str(PEERS / "transformers_generate.py"),
+            str(hf),
+            str(batches_file),
+            str(peer_out),
+            "--max-new-tokens",
+            str(GENERATION_NEW_TOKENS),
+            "--vocab",
+            str(model.tokenizer.vocab_size),
+        ],
+        env=run["env"],
+        reported_seconds=CORE_SECONDS,
+        warmup=False,  # a fresh process each run: the script warms itself up, untimed
+    )
+    compare([ours, peer], repeats=run["repeats"])
+    if not (ours.runs and peer.runs and ours.runs[-1].ok and peer.runs[-1].ok):
+        return ours, peer, None
+    theirs = json.loads(peer_out.read_text())  # in the batches' order
+    mine = [ours.runs[-1].value[i] for batch in batches for i in batch]
+    return (
+        ours,
+        peer,
+        {
+            "prompts": len(prompts),
+            "identical_generations": sum(a == b for a, b in zip(mine, theirs, strict=True)),
+            "new_tokens_ours": sum(len(t) for t in mine),
+            "new_tokens_theirs": sum(len(t) for t in theirs),
+        },
+    )
+
+
+def generation_rows(
+    shape: Shape, model: LanguageModel, hf: Path, folder: Path, common: dict[str, Any], **run: Any
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The generation core call's row (none when the shape has no generation prompts) and
+    its failures: a failed run, or generations that differ (then the work differs too)."""
+    if shape.generation_prompts is None:
+        return [], []
+    prompts = [
+        instance.prompt
+        for instance in load_generative_task(GENERATION_TASK, limit=shape.generation_prompts)
+    ]
+    print(
+        f"{shape.name}: generation core calls, {len(prompts)} prompts x "
+        f"{GENERATION_NEW_TOKENS} new tokens, batches of {GENERATION_BATCH}"
+    )
+    ours, peer, agreement = compare_generation(model, hf, prompts, folder, **run)
+    failures = []
+    if agreement is None:
+        failures.append(f"{shape.name} generation: a run failed, so the sides were not compared")
+    elif agreement["identical_generations"] != len(prompts):
+        failures.append(f"{shape.name} generation: {agreement}")
+    new_tokens = len(prompts) * GENERATION_NEW_TOKENS
+    work = (
+        f"{GENERATION_TASK} 5-shot greedy generation, {len(prompts)} prompts x "
+        f"{GENERATION_NEW_TOKENS} new tokens, batches of {GENERATION_BATCH}, {shape.name}"
+    )
+    generation_row = row(
+        work=work,
+        measure="core call",
+        ours=ours,
+        peer=peer,
+        goal=1.0 if shape.name == "small" else None,
+        unit_of_work=new_tokens,
+        unit="new tokens",
+        extra={**common, "prompts": len(prompts), "agreement": agreement},
+    )
+    return [generation_row], failures
+
+
+def shape_fields(shape: Shape) -> dict[str, Any]:
+    """What every row of a shape records about its model."""
+    c = shape.config
+    return {
+        "shape": shape.name,
+        "model": f"d_model={c.d_model} n_layers={c.n_layers} n_heads={c.n_heads} "
+        f"mlp={c.hidden_size} vocab={c.padded_vocab_size}",
+        "parameters": c.num_params(),
+        "output_layer_flop_share": round(output_layer_share(c), 4),
+    }
+
+
+def generation_inputs(shape: Shape) -> dict[str, Any]:
+    return {
+        "generation": f"{GENERATION_TASK} 5-shot prompts (OLMES's shots), the first "
+        f"{shape.generation_prompts} of a --limit sample; {GENERATION_NEW_TOKENS} new tokens "
+        f"each, greedy, no stop strings or EOS on the peer (the generations are compared), "
+        f"batches of {GENERATION_BATCH} longest first, left-padded; ours tokenizes the prompts "
+        "inside its timed call, the peer gets token ids",
+    }
+
+
+def run_generation_only(
+    shape: Shape, work: Path, *, peer_venv: Path, repeats: int | None
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
+    """The generation row alone (``--generation-only``): rows, inputs and failures."""
+    folder = work / shape.name
+    print(f"{shape.name}: building a random OLMo ({shape.config.num_params():,} parameters)")
+    _, hf = build_model(shape.config, folder)
+    model = load_language_model(f"hf:{hf}", dtype=torch.float32)
+    repeats = repeats if repeats is not None else shape.core_repeats
+    rows, failures = generation_rows(
+        shape, model, hf, folder, shape_fields(shape), peer_venv=peer_venv, env=OFFLINE,
+        repeats=repeats,
+    )  # fmt: skip
+    inputs = {**generation_inputs(shape), "dtype": "float32", "device": "cpu",
+              "torch_threads": torch.get_num_threads(), "repeats_core_call": repeats}  # fmt: skip
+    return rows, inputs, failures
+
+
 def _fresh(folder: Path) -> Any:
     def clear() -> None:
         shutil.rmtree(folder, ignore_errors=True)
@@ -320,7 +463,6 @@ def run_shape(
     include, requests = write_lm_eval_task(instances, folder / "task")
     core_repeats = repeats if repeats is not None else shape.core_repeats
     repeats = repeats if repeats is not None else shape.repeats
-    share = round(output_layer_share(shape.config), 4)
     env = {**OFFLINE, "HF_DATASETS_CACHE": str(work / "hf_datasets_cache")}
     ours_argv = [OLMO, "eval", "downstream", "--tasks", TASK, "--limit", str(limit),
                  "--convention", "joint", "--batch-size", str(BATCH_SIZE), "--dump-requests"]  # fmt: skip
@@ -376,6 +518,9 @@ def run_shape(
     mmlu_ours, mmlu_peer, checks["mmlu_core"] = compare_core_calls(
         scorer, hf, mmlu_requests, folder, "mmlu", **run
     )
+    common = {**shape_fields(shape), "questions": len(instances), "requests": len(requests)}
+    generation, generation_failures = generation_rows(shape, scorer, hf, folder, common, **run)
+    failures += generation_failures
     for key in ("core", "mmlu_core"):
         if checks[key] is None:
             failures.append(f"{shape.name} {key}: a run failed, so the sides were not compared")
@@ -396,17 +541,6 @@ def run_shape(
         failures.append(
             f"{shape.name} whole commands: a run failed, so the sides were not compared"
         )
-
-    c = shape.config
-    common = {
-        "shape": shape.name,
-        "model": f"d_model={c.d_model} n_layers={c.n_layers} n_heads={c.n_heads} "
-        f"mlp={c.hidden_size} vocab={c.padded_vocab_size}",
-        "parameters": c.num_params(),
-        "output_layer_flop_share": share,
-        "questions": len(instances),
-        "requests": len(requests),
-    }
 
     def rss_ok(mine: Side) -> bool | None:
         a, b = mine.record().get("peak_rss_mb"), lm_eval.record().get("peak_rss_mb")
@@ -463,12 +597,14 @@ def run_shape(
             },
         )
     )
+    rows += generation
     inputs = {
         "task": f"{TASK} validation ({len(instances)} questions"
         + (", the whole split)" if shape.questions is None else ", a --limit sample)"),
         "requests": len(requests),
         "mmlu": f"mmlu_<subject>:mc, 5-shot, the first {shape.mmlu_questions} test questions "
         f"of {', '.join(MMLU_SUBJECTS)} ({len(mmlu_requests)} requests)",
+        **(generation_inputs(shape) if shape.generation_prompts is not None else {}),
         "batch_size": BATCH_SIZE,
         "dtype": "float32",
         "device": "cpu",
@@ -493,6 +629,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--small", action="store_true", help="a smoke test: a tiny model, a few questions"
     )
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per side")
+    parser.add_argument(
+        "--generation-only",
+        action="store_true",
+        help="only the generation row (ours against transformers' generate); give a "
+        "--results-dir elsewhere so that the full results file is kept",
+    )
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     parser.add_argument(
         "--peer-venv", type=Path, default=BENCH_VENV, help="the environment with lm-eval"
@@ -513,7 +655,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="eval_throughput_") as tmp:
         for shape in shapes:
-            shape_rows, shape_inputs, shape_failures = run_shape(
+            runner = run_generation_only if args.generation_only else run_shape
+            shape_rows, shape_inputs, shape_failures = runner(
                 shape, Path(tmp), peer_venv=args.peer_venv, repeats=args.repeats
             )
             rows += shape_rows

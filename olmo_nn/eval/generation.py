@@ -33,7 +33,14 @@ from olmo_nn.eval.models import LanguageModel
 from olmo_nn.model import OLMo
 from olmo_nn.model.transformer import KVCache
 
-__all__ = ["Generation", "GenerationRequest", "generate", "greedy_tokens"]
+__all__ = [
+    "Generation",
+    "GenerationRequest",
+    "batches_by_length",
+    "cut_at_stops",
+    "generate",
+    "greedy_tokens",
+]
 
 StopReason = Literal["stop", "eos", "length"]
 
@@ -247,6 +254,13 @@ def greedy_tokens(
     return [(ids, reason or "length") for ids, reason in zip(generated, reasons, strict=True)]
 
 
+def batches_by_length(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices of prompts of ``lengths`` in batches of ``batch_size``, longest first (ties in
+    their order): the batches :func:`generate` runs."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 def generate(
     model: LanguageModel, requests: Sequence[GenerationRequest], *, batch_size: int = 16
 ) -> list[Generation]:
@@ -271,10 +285,8 @@ def generate(
             ids = [tokenizer.eos_token_id]  # as lm-eval does for an empty context
         truncated.append(len(ids) > room)
         prompts.append(list(ids[-room:]))
-    order = sorted(range(len(requests)), key=lambda i: -len(prompts[i]))
     results: list[Generation | None] = [None] * len(requests)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
+    for chunk in batches_by_length([len(p) for p in prompts], batch_size):
         outputs = greedy_tokens(
             model,
             [prompts[i] for i in chunk],

@@ -1,5 +1,5 @@
 """The evaluation benchmark runs end to end on a CPU (``--small``): both whole commands, the
-core calls (ARC-Easy's and MMLU 5-shot's), the agreement checks and the results file. lm-eval comes from this environment
+core calls (ARC-Easy's and MMLU 5-shot's log-likelihoods, generation), the agreement checks and the results file. lm-eval comes from this environment
 (the ``dev`` extra) instead of ``.venv-bench``."""
 
 from __future__ import annotations
@@ -34,8 +34,15 @@ def test_small_benchmark_writes_agreeing_rows(tmp_path: Path) -> None:
         ("whole command", "lm_eval --model hf"),
         ("core call", "HFLM.loglikelihood"),
         ("core call", "HFLM.loglikelihood"),
+        ("core call", "transformers generate"),
     ]
-    mmlu = rows[-1]
+    generation = rows[-1]
+    assert generation["agreement"] == {
+        "prompts": 4, "identical_generations": 4, "new_tokens_ours": 128,
+        "new_tokens_theirs": 128,
+    }  # fmt: skip
+    assert generation["unit"] == "new tokens" and generation["ours"]["rate"] > 0
+    mmlu = rows[-2]
     assert mmlu["work"].startswith("MMLU 5-shot 32 requests (8 questions of 4 subjects")
     assert mmlu["agreement"]["requests"] == 32
     assert mmlu["agreement"]["max_abs_logprob_diff"] <= 1e-4
