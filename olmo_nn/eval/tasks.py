@@ -70,12 +70,22 @@ def _is_yaml_path(name: str) -> bool:
 
 
 def _unknown_task(name: str) -> ValueError:
+    from olmo_nn.eval.generative import GENERATIVE_TASKS  # imports torch: only on this path
+
     others = [n for n in _BUILTIN_SPECS if mmlu.subject_of(n) is None]
+    if name.partition(":")[0] in GENERATIVE_TASKS:
+        return ValueError(
+            f"{name!r} is a generative task (the model writes its answer), not a ranked "
+            "choice: `olmo eval downstream --tasks` runs it (olmo_nn.eval.generative: "
+            "load_generative_task, evaluate_generative_task); the rank-classification tasks "
+            f"here are {', '.join(others)} and the MMLU subjects"
+        )
     return ValueError(
         f"Unknown task {name!r}. Available tasks: {', '.join(others)}; "
         f"mmlu_<subject> for the 57 MMLU subjects (e.g. mmlu_anatomy); the suites "
         f"{', '.join(SUITES)} (alias {CORE9_ALIAS!r} for the nine); each optionally with a "
-        f"format suffix :rc or :mc; or the path of a custom task's .yaml file."
+        f"format suffix :rc or :mc; or the path of a custom task's .yaml file; generative "
+        f"tasks (olmo eval downstream): {', '.join(GENERATIVE_TASKS)}."
     )
 
 

@@ -20,6 +20,7 @@ from olmo_nn.eval.generative import (
     normalize_answer,
     score_generation,
 )
+from olmo_nn.eval.tasks import load_task
 
 
 @pytest.fixture(scope="session")
@@ -116,6 +117,11 @@ def test_shot_limits_and_formats(cache_dir: Path) -> None:
         generative_spec("nq_open:mc")
     assert generative_spec("nq_open:rc") is GENERATIVE_TASKS["nq_open"]
     assert generative_spec("arc_easy") is None
+    # The rank-classification loader says where a generative task runs.
+    with pytest.raises(ValueError, match="'triviaqa' is a generative task"):
+        load_task("triviaqa", limit=2, cache_dir=cache_dir)
+    with pytest.raises(ValueError, match=r"generative tasks .*nq_open, triviaqa"):
+        load_task("nq_opn", limit=2, cache_dir=cache_dir)
 
 
 @pytest.fixture(scope="module")
