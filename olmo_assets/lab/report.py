@@ -4,8 +4,9 @@
 results of every evaluation ``params.yaml`` asks for; :func:`write_model_report` writes:
 
 * ``metrics.json``: ``dvc metrics show`` — final losses (the last step's, and the mean over
-  the last tenth of the run), accuracy per checkpoint and task (``eval``) with its standard
-  error (``eval_stderr``), perplexity and bits per byte per checkpoint and source;
+  the last tenth of the run), accuracy per checkpoint and task (``eval``; with MMLU's
+  averages and the ``olmo1``/``olmes`` suites' scores where the tasks hold them) with its
+  standard error (``eval_stderr``), perplexity and bits per byte per checkpoint and source;
 * ``loss.csv`` (``step,loss,loss_smoothed,eval_loss``), ``eval_by_step.csv``
   (``step,task,acc,acc_stderr,chance``), ``acc_by_step.csv`` (``step`` and one column per
   task: one line per task in ``dvc plots``) and ``perplexity.csv``
@@ -125,6 +126,24 @@ class ModelReport:
             self.stderr.get((step, t), math.nan) for t in self.tasks if (step, t) in self.accuracy
         ]
         return math.sqrt(sum(e * e for e in errors)) / len(errors) if errors else math.nan
+
+    def group_scores(self, step: int) -> dict[str, float]:
+        """MMLU's averages over its subjects among the tasks (``mmlu``, ``mmlu_<category>``,
+        when any subject was scored) and the score of each suite other than ``core9`` (whose
+        score is the mean) all of whose tasks were scored at ``step``
+        (:func:`olmo_nn.eval.suites.suite_rows`); empty for ``core9``-only tasks."""
+        from olmo_nn.eval.mmlu import aggregate_rows
+        from olmo_nn.eval.suites import SUITES, suite_rows
+
+        rows = [
+            {"task": t, "metric": "acc", "value": self.accuracy[step, t],
+             "count": self.examples.get(t, 0)}
+            for t in self.tasks
+            if (step, t) in self.accuracy
+        ]  # fmt: skip
+        groups = aggregate_rows(rows)
+        groups += suite_rows(rows + groups, [name for name in SUITES if name != "core9"])
+        return {r["task"]: float(r["value"]) for r in groups if r["metric"] == "acc"}
 
     def mean_chance(self) -> float:
         chances = [self.chance[t] for t in self.tasks if t in self.chance]
@@ -248,6 +267,8 @@ def _metrics_json(report: ModelReport) -> dict[str, Any]:
             label = f"step{step:06d}"
             evaluation[label] = {t: _rounded(report.accuracy[step, t], 4) for t in scored}
             evaluation[label][MEAN] = _rounded(report.mean_accuracy(step), 4)
+            for group, value in report.group_scores(step).items():
+                evaluation[label][group] = _rounded(value, 4)
             stderr[label] = {t: _rounded(report.stderr.get((step, t), math.nan), 4) for t in scored}
             stderr[label][MEAN] = _rounded(report.mean_stderr(step), 4)
     perplexity: dict[str, Any] = {}
@@ -279,7 +300,8 @@ def _scored_steps(report: ModelReport) -> list[int]:
 def eval_table_rows(report: ModelReport) -> list[dict[str, Any]]:
     """The evaluation table: a row per task (every one of ``eval.tasks``) and their mean; its
     normalization, chance level and examples, then per scored checkpoint ``step<N>_acc`` and
-    ``step<N>_stderr`` (None where a task has no result at that checkpoint)."""
+    ``step<N>_stderr`` (None where a task has no result at that checkpoint); then MMLU's
+    averages and the suites' scores where the tasks hold them (:meth:`ModelReport.group_scores`)."""
     steps = _scored_steps(report)
     rows = []
     for task in report.tasks:
@@ -302,7 +324,19 @@ def eval_table_rows(report: ModelReport) -> list[dict[str, Any]]:
     for step in steps:
         mean[f"step{step}_acc"] = _finite_or_none(report.mean_accuracy(step))
         mean[f"step{step}_stderr"] = _finite_or_none(report.mean_stderr(step))
-    return [*rows, mean]
+    groups: dict[str, dict[str, Any]] = {}
+    for step in steps:
+        for group, value in report.group_scores(step).items():
+            entry = groups.setdefault(
+                group, {"task": group, "normalization": None, "chance": None, "examples": None}
+            )
+            entry[f"step{step}_acc"] = _finite_or_none(value)
+            entry[f"step{step}_stderr"] = None
+    for entry in groups.values():
+        for step in steps:
+            entry.setdefault(f"step{step}_acc", None)
+            entry.setdefault(f"step{step}_stderr", None)
+    return [*rows, mean, *groups.values()]
 
 
 def eval_table_shown(report: ModelReport) -> list[dict[str, Any]]:
