@@ -40,7 +40,10 @@ The other tasks follow OLMo's in-loop evaluation (``olmo_eval.tasks``):
   `` negative`` / `` positive``.
 * ``mmlu_<subject>``: see :mod:`olmo_nn.eval.mmlu`.
 
-MRPC's and SST-2's sentences are detokenized as OLMo does (:func:`preprocess_glue`). The
+Their ``acc`` normalizations: OLMES's for the tasks it has (CommonsenseQA ``unconditional``,
+Social IQa and MMLU ``per_char``); OLMo's in-loop choice for the others (RTE's ``len_norm``
+as ``per_token``, as for the core tasks; CB, MRPC and SST-2 ``none``; MRPC's F1 is not
+computed). MRPC's and SST-2's sentences are detokenized as OLMo does (:func:`preprocess_glue`). The
 lettered ``mc`` format (:mod:`olmo_nn.eval.formats`) exists for the OLMES tasks, SciQ and
 MMLU: ``Question: {question}`` (Social IQa: ``Question: {context} {question}``; PIQA:
 ``Goal: {goal}``; BoolQ: ``{passage}\\nQuestion: {question}?``; HellaSwag: the context, then

@@ -410,3 +410,19 @@ def test_olmes_shots_pinned(cache_dir: Path) -> None:
     two = _first("commonsense_qa:mc", cache_dir, num_shots=2)
     assert two.contexts[0].count("\nAnswer: ") == 2
     assert two.contexts[0].startswith("Question: Sammy wanted to go")
+
+
+def test_default_normalizations_of_the_new_tasks() -> None:
+    names = ["commonsense_qa", "social_iqa", "rte", "commitment_bank", "mrpc", "sst2",
+             "mmlu_anatomy", "arc_easy:mc", "mmlu_anatomy:mc"]  # fmt: skip
+    assert {n: get_task_spec(n).default_normalization for n in names} == {
+        "commonsense_qa": "unconditional",
+        "social_iqa": "per_char",
+        "rte": "per_token",
+        "commitment_bank": "none",
+        "mrpc": "none",
+        "sst2": "none",
+        "mmlu_anatomy": "per_char",
+        "arc_easy:mc": "none",
+        "mmlu_anatomy:mc": "none",
+    }
