@@ -30,8 +30,7 @@ from typing import Any, Literal
 import torch
 
 from olmo_nn.eval.models import LanguageModel
-from olmo_nn.model import OLMo
-from olmo_nn.model.transformer import KVCache
+from olmo_nn.model import KVCache, OLMo
 
 __all__ = [
     "Generation",

@@ -21,8 +21,7 @@ from olmo_nn.checkpoint import save_checkpoint
 from olmo_nn.eval.generation import GenerationRequest, cut_at_stops, generate
 from olmo_nn.eval.models import LanguageModel, load_language_model
 from olmo_nn.hf import export_hf
-from olmo_nn.model import OLMo, TransformerConfig
-from olmo_nn.model.transformer import KVCache
+from olmo_nn.model import KVCache, OLMo, TransformerConfig
 
 for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.setdefault(_name, "1")  # nothing here may reach the hub
