@@ -93,13 +93,21 @@ def reference(theirs: LanguageModel) -> list[list[int]]:
     ]
 
 
-def test_kv_cache_forward_equals_full_forward(ours: LanguageModel) -> None:
-    module = ours.module
-    assert isinstance(module, OLMo)
+OLMO2 = TransformerConfig(
+    d_model=64, n_heads=4, n_layers=2, mlp_hidden_size=128, norm_type="rmsnorm",
+    norm_affine=True, qk_norm=True, norm_placement="post", clip_qkv=8.0,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("config", [CONFIG, OLMO2], ids=["olmo1", "olmo2"])
+def test_kv_cache_forward_equals_full_forward(config: TransformerConfig) -> None:
+    module = OLMo(config)
+    module.init_weights(seed=1)
+    module.eval()
     ids = torch.randint(0, 50000, (2, 14), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         full = module(ids)
-        cache = KVCache(CONFIG.n_layers, 16)
+        cache = KVCache(config.n_layers, 16)
         # 8 tokens, then 4 at once (a mask after cached ones), then one at a time.
         parts = [module(ids[:, :8], kv_cache=cache), module(ids[:, 8:12], kv_cache=cache)]
         parts += [module(ids[:, t : t + 1], kv_cache=cache) for t in (12, 13)]
