@@ -417,7 +417,7 @@ class Trainer:
             if not (math.isfinite(loss) and math.isfinite(grad_norm)) and "skipped" not in metrics:
                 raise NonFiniteLossError(
                     f"step {metrics['step']}: loss {loss} / grad norm {grad_norm} is not "
-                    f"finite; the last good checkpoint is {self.last_checkpoint or 'none yet'} "
+                    f"finite; the last good checkpoint is {self._last_good_checkpoint()} "
                     f"(step {metrics['step']}'s update was not applied, and no checkpoint was "
                     "written after it). Lower the LR, enable z_loss or skip_step.enabled=true, "
                     "and resume."
@@ -425,6 +425,16 @@ class Trainer:
             for callback in self.callbacks:
                 callback.on_step_end(self, metrics)
         return now
+
+    def _last_good_checkpoint(self) -> str:
+        """For :class:`NonFiniteLossError`: the newest sharded checkpoint, counting the one in
+        flight (every save follows a flush, so it is of a good step; :meth:`fit` lets it
+        complete before the error propagates)."""
+        in_flight = self._checkpointer.in_flight
+        if in_flight is not None:
+            path = checkpoint_dir(self.run_dir, in_flight)
+            return f"{path}, whose save in flight completes before the run stops"
+        return str(self.last_checkpoint or "none yet")
 
     def _fit(self, checkpoint: Path | None) -> None:
         """Resume, then train step after step, flushing metrics (:meth:`_flush`) where

@@ -262,6 +262,25 @@ def test_a_non_finite_step_is_never_applied_and_raises_at_the_next_flush(
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())  # 5 not applied
 
 
+def test_a_non_finite_step_names_the_checkpoint_still_being_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A slow disk: step 3's background save is not done by the flush at 6 that finds step
+    # 5's NaN. The run lets it complete before it stops, so that is the one to resume from.
+    from olmo_nn.train.async_checkpointing import AsyncCheckpointer
+
+    monkeypatch.setattr(AsyncCheckpointer, "poll", lambda self: None)
+    run = tmp_path / "run"
+    trainer = trainer_for(config(log_interval=4, save_interval=3), run)
+    nan_gradients_at(trainer, 5)
+    with pytest.raises(NonFiniteLossError) as raised:
+        trainer.fit()
+    step3 = run / "checkpoints" / "step000003"
+    message = str(raised.value)
+    assert f"the last good checkpoint is {step3}, whose save in flight completes before" in message
+    assert trainer.last_checkpoint == step3 and (step3 / "SHA256SUMS").is_file()
+
+
 def test_a_stop_request_is_honoured_at_the_next_flush(tmp_path: Path) -> None:
     run = tmp_path / "run"
     trainer = trainer_for(config(), run)
