@@ -167,10 +167,11 @@ for name, value in report["summary"].items():
 search = report.get("largest_model") or {}
 largest = search.get("largest")
 if largest:
+    fails = search.get("smallest_not_fitting_layers")
+    above = f"{fails} layers did not fit" if fails else "no larger count was tried"
     print(f"  largest with activation checkpointing: {largest['n_layers']} layers at "
           f"{search['width']}'s width, {largest['params'] / 1e9:.2f}B params, peak "
-          f"{largest.get('memory_gib') or 0:.1f} GiB; did not fit: "
-          f"{search.get('smallest_not_fitting_layers')} layers")
+          f"{largest.get('memory_gib') or 0:.1f} GiB; {above}")
 elif search:
     print(f"  largest with activation checkpointing: none found ({len(search['tries'])} tries)")
 EOF

@@ -409,10 +409,11 @@ def print_table(rows: list[dict[str, Any]], search: dict[str, Any] | None) -> di
     if search is not None:
         largest = search.get("largest")
         if largest:
+            fails = search["smallest_not_fitting_layers"]
+            above = f"{fails} layers did not fit" if fails else "no larger count was tried"
             print(f"largest model with activation checkpointing: {largest['n_layers']} layers "
                   f"at {search['width']}'s width, {largest['params'] / 1e9:.2f}B params, "
-                  f"peak {largest.get('memory_gib') or 0:.1f} GiB "
-                  f"(the next tried that did not fit: {search['smallest_not_fitting_layers']})")  # fmt: skip
+                  f"peak {largest.get('memory_gib') or 0:.1f} GiB ({above})")  # fmt: skip
         else:
             failed = [t for t in search["tries"] if t.get("fits") is None]
             reason = f"a try failed: {failed[0]['error'][-300:]}" if failed else "none fitted"

@@ -114,6 +114,21 @@ def test_the_table_gives_the_ratio_against_transformers_compiled_and_the_goals(
     assert "ratio olmo train eager / transformers eager: - (a row failed or did not run)" in out
 
 
+def test_the_largest_model_line_says_whether_a_larger_count_failed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    fitted = {"n_layers": 20, "params": 4.5e9, "fits": True, "memory_gib": 70.0}
+    search = {"width": "olmo-7b", "largest": fitted, "smallest_not_fitting_layers": 21,
+              "tries": [fitted]}  # fmt: skip
+    bench().print_table([], search)
+    assert "20 layers at olmo-7b's width, 4.50B params, peak 70.0 GiB (21 layers did not " in (
+        capsys.readouterr().out
+    )
+    bench().print_table([], {**search, "smallest_not_fitting_layers": None})  # out of time
+    out = capsys.readouterr().out
+    assert "peak 70.0 GiB (no larger count was tried)" in out and "None" not in out
+
+
 def test_the_gpu_results_rows_go_into_the_readme_table(tmp_path: Path) -> None:
     """A results file from a GPU run renders in benchmarks/table.py's table: the goal's row
     with its ratio and verdict, and a failed row as failed."""
