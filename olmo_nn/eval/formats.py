@@ -40,7 +40,9 @@ __all__ = [
     "Format",
     "MultipleChoice",
     "few_shot_context",
+    "partition_key",
     "split_task_name",
+    "task_of_partition",
 ]
 
 Format = Literal["rc", "mc"]
@@ -48,6 +50,11 @@ FORMATS: tuple[str, ...] = get_args(Format)
 DEFAULT_FORMAT: Format = "rc"
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 SHOT_SEPARATOR = "\n\n"
+FORMAT_SEPARATOR = ":"
+"""Between a task and its format in a task name (``arc_easy:mc``)."""
+PARTITION_FORMAT_SEPARATOR = "-"
+"""The same in a partition key, a folder or a DVC stage name (``arc_easy-mc``), where ``:``
+is not allowed (:data:`olmo_nn.paths.SAFE_NAME`). No task name holds a ``-``."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,28 @@ def split_task_name(name: str) -> tuple[str, Format | None]:
             f"(write {base}:rc for rank classification or {base}:mc for lettered options)"
         )
     return base, suffix  # type: ignore[return-value]
+
+
+def partition_key(task: str) -> str:
+    """A task name as a partition key, folder and stage name: ``"arc_easy:mc"`` ->
+    ``"arc_easy-mc"``, a name without a format unchanged; :func:`task_of_partition` inverts it."""
+    base, fmt = split_task_name(task)
+    return base if fmt is None else base + PARTITION_FORMAT_SEPARATOR + fmt
+
+
+def task_of_partition(key: str) -> str:
+    """The task name of a partition key: ``"arc_easy-mc"`` -> ``"arc_easy:mc"``, a key without
+    a ``-<format>`` ending unchanged. A task name (``arc_easy:mc``) is a ``ValueError`` that
+    gives its key."""
+    if FORMAT_SEPARATOR in key:
+        raise ValueError(
+            f"{key!r} is a task name, not a partition key: a key cannot hold "
+            f"{FORMAT_SEPARATOR!r}; write {partition_key(key)}"
+        )
+    base, separator, suffix = key.rpartition(PARTITION_FORMAT_SEPARATOR)
+    if separator and suffix in FORMATS:
+        return base + FORMAT_SEPARATOR + suffix
+    return key
 
 
 def few_shot_context(description: str, shots: list[tuple[str, str]], context: str) -> str:

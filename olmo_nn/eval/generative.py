@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from olmo_nn.eval.formats import few_shot_context
-from olmo_nn.eval.generation import GenerationRequest, generate
 from olmo_nn.eval.task_data import load_split
 
 __all__ = [
@@ -320,6 +319,9 @@ def evaluate_generative_task(
     model: Any, task: str, instances: Sequence[GenerativeInstance], *, batch_size: int = 16
 ) -> GenerationResult:
     """Generate an answer for every instance and score it under the task's rules."""
+    # Here, not at the top: the specs above (read by params and the model report) need no torch.
+    from olmo_nn.eval.generation import GenerationRequest, generate
+
     spec = generative_spec(task)
     if spec is None:
         raise ValueError(f"{task!r} is not a generative task: {', '.join(GENERATIVE_TASKS)}")

@@ -50,6 +50,7 @@ __all__ = [
     "load_task",
     "load_tasks",
     "preprocess_hellaswag",
+    "primary_metric",
     "sample_indices",
     "shots_of",
 ]
@@ -70,7 +71,7 @@ def _is_yaml_path(name: str) -> bool:
 
 
 def _unknown_task(name: str) -> ValueError:
-    from olmo_nn.eval.generative import GENERATIVE_TASKS  # imports torch: only on this path
+    from olmo_nn.eval.generative import GENERATIVE_TASKS
 
     others = [n for n in _BUILTIN_SPECS if mmlu.subject_of(n) is None]
     if name.partition(":")[0] in GENERATIVE_TASKS:
@@ -87,6 +88,16 @@ def _unknown_task(name: str) -> ValueError:
         f"format suffix :rc or :mc; or the path of a custom task's .yaml file; generative "
         f"tasks (olmo eval downstream): {', '.join(GENERATIVE_TASKS)}."
     )
+
+
+def primary_metric(name: str) -> str:
+    """The metric a task is reported by: ``acc`` (its default normalization's accuracy) for a
+    ranked task, the generative task's own for one (``f1`` for nq_open and triviaqa,
+    ``exact_match`` for basic_arithmetic: ``GenerativeTaskSpec.primary_metric``)."""
+    from olmo_nn.eval.generative import generative_spec
+
+    spec = generative_spec(name)
+    return "acc" if spec is None else spec.primary_metric
 
 
 def _multiple_choice_formatter(

@@ -426,3 +426,37 @@ def test_default_normalizations_of_the_new_tasks() -> None:
         "arc_easy:mc": "none",
         "mmlu_anatomy:mc": "none",
     }
+
+
+def test_partition_keys_map_one_to_one_to_task_names() -> None:
+    from olmo_nn.eval.builtin_tasks import BUILTIN_SPECS
+    from olmo_nn.eval.formats import partition_key, task_of_partition
+    from olmo_nn.eval.generative import GENERATIVE_TASKS
+    from olmo_nn.paths import SAFE_NAME
+
+    assert partition_key("arc_easy:mc") == "arc_easy-mc"
+    assert partition_key("mmlu_anatomy:rc") == "mmlu_anatomy-rc"
+    assert partition_key("nq_open") == "nq_open"
+    assert task_of_partition("arc_easy-mc") == "arc_easy:mc"
+    assert task_of_partition("piqa") == "piqa"
+    assert task_of_partition("arc_easy-xx") == "arc_easy-xx"  # no format: an unknown task
+    with pytest.raises(ValueError, match="write arc_easy-mc"):
+        task_of_partition("arc_easy:mc")
+    with pytest.raises(ValueError, match="format 'xx' is not one of rc, mc"):
+        partition_key("arc_easy:xx")
+    names = [*BUILTIN_SPECS, *GENERATIVE_TASKS]
+    every = [f"{n}:{fmt}" for n in names for fmt in ("rc", "mc")] + names
+    keys = [partition_key(name) for name in every]
+    assert all(SAFE_NAME.fullmatch(key) for key in keys)
+    assert len(set(keys)) == len(every)
+    assert [task_of_partition(key) for key in keys] == every
+
+
+def test_primary_metric() -> None:
+    from olmo_nn.eval.tasks import primary_metric
+
+    assert primary_metric("arc_easy:mc") == "acc"
+    assert primary_metric("mmlu_anatomy") == "acc"
+    assert primary_metric("nq_open") == "f1"
+    assert primary_metric("triviaqa") == "f1"
+    assert primary_metric("basic_arithmetic") == "exact_match"
