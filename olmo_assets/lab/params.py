@@ -295,16 +295,37 @@ class EvalParams(Config):
         _check_launcher("eval", self.launcher)
 
 
-def _check_not_a_suite(task: str) -> None:
-    """Each of ``eval.tasks`` is one task: it names a partition, and dvc.yaml's matrix reads
-    the list as written, so a suite (``olmes``) must be spelled out."""
-    from olmo_nn.eval.suites import SUITES, expand_suites
+def _check_task(key: str) -> None:
+    """Each of ``eval.tasks`` is one task's partition key (a folder, a DVC stage): a format
+    is spelled ``arc_easy-mc`` (``olmo_nn.eval.formats.partition_key``), and dvc.yaml's
+    matrix reads the list as written, so a suite (``olmes``) must be spelled out."""
+    from olmo_nn.eval.formats import FORMAT_SEPARATOR, partition_key, task_of_partition
+    from olmo_nn.eval.generative import generative_spec
+    from olmo_nn.eval.suites import expand_suites, is_suite
+    from olmo_nn.eval.tasks import get_task_spec
 
-    if task in SUITES:
+    if isinstance(key, str) and FORMAT_SEPARATOR in key:
+        try:
+            fix = f"write {partition_key(key)}"
+        except ValueError as error:  # an unknown format: its message says which exist
+            fix = str(error)
         raise ConfigError(
-            f"params: eval.tasks has the suite {task!r}; each entry is one task (a partition "
-            f"and a DVC stage), so list its tasks instead: [{', '.join(expand_suites(task))}]"
+            f"params: eval.tasks has {key!r}: a partition key cannot hold "
+            f"{FORMAT_SEPARATOR!r}; {fix}"
         )
+    check_name("eval.tasks: task", key)
+    task = task_of_partition(key)
+    if is_suite(task):
+        keys = [partition_key(name) for name in expand_suites(task)]
+        raise ConfigError(
+            f"params: eval.tasks has the suite {key!r}; each entry is one task (a partition "
+            f"and a DVC stage), so list its tasks instead: [{', '.join(keys)}]"
+        )
+    try:
+        if generative_spec(task) is None:
+            get_task_spec(task)
+    except ValueError as error:
+        raise ConfigError(f"params: eval.tasks has {key!r}: {error}") from None
 
 
 @dataclass
@@ -324,8 +345,7 @@ class LabParams(Config):
 
     def __post_init__(self) -> None:
         for task in self.eval.tasks:
-            check_name("eval.tasks: task", task)
-            _check_not_a_suite(task)
+            _check_task(task)
         for step in self.eval.checkpoints:
             if step % self.train.checkpoint_interval or not 0 < step <= self.train.max_steps:
                 raise ConfigError(

@@ -4,16 +4,22 @@
 results of every evaluation ``params.yaml`` asks for; :func:`write_model_report` writes:
 
 * ``metrics.json``: ``dvc metrics show`` — final losses (the last step's, and the mean over
-  the last tenth of the run), accuracy per checkpoint and task (``eval``; with MMLU's
-  averages and the ``olmo1``/``olmes`` suites' scores where the tasks hold them) with its
-  standard error (``eval_stderr``), perplexity and bits per byte per checkpoint and source;
+  the last tenth of the run), each task's main score per checkpoint (``eval``; with MMLU's
+  averages and each suite's score where the tasks hold all of it) with its standard error
+  (``eval_stderr``), perplexity and bits per byte per checkpoint and source;
 * ``loss.csv`` (``step,loss,loss_smoothed,eval_loss``), ``eval_by_step.csv``
-  (``step,task,acc,acc_stderr,chance``), ``acc_by_step.csv`` (``step`` and one column per
-  task: one line per task in ``dvc plots``) and ``perplexity.csv``
+  (``step,task,metric,score,stderr,chance``), ``acc_by_step.csv`` (``step`` and one column
+  per task, its main score: one line per task in ``dvc plots``) and ``perplexity.csv``
   (``step,source,perplexity,bits_per_byte``);
 * ``eval_table.parquet``: the evaluation table, one row per task (and their mean) with its
-  normalization, chance level and examples, and per checkpoint ``step<N>_acc`` and
-  ``step<N>_stderr`` (:func:`eval_table_rows`);
+  main metric, normalization, chance level and examples, and per checkpoint ``step<N>_acc``
+  and ``step<N>_stderr`` (:func:`eval_table_rows`);
+
+A task's main score is its main metric's value (:func:`olmo_nn.eval.tasks.primary_metric`):
+``acc`` for a ranked task, ``f1`` or ``exact_match`` for a generative one (nq_open,
+triviaqa, basic_arithmetic). Tasks are named by their partition keys (``arc_easy-mc``,
+:func:`olmo_nn.eval.formats.partition_key`), and so are MMLU's averages and the suites' scores
+(``mmlu-mc``).
 * ``loss.png`` (raw train loss faint, smoothed train loss, validation loss),
   ``acc_by_step.png`` (a panel per task: accuracy ± standard error by checkpoint, chance
   dashed) and ``bits_per_byte.png``.
@@ -101,9 +107,12 @@ class ModelReport:
     checkpoints: list[int]
     tasks: list[str]
     accuracy: dict[tuple[int, str], float] = field(default_factory=dict)
-    """``acc`` (the task's default normalization) by (checkpoint step, task)."""
+    """The task's main score by (checkpoint step, task): ``acc`` (its default
+    normalization's) for a ranked task, :attr:`metric` for a generative one."""
     stderr: dict[tuple[int, str], float] = field(default_factory=dict)
-    """``acc_stderr`` by (checkpoint step, task)."""
+    """The main score's standard error by (checkpoint step, task)."""
+    metric: dict[str, str] = field(default_factory=dict)
+    """Each task's main metric (``acc`` where absent; ``f1``, ``exact_match``)."""
     chance: dict[str, float] = field(default_factory=dict)
     """The chance level of each task (mean over its examples of 1 / number of choices)."""
     examples: dict[str, int] = field(default_factory=dict)
@@ -116,7 +125,7 @@ class ModelReport:
     """Evaluation folders params.yaml asks for that hold no result yet."""
 
     def mean_accuracy(self, step: int) -> float:
-        """Mean ``acc`` over the tasks that scored checkpoint ``step`` (NaN when none did)."""
+        """Mean main score over the tasks that scored checkpoint ``step`` (NaN when none did)."""
         scores = [self.accuracy[step, t] for t in self.tasks if (step, t) in self.accuracy]
         return sum(scores) / len(scores) if scores else math.nan
 
@@ -129,21 +138,32 @@ class ModelReport:
 
     def group_scores(self, step: int) -> dict[str, float]:
         """MMLU's averages over its subjects among the tasks (``mmlu``, ``mmlu_<category>``,
-        when any subject was scored) and the score of each suite other than ``core9`` (whose
-        score is the mean) all of whose tasks were scored at ``step``
-        (:func:`olmo_nn.eval.suites.suite_rows`); empty for ``core9``-only tasks."""
-        from olmo_nn.eval.mmlu import aggregate_rows
-        from olmo_nn.eval.suites import SUITES, suite_rows
+        when any subject was scored) and the score of each suite all of whose tasks were
+        scored at ``step`` (:func:`olmo_nn.eval.suites.suite_rows`), by partition key
+        (``mmlu-mc``). Only ``acc`` counts (a generative task's F1 is in no suite); a suite
+        whose score is the mean row (its tasks are the report's, none of them MMLU's: the
+        demo's ``core9``) is left out."""
+        from olmo_nn.eval.formats import partition_key, task_of_partition
+        from olmo_nn.eval.mmlu import aggregate_rows, subject_of
+        from olmo_nn.eval.suites import SUITES, expand_suites, suite_rows
 
+        names = {task_of_partition(t) for t in self.tasks}
         rows = [
-            {"task": t, "metric": "acc", "value": self.accuracy[step, t],
+            {"task": task_of_partition(t), "metric": "acc", "value": self.accuracy[step, t],
              "count": self.examples.get(t, 0)}
             for t in self.tasks
-            if (step, t) in self.accuracy
+            if (step, t) in self.accuracy and self.metric.get(t, "acc") == "acc"
         ]  # fmt: skip
+        suites = [
+            suite
+            for suite, members in ((s, expand_suites(s)) for s in SUITES if s != "mmlu")
+            if set(members) != names or any(subject_of(m) for m in members)
+        ]
         groups = aggregate_rows(rows)
-        groups += suite_rows(rows + groups, [name for name in SUITES if name != "core9"])
-        return {r["task"]: float(r["value"]) for r in groups if r["metric"] == "acc"}
+        groups += suite_rows(rows + groups, suites)
+        return {
+            partition_key(str(r["task"])): float(r["value"]) for r in groups if r["metric"] == "acc"
+        }
 
     def mean_chance(self) -> float:
         chances = [self.chance[t] for t in self.tasks if t in self.chance]
@@ -196,7 +216,9 @@ def report_checkpoints(lab: Lab) -> tuple[list[int], list[int]]:
 def collect_model_report(lab: Lab, checkpoints: list[int] | None = None) -> ModelReport:
     """The losses and the results of ``checkpoints`` (default: the report's,
     :func:`report_checkpoints`) × ``eval.tasks`` (and perplexity)."""
-    from olmo_nn.eval.tasks import get_task_spec
+    from olmo_nn.eval.formats import task_of_partition
+    from olmo_nn.eval.generative import generative_spec
+    from olmo_nn.eval.tasks import get_task_spec, primary_metric
     from olmo_nn.train.callbacks.metrics_file import METRICS_FILE, read_metrics
 
     records = read_metrics(lab.run_dir)
@@ -218,7 +240,10 @@ def collect_model_report(lab: Lab, checkpoints: list[int] | None = None) -> Mode
         tasks=list(lab.params.eval.tasks),
     )
     for task in report.tasks:
-        report.normalization[task] = get_task_spec(task).default_normalization
+        name = task_of_partition(task)
+        report.metric[task] = primary_metric(name)
+        if generative_spec(name) is None:
+            report.normalization[task] = get_task_spec(name).default_normalization
     for step in report.checkpoints:
         for task in report.tasks:
             path = lab.downstream(step, task) / RESULTS
@@ -226,13 +251,14 @@ def collect_model_report(lab: Lab, checkpoints: list[int] | None = None) -> Mode
                 report.missing.append(str(path.parent.relative_to(lab.repo)))
                 continue
             rows = {r["metric"]: r for r in _read_rows(path)}
-            if "acc" not in rows:
-                report.missing.append(f"{path.relative_to(lab.repo)} (no acc row)")
+            metric = report.metric[task]
+            if metric not in rows:
+                report.missing.append(f"{path.relative_to(lab.repo)} (no {metric} row)")
                 continue
-            report.accuracy[step, task] = float(rows["acc"]["value"])
-            report.examples[task] = int(rows["acc"]["count"])
-            if "acc_stderr" in rows:
-                report.stderr[step, task] = float(rows["acc_stderr"]["value"])
+            report.accuracy[step, task] = float(rows[metric]["value"])
+            report.examples[task] = int(rows[metric]["count"])
+            if f"{metric}_stderr" in rows:
+                report.stderr[step, task] = float(rows[f"{metric}_stderr"]["value"])
             if "chance" in rows:
                 report.chance[task] = float(rows["chance"]["value"])
         path = lab.perplexity(step) / RESULTS
@@ -299,14 +325,16 @@ def _scored_steps(report: ModelReport) -> list[int]:
 
 def eval_table_rows(report: ModelReport) -> list[dict[str, Any]]:
     """The evaluation table: a row per task (every one of ``eval.tasks``) and their mean; its
-    normalization, chance level and examples, then per scored checkpoint ``step<N>_acc`` and
-    ``step<N>_stderr`` (None where a task has no result at that checkpoint); then MMLU's
+    main metric, normalization, chance level and examples, then per scored checkpoint
+    ``step<N>_acc`` (its main score) and ``step<N>_stderr`` (None where a task has no result
+    at that checkpoint); then MMLU's
     averages and the suites' scores where the tasks hold them (:meth:`ModelReport.group_scores`)."""
     steps = _scored_steps(report)
     rows = []
     for task in report.tasks:
         row: dict[str, Any] = {
             "task": task,
+            "metric": report.metric.get(task, "acc"),
             "normalization": report.normalization.get(task),
             "chance": report.chance.get(task),
             "examples": report.examples.get(task),
@@ -317,6 +345,7 @@ def eval_table_rows(report: ModelReport) -> list[dict[str, Any]]:
         rows.append(row)
     mean: dict[str, Any] = {
         "task": MEAN,
+        "metric": None,
         "normalization": None,
         "chance": _finite_or_none(report.mean_chance()),
         "examples": None,
@@ -328,8 +357,10 @@ def eval_table_rows(report: ModelReport) -> list[dict[str, Any]]:
     for step in steps:
         for group, value in report.group_scores(step).items():
             entry = groups.setdefault(
-                group, {"task": group, "normalization": None, "chance": None, "examples": None}
-            )
+                group,
+                {"task": group, "metric": "acc", "normalization": None, "chance": None,
+                 "examples": None},
+            )  # fmt: skip
             entry[f"step{step}_acc"] = _finite_or_none(value)
             entry[f"step{step}_stderr"] = None
     for entry in groups.values():
@@ -340,12 +371,12 @@ def eval_table_rows(report: ModelReport) -> list[dict[str, Any]]:
 
 
 def eval_table_shown(report: ModelReport) -> list[dict[str, Any]]:
-    """:func:`eval_table_rows` narrowed for a page: per task its normalization, chance level
-    and, per scored checkpoint, ``acc ± stderr`` as text (``0.275 ± 0.071``)."""
+    """:func:`eval_table_rows` narrowed for a page: per task its main metric, normalization,
+    chance level and, per scored checkpoint, ``score ± stderr`` as text (``0.275 ± 0.071``)."""
     steps = _scored_steps(report)
     shown = []
     for row in eval_table_rows(report):
-        cells: dict[str, Any] = {k: row[k] for k in ("task", "normalization", "chance")}
+        cells: dict[str, Any] = {k: row[k] for k in ("task", "metric", "normalization", "chance")}
         for step in steps:
             acc, stderr = row[f"step{step}_acc"], row[f"step{step}_stderr"]
             cells[f"step {step}"] = (
@@ -366,6 +397,7 @@ def _eval_table_schema(report: ModelReport) -> Any:
 
     columns = [
         ("task", pa.string()),
+        ("metric", pa.string()),
         ("normalization", pa.string()),
         ("chance", pa.float64()),
         ("examples", pa.int64()),
@@ -376,7 +408,7 @@ def _eval_table_schema(report: ModelReport) -> Any:
 
 
 def _accuracy_series(report: ModelReport, task: str) -> tuple[list[int], list[float]]:
-    """The checkpoints that scored ``task`` and their accuracies, by step."""
+    """The checkpoints that scored ``task`` and their main scores, by step."""
     steps = [step for step in report.checkpoints if (step, task) in report.accuracy]
     return steps, [report.accuracy[step, task] for step in steps]
 
@@ -452,7 +484,8 @@ def plot_loss(losses: dict[int, float], eval_losses: dict[int, float], path: Pat
 
 
 def _plot_accuracy(report: ModelReport, path: Path) -> None:
-    """A panel per task: ``acc`` ± standard error by checkpoint, its chance level dashed."""
+    """A panel per task: its main score (``acc``; ``f1``, ``exact_match`` for a generative
+    task) ± standard error by checkpoint, its chance level dashed."""
     plt = _pyplot()
     tasks = [t for t in report.tasks if _accuracy_series(report, t)[0]]
     columns = min(3, len(tasks))
@@ -466,18 +499,23 @@ def _plot_accuracy(report: ModelReport, path: Path) -> None:
         ax.errorbar(steps, accuracy, yerr=errors, marker="o", capsize=3, label="acc ± stderr")
         if task in report.chance:
             ax.axhline(report.chance[task], color="gray", linestyle="--", label="chance")
-        normalization = report.normalization.get(task, "?")
-        ax.set_title(f"{task} ({normalization})", fontsize="medium")
+        # A ranked task's normalization; a generative task's metric (it has no normalization).
+        shown = report.normalization.get(task) or report.metric.get(task, "?")
+        ax.set_title(f"{task} ({shown})", fontsize="medium")
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(tasks) :]:
         ax.set_visible(False)
     for ax in axes[-1]:
         ax.set_xlabel("step")
+    only_acc = all(report.metric.get(t, "acc") == "acc" for t in tasks)
     for ax in axes[:, 0]:
-        ax.set_ylabel("acc")
+        ax.set_ylabel("acc" if only_acc else "score")
     axes.flat[0].legend(fontsize="x-small")
     # Wrapped in a figure one panel wide, so the title never runs past its edges.
-    title = "Downstream accuracy by checkpoint (± standard error; chance dashed)"
+    title = (
+        f"Downstream {'accuracy' if only_acc else 'scores'} by checkpoint "
+        "(± standard error; chance dashed)"
+    )
     fig.suptitle(title if columns > 1 else title.replace(" (", "\n("), fontsize="medium")
     _save(fig, path)
 
@@ -501,11 +539,12 @@ def write_model_report(report: ModelReport, folder: Path) -> dict[str, Path]:
     )
     _write_csv(
         folder / "eval_by_step.csv",
-        ["step", "task", "acc", "acc_stderr", "chance"],
+        ["step", "task", "metric", "score", "stderr", "chance"],
         [
             [
                 step,
                 task,
+                report.metric.get(task, "acc"),
                 repr(acc),
                 repr(report.stderr[step, task]) if (step, task) in report.stderr else None,
                 repr(report.chance[task]) if task in report.chance else None,

@@ -10,7 +10,8 @@ same ``results.json`` bytes) reuses that run instead of adding a duplicate; a di
 checkpoint or a different result gets a new run, so the experiment keeps the history.
 
 Metric keys name what they measure, the same in an evaluation run and in the training run:
-``downstream/<task>/acc`` (and ``acc_stderr``, ``acc_<normalization>``, ``chance``) and
+``downstream/<task>/acc`` (and ``acc_stderr``, ``acc_<normalization>``, ``chance``; a
+generative task's ``exact_match`` and ``f1``), ``<task>`` its partition key (``arc_easy-mc``), and
 ``perplexity/<source>/bits_per_byte`` (and ``perplexity``), at step = the checkpoint's step.
 The headline ones are also logged into the training run, so MLflow draws a curve per task
 and source there; a point already there (same key, step and value) is not logged again, as

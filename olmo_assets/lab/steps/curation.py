@@ -195,27 +195,36 @@ def raw_accounting(lab: Lab, source: str, shard: str) -> CheckResult:
     )
 
 
-def build_eval_data(lab: Lab) -> StepResult:
-    """The evaluation tasks' examples as Dolma documents: what decontamination removes."""
+def _eval_texts(key: str) -> list[tuple[int, str]]:
+    """Each example of the task with partition key ``key`` as (row, text): its prompt with
+    the correct answer (a generative task's first gold answer; zero-shot, so no shot's text)."""
+    from olmo_nn.eval.formats import task_of_partition
+    from olmo_nn.eval.generative import generative_spec, load_generative_task
     from olmo_nn.eval.tasks import load_task
 
+    task = task_of_partition(key)
+    if generative_spec(task) is not None:
+        return [
+            (example.index, example.prompt + " " + example.answers[0])
+            for example in load_generative_task(task, limit=None, num_shots=0)
+        ]
+    return [
+        (i.index, i.contexts[i.label] + i.continuations[i.label])
+        for i in load_task(task, limit=None)
+    ]
+
+
+def build_eval_data(lab: Lab) -> StepResult:
+    """The evaluation tasks' examples as Dolma documents: what decontamination removes."""
     counts = {}
     with staged_folder(lab.eval_data) as staged:
         staged.mkdir()
         writer = JsonlWriter(staged)
         for task in lab.params.eval.tasks:
-            instances = load_task(task, limit=None)
-            counts[task] = len(instances)
+            texts = _eval_texts(task)
+            counts[task] = len(texts)
             writer.write(
-                [
-                    {
-                        "id": f"{task}-{instance.index}",
-                        "text": instance.contexts[instance.label]
-                        + instance.continuations[instance.label],
-                        "source": task,
-                    }
-                    for instance in instances
-                ]
+                [{"id": f"{task}-{index}", "text": text, "source": task} for index, text in texts]
             )
         writer.close()
     rows = [{"task": t, "examples": n} for t, n in counts.items()]

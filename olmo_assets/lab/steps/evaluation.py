@@ -29,30 +29,50 @@ __all__ = [
 ]
 
 
-def _task_instances(lab: Lab, task: str) -> list[Any]:
+def _task_instances(lab: Lab, key: str) -> list[Any]:
+    """The examples of the task whose partition key is ``key`` (``arc_easy-mc``): ranked
+    choices, or prompts for a generative task."""
+    from olmo_nn.eval.formats import task_of_partition
+    from olmo_nn.eval.generative import generative_spec, load_generative_task
     from olmo_nn.eval.tasks import load_task
 
+    task = task_of_partition(key)
+    if generative_spec(task) is not None:
+        return load_generative_task(task, limit=lab.params.eval.limit)
     return load_task(task, limit=lab.params.eval.limit)
 
 
 def evaluate_downstream(lab: Lab, step: int, task: str) -> StepResult:
-    """One task on one checkpoint (rank classification, OLMo's normalization for the task)."""
+    """One task (its partition key, ``arc_easy-mc``) on one checkpoint: rank classification
+    under OLMo's normalization for the task, or greedy generation for a generative task
+    (nq_open, triviaqa, basic_arithmetic), scored by the task's main metric."""
     from olmo_assets.lab.tracking import EvaluationRun, downstream_key, log_evaluation
     from olmo_nn.eval.downstream import evaluate_task, write_results
+    from olmo_nn.eval.formats import task_of_partition
+    from olmo_nn.eval.generative import evaluate_generative_task, generative_spec
     from olmo_nn.eval.models import load_language_model
-    from olmo_nn.eval.tasks import get_task_spec
+    from olmo_nn.eval.tasks import get_task_spec, primary_metric
 
     started_ms = int(time.time() * 1000)
     checkpoint, sha256 = recorded_checkpoint(lab, step)
     instances = _task_instances(lab, task)
-    spec = get_task_spec(task)
-    result = evaluate_task(
-        load_language_model(checkpoint),
-        spec.name,
-        instances,
-        default_normalization=spec.default_normalization,
-        unconditional_context=spec.unconditional_context,
-    )
+    name = task_of_partition(task)
+    metric = primary_metric(name)
+    model = load_language_model(checkpoint)
+    result: Any  # TaskResult or GenerationResult: both give write_results its rows
+    normalization: str | None = None
+    if generative_spec(name) is not None:
+        result = evaluate_generative_task(model, name, instances)
+    else:
+        spec = get_task_spec(name)
+        normalization = spec.default_normalization
+        result = evaluate_task(
+            model,
+            spec.name,
+            instances,
+            default_normalization=spec.default_normalization,
+            unconditional_context=spec.unconditional_context,
+        )
     target = lab.downstream(step, task)
     with staged_folder(target) as staged:
         staged.mkdir()
@@ -71,29 +91,33 @@ def evaluate_downstream(lab: Lab, step: int, task: str) -> StepResult:
             params={
                 "task": task,
                 "limit": lab.params.eval.limit,
-                "normalization": spec.default_normalization,
+                "metric": metric,
+                **({"normalization": normalization} if normalization else {}),
                 "examples": len(instances),
             },
             metrics={downstream_key(task, r["metric"]): r["value"] for r in rows},
             training_metrics={
                 downstream_key(task, r["metric"]): r["value"]
                 for r in rows
-                if r["metric"] in ("acc", "acc_stderr")
+                if r["metric"] in (metric, f"{metric}_stderr")
             },
             started_ms=started_ms,
             tags={"olmo.task": task},
         ),
     )
     values = {r["metric"]: r["value"] for r in rows}
+    score = values.get(metric, math.nan), values.get(f"{metric}_stderr", math.nan)
+    described: dict[str, Any] = (
+        {"score": score_text(metric, *score, len(instances))}
+        if normalization is None
+        else {
+            "accuracy": accuracy_text(*score, values.get("chance", math.nan), len(instances)),
+            "normalization": normalization,
+        }
+    )
     return StepResult(
         {
-            "accuracy": accuracy_text(
-                values.get("acc", math.nan),
-                values.get("acc_stderr", math.nan),
-                values.get("chance", math.nan),
-                len(instances),
-            ),
-            "normalization": spec.default_normalization,
+            **described,
             "examples": len(instances),
             # Text: across this asset's partitions (checkpoint × task) a number would be
             # plotted as one zig-zagging series.
@@ -103,6 +127,12 @@ def evaluate_downstream(lab: Lab, step: int, task: str) -> StepResult:
         },
         {"results": [{k: r[k] for k in ("metric", "value", "count")} for r in rows]},
     )
+
+
+def score_text(metric: str, value: float, stderr: float, examples: int) -> str:
+    """``f1 0.312 ± 0.061 (40 examples)``: a generative task's main score as it should be
+    read (it has no chance level)."""
+    return f"{metric} {value:.3f} ± {stderr:.3f} ({examples} examples)"
 
 
 def accuracy_text(acc: float, stderr: float, chance: float, examples: int) -> str:
@@ -240,12 +270,22 @@ def _rows(folder: Path) -> list[dict[str, Any]]:
 
 def downstream_rows_complete(lab: Lab, step: int, task: str) -> CheckResult:
     """Every normalization's accuracy and ``acc`` itself, each with its standard error, and
-    the chance level: finite, over every example (a standard error needs two)."""
+    the chance level (a generative task: its exact match and main metric, each with its
+    standard error): finite, over every example (a standard error needs two)."""
+    from olmo_nn.eval.formats import task_of_partition
+    from olmo_nn.eval.generative import generative_spec
     from olmo_nn.eval.scoring import NORMALIZATIONS
+    from olmo_nn.eval.tasks import primary_metric
 
-    accuracies = {"acc", *(f"acc_{n}" for n in NORMALIZATIONS)}
-    errors = {f"{m}_stderr" for m in accuracies}
-    expected = accuracies | errors | {"chance"}
+    name = task_of_partition(task)
+    if generative_spec(name) is not None:
+        scores = {"exact_match", primary_metric(name)}
+        errors = {f"{m}_stderr" for m in scores}
+        expected = scores | errors
+    else:
+        accuracies = {"acc", *(f"acc_{n}" for n in NORMALIZATIONS)}
+        errors = {f"{m}_stderr" for m in accuracies}
+        expected = accuracies | errors | {"chance"}
     examples = len(_task_instances(lab, task))
     rows = {r["metric"]: r for r in _rows(lab.downstream(step, task))}
     missing = sorted(expected - set(rows))

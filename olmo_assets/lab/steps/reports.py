@@ -91,10 +91,11 @@ def _metrics_by_step(report: ModelReport) -> dict[int, dict[str, float]]:
     from olmo_assets.lab.tracking import downstream_key, perplexity_key
 
     by_step: dict[int, dict[str, float]] = {}
-    for (step, task), acc in report.accuracy.items():
-        by_step.setdefault(step, {})[downstream_key(task, "acc")] = acc
+    for (step, task), score in report.accuracy.items():
+        metric = report.metric.get(task, "acc")  # the task's main metric: acc, f1, exact_match
+        by_step.setdefault(step, {})[downstream_key(task, metric)] = score
         if (step, task) in report.stderr:
-            by_step[step][downstream_key(task, "acc_stderr")] = report.stderr[step, task]
+            by_step[step][downstream_key(task, f"{metric}_stderr")] = report.stderr[step, task]
     for (step, source), values in report.perplexity.items():
         for metric, value in values.items():
             by_step.setdefault(step, {})[perplexity_key(source, metric)] = value

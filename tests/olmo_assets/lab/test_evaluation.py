@@ -3,12 +3,14 @@ in-loop validation loss beside the offline perplexity; the downstream check's ne
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
 from pathlib import Path
 
 from olmo_assets.lab.params import Lab
+from olmo_assets.lab.report import collect_model_report
 from olmo_assets.lab.steps.evaluation import (
     IN_LOOP_VS_OFFLINE,
     accuracy_text,
@@ -92,3 +94,48 @@ def test_downstream_check_fails_without_chance_or_with_a_nan_stderr(
         "missing": "chance",
         "not_finite_or_incomplete": "acc_per_char_stderr",
     }
+
+
+def test_a_lettered_and_a_generative_task_run_as_partitions(built_lab: Lab, tmp_path: Path) -> None:
+    """``arc_easy-mc`` is ``arc_easy:mc``'s partition; ``basic_arithmetic`` is generated and
+    reported by its exact match, in the step, its check and the model report."""
+    evaluation = dataclasses.replace(
+        built_lab.params.eval, tasks=["arc_easy-mc", "basic_arithmetic"]
+    )
+    params = dataclasses.replace(built_lab.params, eval=evaluation)
+    lab = Lab(tmp_path, params, built_lab.values)
+    shutil.copy(built_lab.repo / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(built_lab.checkpoint(2), lab.checkpoint(2))
+    shutil.copytree(built_lab.checkpoint_record(2), lab.checkpoint_record(2))
+    lab.run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(built_lab.run_dir / "metrics.jsonl", lab.run_dir / "metrics.jsonl")
+
+    lettered = evaluate_downstream(lab, 2, "arc_easy-mc")
+    rows = json.loads((lab.downstream(2, "arc_easy-mc") / "results.json").read_text())
+    assert {r["task"] for r in rows} == {"arc_easy:mc"}
+    assert lettered.metadata["normalization"] == "none"  # the letters are scored as they are
+    assert lettered.metadata["task"] == "arc_easy-mc"
+
+    generated = evaluate_downstream(lab, 2, "basic_arithmetic")
+    values = _values(lab.downstream(2, "basic_arithmetic"))
+    assert set(values) == {"exact_match", "exact_match_stderr", "truncated_requests"}
+    assert generated.metadata["score"] == (
+        f"exact_match {values['exact_match']:.3f} ± {values['exact_match_stderr']:.3f} (8 examples)"
+    )
+    assert "normalization" not in generated.metadata and "accuracy" not in generated.metadata
+    check = downstream_rows_complete(lab, 2, "basic_arithmetic")
+    assert check.passed and check.metadata["missing"] == "none"
+
+    report = collect_model_report(lab, [2])
+    assert report.missing == ["lab/eval/perplexity/step2"]  # not run here
+    assert report.metric == {"arc_easy-mc": "acc", "basic_arithmetic": "exact_match"}
+    assert report.accuracy[2, "basic_arithmetic"] == values["exact_match"]
+    assert report.stderr[2, "basic_arithmetic"] == values["exact_match_stderr"]
+    assert report.normalization == {"arc_easy-mc": "none"}
+
+    path = lab.downstream(2, "basic_arithmetic") / "results.json"
+    path.write_text(
+        json.dumps([r for r in json.loads(path.read_text()) if r["metric"] != "exact_match_stderr"])
+    )
+    check = downstream_rows_complete(lab, 2, "basic_arithmetic")
+    assert not check.passed and check.metadata["missing"] == "exact_match_stderr"

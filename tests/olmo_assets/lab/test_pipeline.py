@@ -216,7 +216,29 @@ def test_eval_tasks_take_new_tasks_but_no_suite(tmp_path: Path) -> None:
     message = str(error.value)
     assert "eval.tasks has the suite 'olmo1'" in message
     assert "list its tasks instead: [arc_easy, arc_challenge," in message
-    assert "mmlu_world_religions:mc]" in message
+    assert "mmlu_world_religions-mc]" in message
+
+
+def test_eval_tasks_spell_a_format_as_a_partition_key(tmp_path: Path) -> None:
+    params = small_params()
+    keys = ["arc_easy-mc", "mmlu_anatomy-mc", "boolq-rc", "nq_open", "basic_arithmetic"]
+    params["eval"]["tasks"] = keys
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    assert Lab.load(tmp_path).params.eval.tasks == keys
+    for tasks, expected in (
+        (["arc_easy:mc"], "eval.tasks has 'arc_easy:mc': a partition key cannot hold ':'; "
+                          "write arc_easy-mc"),
+        (["olmes-mc"], "eval.tasks has the suite 'olmes-mc'; each entry is one task (a "
+                       "partition and a DVC stage), so list its tasks instead: "
+                       "[arc_challenge-mc, arc_easy-mc,"),
+        (["arc_easy-xx"], "eval.tasks has 'arc_easy-xx': Unknown task 'arc_easy-xx'"),
+        (["nq_open-mc"], "eval.tasks has 'nq_open-mc': task 'nq_open' is generative"),
+    ):  # fmt: skip
+        params["eval"]["tasks"] = tasks
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+        with pytest.raises(ConfigError) as error:
+            Lab.load(tmp_path)
+        assert expected in str(error.value)
 
 
 def test_training_resumes_only_what_was_launched_the_same_way(lab: Lab) -> None:

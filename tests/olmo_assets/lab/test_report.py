@@ -1,10 +1,14 @@
-"""The model report's group scores: MMLU's averages and the suites', from a hand-made report."""
+"""The model report's group scores (MMLU's averages and the suites') and a generative task's
+main metric, from hand-made reports."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from olmo_assets.lab.report import ModelReport, eval_table_rows
+from olmo_assets.lab.report import ModelReport, eval_table_rows, write_model_report
 from olmo_nn.eval.mmlu import SUBJECT_CATEGORIES
 
 OLMES_OTHERS = ["arc_challenge", "arc_easy", "boolq", "commonsense_qa", "hellaswag",
@@ -39,3 +43,46 @@ def test_mmlu_average_and_the_olmes_suite() -> None:
     rows = {r["task"]: r for r in eval_table_rows(full)}
     assert rows["olmes"]["step10_acc"] == pytest.approx((9 * 0.5 + 19 / 57) / 10)
     assert rows["mmlu_stem"]["step10_acc"] == 1.0 and rows["mmlu"]["step10_stderr"] is None
+
+
+CORE9 = ["arc_easy", "arc_challenge", "boolq", "copa", "hellaswag", "openbookqa", "piqa",
+         "sciq", "winogrande"]  # fmt: skip
+
+
+def test_core9_score_beside_other_tasks_and_olmo1_from_lettered_mmlu_keys() -> None:
+    only_core9 = _report(CORE9, dict.fromkeys(CORE9, 0.5))
+    assert only_core9.group_scores(10) == {}  # core9's score is the mean row
+    with_more = _report(
+        [*CORE9, "commonsense_qa"], {**dict.fromkeys(CORE9, 0.5), "commonsense_qa": 1.0}
+    )
+    assert with_more.group_scores(10) == {"core9": 0.5}
+    # olmo1 = core9 + mmlu:mc, whose subjects are the partitions mmlu_<subject>-mc.
+    lettered = {f"mmlu_{s}-mc": float(c == "stem") for s, c in SUBJECT_CATEGORIES.items()}
+    olmo1 = _report([*CORE9, *lettered], {**dict.fromkeys(CORE9, 0.5), **lettered})
+    scores = olmo1.group_scores(10)
+    assert scores["mmlu-mc"] == pytest.approx(19 / 57) and scores["mmlu_stem-mc"] == 1.0
+    assert scores["olmo1"] == pytest.approx((9 * 0.5 + 19 / 57) / 10)
+    assert scores["core9"] == 0.5
+    assert "olmes" not in scores and "mmlu" not in scores
+
+
+def test_a_generative_task_is_reported_by_its_main_metric(tmp_path: Path) -> None:
+    report = _report(["arc_easy-mc", "nq_open"], {"arc_easy-mc": 0.5, "nq_open": 0.25})
+    report.losses = {1: 2.0, 10: 1.5}
+    report.metric = {"arc_easy-mc": "acc", "nq_open": "f1"}
+    report.normalization = {"arc_easy-mc": "none"}
+    report.stderr = {(10, "arc_easy-mc"): 0.25, (10, "nq_open"): 0.125}
+    report.chance = {"arc_easy-mc": 0.25}
+    rows = {r["task"]: r for r in eval_table_rows(report)}
+    assert (rows["nq_open"]["metric"], rows["nq_open"]["normalization"]) == ("f1", None)
+    assert rows["nq_open"]["step10_acc"] == 0.25 and rows["mean"]["step10_acc"] == 0.375
+    assert report.group_scores(10) == {}
+    write_model_report(report, tmp_path)
+    assert (tmp_path / "eval_by_step.csv").read_text() == (
+        "step,task,metric,score,stderr,chance\n"
+        "10,arc_easy-mc,acc,0.5,0.25,0.25\n"
+        "10,nq_open,f1,0.25,0.125,\n"
+    )
+    assert (tmp_path / "acc_by_step.csv").read_text() == "step,arc_easy-mc,nq_open\n10,0.5,0.25\n"
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["eval"]["step000010"] == {"arc_easy-mc": 0.5, "nq_open": 0.25, "mean": 0.375}

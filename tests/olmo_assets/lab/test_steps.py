@@ -112,10 +112,16 @@ def test_eval_tables_match_the_results(built_lab: Lab, model_report: StepResult)
     params = built_lab.params
     rows = _csv(built_lab.model_report / "eval_by_step.csv")
     assert {
-        (int(r["step"]), r["task"]): (float(r["acc"]), float(r["acc_stderr"]), float(r["chance"]))
+        (int(r["step"]), r["task"], r["metric"]): (
+            float(r["score"]),
+            float(r["stderr"]),
+            float(r["chance"]),
+        )
         for r in rows
     } == {
-        (step, task): tuple(_acc(built_lab, step, task, m) for m in ("acc", "acc_stderr", "chance"))
+        (step, task, "acc"): tuple(
+            _acc(built_lab, step, task, m) for m in ("acc", "acc_stderr", "chance")
+        )
         for step in params.eval.checkpoints
         for task in params.eval.tasks
     }
@@ -123,11 +129,12 @@ def test_eval_tables_match_the_results(built_lab: Lab, model_report: StepResult)
     # A row per task (every one, then their mean), a column per checkpoint.
     assert [r["task"] for r in table] == ["arc_easy", "winogrande", "mean"]
     assert list(table[0]) == [
-        "task", "normalization", "chance", "examples",
+        "task", "metric", "normalization", "chance", "examples",
         "step2_acc", "step2_stderr", "step4_acc", "step4_stderr",
     ]  # fmt: skip
     assert table[0] == {
         "task": "arc_easy",
+        "metric": "acc",
         "normalization": "unconditional",  # OLMo's for ARC
         "chance": _acc(built_lab, 2, "arc_easy", "chance"),
         "examples": 8,
@@ -144,7 +151,7 @@ def test_eval_tables_match_the_results(built_lab: Lab, model_report: StepResult)
     assert list(wide[0]) == ["step", *params.eval.tasks]
     # The page shows it narrow: acc ± stderr per checkpoint, as text.
     assert model_report.tables["evaluation"] == [
-        {"task": r["task"], "normalization": r["normalization"], "chance": r["chance"]}
+        {k: r[k] for k in ("task", "metric", "normalization", "chance")}
         | {f"step {s}": f"{r[f'step{s}_acc']:.3f} ± {r[f'step{s}_stderr']:.3f}" for s in (2, 4)}
         for r in table
     ]
