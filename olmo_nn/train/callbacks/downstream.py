@@ -4,10 +4,14 @@ Every ``eval.interval`` steps (and at the last step) the model scores ``eval.dow
 examples of each task in ``eval.downstream_tasks`` (sampled once, OLMo's seed 1234) with
 :func:`olmo_nn.eval.downstream.evaluate_task`; ``eval/downstream/<task>/acc`` and the
 per-normalization accuracies join the step's metrics, so metrics.jsonl and the MLflow run
-(written by rank 0) get them.
+(written by rank 0) get them. A generative task (``nq_open``, ``triviaqa``,
+``basic_arithmetic``) is decoded greedily with
+:func:`olmo_nn.eval.generative.evaluate_generative_task` (its default shots) and adds
+``eval/downstream/<task>/exact_match`` (and ``/f1``).
 
 Under FSDP every rank scores the same requests in the same batches: each forward pass
-all-gathers the sharded parameters, so every rank must run it. The subset is small, so the
+all-gathers the sharded parameters, so every rank must run it (greedy decoding too: every
+rank computes the same tokens, so every rank runs the same number of steps). The subset is small, so the
 duplicated work is a few forward passes per task; every rank ends with the same accuracies.
 
 Texts are tokenized with the tokenizer that the training shards were built with, as their
@@ -74,8 +78,9 @@ def shard_tokenizer(
 class _Task:
     name: str
     instances: list[Any]
-    default_normalization: str
-    unconditional_context: str
+    default_normalization: str | None
+    """None for a generative task (its instances are prompts)."""
+    unconditional_context: str = ""
 
 
 class DownstreamEval(Callback):
@@ -84,6 +89,7 @@ class DownstreamEval(Callback):
         self._tokenizer: Tokenizer | None = None
 
     def on_train_start(self, trainer: Trainer) -> None:
+        from olmo_nn.eval.generative import generative_spec, load_generative_task
         from olmo_nn.eval.tasks import expand_task_names, get_task_spec, load_task
 
         config = trainer.config
@@ -95,6 +101,10 @@ class DownstreamEval(Callback):
         )
         self._tasks = []
         for name in expand_task_names(config.eval.downstream_tasks):
+            if generative_spec(name) is not None:
+                prompts = load_generative_task(name, limit=config.eval.downstream_limit)
+                self._tasks.append(_Task(name, prompts, None))
+                continue
             spec = get_task_spec(name)
             instances = load_task(name, limit=config.eval.downstream_limit)
             self._tasks.append(
@@ -111,6 +121,7 @@ class DownstreamEval(Callback):
             return
         assert trainer.step == step, "the trainer flushes at evaluation steps"
         from olmo_nn.eval.downstream import evaluate_task
+        from olmo_nn.eval.generative import evaluate_generative_task
         from olmo_nn.eval.models import LanguageModel
 
         model = trainer.model
@@ -124,6 +135,11 @@ class DownstreamEval(Callback):
         )
         with torch.no_grad(), trainer.autocast():
             for task in self._tasks:
+                if task.default_normalization is None:
+                    generated = evaluate_generative_task(wrapped, task.name, task.instances)
+                    for metric, value in generated.scores.items():
+                        metrics[f"eval/downstream/{task.name}/{metric}"] = value
+                    continue
                 result = evaluate_task(
                     wrapped,
                     task.name,

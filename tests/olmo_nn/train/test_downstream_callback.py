@@ -15,6 +15,7 @@ import torch.distributed as dist
 import yaml
 
 from olmo_nn.data.shards import ShardWriter, TokenShards
+from olmo_nn.eval.generative import evaluate_generative_task, load_generative_task
 from olmo_nn.eval.models import LanguageModel
 from olmo_nn.eval.scoring import Request, score_requests
 from olmo_nn.tokenizer import DEFAULT_TOKENIZER, Tokenizer
@@ -87,7 +88,8 @@ def _config(**changes: Any) -> TrainConfig:
     config.update(
         global_batch_size=4, micro_batch_size=2, max_steps=4, save_interval=100,
         save_interval_unsharded=None, log_interval=1, mlflow=False, device="cpu",
-        eval={"interval": 2, "downstream_tasks": ["copa"], "downstream_limit": 6},
+        eval={"interval": 2, "downstream_tasks": ["copa", "basic_arithmetic"],
+              "downstream_limit": 6},
     )  # fmt: skip
     config["scheduler"].update(warmup_steps=2)
     config.update(changes)
@@ -115,7 +117,14 @@ def _train(run_dir: Path) -> dict[str, Any]:
         vocab_size=trainer.config.model.padded_vocab_size,
     )
     scores = score_requests(model, REQUESTS, batch_size=2)
-    return {"metrics": recorder.metrics, "logprobs": [s.logprob_sum for s in scores]}
+    # The trained model's exact match on the in-loop examples, outside the loop.
+    prompts = load_generative_task("basic_arithmetic", limit=6)
+    generated = evaluate_generative_task(model, "basic_arithmetic", prompts)
+    return {
+        "metrics": recorder.metrics,
+        "logprobs": [s.logprob_sum for s in scores],
+        "exact_match": generated.scores["exact_match"],
+    }
 
 
 def _fsdp_worker(rank: int, port: int, out_dir: str) -> None:
@@ -152,3 +161,9 @@ def test_fsdp_ranks_score_like_one_process(
             assert {k: a[k] for k in downstream} == {k: b[k] for k in downstream}
     evaluated = [m["step"] for m in one["metrics"] if "eval/downstream/copa/acc" in m]
     assert evaluated == [2, 4]
+    # The generative task: greedy decoding on every rank, its exact match beside copa's acc.
+    last = one["metrics"][-1]
+    assert {k for k in last if k.startswith("eval/downstream/basic_arithmetic/")} == {
+        "eval/downstream/basic_arithmetic/exact_match"
+    }
+    assert last["eval/downstream/basic_arithmetic/exact_match"] == one["exact_match"]
