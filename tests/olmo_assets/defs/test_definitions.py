@@ -6,6 +6,7 @@ import importlib
 import sys
 
 import pytest
+import yaml
 from dagster import (
     AllPartitionMapping,
     AssetKey,
@@ -162,3 +163,19 @@ def test_training_limits_and_jobs(defs: Definitions) -> None:
     assert selected("evaluation_downstream") == {"downstream_eval"}
     assert selected("evaluation_perplexity") == {"perplexity_eval"}
     assert selected("evaluation") == {"model_report"}
+
+
+def test_a_formatted_and_a_generative_task_are_partitions(small_lab: Lab) -> None:
+    """``arc_easy-mc`` (``arc_easy:mc``'s key) and ``nq_open`` are downstream partitions."""
+    path = small_lab.repo / "params.yaml"
+    params = yaml.safe_load(path.read_text(encoding="utf-8"))
+    params["eval"]["tasks"] = ["arc_easy-mc", "nq_open"]
+    path.write_text(yaml.safe_dump(params), encoding="utf-8")
+    sys.modules.pop("olmo_assets.definitions", None)
+    defs = importlib.import_module("olmo_assets.definitions").defs
+    Definitions.validate_loadable(defs)
+    partitions = defs.get_repository_def().assets_defs_by_key[AssetKey("downstream_eval")]
+    assert partitions.partitions_def is not None
+    assert sorted(partitions.partitions_def.get_partition_keys()) == [
+        "2|arc_easy-mc", "2|nq_open", "4|arc_easy-mc", "4|nq_open",
+    ]  # fmt: skip
