@@ -435,7 +435,12 @@ STAGES: tuple[Stage, ...] = (
             Read("perplexity_eval", every=True),
         ),
         params=("eval.checkpoints", "eval.tasks"),
-        code=("olmo_assets/lab/report.py", "olmo_nn/train/callbacks/metrics_file.py"),
+        # olmo_nn/eval: each task's main metric, MMLU's averages and the suites' scores.
+        code=(
+            "olmo_assets/lab/report.py",
+            "olmo_nn/eval",
+            "olmo_nn/train/callbacks/metrics_file.py",
+        ),
     ),
 )
 
