@@ -1,4 +1,6 @@
-"""Named sets of tasks, usable wherever a task list is (``--tasks olmes``, ``eval.tasks``).
+"""Named sets of tasks, usable wherever a task list is (``--tasks olmes``, the trainer's
+``eval.downstream_tasks``); ``params.yaml``'s ``eval.tasks`` lists a suite task by task (a
+partition each), and the model report shows the suite's score where all its tasks are there.
 
 ========= ================================================================================
 name      tasks
