@@ -34,8 +34,8 @@ def record_checkpoint(lab: Lab, step: int) -> StepResult:
     order and token shards: the tokens of each source (``tokens_by_source``) and the
     documents of its last batches (``sample_documents``)."""
     import olmo_nn
-    from olmo_nn.checkpoint.unsharded import WEIGHTS_FILE
     from olmo_nn.checkpoint.integrity import content_hash
+    from olmo_nn.checkpoint.unsharded import WEIGHTS_FILE
 
     checkpoint = checkpoint_folder(lab, step)
     model = olmo_nn.load_model(checkpoint)
