@@ -23,6 +23,7 @@ inputs ``generate`` gives them (2D attention mask, position ids).
 from __future__ import annotations
 
 import inspect
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -85,21 +86,28 @@ def cut_at_stops(text: str, until: Sequence[str]) -> str:
     return text[:end]
 
 
-class _Decoder:
-    """One batch's incremental forward passes: :meth:`prefill`, then :meth:`step` per token."""
+class _Decoder(ABC):
+    """One batch's incremental forward passes: :meth:`prefill`, then :meth:`step` per token.
+
+    Two kinds: :class:`_OLMoDecoder` (our model's :class:`~olmo_nn.model.KVCache`) and
+    :class:`_TransformersDecoder` (a transformers model's own cache)."""
 
     def __init__(self, model: LanguageModel, vocab: int) -> None:
         self.model = model
         self.vocab = vocab
 
+    @abstractmethod
     def prefill(self, input_ids: torch.Tensor, valid: torch.Tensor, capacity: int) -> torch.Tensor:
-        raise NotImplementedError
+        """Run the left-padded prompts (``valid`` marks real tokens) into a cache of ``capacity``
+        tokens per row (prompt and new tokens); the next-token logits (B, vocab)."""
 
+    @abstractmethod
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Feed one new token per row (B,); the next-token logits (B, vocab)."""
 
+    @abstractmethod
     def keep(self, rows: torch.Tensor) -> None:
-        raise NotImplementedError
+        """Drop every row of the batch (and its cache) but ``rows``."""
 
 
 def _positions(valid: torch.Tensor) -> torch.Tensor:
