@@ -141,6 +141,9 @@ def dvc_yaml() -> str:
             }
         },
         {
+            # The tasks' columns: the group scores' columns after them (MMLU's averages, the
+            # suites') depend on which tasks are listed, which this file does not; they are
+            # in acc_by_step.png.
             "Accuracy by checkpoint": {
                 "x": "step",
                 "y": {f"{report}/acc_by_step.csv": "${eval.tasks}"},

@@ -4,25 +4,32 @@
 results of every evaluation ``params.yaml`` asks for; :func:`write_model_report` writes:
 
 * ``metrics.json``: ``dvc metrics show`` — final losses (the last step's, and the mean over
-  the last tenth of the run), each task's main score per checkpoint (``eval``; with MMLU's
-  averages and each suite's score where the tasks hold all of it) with its standard error
-  (``eval_stderr``), perplexity and bits per byte per checkpoint and source;
+  the last tenth of the run), each task's main score per checkpoint (``eval``; with their
+  ``mean`` and MMLU's averages and each suite's score where the tasks hold all of it) with
+  its standard error (``eval_stderr``), perplexity and bits per byte per checkpoint and
+  source;
 * ``loss.csv`` (``step,loss,loss_smoothed,eval_loss``), ``eval_by_step.csv``
-  (``step,task,metric,score,stderr,chance``), ``acc_by_step.csv`` (``step`` and one column
-  per task, its main score: one line per task in ``dvc plots``) and ``perplexity.csv``
-  (``step,source,perplexity,bits_per_byte``);
-* ``eval_table.parquet``: the evaluation table, one row per task (and their mean) with its
-  main metric, normalization, chance level and examples, and per checkpoint ``step<N>_acc``
-  and ``step<N>_stderr`` (:func:`eval_table_rows`);
+  (``step,task,metric,score,stderr,chance``), ``acc_by_step.csv`` (``step``, one column per
+  task, its main score: one line per task in ``dvc plots``, then one per group score,
+  :func:`group_series`, which ``dvc.yaml``'s plot leaves out as it lists ``eval.tasks``) and
+  ``perplexity.csv`` (``step,source,perplexity,bits_per_byte``);
+* ``eval_table.parquet``: the evaluation table, one row per task (then their mean, then the
+  group scores) with its main metric, normalization, chance level and examples, and per
+  checkpoint ``step<N>_acc`` and ``step<N>_stderr`` (:func:`eval_table_rows`);
+* ``loss.png`` (raw train loss faint, smoothed train loss, validation loss),
+  ``acc_by_step.png`` (a panel per task: accuracy ± standard error by checkpoint, chance
+  dashed; a panel per group score, MMLU's averages standing in for its subjects' panels) and
+  ``bits_per_byte.png``.
+
+The ``mean`` (:meth:`ModelReport.mean_accuracy`) averages the ranked tasks' ``acc``, MMLU
+counting once per format (its macro average over the subjects scored), so that it is an
+accuracy and 57 subjects do not outweigh the other tasks; generative tasks are left out of it.
 
 A task's main score is its main metric's value (:func:`olmo_nn.eval.tasks.primary_metric`):
 ``acc`` for a ranked task, ``f1`` or ``exact_match`` for a generative one (nq_open,
 triviaqa, basic_arithmetic). Tasks are named by their partition keys (``arc_easy-mc``,
 :func:`olmo_nn.eval.formats.partition_key`), and so are MMLU's averages and the suites' scores
 (``mmlu-mc``).
-* ``loss.png`` (raw train loss faint, smoothed train loss, validation loss),
-  ``acc_by_step.png`` (a panel per task: accuracy ± standard error by checkpoint, chance
-  dashed) and ``bits_per_byte.png``.
 
 The report is a function of the losses and the results alone: throughput and other timings
 in ``metrics.jsonl`` are left out and nothing carries a timestamp, so the same run gives the
@@ -48,6 +55,7 @@ __all__ = [
     "eval_table_rows",
     "eval_table_shown",
     "final_loss_window",
+    "group_series",
     "moving_average",
     "plot_loss",
     "smoothed_final_loss",
@@ -60,7 +68,7 @@ FINAL_LOSS_MIN_STEPS = 10
 CURVE_POINTS = 20
 """The loss curve is smoothed over ``steps // CURVE_POINTS`` steps (a trailing mean)."""
 MEAN = "mean"
-"""The row of the evaluation table averaging the tasks."""
+"""The row of the evaluation table averaging the ranked tasks (:meth:`ModelReport.mean_accuracy`)."""
 RESULTS = "results.parquet"
 """The file of an evaluation's results in its folder."""
 
@@ -124,17 +132,52 @@ class ModelReport:
     missing: list[str] = field(default_factory=list)
     """Evaluation folders params.yaml asks for that hold no result yet."""
 
+    def mean_members(self) -> dict[str, list[str]]:
+        """What the mean row averages, by name: each ranked task (main metric ``acc``) on its
+        own, and MMLU's subjects of one format as one member (``mmlu``, ``mmlu-mc``: their
+        macro average), so 57 subjects weigh as much as one task. Generative tasks are in
+        none: an F1 or exact match averaged with accuracies would mean nothing (their scores
+        stay in their own rows)."""
+        from olmo_nn.eval.formats import partition_key, task_of_partition
+        from olmo_nn.eval.mmlu import subject_of
+
+        members: dict[str, list[str]] = {}
+        for task in self.tasks:
+            if self.metric.get(task, "acc") != "acc":
+                continue
+            name = task_of_partition(task)
+            if subject_of(name) is None:
+                members.setdefault(task, []).append(task)
+            else:
+                suffix = name[name.index(":") :] if ":" in name else ""
+                members.setdefault(partition_key("mmlu" + suffix), []).append(task)
+        # Subjects in aggregate_rows's order, so MMLU's member is exactly its `mmlu` row.
+        return {name: sorted(tasks) for name, tasks in members.items()}
+
+    def _mean_terms(self, step: int) -> list[list[str]]:
+        """The members of :meth:`mean_members` scored at ``step``: each its tasks scored."""
+        terms = [[t for t in tasks if (step, t) in self.accuracy]
+                 for tasks in self.mean_members().values()]  # fmt: skip
+        return [scored for scored in terms if scored]
+
     def mean_accuracy(self, step: int) -> float:
-        """Mean main score over the tasks that scored checkpoint ``step`` (NaN when none did)."""
-        scores = [self.accuracy[step, t] for t in self.tasks if (step, t) in self.accuracy]
+        """The mean row: the mean over :meth:`mean_members` scored at checkpoint ``step`` of
+        each one's ``acc`` (MMLU's: the mean over its subjects scored); NaN when none was."""
+        scores = [
+            sum(self.accuracy[step, t] for t in tasks) / len(tasks)
+            for tasks in self._mean_terms(step)
+        ]
         return sum(scores) / len(scores) if scores else math.nan
 
     def mean_stderr(self, step: int) -> float:
-        """The standard error of :meth:`mean_accuracy` (tasks independent): sqrt(Σ se²) / k."""
-        errors = [
-            self.stderr.get((step, t), math.nan) for t in self.tasks if (step, t) in self.accuracy
-        ]
-        return math.sqrt(sum(e * e for e in errors)) / len(errors) if errors else math.nan
+        """The standard error of :meth:`mean_accuracy`, every task and subject independent:
+        sqrt(Σ v) / k over its k members, v a task's se² and MMLU's Σ se² / n² over its n
+        subjects (the standard error of their mean); NaN where a task has none."""
+        variances = []
+        for tasks in self._mean_terms(step):
+            errors = [self.stderr.get((step, t), math.nan) for t in tasks]
+            variances.append(sum(e * e for e in errors) / len(errors) ** 2)
+        return math.sqrt(sum(variances)) / len(variances) if variances else math.nan
 
     def group_scores(self, step: int) -> dict[str, float]:
         """MMLU's averages over its subjects among the tasks (``mmlu``, ``mmlu_<category>``,
@@ -166,7 +209,11 @@ class ModelReport:
         }
 
     def mean_chance(self) -> float:
-        chances = [self.chance[t] for t in self.tasks if t in self.chance]
+        """The mean row's chance level: over :meth:`mean_members` as :meth:`mean_accuracy`
+        (MMLU's: the mean over its subjects), the tasks with a chance level."""
+        terms = [[self.chance[t] for t in tasks if t in self.chance]
+                 for tasks in self.mean_members().values()]  # fmt: skip
+        chances = [sum(values) / len(values) for values in terms if values]
         return sum(chances) / len(chances) if chances else math.nan
 
 
@@ -324,7 +371,8 @@ def _scored_steps(report: ModelReport) -> list[int]:
 
 
 def eval_table_rows(report: ModelReport) -> list[dict[str, Any]]:
-    """The evaluation table: a row per task (every one of ``eval.tasks``) and their mean; its
+    """The evaluation table: a row per task (every one of ``eval.tasks``) and their mean
+    (:meth:`ModelReport.mean_accuracy`); its
     main metric, normalization, chance level and examples, then per scored checkpoint
     ``step<N>_acc`` (its main score) and ``step<N>_stderr`` (None where a task has no result
     at that checkpoint); then MMLU's
@@ -407,6 +455,15 @@ def _eval_table_schema(report: ModelReport) -> Any:
     return pa.schema(columns)
 
 
+def group_series(report: ModelReport) -> dict[str, dict[int, float]]:
+    """Each of :meth:`ModelReport.group_scores` by checkpoint, in the order they first appear."""
+    series: dict[str, dict[int, float]] = {}
+    for step in _scored_steps(report):
+        for group, value in report.group_scores(step).items():
+            series.setdefault(group, {})[step] = value
+    return series
+
+
 def _accuracy_series(report: ModelReport, task: str) -> tuple[list[int], list[float]]:
     """The checkpoints that scored ``task`` and their main scores, by step."""
     steps = [step for step in report.checkpoints if (step, task) in report.accuracy]
@@ -485,11 +542,22 @@ def plot_loss(losses: dict[int, float], eval_losses: dict[int, float], path: Pat
 
 def _plot_accuracy(report: ModelReport, path: Path) -> None:
     """A panel per task: its main score (``acc``; ``f1``, ``exact_match`` for a generative
-    task) ± standard error by checkpoint, its chance level dashed."""
+    task) ± standard error by checkpoint, its chance level dashed; then a panel per group
+    score (:func:`group_series`: MMLU's averages, the suites'), which stand in for the MMLU
+    subjects' own panels (57 of them would bury the rest; ``acc_by_step.csv`` keeps them)."""
+    from olmo_nn.eval.formats import task_of_partition
+    from olmo_nn.eval.mmlu import subject_of
+
     plt = _pyplot()
-    tasks = [t for t in report.tasks if _accuracy_series(report, t)[0]]
-    columns = min(3, len(tasks))
-    rows = math.ceil(len(tasks) / columns)
+    groups = group_series(report)
+    tasks = [
+        t
+        for t in report.tasks
+        if _accuracy_series(report, t)[0] and not (groups and subject_of(task_of_partition(t)))
+    ]
+    panels = len(tasks) + len(groups)
+    columns = min(3, panels)
+    rows = math.ceil(panels / columns)
     fig, axes = plt.subplots(
         rows, columns, figsize=(3.6 * columns, 2.8 * rows), squeeze=False, sharex=True
     )
@@ -503,14 +571,19 @@ def _plot_accuracy(report: ModelReport, path: Path) -> None:
         shown = report.normalization.get(task) or report.metric.get(task, "?")
         ax.set_title(f"{task} ({shown})", fontsize="medium")
         ax.grid(alpha=0.3)
-    for ax in axes.flat[len(tasks) :]:
+    for ax, (group, scores) in zip(axes.flat[len(tasks) :], groups.items(), strict=False):
+        ax.plot(list(scores), list(scores.values()), marker="o", color="tab:green")
+        ax.set_title(f"{group} (average)", fontsize="medium")
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[panels:]:
         ax.set_visible(False)
     for ax in axes[-1]:
         ax.set_xlabel("step")
     only_acc = all(report.metric.get(t, "acc") == "acc" for t in tasks)
     for ax in axes[:, 0]:
         ax.set_ylabel("acc" if only_acc else "score")
-    axes.flat[0].legend(fontsize="x-small")
+    if tasks:
+        axes.flat[0].legend(fontsize="x-small")
     # Wrapped in a figure one panel wide, so the title never runs past its edges.
     title = (
         f"Downstream {'accuracy' if only_acc else 'scores'} by checkpoint "
@@ -553,11 +626,16 @@ def write_model_report(report: ModelReport, folder: Path) -> dict[str, Path]:
             for step, acc in zip(*_accuracy_series(report, task), strict=True)
         ],
     )
+    groups = group_series(report)
     _write_csv(
         folder / "acc_by_step.csv",
-        ["step", *report.tasks],
+        ["step", *report.tasks, *groups],
         [
-            [step, *(report.accuracy.get((step, t)) for t in report.tasks)]
+            [
+                step,
+                *(report.accuracy.get((step, t)) for t in report.tasks),
+                *(scores.get(step) for scores in groups.values()),
+            ]
             for step in _scored_steps(report)
         ],
     )

@@ -64,6 +64,8 @@ def model_report(lab: Lab) -> StepResult:
             "raw_final_loss": f"{report.losses[last]:.4f} at step {last} (one step: noisy)",
         }
     final = max(report.checkpoints, default=0)
+    members = report.mean_members()
+    averaged = [t for tasks in members.values() for t in tasks]
     metadata |= {
         "results": len(report.accuracy) + len({s for s, _ in report.perplexity}),
         "final_mean_acc": report.mean_accuracy(final),
@@ -71,9 +73,10 @@ def model_report(lab: Lab) -> StepResult:
             report.mean_accuracy(final),
             report.mean_stderr(final),
             report.mean_chance(),
-            sum(report.examples.values()),
+            sum(report.examples.get(t, 0) for t in averaged),
         )
-        + f" at step {final}, mean of {len(report.tasks)} tasks",
+        + f" at step {final}, mean of {len(members)} tasks"
+        + (" (MMLU's subjects as one)" if len(averaged) > len(members) else ""),
         "mlflow_run_id": run_id or "",
     }
     if lab.params.eval.continuous:

@@ -9,6 +9,13 @@ per-normalization accuracies join the step's metrics, so metrics.jsonl and the M
 :func:`olmo_nn.eval.generative.evaluate_generative_task` (its default shots) and adds
 ``eval/downstream/<task>/exact_match`` (and ``/f1``).
 
+Then the group scores, as ``olmo eval downstream`` writes them: MMLU's averages over the
+subjects scored (:func:`olmo_nn.eval.mmlu.aggregate_rows`: ``eval/downstream/mmlu/acc``,
+``mmlu_<category>/acc``, ``mmlu/acc_categories``, each ``acc_<normalization>`` too, per
+format: ``mmlu:mc/acc``), and the score of each suite that ``eval.downstream_tasks`` names
+(:func:`olmo_nn.eval.suites.suite_rows`: ``eval/downstream/olmes/acc``, the mean of its
+tasks' ``acc``, MMLU once).
+
 Under FSDP every rank scores the same requests in the same batches: each forward pass
 all-gathers the sharded parameters, so every rank must run it (greedy decoding too: every
 rank computes the same tokens, so every rank runs the same number of steps). The subset is small, so the
@@ -33,7 +40,7 @@ if TYPE_CHECKING:
     from olmo_nn.tokenizer import Tokenizer
     from olmo_nn.train.trainer import Trainer
 
-__all__ = ["DownstreamEval", "shard_tokenizer"]
+__all__ = ["DownstreamEval", "group_metrics", "shard_tokenizer"]
 
 
 def shard_tokenizer(
@@ -86,10 +93,14 @@ class _Task:
 class DownstreamEval(Callback):
     def __init__(self) -> None:
         self._tasks: list[_Task] = []
+        self._suites: list[str] = []
+        """The suites ``eval.downstream_tasks`` names (but ``mmlu``: its averages are MMLU's
+        own), scored from their tasks at each evaluation."""
         self._tokenizer: Tokenizer | None = None
 
     def on_train_start(self, trainer: Trainer) -> None:
         from olmo_nn.eval.generative import generative_spec, load_generative_task
+        from olmo_nn.eval.suites import is_suite
         from olmo_nn.eval.tasks import expand_task_names, get_task_spec, load_task
 
         config = trainer.config
@@ -99,8 +110,11 @@ class DownstreamEval(Callback):
             eos_token_id=config.model.eos_token_id,
             pad_token_id=config.model.pad_token_id,
         )
+        names = config.eval.downstream_tasks
+        # expand_task_names forgets which suites were asked for; their scores need them.
+        self._suites = [n for n in names if is_suite(n) and n.partition(":")[0] != "mmlu"]
         self._tasks = []
-        for name in expand_task_names(config.eval.downstream_tasks):
+        for name in expand_task_names(names):
             if generative_spec(name) is not None:
                 prompts = load_generative_task(name, limit=config.eval.downstream_limit)
                 self._tasks.append(_Task(name, prompts, None))
@@ -133,6 +147,7 @@ class DownstreamEval(Callback):
             max_length=trainer.config.model.max_sequence_length,
             vocab_size=trainer.config.model.padded_vocab_size,
         )
+        rows: list[dict[str, Any]] = []
         with torch.no_grad(), trainer.autocast():
             for task in self._tasks:
                 if task.default_normalization is None:
@@ -152,4 +167,22 @@ class DownstreamEval(Callback):
                 ]
                 for kind, value in result.accuracy.items():
                     metrics[f"eval/downstream/{task.name}/acc_{kind}"] = value
+                rows += result.rows(model=trainer.config.run_name, step=step)
         model.train(was_training)
+        metrics.update(group_metrics(rows, self._suites))
+
+
+def group_metrics(rows: list[dict[str, Any]], suites: list[str]) -> dict[str, float]:
+    """``eval/downstream/<name>/<metric>`` for MMLU's averages over the subject rows among
+    ``rows`` (``TaskResult.rows``) and for each of ``suites`` all of whose tasks are there;
+    their ``subjects`` and ``tasks`` counts are left out."""
+    from olmo_nn.eval.mmlu import aggregate_rows
+    from olmo_nn.eval.suites import suite_rows
+
+    groups = aggregate_rows(rows)
+    groups += suite_rows(rows + groups, suites)
+    return {
+        f"eval/downstream/{r['task']}/{r['metric']}": float(r["value"])
+        for r in groups
+        if r["metric"] not in ("subjects", "tasks")
+    }

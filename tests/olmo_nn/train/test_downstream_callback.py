@@ -16,11 +16,12 @@ import yaml
 
 from olmo_nn.data.shards import ShardWriter, TokenShards
 from olmo_nn.eval.generative import evaluate_generative_task, load_generative_task
+from olmo_nn.eval.mmlu import SUBJECT_CATEGORIES
 from olmo_nn.eval.models import LanguageModel
 from olmo_nn.eval.scoring import Request, score_requests
 from olmo_nn.tokenizer import DEFAULT_TOKENIZER, Tokenizer
 from olmo_nn.train.callbacks.base import Callback
-from olmo_nn.train.callbacks.downstream import DownstreamEval, shard_tokenizer
+from olmo_nn.train.callbacks.downstream import DownstreamEval, group_metrics, shard_tokenizer
 from olmo_nn.train.config import TrainConfig
 from olmo_nn.train.trainer import Trainer
 
@@ -167,3 +168,52 @@ def test_fsdp_ranks_score_like_one_process(
         "eval/downstream/basic_arithmetic/exact_match"
     }
     assert last["eval/downstream/basic_arithmetic/exact_match"] == one["exact_match"]
+
+
+# ------------------------------------------------------------------ group scores in the loop
+
+
+def test_a_named_suite_and_mmlus_averages_join_the_metrics(tmp_path: Path) -> None:
+    """``olmo1`` (core9 and MMLU lettered) in the loop: MMLU's averages and the suite's score
+    are the means, by hand, of the per-task accuracies the callback logged beside them."""
+    recorder = _Recorder()
+    config = _config(
+        max_steps=3,  # past the two warmup steps
+        eval={"interval": 3, "downstream_tasks": ["olmo1"], "downstream_limit": 2},
+    )
+    Trainer(config, tmp_path / "run", callbacks=[DownstreamEval(), recorder]).fit()
+    last = recorder.metrics[-1]
+    assert last["step"] == 3
+    acc = {
+        key.removeprefix("eval/downstream/").removesuffix("/acc"): value
+        for key, value in last.items()
+        if key.startswith("eval/downstream/") and key.endswith("/acc")
+    }
+    subjects = [f"mmlu_{s}:mc" for s in SUBJECT_CATEGORIES]
+    core9 = ["arc_easy", "arc_challenge", "boolq", "copa", "hellaswag", "openbookqa", "piqa",
+             "sciq", "winogrande"]  # fmt: skip
+    mmlu = sum(acc[s] for s in subjects) / 57
+    assert acc["mmlu:mc"] == pytest.approx(mmlu, abs=1e-12)
+    stem = [f"mmlu_{s}:mc" for s, c in SUBJECT_CATEGORIES.items() if c == "stem"]
+    assert acc["mmlu_stem:mc"] == pytest.approx(sum(acc[s] for s in stem) / 19, abs=1e-12)
+    assert acc["olmo1"] == pytest.approx((sum(acc[t] for t in core9) + mmlu) / 10, abs=1e-12)
+    assert set(acc) == {*core9, *subjects, "olmo1", "mmlu:mc"} | {
+        f"mmlu_{c}:mc" for c in ("stem", "humanities", "social_sciences", "other")
+    }
+    # Per normalization and over the categories too, as `olmo eval downstream` writes them.
+    assert "eval/downstream/mmlu:mc/acc_categories" in last
+    assert "eval/downstream/mmlu:mc/acc_none" in last
+    assert not any(k.endswith(("/subjects", "/tasks")) for k in last)
+
+
+def test_group_metrics_name_mmlus_averages_and_each_suite() -> None:
+    rows = [
+        {"task": task, "metric": "acc", "value": value, "count": 2}
+        for task, value in [("copa", 0.5), ("mmlu_anatomy", 1.0), ("mmlu_philosophy", 0.0)]
+    ]
+    assert group_metrics(rows, ["core9"]) == {  # core9 misses eight tasks: no score
+        "eval/downstream/mmlu/acc": 0.5,
+        "eval/downstream/mmlu_stem/acc": 1.0,
+        "eval/downstream/mmlu_humanities/acc": 0.0,
+        "eval/downstream/mmlu/acc_categories": 0.5,
+    }
