@@ -3,7 +3,8 @@
 Every ``eval.interval`` steps (and at the last step) the model scores ``eval.downstream_limit``
 examples of each task in ``eval.downstream_tasks`` (sampled once, OLMo's seed 1234) with
 :func:`olmo_nn.eval.downstream.evaluate_task`; ``eval/downstream/<task>/acc`` and the
-per-normalization accuracies join the step's metrics, so metrics.jsonl and the MLflow run
+per-normalization accuracies (and ``/f1`` for a task OLMo reports by F1: MRPC) join the
+step's metrics, so metrics.jsonl and the MLflow run
 (written by rank 0) get them. A generative task (``nq_open``, ``triviaqa``,
 ``basic_arithmetic``) is decoded greedily with
 :func:`olmo_nn.eval.generative.evaluate_generative_task` (its default shots) and adds
@@ -88,6 +89,8 @@ class _Task:
     default_normalization: str | None
     """None for a generative task (its instances are prompts)."""
     unconditional_context: str = ""
+    f1_positive: int | None = None
+    """The choice F1 counts as positive, for a task OLMo reports by F1 (MRPC)."""
 
 
 class DownstreamEval(Callback):
@@ -122,7 +125,13 @@ class DownstreamEval(Callback):
             spec = get_task_spec(name)
             instances = load_task(name, limit=config.eval.downstream_limit)
             self._tasks.append(
-                _Task(name, instances, spec.default_normalization, spec.unconditional_context)
+                _Task(
+                    name,
+                    instances,
+                    spec.default_normalization,
+                    spec.unconditional_context,
+                    spec.f1_positive,
+                )
             )
 
     def needs_model_at(self, trainer: Trainer, step: int) -> bool:
@@ -161,7 +170,10 @@ class DownstreamEval(Callback):
                     task.instances,
                     default_normalization=task.default_normalization,
                     unconditional_context=task.unconditional_context,
+                    f1_positive=task.f1_positive,
                 )
+                if result.f1 is not None:
+                    metrics[f"eval/downstream/{task.name}/f1"] = result.f1
                 metrics[f"eval/downstream/{task.name}/acc"] = result.accuracy[
                     task.default_normalization
                 ]

@@ -217,3 +217,38 @@ def test_group_metrics_name_mmlus_averages_and_each_suite() -> None:
         "eval/downstream/mmlu_humanities/acc": 0.0,
         "eval/downstream/mmlu/acc_categories": 0.5,
     }
+
+
+def test_mrpc_logs_its_f1_beside_its_accuracy(tmp_path: Path) -> None:
+    """A task OLMo reports by F1 (MRPC) logs ``/f1`` in the loop: the F1 that
+    ``evaluate_task`` gives for the trained model's predictions on the same examples."""
+    from olmo_nn.eval.downstream import evaluate_task
+    from olmo_nn.eval.tasks import get_task_spec, load_task
+
+    recorder = _Recorder()
+    config = _config(
+        max_steps=3, eval={"interval": 3, "downstream_tasks": ["mrpc"], "downstream_limit": 8}
+    )
+    trainer = Trainer(config, tmp_path / "run", callbacks=[DownstreamEval(), recorder])
+    trainer.fit()
+    last = recorder.metrics[-1]
+    spec = get_task_spec("mrpc")
+    model = LanguageModel(
+        trainer.model,
+        Tokenizer.from_name_or_path(),
+        name="trained",
+        max_length=config.model.max_sequence_length,
+        vocab_size=config.model.padded_vocab_size,
+    )
+    with torch.no_grad():
+        outside = evaluate_task(
+            model,
+            "mrpc",
+            load_task("mrpc", limit=8),
+            default_normalization=spec.default_normalization,
+            unconditional_context=spec.unconditional_context,
+            f1_positive=spec.f1_positive,
+        )
+    assert outside.f1 is not None
+    assert last["eval/downstream/mrpc/f1"] == outside.f1
+    assert last["eval/downstream/mrpc/acc"] == outside.accuracy[spec.default_normalization]
