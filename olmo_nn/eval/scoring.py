@@ -13,6 +13,13 @@ They differ only where BPE merges across the boundary, e.g. a context ending in 
 An empty context is replaced by the end-of-text token, as both harnesses do. A sequence
 longer than the model's window keeps its last ``max_length + 1`` tokens (the context is
 truncated from the left) and is reported with ``truncated=True``.
+
+Requests are packed into rows that share work: the choices of one example after their common
+context, and the questions of a few-shot task after their common prompt (the description and
+the shots, hundreds of tokens that every question repeats). A row is a tree of segments, each
+seeing only its ancestors and itself, with positions continuing from its parent, so each
+request is scored as in a row of its own (up to float rounding) while the shared tokens run
+once per row.
 """
 
 from __future__ import annotations
@@ -148,35 +155,76 @@ def _prepare(
 
 @dataclass
 class _Row:
-    """One row of a forward pass: a context, then one segment per continuation scored in it.
+    """One row of a forward pass: a tree of token segments, laid out depth first.
 
-    A segment holds its continuation without the last token; it sees the context and itself
-    (causally) but no other segment, and its positions restart where the context ends, so
-    every continuation is scored exactly as in a row of its own.
+    Segment 0 (the root) starts the row; every other segment has a parent, and its tokens see
+    those of its ancestors and itself (causally) but no other segment's, with positions that
+    continue from the parent's last one. So a token is computed exactly as in a row holding
+    only its chain of ancestors. Segments are appended in depth-first order (a new segment's
+    parent is the last segment or one of its ancestors), so each segment's subtree is a
+    contiguous run of the row, which is what :func:`_block_mask` relies on.
+
+    A request's continuation (without its last token) is a segment under its context's last
+    segment; its context is either the root (one context per row) or the root holding the
+    prefix several contexts share, then a segment with the rest of the context.
     """
 
-    num_context: int
     input_ids: list[int]
     position_ids: list[int]
     segment_ids: list[int]
-    """0 for the context, ``i`` for the i-th segment."""
+    """The segment of each token."""
+    parents: list[int]
+    """The parent of each segment; -1 for the root."""
+    starts: list[int]
+    """The row index of each segment's first token."""
     scored: list[tuple[int, list[int], list[int]]] = field(default_factory=list)
     """(request index, continuation ids, positions whose logits predict them)."""
 
     @classmethod
     def of_context(cls, context: list[int]) -> _Row:
-        return cls(len(context), list(context), list(range(len(context))), [0] * len(context))
+        """A row whose root holds ``context`` (never empty)."""
+        assert context, "a row's root holds at least one token"
+        return cls(list(context), list(range(len(context))), [0] * len(context), [-1], [0])
 
-    def add(self, sequence: _Sequence) -> None:
-        """Score ``sequence`` (whose context is this row's) in a new segment."""
-        num_context = self.num_context
-        segment = sequence.continuation[:-1]
+    def _end(self, segment: int) -> int:
+        """One past the row index of ``segment``'s last token."""
+        return self.starts[segment + 1] if segment + 1 < len(self.starts) else len(self.input_ids)
+
+    def add_segment(self, tokens: Sequence[int], parent: int) -> int:
+        """Append ``tokens`` as a child of ``parent``; its id (``parent`` if ``tokens`` is
+        empty: an empty segment changes nothing that its children see)."""
+        if not tokens:
+            return parent
+        last = len(self.parents) - 1
+        while last not in (parent, -1):
+            last = self.parents[last]
+        assert last == parent, "segments must be appended depth first"
+        segment = len(self.parents)
         start = len(self.input_ids)
-        self.input_ids.extend(segment)
-        self.position_ids.extend(range(num_context, num_context + len(segment)))
-        self.segment_ids.extend([len(self.scored) + 1] * len(segment))
-        positions = [num_context - 1, *range(start, start + len(segment))]
-        self.scored.append((sequence.index, sequence.continuation, positions))
+        first_position = self.position_ids[self._end(parent) - 1] + 1
+        self.parents.append(parent)
+        self.starts.append(start)
+        self.input_ids.extend(tokens)
+        self.position_ids.extend(range(first_position, first_position + len(tokens)))
+        self.segment_ids.extend([segment] * len(tokens))
+        return segment
+
+    def add(self, sequence: _Sequence, context: int) -> None:
+        """Score ``sequence``, whose context ends with segment ``context``, in a new segment."""
+        predicting = [self._end(context) - 1]
+        segment = self.add_segment(sequence.continuation[:-1], context)
+        if segment != context:
+            predicting.extend(range(self.starts[segment], self._end(segment)))
+        self.scored.append((sequence.index, sequence.continuation, predicting))
+
+    def key_ends(self) -> list[int]:
+        """For each token, one past the row index of its segment's subtree: the queries in
+        ``[index, key_end)`` are the ones that see it."""
+        ends = [self._end(segment) for segment in range(len(self.parents))]
+        for segment in reversed(range(1, len(self.parents))):
+            parent = self.parents[segment]
+            ends[parent] = max(ends[parent], ends[segment])
+        return [ends[segment] for segment in self.segment_ids]
 
     @property
     def num_predicting(self) -> int:
@@ -185,36 +233,146 @@ class _Row:
 
     @property
     def is_causal(self) -> bool:
-        """At most one segment has tokens: the plain causal mask and positions are exact."""
-        return sum(1 for _, continuation, _ in self.scored if len(continuation) > 1) <= 1
+        """The segments form one chain: the plain causal mask and positions are exact."""
+        return all(parent == segment - 1 for segment, parent in enumerate(self.parents[1:], 1))
 
 
 PACKED_ROW_TOKENS = 256
-"""A row that shares its context grows to at most this many tokens (or the longest single
-request, if longer): attention and its block mask cost the square of a row's width, and a short
-context shared by many continuations (the unconditional requests, all ``"Answer:"``) saves
-little per continuation, so one very wide row would cost more than it saves."""
+"""A row of one context grows to at most this many tokens (or the longest single request, if
+longer): attention and its block mask cost the square of a row's width, and a short context
+shared by many continuations (the unconditional requests, all ``"Answer:"``) saves little per
+continuation, so one very wide row would cost more than it saves."""
+
+MIN_SHARED_PREFIX_TOKENS = 64
+"""Distinct contexts share a row only if they begin with at least this many common tokens
+(see :func:`_shared_prefixes`)..."""
+
+MIN_SHARED_FRACTION = 0.5
+"""... and these are at least this share of each of the contexts' tokens."""
+
+SHARED_ROW_GROWTH = 4
+"""A row of several contexts that share a prefix of ``P`` tokens grows to ``4 * P`` tokens
+(at most the model's window): ``k = 3P/S`` contexts whose rests (with their continuations)
+take ``S`` tokens each, 4-12 questions of MMLU 5-shot (``P`` of 300-700 tokens, ``S`` of
+50-150).
+
+Per context, such a row costs ``P/k + S`` tokens through the layers' matmuls (``16 d**2``
+multiply-adds per token and layer, OLMo's SwiGLU at a hidden size of ``4d``) and
+``(P + kS)**2 / k`` query-key pairs of attention (``2d`` each: the block mask makes the
+kernel compute the whole square). The attention alone is least at ``k = P/S`` (a row of
+``2P``); the sum is least at ``k = sqrt(P * (8d + P)) / S``, a row of
+``P + sqrt(P * (8d + P))``: 4-6 ``P`` at OLMo-150M's ``d = 768`` (``P`` of 600 and 300),
+3.5-4.5 ``P`` if the masked attention runs at half the matmuls' rate, wider for larger
+models. ``4P`` takes most of the saving (the tokens per context fall from ``P + S`` in a row
+of its own to ``4S/3``, against ``2S`` at ``2P``) without relying on the model's width."""
+
+
+def _shares_enough(prefix_length: int, longest_context: int) -> bool:
+    """Whether contexts of at most ``longest_context`` tokens that begin with the same
+    ``prefix_length`` tokens are worth one row (see :func:`_shared_prefixes`)."""
+    return (
+        prefix_length >= MIN_SHARED_PREFIX_TOKENS
+        and prefix_length >= MIN_SHARED_FRACTION * longest_context
+    )
+
+
+def _common_prefix_length(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    length = min(len(a), len(b))
+    start = 0
+    while start < length and a[start : start + 64] == b[start : start + 64]:
+        start += 64  # whole slices compare at C speed; only the last one token by token
+    return next((i for i in range(start, min(start + 64, length)) if a[i] != b[i]), length)
+
+
+def _shared_prefixes(contexts: Sequence[tuple[int, ...]]) -> list[tuple[int, list[int]]]:
+    """Groups of ``contexts`` (indices, in order) and the number of leading tokens each
+    group's contexts share; a context that shares too little is a group of its own, whose
+    prefix is the whole context.
+
+    A few-shot prompt (MMLU's description and 5 dev questions, OLMES's curated shots) is
+    hundreds of tokens that every question of a task repeats: those contexts share a row. A
+    group needs :data:`MIN_SHARED_PREFIX_TOKENS` common tokens: its row needs the block mask
+    (not the plain causal one, which attention kernels compute at half the cost) and wastes
+    attention between its contexts' rests, which a prefix of a few dozen tokens does not pay
+    for, while zero-shot prompts share only a few (``"Question:"``; Winogrande's sentence up
+    to the blank) and pack as before. It also needs :data:`MIN_SHARED_FRACTION` (most) of each
+    context: a context saves its prefix's share of its tokens, and a row of
+    :data:`SHARED_ROW_GROWTH` times the prefix holds fewer than three contexts whose rests are
+    longer than the prefix. Contexts are compared in sorted order, where those with a common
+    prefix are neighbours.
+    """
+    groups: list[tuple[int, list[int]]] = []
+    longest = 0
+    for index in sorted(range(len(contexts)), key=contexts.__getitem__):
+        context = contexts[index]
+        if groups:
+            prefix_length, members = groups[-1]
+            common = _common_prefix_length(contexts[members[-1]], context)
+            shared = min(prefix_length, common)
+            if _shares_enough(shared, max(longest, len(context))):
+                members.append(index)
+                groups[-1] = (shared, members)
+                longest = max(longest, len(context))
+                continue
+        groups.append((len(context), [index]))
+        longest = len(context)
+    return [(prefix_length, sorted(members)) for prefix_length, members in groups]
+
+
+def _tree_rows(
+    prefix_length: int, contexts: Sequence[Sequence[_Sequence]], width: int
+) -> list[_Row]:
+    """Rows of at most ``width`` tokens for ``contexts`` (each a list of the sequences of one
+    context, all beginning with the same ``prefix_length`` tokens): the prefix as the root,
+    then each context's rest under it and its continuations under that; a context whose
+    continuations do not fit continues in a new row (with the prefix and its rest again)."""
+    rows: list[_Row] = []
+    row: _Row | None = None
+    for sequences in contexts:
+        context = sequences[0].context
+        rest = context[prefix_length:]
+        segment: int | None = None  # where the context ends in ``row``
+        for sequence in sequences:
+            needed = len(sequence.continuation) - 1 + (len(rest) if segment is None else 0)
+            if row is None or len(row.input_ids) + needed > width:
+                row = _Row.of_context(context[:prefix_length])
+                rows.append(row)
+                segment = None
+            if segment is None:
+                segment = row.add_segment(rest, 0)
+            row.add(sequence, segment)
+    return rows
 
 
 def _pack(sequences: Sequence[_Sequence], max_length: int, share_prefix: bool) -> list[_Row]:
     """Rows of at most ``max_length`` tokens.
 
-    With ``share_prefix``, one row per distinct context (another when the next continuation
-    would take the row past :data:`PACKED_ROW_TOKENS` or the longest single request, whichever
-    is wider, or past ``max_length``), else one per sequence.
+    Without ``share_prefix``, one row per sequence. With it, one tree per group of contexts
+    (:func:`_shared_prefixes`). A group of one context grows to :data:`PACKED_ROW_TOKENS` or
+    the longest single request, whichever is wider; a group of several to
+    :data:`SHARED_ROW_GROWTH` times its shared prefix (or its longest request, if longer).
     """
-    longest = max((len(s.context) + len(s.continuation) - 1 for s in sequences), default=0)
-    width = min(max_length, max(PACKED_ROW_TOKENS, longest))
-    rows: list[_Row] = []
-    open_rows: dict[tuple[int, ...], _Row] = {}
-    for sequence in sequences:
-        key = tuple(sequence.context)
-        row = open_rows.get(key) if share_prefix else None
-        if row is None or len(row.input_ids) + len(sequence.continuation) - 1 > width:
+    if not share_prefix:
+        rows = []
+        for sequence in sequences:
             row = _Row.of_context(sequence.context)
+            row.add(sequence, 0)
             rows.append(row)
-            open_rows[key] = row
-        row.add(sequence)
+        return rows
+    longest = max((len(s.context) + len(s.continuation) - 1 for s in sequences), default=0)
+    by_context: dict[tuple[int, ...], list[_Sequence]] = {}
+    for sequence in sequences:
+        by_context.setdefault(tuple(sequence.context), []).append(sequence)
+    contexts = list(by_context.values())
+    rows = []
+    for prefix_length, members in _shared_prefixes(list(by_context)):
+        group = [contexts[i] for i in members]
+        if len(group) == 1:
+            width = max(PACKED_ROW_TOKENS, longest)
+        else:
+            own = max(len(s.context) + len(s.continuation) - 1 for c in group for s in c)
+            width = max(PACKED_ROW_TOKENS, SHARED_ROW_GROWTH * prefix_length, own)
+        rows.extend(_tree_rows(prefix_length, group, min(max_length, width)))
     return rows
 
 
@@ -232,8 +390,12 @@ def score_requests(
     With ``share_prefix`` (and a model that :attr:`~LanguageModel.accepts_packed_rows`),
     requests whose context tokens are identical (the choices of one example) share one row:
     the context once, then each continuation in its own attention block, so one forward pass
-    scores every choice. Otherwise each request is a row of its own. The results are the same
-    up to float rounding.
+    scores every choice. Distinct contexts that begin with a long common run of tokens (a
+    few-shot prompt: :func:`_shared_prefixes` says how long) share a row too: the common
+    prefix once, then each context's rest in its own block that sees the prefix, then that
+    context's continuations, which see the prefix and their context; such a row grows to
+    :data:`SHARED_ROW_GROWTH` times the prefix (within the model's window). Otherwise each
+    request is a row of its own. The results are the same up to float rounding.
 
     Rows are sorted longest first and batched, at most ``batch_size`` rows and (if given)
     ``max_batch_tokens`` padded tokens per forward pass, right-padded (padding after a row
@@ -313,16 +475,18 @@ def _batches(
     return batches
 
 
-def _block_mask(segment_ids: torch.Tensor) -> torch.Tensor:
-    """(B, 1, T, T) bool: causal, and a segment sees the context (0) and itself only.
+def _block_mask(key_ends: torch.Tensor) -> torch.Tensor:
+    """(B, 1, T, T) bool: query ``t`` sees key ``s`` if ``s <= t < key_ends[s]``.
 
-    Padding (-1) sees everything before it, so that no attention row is empty.
+    ``key_ends`` (B, T) is :meth:`_Row.key_ends` (the width for padding): causal, and a key
+    is seen from its own segment's subtree, that is by the tokens whose segment descends from
+    (or is) its segment. Every token sees itself, so no attention row is empty.
     """
-    width = segment_ids.shape[1]
-    causal = torch.ones(width, width, dtype=torch.bool, device=segment_ids.device).tril()
-    query, key = segment_ids[:, :, None], segment_ids[:, None, :]  # (B, T, 1), (B, 1, T)
-    visible = (key == 0) | (key == query) | (query == -1)  # (B, T, T)
-    return (causal & visible)[:, None]
+    width = key_ends.shape[1]
+    index = torch.arange(width, device=key_ends.device)
+    causal = index[None, :] <= index[:, None]  # (T, T): key <= query
+    in_subtree = index[None, :, None] < key_ends[:, None, :]  # (B, T, T): query < key's end
+    return (causal & in_subtree)[:, None]
 
 
 def _score_batch(
@@ -332,7 +496,7 @@ def _score_batch(
     width = len(batch[0].input_ids)
     input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     position_ids = torch.zeros((len(batch), width), dtype=torch.long)
-    segment_ids = torch.full((len(batch), width), -1, dtype=torch.long)
+    key_ends = torch.full((len(batch), width), width, dtype=torch.long)
     selected: dict[tuple[int, int], int] = {}  # (row, position) -> its row in the logits
     picks: list[int] = []
     targets: list[int] = []
@@ -341,7 +505,7 @@ def _score_batch(
         length = len(row.input_ids)
         input_ids[b, :length] = torch.tensor(row.input_ids)
         position_ids[b, :length] = torch.tensor(row.position_ids)
-        segment_ids[b, :length] = torch.tensor(row.segment_ids)
+        key_ends[b, :length] = torch.tensor(row.key_ends())
         for index, continuation, predicting in row.scored:
             for position in predicting:
                 picks.append(selected.setdefault((b, position), len(selected)))
@@ -350,7 +514,7 @@ def _score_batch(
     rows, positions = (torch.tensor(axis) for axis in zip(*selected, strict=True))
     packed: dict[str, torch.Tensor] = {}
     if not all(row.is_causal for row in batch):
-        mask = _block_mask(segment_ids.to(model.device))  # built where it is used: (B, 1, T, T)
+        mask = _block_mask(key_ends.to(model.device))  # built where it is used: (B, 1, T, T)
         packed = {"position_ids": position_ids, "attention_mask": mask}
     # (U, V): the distinct positions that predict continuation tokens, and nothing else
     logits = model.logits_at(input_ids, rows, positions, **packed).float()

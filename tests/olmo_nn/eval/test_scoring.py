@@ -18,6 +18,7 @@ from olmo_nn.eval.scoring import (
     score_requests,
     unconditional_requests,
 )
+from olmo_nn.eval.tasks import load_task
 from olmo_nn.model import OLMo, TransformerConfig
 from olmo_nn.tokenizer import Tokenizer
 
@@ -431,3 +432,201 @@ def test_row_width_and_logits_limits_leave_the_scores_unchanged(
     assert sum(rows for rows, _, _ in wide_calls) == 1
     assert all(width <= longest for _, width, _ in calls)
     assert sum(rows for rows, _, _ in calls) > 1 and len(calls) > len(wide_calls)
+
+
+# ------------------------------------------------------------------ few-shot prefixes
+
+WIDE_WINDOW = 1024
+MMLU_SUBJECTS = ("abstract_algebra", "marketing")
+
+
+@pytest.fixture(scope="module")
+def wide_module() -> OLMo:
+    config = TransformerConfig(d_model=32, n_heads=4, n_layers=2, max_sequence_length=WIDE_WINDOW)
+    model = OLMo(config)
+    model.init_weights(seed=0)
+    return model.eval()
+
+
+def _wrap_wide(module: OLMo, tokenizer: Tokenizer, window: int = WIDE_WINDOW) -> LanguageModel:
+    return LanguageModel(module, tokenizer, name="wide", max_length=window, vocab_size=PADDED_VOCAB)
+
+
+def _task_requests(name: str, cache_dir: Path, questions: int, **options: Any) -> list[Request]:
+    instances = load_task(name, limit=None, cache_dir=cache_dir, **options)[:questions]
+    return [Request(context, continuation) for i in instances for context, continuation in i.pairs]
+
+
+def _mmlu(fmt: str, cache_dir: Path, questions: int = 8) -> list[Request]:
+    return [
+        request
+        for subject in MMLU_SUBJECTS
+        for request in _task_requests(f"mmlu_{subject}:{fmt}", cache_dir, questions, num_shots=5)
+    ]
+
+
+def _assert_same_scores(ours: list[RequestScore], reference: list[RequestScore]) -> None:
+    for a, b in zip(ours, reference, strict=True):
+        assert a.logprob_sum == pytest.approx(b.logprob_sum, abs=1e-5)
+        assert (a.num_tokens, a.is_greedy, a.truncated) == (b.num_tokens, b.is_greedy, b.truncated)
+
+
+def _tokens_fed(calls: list[tuple[int, int, bool]]) -> int:
+    return sum(rows * width for rows, width, _ in calls)
+
+
+def test_tree_row_positions_and_mask_on_literal_values() -> None:
+    from olmo_nn.eval.scoring import _block_mask, _Row, _Sequence
+
+    row = _Row.of_context([10, 11])  # the shared prefix
+    first = row.add_segment([12], 0)  # context 1: [10, 11, 12]
+    row.add(_Sequence(0, [10, 11, 12], [20, 21], False), first)
+    row.add(_Sequence(1, [10, 11, 12], [22], False), first)  # one token: no segment
+    second = row.add_segment([13, 14], 0)  # context 2: [10, 11, 13, 14]
+    row.add(_Sequence(2, [10, 11, 13, 14], [23, 24, 25], False), second)
+    assert row.input_ids == [10, 11, 12, 20, 13, 14, 23, 24]
+    assert row.position_ids == [0, 1, 2, 3, 2, 3, 4, 5]
+    assert row.parents == [-1, 0, 1, 0, 3]
+    assert [positions for _, _, positions in row.scored] == [[2, 3], [2], [5, 6, 7]]
+    assert row.key_ends() == [8, 8, 4, 4, 8, 8, 8, 8]
+    assert not row.is_causal
+    mask = _block_mask(torch.tensor([[*row.key_ends(), 9]]))[0, 0].int().tolist()
+    assert mask == [
+        [1, 0, 0, 0, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0, 0, 0, 0],
+        [1, 1, 1, 0, 0, 0, 0, 0, 0],
+        [1, 1, 1, 1, 0, 0, 0, 0, 0],  # continuation 0 sees the prefix and context 1
+        [1, 1, 0, 0, 1, 0, 0, 0, 0],  # context 2 sees the prefix only
+        [1, 1, 0, 0, 1, 1, 0, 0, 0],
+        [1, 1, 0, 0, 1, 1, 1, 0, 0],
+        [1, 1, 0, 0, 1, 1, 1, 1, 0],
+        [0, 0, 0, 0, 0, 0, 0, 0, 1],  # padding sees itself
+    ]
+    chain = _Row.of_context([1, 2])
+    chain.add(_Sequence(0, [1, 2, 3], [4, 5], False), chain.add_segment([3], 0))
+    assert chain.is_causal and chain.position_ids == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("which", ["native", "hf", "hf_eager"])
+def test_contexts_with_a_long_common_prefix_share_a_row(
+    which: str,
+    hf_model: torch.nn.Module,
+    hf_eager_model: torch.nn.Module,
+    native_module: OLMo,
+    tokenizer: Tokenizer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Within the small window: a 30-token "few-shot" prefix, made long enough to share."""
+    from olmo_nn.eval import scoring
+
+    monkeypatch.setattr(scoring, "MIN_SHARED_PREFIX_TOKENS", 16)
+    prefix = " ".join(f"shot{i}" for i in range(15)) + "\n"
+    questions = ["Is it red?", "Is it blue and green?", "Why?", ""]
+    choices = [" yes", " no", " not at all, never"]
+    requests = [Request(prefix + q, c) for q in questions for c in choices]
+    module = {"native": native_module, "hf": hf_model, "hf_eager": hf_eager_model}[which]
+    model = _wrap(module, tokenizer)
+    calls = _spy_rows(model)
+    shared = score_requests(model, requests, batch_size=4)
+    assert sum(rows for rows, _, _ in calls) < len(questions)
+    _assert_same_scores(shared, score_requests(model, requests, share_prefix=False))
+
+
+@pytest.mark.parametrize("fmt", ["mc", "rc"])
+def test_mmlu_five_shot_prefix_is_shared(
+    fmt: str,
+    wide_module: OLMo,
+    tokenizer: Tokenizer,
+    cache_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from olmo_nn.eval import scoring
+
+    requests = _mmlu(fmt, cache_dir)
+    requests.append(requests[5])  # an identical request is scored once
+    if fmt == "rc":
+        assert any(len(tokenizer.encode(r.continuation)) > 1 for r in requests)
+    model = _wrap_wide(wide_module, tokenizer)
+    reference = score_requests(model, requests, share_prefix=False, convention="joint")
+    calls = _spy_rows(model)
+    shared = score_requests(model, requests, convention="joint")
+    _assert_same_scores(shared, reference)
+    shared_tokens = _tokens_fed(calls)
+    # The rows of one context each (before prefixes were shared) feed the prefix per question.
+    calls.clear()
+    monkeypatch.setattr(scoring, "MIN_SHARED_PREFIX_TOKENS", 10**9)
+    _assert_same_scores(score_requests(model, requests, convention="joint"), reference)
+    assert _tokens_fed(calls) >= 3 * shared_tokens
+    # Small batches and a small logits budget split the tree rows' work, not their scores.
+    monkeypatch.undo()
+    monkeypatch.setattr(scoring, "MAX_LOGITS_BYTES", 4 * PADDED_VOCAB * 3)
+    _assert_same_scores(
+        score_requests(model, requests, convention="joint", batch_size=2), reference
+    )
+
+
+def test_one_subject_feeds_three_times_fewer_tokens(
+    wide_module: OLMo, tokenizer: Tokenizer, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from olmo_nn.eval import scoring
+
+    requests = _task_requests("mmlu_anatomy:mc", cache_dir, 8, num_shots=5)
+    model = _wrap_wide(wide_module, tokenizer)
+    calls = _spy_rows(model)
+    shared = score_requests(model, requests)
+    shared_tokens = _tokens_fed(calls)
+    calls.clear()
+    monkeypatch.setattr(scoring, "MIN_SHARED_PREFIX_TOKENS", 10**9)  # a row per question
+    _assert_same_scores(shared, score_requests(model, requests))
+    assert _tokens_fed(calls) >= 3 * shared_tokens
+
+
+def test_zero_shot_contexts_pack_as_before_beside_few_shot_ones(
+    wide_module: OLMo, tokenizer: Tokenizer, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from olmo_nn.eval import scoring
+
+    arc = _task_requests("arc_easy", cache_dir, 12)
+    model = _wrap_wide(wide_module, tokenizer)
+    calls = _spy_rows(model)
+    score_requests(model, arc)
+    arc_calls = list(calls)
+    calls.clear()
+    monkeypatch.setattr(scoring, "MIN_SHARED_PREFIX_TOKENS", 10**9)
+    score_requests(model, arc)
+    assert calls == arc_calls  # no ARC context shares 64 tokens with another
+    monkeypatch.undo()
+    mixed = _mmlu("mc", cache_dir, questions=4) + arc
+    _assert_same_scores(
+        score_requests(model, mixed), score_requests(model, mixed, share_prefix=False)
+    )
+
+
+def test_few_shot_contexts_longer_than_the_window(
+    wide_module: OLMo, tokenizer: Tokenizer, cache_dir: Path
+) -> None:
+    requests = _mmlu("rc", cache_dir, questions=4)
+    lengths = [len(tokenizer.encode(r.context + r.continuation)) for r in requests]
+    window = sorted(lengths)[len(lengths) // 2]
+    model = _wrap_wide(wide_module, tokenizer, window=window)
+    shared = score_requests(model, requests, convention="joint")
+    assert any(s.truncated for s in shared) and not all(s.truncated for s in shared)
+    _assert_same_scores(
+        shared, score_requests(model, requests, convention="joint", share_prefix=False)
+    )
+
+
+def test_shared_prefixes_group_contexts_with_most_of_their_tokens_in_common() -> None:
+    from olmo_nn.eval.scoring import _shared_prefixes
+
+    prompt = tuple(range(1000, 1100))  # 100 tokens of "shots"
+    contexts = [
+        (*prompt, 1, 2, 3),
+        (5, 6, 7),  # shares nothing
+        (*prompt, 4),
+        prompt,  # the prompt alone
+        (*prompt[:70], *range(2000, 2080)),  # 70 common tokens, less than half of its 150
+        (*prompt, *range(3000, 3090)),  # 100 common tokens, more than half of its 190
+    ]
+    groups = _shared_prefixes(contexts)
+    assert sorted(groups) == [(3, [1]), (100, [0, 2, 3, 5]), (150, [4])]
