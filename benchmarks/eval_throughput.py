@@ -1,24 +1,39 @@
-"""Evaluation: ``olmo eval downstream`` against ``lm_eval --model hf`` on ARC-Easy, same run.
+"""Evaluation: ``olmo eval downstream`` against ``lm_eval --model hf`` (ARC-Easy, MMLU 5-shot,
+generation), whole commands and core calls, same run.
 
     .venv/bin/python benchmarks/eval_throughput.py [--shapes small,olmo-150m] [--small]
         [--results-dir benchmarks/results] [--peer-venv .venv-bench]
 
+The sides (our command, lm-eval's, the core calls) are built in ``benchmarks/eval_sides.py``.
 For each model shape a random ``OLMo`` is built once, saved as our checkpoint and exported for
-transformers (``export_hf``, float32, OLMo's tokenizer beside it). Our ``arc_easy`` task (the
-whole validation split: 570 questions, 2,281 requests; a sample of it at the 150M shape, drawn
-the way ``--limit`` draws it) is written out as an lm-eval task: a JSONL of the same contexts
-and choices and a YAML (``dataset_path: json``, ``target_delimiter: " "``, metrics ``acc`` and
-``acc_norm``) passed with ``--include_path``, so both sides score exactly the same requests.
+transformers (``export_hf``, float32, OLMo's tokenizer beside it). The examples our command
+evaluates are written out as lm-eval local tasks (``benchmarks/lm_eval_local_tasks.py``,
+passed with ``--include_path``), so both sides do exactly the same work: our ``arc_easy`` (the
+whole validation split: 570 questions, 2,281 requests; a ``--limit`` sample at the 150M
+shape) as a JSONL of its contexts and choices; ``mmlu_<subject>:mc`` as one task per subject
+in OLMES's lettered layout (the test rows our ``--limit`` keeps, the dev split for the
+``first_n`` shots, MMLU's description); ``nq_open``'s 5-shot prompts as a ``generate_until``
+task with our stop strings and ``max_gen_toks``.
 
 Whole commands (a child process each, wall time and peak RSS, as a user runs them):
 
 * ``olmo eval downstream --model hf:FOLDER --tasks arc_easy --normalizations none,per_char
   --convention joint``: the same work as lm-eval (its ``acc`` and ``acc_norm`` need only each
   request's own log-likelihood; lm-eval's tokenization), against
-* ``lm_eval --model hf --model_args pretrained=FOLDER,dtype=float32 --tasks arc_easy_local
+  ``lm_eval --model hf --model_args pretrained=FOLDER,dtype=float32 --tasks arc_easy_local
   --include_path DIR --device cpu --batch_size 32 --log_samples``.
 * Beside them, for reference: our command with its default normalizations (for ARC that is
   OLMo's ``unconditional`` too, which scores a second set of requests that lm-eval does not).
+* MMLU 5-shot: ``olmo eval downstream --tasks mmlu_abstract_algebra:mc,... --num-shots 5
+  --normalizations none --convention joint --limit N`` against ``lm_eval --tasks
+  mmlu_<subject>_lettered_local,... --num_fewshot 5`` (``--limit`` questions of each of
+  :data:`MMLU_SUBJECTS`; the same requests, log-likelihoods within 1e-4, the same accuracy
+  per subject).
+* Generation (small shape): ``olmo eval downstream --tasks nq_open --limit N --batch-size 16``
+  (5-shot, the task's stop strings, up to 50 new tokens, greedy) against ``lm_eval --tasks
+  nq_open_local --batch_size 16`` on the same prompts; the generations must be identical
+  prompt by prompt. The peer's ``generate`` is given ``suppress_tokens`` for the output rows
+  past the tokenizer's ids (no text holds them; our argmax runs over the tokenizer's ids).
 
 Core calls: our ``score_requests`` (the model loaded once in this process) against
 ``HFLM.loglikelihood`` (``benchmarks/peers/lm_eval_loglikelihood.py`` in the peer's
@@ -29,16 +44,17 @@ one-token continuations, the work of MMLU as OLMo and OLMES report it); and, at 
 shape, generation: our ``generate`` (greedy, KV cache) against transformers' ``generate``
 (``benchmarks/peers/transformers_generate.py``) on the same batches of ``nq_open`` 5-shot
 prompts, a fixed number of new tokens each (their generations must be identical; new tokens
-per second; ``--generation-only`` runs this row alone). They run
-first: besides their own figures, they bring both sides' libraries into the page cache, so the
-whole commands that follow run without a warm-up of their own (which the budget of
-``make bench`` could not afford) and neither side's first run is colder than the other's.
+per second; ``--generation-only`` runs this row alone). They run first: besides their own
+figures, they bring both sides' libraries into the page cache, so the whole commands that
+follow run without a warm-up of their own (which the budget of ``make bench`` could not
+afford) and neither side's first run is colder than the other's.
 
 Agreement is checked and recorded: the requests both sides scored (from our
 ``--dump-requests`` and lm-eval's ``--log_samples``) must be the same, accuracy (ours
-``acc_none``, lm-eval's ``acc``) equal and every log-likelihood within 1e-4; a mismatch makes
-the script exit non-zero after writing its results. Each row carries its shape's output-layer
-share of the forward FLOPs (``d * V`` against the blocks' matmuls, attention scores left out).
+``acc_none``, lm-eval's ``acc``) equal and every log-likelihood within 1e-4, and the
+generations identical; a mismatch makes the script exit non-zero after writing its results.
+Each row carries its shape's output-layer share of the forward FLOPs (``d * V`` against the
+blocks' matmuls, attention scores left out).
 
 ``--small`` is a smoke test (a tiny model, a few questions, one run per side, no warm-up):
 ``tests/benchmarks/test_eval_throughput.py`` runs it with the peer from ``.venv``. Results:
@@ -48,9 +64,7 @@ share of the forward FLOPs (``d * V`` against the blocks' matmuls, attention sco
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -64,14 +78,34 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import torch
-from harness import BENCH_VENV, RESULTS, ROOT, Side, compare, row, versions, write_results
+from eval_sides import (
+    BATCH_SIZE,
+    GENERATION_BATCH,
+    GENERATION_NEW_TOKENS,
+    WHOLE_WARMUP,
+    all_ok,
+    compare_core_calls,
+    compare_generation,
+    lm_eval_side,
+    olmo_side,
+)
+from harness import BENCH_VENV, RESULTS, Side, compare, row, versions, write_results
+from lm_eval_local_tasks import (
+    ARC_TASK,
+    agrees,
+    check_arc,
+    check_generation,
+    check_mmlu,
+    write_arc_task,
+    write_generation_task,
+    write_mmlu_tasks,
+)
 
 from olmo_nn.checkpoint import save_checkpoint
-from olmo_nn.eval.generation import GenerationRequest, batches_by_length, generate
-from olmo_nn.eval.generative import load_generative_task
+from olmo_nn.eval.generative import generative_spec, load_generative_task
 from olmo_nn.eval.models import LanguageModel, load_language_model
-from olmo_nn.eval.scoring import Request, score_requests
-from olmo_nn.eval.tasks import DEFAULT_LIMIT, Instance, load_task
+from olmo_nn.eval.scoring import Request
+from olmo_nn.eval.tasks import DEFAULT_LIMIT, load_task
 from olmo_nn.hf import export_hf
 from olmo_nn.model import OLMo, TransformerConfig, preset
 
@@ -82,17 +116,10 @@ OFFLINE = {
     "HF_HUB_DISABLE_TELEMETRY": "1",
 }
 TASK = "arc_easy"
-LOCAL_TASK = "arc_easy_local"
 TOLERANCE = 1e-4
-BATCH_SIZE = 32
-OLMO = str(Path(sys.executable).with_name("olmo"))
-PEERS = ROOT / "benchmarks" / "peers"
-CORE_SECONDS = r"core seconds: ([0-9.]+)"
 MMLU_SUBJECTS = ("abstract_algebra", "anatomy", "college_physics", "marketing")
+"""Subjects of the MMLU rows; their 5-shot prompts fit every shape's window."""
 GENERATION_TASK = "nq_open"
-GENERATION_BATCH = 16
-GENERATION_NEW_TOKENS = 32
-"""Subjects of the MMLU core call; their 5-shot prompts fit every shape's window."""
 
 
 @dataclass(frozen=True)
@@ -108,14 +135,13 @@ class Shape:
     core_repeats: int
     """Timed runs of each core call."""
     mmlu_questions: int = 20
-    """MMLU test questions per subject of :data:`MMLU_SUBJECTS` (core call)."""
+    """MMLU test questions per subject of :data:`MMLU_SUBJECTS` (the core call's first ones,
+    the whole command's ``--limit``)."""
+    mmlu_repeats: int = 1
+    """Timed runs of each MMLU whole command."""
     generation_prompts: int | None = None
-    """Prompts of the generation core call (:data:`GENERATION_TASK`); None: no such row."""
+    """Prompts of the generation rows (:data:`GENERATION_TASK`); None: no such rows."""
 
-
-WHOLE_WARMUP = False
-"""No untimed run of the whole commands: the core calls, run first, have warmed the page cache
-for both sides' libraries and the model files."""
 
 SHAPES = {
     "small": Shape(
@@ -125,6 +151,7 @@ SHAPES = {
         repeats=2,
         core_repeats=2,
         mmlu_questions=25,
+        mmlu_repeats=2,
         generation_prompts=32,
     ),
     # A sample of the questions and one core run keep `make bench` within its budget.
@@ -159,210 +186,6 @@ def build_model(config: TransformerConfig, folder: Path, *, seed: int = 0) -> tu
     checkpoint = save_checkpoint(model, folder / "checkpoint")
     del model
     return checkpoint, export_hf(checkpoint, folder / "hf", dtype="float32")
-
-
-def write_lm_eval_task(
-    instances: list[Instance], folder: Path, name: str = LOCAL_TASK
-) -> tuple[Path, list[Request]]:
-    """``folder/<name>.yaml`` and ``.jsonl``: an lm-eval ``multiple_choice`` task whose
-    requests are exactly ours (the context, ``" "`` + each choice); returns the folder to pass
-    with ``--include_path`` and the requests in lm-eval's order (question, then choice)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    data = folder / f"{name}.jsonl"
-    requests: list[Request] = []
-    with data.open("w", encoding="utf-8") as out:
-        for instance in instances:
-            (context,) = set(instance.contexts)  # one context shared by the choices (ARC)
-            if not all(c.startswith(" ") for c in instance.continuations):
-                raise ValueError(f"{instance.doc_id}: a continuation without its leading space")
-            record = {
-                "doc_id": instance.doc_id,
-                "context": context,
-                "choices": [c[1:] for c in instance.continuations],
-                "label": instance.label,
-            }
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-            requests.extend(Request(context, c) for c in instance.continuations)
-    (folder / f"{name}.yaml").write_text(
-        "\n".join(
-            [
-                f"task: {name}",
-                "dataset_path: json",
-                "dataset_kwargs:",
-                "  data_files:",
-                f"    validation: {json.dumps(str(data))}",
-                "output_type: multiple_choice",
-                "validation_split: validation",
-                "doc_to_text: context",
-                "doc_to_choice: choices",
-                "doc_to_target: label",
-                'target_delimiter: " "',
-                "metric_list:",
-                "  - metric: acc",
-                "  - metric: acc_norm",
-                "",
-            ]
-        ),
-        encoding="utf-8",
-    )
-    return folder, requests
-
-
-def read_lm_eval_output(folder: Path, name: str = LOCAL_TASK) -> tuple[dict[str, float], Any]:
-    """lm-eval's metrics for ``name`` and its logged samples (``--output_path --log_samples``)."""
-    results = sorted(folder.rglob("results_*.json"))
-    samples = sorted(folder.rglob(f"samples_{name}_*.jsonl"))
-    if not results or not samples:
-        raise FileNotFoundError(f"no lm-eval results or samples under {folder}")
-    metrics = json.loads(results[-1].read_text())["results"][name]
-    lines = samples[-1].read_text(encoding="utf-8").splitlines()
-    return metrics, [json.loads(line) for line in lines if line.strip()]
-
-
-def check_whole_commands(ours_dir: Path, theirs_dir: Path) -> dict[str, Any]:
-    """Both sides scored the same requests: accuracy and per-request log-likelihoods."""
-    ours_rows = json.loads((ours_dir / "results.json").read_text())
-    ours_acc = {r["metric"]: r["value"] for r in ours_rows}
-    dumped = [
-        json.loads(line)
-        for line in (ours_dir / "requests.jsonl").read_text(encoding="utf-8").splitlines()
-    ]
-    ours = {
-        (r["doc_id"], r["choice"]): (r["context"], r["continuation"], r["logprob"]) for r in dumped
-    }
-    metrics, samples = read_lm_eval_output(theirs_dir)
-    theirs: dict[tuple[str, int], tuple[str, str, float]] = {}
-    for sample in samples:
-        arguments = sample["arguments"]
-        if isinstance(arguments, dict):  # {"gen_args_0": {"arg_0": context, "arg_1": ...}}
-            arguments = [list(arguments[f"gen_args_{i}"].values()) for i in range(len(arguments))]
-        for choice, (pair, response) in enumerate(
-            zip(arguments, sample["filtered_resps"], strict=True)
-        ):
-            context, continuation = pair[0], pair[1]
-            theirs[sample["doc"]["doc_id"], choice] = (context, continuation, float(response[0]))
-    same_requests = ours.keys() == theirs.keys() and all(
-        ours[key][:2] == theirs[key][:2] for key in ours
-    )
-    diffs = [abs(ours[k][2] - theirs[k][2]) for k in ours if k in theirs]
-    return {
-        "requests": len(ours),
-        "same_requests": same_requests,
-        "max_abs_logprob_diff": max(diffs) if diffs else None,
-        "ours_acc_none": ours_acc.get("acc_none"),
-        "lm_eval_acc": metrics.get("acc,none"),
-        "ours_acc_per_char": ours_acc.get("acc_per_char"),
-        "lm_eval_acc_norm": metrics.get("acc_norm,none"),
-        "note": "lm-eval's acc_norm divides by the choice's characters without the leading "
-        "space, our per_char with it: the two may differ",
-    }
-
-
-def _agrees(check: dict[str, Any]) -> bool:
-    diff = check.get("max_abs_logprob_diff")
-    same_acc = check.get("ours_acc_none") == check.get("lm_eval_acc", check.get("ours_acc_none"))
-    return (
-        bool(check.get("same_requests", True))
-        and diff is not None
-        and diff <= TOLERANCE
-        and (same_acc)
-    )
-
-
-def write_requests(requests: list[Request], path: Path) -> Path:
-    """One JSON object a line (``context``, ``continuation``): the peer's core-call input."""
-    with path.open("w", encoding="utf-8") as lines:
-        for request in requests:
-            record = {"context": request.context, "continuation": request.continuation}
-            lines.write(json.dumps(record) + "\n")
-    return path
-
-
-def compare_core_calls(
-    scorer: Any, hf: Path, requests: list[Request], folder: Path, name: str, **run: Any
-) -> tuple[Side, Side, dict[str, Any] | None]:
-    """Our ``score_requests`` against ``HFLM.loglikelihood`` on ``requests``; the sides and
-    the agreement (None when a run failed)."""
-    peer_out = folder / f"{name}_lm_eval_logprobs.json"
-    ours = Side(
-        "score_requests",
-        call=lambda: [
-            s.logprob_sum
-            for s in score_requests(scorer, requests, convention="joint", batch_size=BATCH_SIZE)
-        ],
-    )
-    peer = Side(
-        "HFLM.loglikelihood",
-        argv=[
-            str(run["peer_venv"] / "bin" / "python"),
-            str(PEERS / "lm_eval_loglikelihood.py"),
-            str(hf),
-            str(write_requests(requests, folder / f"{name}_requests.jsonl")),
-            str(peer_out),
-            "--batch-size",
-            str(BATCH_SIZE),
-        ],
-        env=run["env"],
-        reported_seconds=CORE_SECONDS,
-        warmup=False,  # a fresh process each run: the script warms itself up, untimed
-    )
-    compare([ours, peer], repeats=run["repeats"])
-    if not (ours.runs and peer.runs and ours.runs[-1].ok and peer.runs[-1].ok):
-        return ours, peer, None
-    theirs = json.loads(peer_out.read_text())
-    diffs = [abs(a - b) for a, b in zip(ours.runs[-1].value, theirs, strict=True)]
-    return ours, peer, {"requests": len(diffs), "max_abs_logprob_diff": max(diffs)}
-
-
-def compare_generation(
-    model: LanguageModel, hf: Path, prompts: list[str], folder: Path, **run: Any
-) -> tuple[Side, Side, dict[str, Any] | None]:
-    """Our ``generate`` (KV cache) against transformers' ``generate`` on the same batches of
-    the same prompts, greedy, :data:`GENERATION_NEW_TOKENS` new tokens each and no stop
-    strings (the same work on both sides); the sides and the agreement (None if a run
-    failed)."""
-    requests = [GenerationRequest(p, max_new_tokens=GENERATION_NEW_TOKENS) for p in prompts]
-    ids = [model.tokenizer.encode(prompt) for prompt in prompts]
-    batches = batches_by_length([len(prompt) for prompt in ids], GENERATION_BATCH)
-    batches_file = folder / "generation_batches.json"
-    batches_file.write_text(json.dumps([[ids[i] for i in batch] for batch in batches]))
-    peer_out = folder / "generation_tokens.json"
-    ours = Side(
-        "generate (KV cache)",
-        call=lambda: [g.token_ids for g in generate(model, requests, batch_size=GENERATION_BATCH)],
-    )
-    peer = Side(
-        "transformers generate",
-        argv=[
-            str(run["peer_venv"] / "bin" / "python"),
-            str(PEERS / "transformers_generate.py"),
-            str(hf),
-            str(batches_file),
-            str(peer_out),
-            "--max-new-tokens",
-            str(GENERATION_NEW_TOKENS),
-            "--vocab",
-            str(model.tokenizer.vocab_size),
-        ],
-        env=run["env"],
-        reported_seconds=CORE_SECONDS,
-        warmup=False,  # a fresh process each run: the script warms itself up, untimed
-    )
-    compare([ours, peer], repeats=run["repeats"])
-    if not (ours.runs and peer.runs and ours.runs[-1].ok and peer.runs[-1].ok):
-        return ours, peer, None
-    theirs = json.loads(peer_out.read_text())  # in the batches' order
-    mine = [ours.runs[-1].value[i] for batch in batches for i in batch]
-    return (
-        ours,
-        peer,
-        {
-            "prompts": len(prompts),
-            "identical_generations": sum(a == b for a, b in zip(mine, theirs, strict=True)),
-            "new_tokens_ours": sum(len(t) for t in mine),
-            "new_tokens_theirs": sum(len(t) for t in theirs),
-        },
-    )
 
 
 def generation_rows(
@@ -444,64 +267,122 @@ def run_generation_only(
     return rows, inputs, failures
 
 
-def _fresh(folder: Path) -> Any:
-    def clear() -> None:
-        shutil.rmtree(folder, ignore_errors=True)
+def mmlu_whole_row(
+    shape: Shape, hf: Path, folder: Path, common: dict[str, Any], **run: Any
+) -> tuple[dict[str, Any], list[str]]:
+    """MMLU 5-shot lettered, ``--limit`` questions of each subject, as a user runs it on both
+    sides; the row and its failures (a failed run, or requests, log-likelihoods or a subject's
+    accuracy that differ)."""
+    kept = {
+        subject: load_task(f"mmlu_{subject}:mc", limit=shape.mmlu_questions, num_shots=5)
+        for subject in MMLU_SUBJECTS
+    }
+    tasks = write_mmlu_tasks(kept, folder / "mmlu_tasks")
+    num_requests = sum(len(i.pairs) for instances in kept.values() for i in instances)
+    ours_args = ["--model", f"hf:{hf}", "--tasks", ",".join(f"mmlu_{s}:mc" for s in kept),
+                 "--num-shots", "5", "--normalizations", "none", "--convention", "joint",
+                 "--batch-size", str(BATCH_SIZE), "--limit", str(shape.mmlu_questions)]  # fmt: skip
+    ours = olmo_side("olmo eval downstream", folder / "mmlu_ours", ours_args, run["env"])
+    theirs_args = ["--num_fewshot", "5", "--batch_size", str(BATCH_SIZE)]
+    peer = lm_eval_side(hf, tasks, folder / "mmlu_tasks", folder / "mmlu_lm_eval", theirs_args,
+                        **run)  # fmt: skip
+    print(f"{shape.name}: MMLU 5-shot whole commands, {num_requests} requests")
+    compare([ours, peer], repeats=run["mmlu_repeats"])
+    check, failures = None, []
+    if all_ok(ours, peer):
+        check = check_mmlu(folder / "mmlu_ours", folder / "mmlu_lm_eval", MMLU_SUBJECTS)
+        if not agrees(check, TOLERANCE):
+            failures.append(f"{shape.name} MMLU whole commands: {check}")
+    else:
+        failures.append(f"{shape.name} MMLU whole commands: a run failed, so no comparison")
+    questions = sum(len(instances) for instances in kept.values())
+    mmlu_row = row(
+        work=f"MMLU 5-shot {num_requests} requests ({questions} questions of "
+        f"{len(MMLU_SUBJECTS)} subjects, lettered), {shape.name}: acc",
+        measure="whole command",
+        ours=ours,
+        peer=peer,
+        goal=2.0 if shape.name == "small" else None,
+        unit_of_work=num_requests,
+        unit="requests",
+        extra={**common, "questions": questions, "requests": num_requests, "agreement": check},
+    )
+    return mmlu_row, failures
 
-    return clear
+
+def generation_whole_row(
+    shape: Shape, hf: Path, folder: Path, common: dict[str, Any], vocab: int, **run: Any
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """``nq_open`` as a user runs it (5-shot, the task's stop strings and new tokens) on both
+    sides, the same prompts (our instances' as an lm-eval ``generate_until`` task); the row
+    (none when the shape has no generation prompts) and its failures (a failed run, or
+    generations that differ)."""
+    if shape.generation_prompts is None:
+        return [], []
+    spec = generative_spec(GENERATION_TASK)
+    assert spec is not None
+    instances = load_generative_task(GENERATION_TASK, limit=shape.generation_prompts)
+    padded = shape.config.padded_vocab_size
+    task = write_generation_task(instances, spec, folder / "generation_task",
+                                 suppress_tokens=range(vocab, padded))  # fmt: skip
+    ours_args = ["--model", f"hf:{hf}", "--tasks", GENERATION_TASK, "--limit",
+                 str(shape.generation_prompts), "--batch-size", str(GENERATION_BATCH)]  # fmt: skip
+    ours = olmo_side("olmo eval downstream", folder / "generation_ours", ours_args, run["env"])
+    peer = lm_eval_side(hf, [task], folder / "generation_task", folder / "generation_lm_eval",
+                        ["--batch_size", str(GENERATION_BATCH)], **run)  # fmt: skip
+    print(f"{shape.name}: generation whole commands, {len(instances)} prompts")
+    compare([ours, peer], repeats=run["repeats"])
+    check, failures = None, []
+    if all_ok(ours, peer):
+        check = check_generation(folder / "generation_ours", folder / "generation_lm_eval",
+                                 GENERATION_TASK)  # fmt: skip
+        if not check["same_prompts"] or check["identical_generations"] != len(instances):
+            failures.append(f"{shape.name} generation whole commands: {check}")
+    else:
+        failures.append(f"{shape.name} generation whole commands: a run failed, so no comparison")
+    generation_row = row(
+        work=f"{GENERATION_TASK} 5-shot greedy generation, {len(instances)} prompts, the "
+        f"task's stop strings, up to {spec.max_new_tokens} new tokens, {shape.name}",
+        measure="whole command",
+        ours=ours,
+        peer=peer,
+        goal=1.0 if shape.name == "small" else None,
+        unit_of_work=len(instances),
+        unit="prompts",
+        extra={**common, "prompts": len(instances), "agreement": check,
+               "note": f"the peer's generate suppresses the output rows {vocab}..{padded - 1}, "
+               "past the tokenizer's ids, which our argmax never picks"},
+    )  # fmt: skip
+    return [generation_row], failures
 
 
 def run_shape(
     shape: Shape, work: Path, *, peer_venv: Path, repeats: int | None
 ) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
-    """Build the shape's model and task, compare the sides; rows, inputs and failures."""
+    """Build the shape's model and tasks, compare the sides; rows, inputs and failures."""
     folder = work / shape.name
     print(f"{shape.name}: building a random OLMo ({shape.config.num_params():,} parameters)")
     _, hf = build_model(shape.config, folder)
     limit = shape.questions if shape.questions is not None else DEFAULT_LIMIT
     instances = load_task(TASK, limit=limit)
-    include, requests = write_lm_eval_task(instances, folder / "task")
+    include, requests = write_arc_task(instances, folder / "task")
     core_repeats = repeats if repeats is not None else shape.core_repeats
+    mmlu_repeats = repeats if repeats is not None else shape.mmlu_repeats
     repeats = repeats if repeats is not None else shape.repeats
     env = {**OFFLINE, "HF_DATASETS_CACHE": str(work / "hf_datasets_cache")}
-    ours_argv = [OLMO, "eval", "downstream", "--tasks", TASK, "--limit", str(limit),
-                 "--convention", "joint", "--batch-size", str(BATCH_SIZE), "--dump-requests"]  # fmt: skip
-    same = ["--normalizations", "none,per_char"]
+    run = {"peer_venv": peer_venv, "env": env, "repeats": core_repeats}
+    ours_args = ["--tasks", TASK, "--limit", str(limit), "--convention", "joint",
+                 "--batch-size", str(BATCH_SIZE), "--model", f"hf:{hf}"]  # fmt: skip
     out = {name: folder / name for name in ("ours", "ours_default", "lm_eval")}
-
-    def ours_side(name: str, key: str, model: str, extra: list[str]) -> Side:
-        argv = [*ours_argv, "--model", model, "--output", str(out[key]), *extra]
-        return Side(name, argv=argv, env=env, before=_fresh(out[key]), warmup=WHOLE_WARMUP)
-
-    lm_eval = Side(
-        "lm_eval --model hf",
-        argv=[
-            str(peer_venv / "bin" / "lm_eval"),
-            "--model",
-            "hf",
-            "--model_args",
-            f"pretrained={hf},dtype=float32",
-            "--tasks",
-            LOCAL_TASK,
-            "--include_path",
-            str(include),
-            "--device",
-            "cpu",
-            "--batch_size",
-            str(BATCH_SIZE),
-            "--output_path",
-            str(out["lm_eval"]),
-            "--log_samples",
-        ],
-        env=env,
-        before=_fresh(out["lm_eval"]),
-        warmup=WHOLE_WARMUP,
-    )
+    ours = olmo_side("olmo eval downstream", out["ours"],
+                     [*ours_args, "--normalizations", "none,per_char"], env)  # fmt: skip
+    ours_default = olmo_side("olmo eval (default norms)", out["ours_default"], ours_args, env)
+    lm_eval = lm_eval_side(hf, [ARC_TASK], include, out["lm_eval"],
+                           ["--batch_size", str(BATCH_SIZE)], **run)  # fmt: skip
     failures: list[str] = []
     checks: dict[str, Any] = {}
     # Core calls: the model loaded once here; the peer's script reports its call's seconds.
     scorer = load_language_model(f"hf:{hf}", dtype=torch.float32)
-    run = {"peer_venv": peer_venv, "env": env, "repeats": core_repeats}
     print(f"{shape.name}: core calls, {len(requests)} requests, {core_repeats} run(s) each")
     core_ours, core_peer, checks["core"] = compare_core_calls(
         scorer, hf, requests, folder, TASK, **run
@@ -527,20 +408,25 @@ def run_shape(
         elif checks[key]["max_abs_logprob_diff"] > TOLERANCE:
             failures.append(f"{shape.name} {key}: {checks[key]}")
 
-    ours = ours_side("olmo eval downstream", "ours", f"hf:{hf}", same)
-    ours_default = ours_side("olmo eval (default norms)", "ours_default", f"hf:{hf}", [])
     whole = [ours, lm_eval, ours_default]
     print(f"{shape.name}: whole commands, {len(requests)} requests, {repeats} run(s) each")
     compare(whole, repeats=repeats)
-
-    if lm_eval.runs and all(r.ok for r in [*ours.runs, *lm_eval.runs]):
-        checks["ours"] = check_whole_commands(out["ours"], out["lm_eval"])
-        if not _agrees(checks["ours"]):
+    if all_ok(ours, lm_eval):
+        checks["ours"] = check_arc(out["ours"], out["lm_eval"], TASK)
+        if not agrees(checks["ours"], TOLERANCE):
             failures.append(f"{shape.name} whole commands: {checks['ours']}")
     else:
         failures.append(
             f"{shape.name} whole commands: a run failed, so the sides were not compared"
         )
+    mmlu_whole, mmlu_failures = mmlu_whole_row(
+        shape, hf, folder, shape_fields(shape), **{**run, "mmlu_repeats": mmlu_repeats}
+    )
+    generation_whole, generation_whole_failures = generation_whole_row(
+        shape, hf, folder, shape_fields(shape), scorer.tokenizer.vocab_size,
+        **{**run, "repeats": repeats},
+    )  # fmt: skip
+    failures += mmlu_failures + generation_whole_failures
 
     def rss_ok(mine: Side) -> bool | None:
         a, b = mine.record().get("peak_rss_mb"), lm_eval.record().get("peak_rss_mb")
@@ -567,8 +453,6 @@ def run_shape(
             unit="requests",
             extra={**common, "rss_not_above_peer": rss_ok(ours_default)},
         ),
-    ]
-    rows.append(
         row(
             work=f"{task}: log-likelihoods",
             measure="core call",
@@ -577,9 +461,8 @@ def run_shape(
             unit_of_work=len(requests),
             unit="requests",
             extra={**common, "agreement": checks.get("core")},
-        )
-    )
-    rows.append(
+        ),
+        mmlu_whole,
         row(
             work=f"MMLU 5-shot {len(mmlu_requests)} requests ({len(mmlu)} questions of "
             f"{len(MMLU_SUBJECTS)} subjects, lettered), {shape.name}: log-likelihoods",
@@ -595,21 +478,25 @@ def run_shape(
                 "requests": len(mmlu_requests),
                 "agreement": checks.get("mmlu_core"),
             },
-        )
-    )
-    rows += generation
+        ),
+        *generation_whole,
+        *generation,
+    ]
     inputs = {
         "task": f"{TASK} validation ({len(instances)} questions"
         + (", the whole split)" if shape.questions is None else ", a --limit sample)"),
         "requests": len(requests),
-        "mmlu": f"mmlu_<subject>:mc, 5-shot, the first {shape.mmlu_questions} test questions "
-        f"of {', '.join(MMLU_SUBJECTS)} ({len(mmlu_requests)} requests)",
+        "mmlu": f"mmlu_<subject>:mc, 5-shot, of {', '.join(MMLU_SUBJECTS)}: the core call "
+        f"scores the first {shape.mmlu_questions} test questions of each "
+        f"({len(mmlu_requests)} requests), the whole commands --limit "
+        f"{shape.mmlu_questions} (OLMo's sample, written out for lm-eval as its test split)",
         **(generation_inputs(shape) if shape.generation_prompts is not None else {}),
         "batch_size": BATCH_SIZE,
         "dtype": "float32",
         "device": "cpu",
         "torch_threads": torch.get_num_threads(),
         "repeats_whole_command": repeats,
+        "repeats_mmlu_whole_command": mmlu_repeats,
         "repeats_core_call": core_repeats,
         "whole_command_warm_up": WHOLE_WARMUP,
         "order": "core calls first (they warm the page cache), then the whole commands",

@@ -1,5 +1,6 @@
-"""The evaluation benchmark runs end to end on a CPU (``--small``): both whole commands, the
-core calls (ARC-Easy's and MMLU 5-shot's log-likelihoods, generation), the agreement checks and the results file. lm-eval comes from this environment
+"""The evaluation benchmark runs end to end on a CPU (``--small``): the whole commands (ARC-Easy,
+MMLU 5-shot, generation) and the core calls (ARC-Easy's and MMLU 5-shot's log-likelihoods,
+generation), the agreement checks and the results file. lm-eval comes from this environment
 (the ``dev`` extra) instead of ``.venv-bench``."""
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ def test_small_benchmark_writes_agreeing_rows(tmp_path: Path) -> None:
         ("whole command", "lm_eval --model hf"),
         ("whole command", "lm_eval --model hf"),
         ("core call", "HFLM.loglikelihood"),
+        ("whole command", "lm_eval --model hf"),
         ("core call", "HFLM.loglikelihood"),
+        ("whole command", "lm_eval --model hf"),
         ("core call", "transformers generate"),
     ]
     generation = rows[-1]
@@ -42,10 +45,23 @@ def test_small_benchmark_writes_agreeing_rows(tmp_path: Path) -> None:
         "new_tokens_theirs": 128,
     }  # fmt: skip
     assert generation["unit"] == "new tokens" and generation["ours"]["rate"] > 0
-    mmlu = rows[-2]
+    whole_generation = rows[-2]
+    check = whole_generation["agreement"]
+    assert check["prompts"] == 4 and check["same_prompts"]
+    assert check["identical_generations"] == 4 and check["differing"] == {}
+    assert check["ours_new_tokens"] > 0, check  # the model wrote something to compare
+    assert sum(check["ours_stop_reasons"].values()) == 4
+    assert whole_generation["unit"] == "prompts" and whole_generation["ours"]["rate"] > 0
+    mmlu = rows[4]
     assert mmlu["work"].startswith("MMLU 5-shot 32 requests (8 questions of 4 subjects")
     assert mmlu["agreement"]["requests"] == 32
     assert mmlu["agreement"]["max_abs_logprob_diff"] <= 1e-4
+    mmlu_whole = rows[3]["agreement"]
+    assert mmlu_whole["requests"] == 32 and mmlu_whole["same_requests"]
+    assert mmlu_whole["max_abs_logprob_diff"] <= 1e-4
+    assert mmlu_whole["same_acc_per_subject"]
+    assert len(mmlu_whole["acc_ours_lm_eval"]) == 4
+    assert all(ours == theirs for ours, theirs in mmlu_whole["acc_ours_lm_eval"].values())
     for r in rows:
         assert r["ratio"] is not None and r["ratio"] > 0, r  # no side failed
         assert 0 < r["output_layer_flop_share"] < 1
