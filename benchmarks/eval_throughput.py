@@ -38,7 +38,7 @@ Whole commands (a child process each, wall time and peak RSS, as a user runs the
 Core calls: our ``score_requests`` (the model loaded once in this process) against
 ``HFLM.loglikelihood`` (``benchmarks/peers/lm_eval_loglikelihood.py`` in the peer's
 environment, which reports the seconds of the call alone) on the same requests: ARC-Easy's,
-and MMLU 5-shot's (the first questions of a few subjects' test splits in the lettered format,
+and MMLU 5-shot's (a --limit sample of a few subjects' test questions in the lettered format,
 each prompt the subject's description and its five dev shots: long contexts shared by four
 one-token continuations, the work of MMLU as OLMo and OLMES report it); and, at the small
 shape, generation: our ``generate`` (greedy, KV cache) against transformers' ``generate``
@@ -135,8 +135,8 @@ class Shape:
     core_repeats: int
     """Timed runs of each core call."""
     mmlu_questions: int = 20
-    """MMLU test questions per subject of :data:`MMLU_SUBJECTS` (the core call's first ones,
-    the whole command's ``--limit``)."""
+    """MMLU test questions per subject of :data:`MMLU_SUBJECTS` (``--limit``: OLMo's seeded
+    sample, the same questions in the core call and the whole command)."""
     mmlu_repeats: int = 1
     """Timed runs of each MMLU whole command."""
     generation_prompts: int | None = None
@@ -390,9 +390,7 @@ def run_shape(
     mmlu = [
         instance
         for subject in MMLU_SUBJECTS
-        for instance in load_task(f"mmlu_{subject}:mc", limit=None, num_shots=5)[
-            : shape.mmlu_questions
-        ]
+        for instance in load_task(f"mmlu_{subject}:mc", limit=shape.mmlu_questions, num_shots=5)
     ]
     mmlu_requests = [Request(c, x) for instance in mmlu for c, x in instance.pairs]
     print(f"{shape.name}: MMLU 5-shot core calls, {len(mmlu_requests)} requests")
@@ -486,10 +484,10 @@ def run_shape(
         "task": f"{TASK} validation ({len(instances)} questions"
         + (", the whole split)" if shape.questions is None else ", a --limit sample)"),
         "requests": len(requests),
-        "mmlu": f"mmlu_<subject>:mc, 5-shot, of {', '.join(MMLU_SUBJECTS)}: the core call "
-        f"scores the first {shape.mmlu_questions} test questions of each "
-        f"({len(mmlu_requests)} requests), the whole commands --limit "
-        f"{shape.mmlu_questions} (OLMo's sample, written out for lm-eval as its test split)",
+        "mmlu": f"mmlu_<subject>:mc, 5-shot, of {', '.join(MMLU_SUBJECTS)}: the same "
+        f"--limit {shape.mmlu_questions} sample of each subject's test questions (OLMo's "
+        f"sample, written out for lm-eval as its test split) in the core call "
+        f"({len(mmlu_requests)} requests) and the whole commands",
         **(generation_inputs(shape) if shape.generation_prompts is not None else {}),
         "batch_size": BATCH_SIZE,
         "dtype": "float32",
