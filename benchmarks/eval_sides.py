@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,23 @@ def all_ok(*sides: Side) -> bool:
     return all(side.runs and all(r.ok for r in side.runs) for side in sides)
 
 
+def compare_whole(
+    sides: Sequence[Side],
+    label: str,
+    check: Callable[[], dict[str, Any]],
+    agreed: Callable[[dict[str, Any]], bool],
+    repeats: int,
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """Time the whole commands ``sides`` (ours and the peer's first, any others after) and,
+    when ours and the peer's all succeeded, ``check`` their outputs; the check (None if a run
+    failed) and the failures, each starting with ``label``."""
+    compare(sides, repeats=repeats)
+    if not all_ok(*sides[:2]):
+        return None, [f"{label}: a run failed, so the sides were not compared"]
+    result = check()
+    return result, [] if agreed(result) else [f"{label}: {result}"]
+
+
 def write_requests(requests: list[Request], path: Path) -> Path:
     """One JSON object a line (``context``, ``continuation``): the peer's core-call input."""
     with path.open("w", encoding="utf-8") as lines:
@@ -67,6 +85,27 @@ def write_requests(requests: list[Request], path: Path) -> Path:
             record = {"context": request.context, "continuation": request.continuation}
             lines.write(json.dumps(record) + "\n")
     return path
+
+
+def _peer_script(name: str, script: str, args: Sequence[Any], run: dict[str, Any]) -> Side:
+    """``benchmarks/peers/SCRIPT ARGS`` in the peer's environment, timed by the seconds of the
+    call that the script reports."""
+    python = run["peer_venv"] / "bin" / "python"
+    return Side(
+        name,
+        argv=[str(python), str(PEERS / script), *map(str, args)],
+        env=run["env"],
+        reported_seconds=CORE_SECONDS,
+        warmup=False,  # a fresh process each run: the script warms itself up, untimed
+    )
+
+
+def _compare_core(ours: Side, peer: Side, peer_out: Path, repeats: int) -> Any:
+    """Time both sides; the peer's JSON output, or None when either side's last run failed."""
+    compare([ours, peer], repeats=repeats)
+    if not (ours.runs and peer.runs and ours.runs[-1].ok and peer.runs[-1].ok):
+        return None
+    return json.loads(peer_out.read_text())
 
 
 def compare_core_calls(
@@ -82,25 +121,12 @@ def compare_core_calls(
             for s in score_requests(scorer, requests, convention="joint", batch_size=BATCH_SIZE)
         ],
     )
-    peer = Side(
-        "HFLM.loglikelihood",
-        argv=[
-            str(run["peer_venv"] / "bin" / "python"),
-            str(PEERS / "lm_eval_loglikelihood.py"),
-            str(hf),
-            str(write_requests(requests, folder / f"{name}_requests.jsonl")),
-            str(peer_out),
-            "--batch-size",
-            str(BATCH_SIZE),
-        ],
-        env=run["env"],
-        reported_seconds=CORE_SECONDS,
-        warmup=False,  # a fresh process each run: the script warms itself up, untimed
-    )
-    compare([ours, peer], repeats=run["repeats"])
-    if not (ours.runs and peer.runs and ours.runs[-1].ok and peer.runs[-1].ok):
+    requests_file = write_requests(requests, folder / f"{name}_requests.jsonl")
+    peer = _peer_script("HFLM.loglikelihood", "lm_eval_loglikelihood.py",
+                        [hf, requests_file, peer_out, "--batch-size", BATCH_SIZE], run)  # fmt: skip
+    theirs = _compare_core(ours, peer, peer_out, run["repeats"])
+    if theirs is None:
         return ours, peer, None
-    theirs = json.loads(peer_out.read_text())
     diffs = [abs(a - b) for a, b in zip(ours.runs[-1].value, theirs, strict=True)]
     return ours, peer, {"requests": len(diffs), "max_abs_logprob_diff": max(diffs)}
 
@@ -122,27 +148,12 @@ def compare_generation(
         "generate (KV cache)",
         call=lambda: [g.token_ids for g in generate(model, requests, batch_size=GENERATION_BATCH)],
     )
-    peer = Side(
-        "transformers generate",
-        argv=[
-            str(run["peer_venv"] / "bin" / "python"),
-            str(PEERS / "transformers_generate.py"),
-            str(hf),
-            str(batches_file),
-            str(peer_out),
-            "--max-new-tokens",
-            str(GENERATION_NEW_TOKENS),
-            "--vocab",
-            str(model.tokenizer.vocab_size),
-        ],
-        env=run["env"],
-        reported_seconds=CORE_SECONDS,
-        warmup=False,  # a fresh process each run: the script warms itself up, untimed
-    )
-    compare([ours, peer], repeats=run["repeats"])
-    if not (ours.runs and peer.runs and ours.runs[-1].ok and peer.runs[-1].ok):
+    args = [hf, batches_file, peer_out, "--max-new-tokens", GENERATION_NEW_TOKENS,
+            "--vocab", model.tokenizer.vocab_size]  # fmt: skip
+    peer = _peer_script("transformers generate", "transformers_generate.py", args, run)
+    theirs = _compare_core(ours, peer, peer_out, run["repeats"])  # in the batches' order
+    if theirs is None:
         return ours, peer, None
-    theirs = json.loads(peer_out.read_text())  # in the batches' order
     mine = [ours.runs[-1].value[i] for batch in batches for i in batch]
     return (
         ours,

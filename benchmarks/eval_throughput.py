@@ -83,13 +83,13 @@ from eval_sides import (
     GENERATION_BATCH,
     GENERATION_NEW_TOKENS,
     WHOLE_WARMUP,
-    all_ok,
     compare_core_calls,
     compare_generation,
+    compare_whole,
     lm_eval_side,
     olmo_side,
 )
-from harness import BENCH_VENV, RESULTS, Side, compare, row, versions, write_results
+from harness import BENCH_VENV, RESULTS, Side, row, versions, write_results
 from lm_eval_local_tasks import (
     ARC_TASK,
     agrees,
@@ -267,6 +267,14 @@ def run_generation_only(
     return rows, inputs, failures
 
 
+def mmlu_work(shape: Shape, num_requests: int, questions: int) -> str:
+    """The work of both MMLU rows, which score the same questions."""
+    return (
+        f"MMLU 5-shot {num_requests} requests ({questions} questions of "
+        f"{len(MMLU_SUBJECTS)} subjects, lettered), {shape.name}"
+    )
+
+
 def mmlu_whole_row(
     shape: Shape, hf: Path, folder: Path, common: dict[str, Any], **run: Any
 ) -> tuple[dict[str, Any], list[str]]:
@@ -287,18 +295,16 @@ def mmlu_whole_row(
     peer = lm_eval_side(hf, tasks, folder / "mmlu_tasks", folder / "mmlu_lm_eval", theirs_args,
                         **run)  # fmt: skip
     print(f"{shape.name}: MMLU 5-shot whole commands, {num_requests} requests")
-    compare([ours, peer], repeats=run["mmlu_repeats"])
-    check, failures = None, []
-    if all_ok(ours, peer):
-        check = check_mmlu(folder / "mmlu_ours", folder / "mmlu_lm_eval", MMLU_SUBJECTS)
-        if not agrees(check, TOLERANCE):
-            failures.append(f"{shape.name} MMLU whole commands: {check}")
-    else:
-        failures.append(f"{shape.name} MMLU whole commands: a run failed, so no comparison")
+    check, failures = compare_whole(
+        [ours, peer],
+        f"{shape.name} MMLU whole commands",
+        lambda: check_mmlu(folder / "mmlu_ours", folder / "mmlu_lm_eval", MMLU_SUBJECTS),
+        lambda c: agrees(c, TOLERANCE),
+        run["mmlu_repeats"],
+    )
     questions = sum(len(instances) for instances in kept.values())
     mmlu_row = row(
-        work=f"MMLU 5-shot {num_requests} requests ({questions} questions of "
-        f"{len(MMLU_SUBJECTS)} subjects, lettered), {shape.name}: acc",
+        work=f"{mmlu_work(shape, num_requests, questions)}: acc",
         measure="whole command",
         ours=ours,
         peer=peer,
@@ -331,15 +337,15 @@ def generation_whole_row(
     peer = lm_eval_side(hf, [task], folder / "generation_task", folder / "generation_lm_eval",
                         ["--batch_size", str(GENERATION_BATCH)], **run)  # fmt: skip
     print(f"{shape.name}: generation whole commands, {len(instances)} prompts")
-    compare([ours, peer], repeats=run["repeats"])
-    check, failures = None, []
-    if all_ok(ours, peer):
-        check = check_generation(folder / "generation_ours", folder / "generation_lm_eval",
-                                 GENERATION_TASK)  # fmt: skip
-        if not check["same_prompts"] or check["identical_generations"] != len(instances):
-            failures.append(f"{shape.name} generation whole commands: {check}")
-    else:
-        failures.append(f"{shape.name} generation whole commands: a run failed, so no comparison")
+    check, failures = compare_whole(
+        [ours, peer],
+        f"{shape.name} generation whole commands",
+        lambda: check_generation(
+            folder / "generation_ours", folder / "generation_lm_eval", GENERATION_TASK
+        ),
+        lambda c: c["same_prompts"] and c["identical_generations"] == len(instances),
+        run["repeats"],
+    )
     generation_row = row(
         work=f"{GENERATION_TASK} 5-shot greedy generation, {len(instances)} prompts, the "
         f"task's stop strings, up to {spec.max_new_tokens} new tokens, {shape.name}",
@@ -406,17 +412,15 @@ def run_shape(
         elif checks[key]["max_abs_logprob_diff"] > TOLERANCE:
             failures.append(f"{shape.name} {key}: {checks[key]}")
 
-    whole = [ours, lm_eval, ours_default]
     print(f"{shape.name}: whole commands, {len(requests)} requests, {repeats} run(s) each")
-    compare(whole, repeats=repeats)
-    if all_ok(ours, lm_eval):
-        checks["ours"] = check_arc(out["ours"], out["lm_eval"], TASK)
-        if not agrees(checks["ours"], TOLERANCE):
-            failures.append(f"{shape.name} whole commands: {checks['ours']}")
-    else:
-        failures.append(
-            f"{shape.name} whole commands: a run failed, so the sides were not compared"
-        )
+    checks["ours"], whole_failures = compare_whole(
+        [ours, lm_eval, ours_default],
+        f"{shape.name} whole commands",
+        lambda: check_arc(out["ours"], out["lm_eval"], TASK),
+        lambda c: agrees(c, TOLERANCE),
+        repeats,
+    )
+    failures += whole_failures
     mmlu_whole, mmlu_failures = mmlu_whole_row(
         shape, hf, folder, shape_fields(shape), **{**run, "mmlu_repeats": mmlu_repeats}
     )
@@ -462,8 +466,7 @@ def run_shape(
         ),
         mmlu_whole,
         row(
-            work=f"MMLU 5-shot {len(mmlu_requests)} requests ({len(mmlu)} questions of "
-            f"{len(MMLU_SUBJECTS)} subjects, lettered), {shape.name}: log-likelihoods",
+            work=f"{mmlu_work(shape, len(mmlu_requests), len(mmlu))}: log-likelihoods",
             measure="core call",
             ours=mmlu_ours,
             peer=mmlu_peer,

@@ -47,6 +47,19 @@ def _write_jsonl(records: Sequence[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def _validation_task(name: str, data: Path, output_type: str) -> str:
+    """The head of a task's YAML whose validation split is the JSONL ``data``."""
+    return (
+        f"task: {name}\n"
+        "dataset_path: json\n"
+        "dataset_kwargs:\n"
+        "  data_files:\n"
+        f"    validation: {json.dumps(str(data))}\n"
+        f"output_type: {output_type}\n"
+        "validation_split: validation\n"
+    )
+
+
 def write_arc_task(
     instances: list[Instance], folder: Path, name: str = ARC_TASK
 ) -> tuple[Path, list[Request]]:
@@ -71,14 +84,7 @@ def write_arc_task(
         requests.extend(Request(context, c) for c in instance.continuations)
     data = _write_jsonl(records, folder / f"{name}.jsonl")
     (folder / f"{name}.yaml").write_text(
-        f"task: {name}\n"
-        "dataset_path: json\n"
-        "dataset_kwargs:\n"
-        "  data_files:\n"
-        f"    validation: {json.dumps(str(data))}\n"
-        "output_type: multiple_choice\n"
-        "validation_split: validation\n"
-        "doc_to_text: context\n"
+        _validation_task(name, data, "multiple_choice") + "doc_to_text: context\n"
         "doc_to_choice: choices\n"
         "doc_to_target: label\n"
         'target_delimiter: " "\n'
@@ -159,14 +165,7 @@ def write_generation_task(
     if suppress_tokens:
         generation_kwargs.append(f"  suppress_tokens: {json.dumps(list(suppress_tokens))}")
     (folder / f"{name}.yaml").write_text(
-        f"task: {name}\n"
-        "dataset_path: json\n"
-        "dataset_kwargs:\n"
-        "  data_files:\n"
-        f"    validation: {json.dumps(str(data))}\n"
-        "output_type: generate_until\n"
-        "validation_split: validation\n"
-        "doc_to_text: prompt\n"
+        _validation_task(name, data, "generate_until") + "doc_to_text: prompt\n"
         "doc_to_target: target\n"
         "generation_kwargs:\n"
         + "".join(line + "\n" for line in generation_kwargs)
@@ -279,8 +278,9 @@ def agrees(check: dict[str, Any] | None, tolerance: float) -> bool:
     if check is None:
         return False
     diff = check.get("max_abs_logprob_diff")
+    acc = check.get("ours_acc_none")
     same_acc = check.get(
-        "same_acc_per_subject", check.get("ours_acc_none") == check.get("lm_eval_acc")
+        "same_acc_per_subject", acc is not None and acc == check.get("lm_eval_acc")
     )
     return bool(check.get("same_requests")) and diff is not None and diff <= tolerance and same_acc
 

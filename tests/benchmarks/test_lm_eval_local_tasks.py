@@ -93,6 +93,12 @@ def test_mmlu_check_fails_on_different_work(
     assert check[field] is False or check[field] > TOLERANCE
 
 
+def test_arc_check_without_accuracies_does_not_agree(local_tasks: ModuleType) -> None:
+    check = {"same_requests": True, "max_abs_logprob_diff": 0.0}  # neither side's acc found
+    assert not local_tasks.agrees(check, TOLERANCE)
+    assert local_tasks.agrees({**check, "ours_acc_none": 0.5, "lm_eval_acc": 0.5}, TOLERANCE)
+
+
 def test_generation_check_counts_generations_that_differ(
     local_tasks: ModuleType, tmp_path: Path
 ) -> None:
