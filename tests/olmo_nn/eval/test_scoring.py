@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -614,6 +615,58 @@ def test_few_shot_contexts_longer_than_the_window(
     _assert_same_scores(
         shared, score_requests(model, requests, convention="joint", share_prefix=False)
     )
+
+
+def _random_few_shot_requests(seed: int, threshold: int) -> list[Request]:
+    """Groups of contexts sharing a prefix of about ``threshold`` tokens (one less, exactly,
+    one more, or anything up to past the window), rests of 0 to a window's tokens, one to
+    many-token continuations, some requests twice; token ids written as text."""
+    rng = random.Random(seed)
+    requests = []
+    for _ in range(rng.randint(1, 4)):
+        length = rng.choice([threshold - 1, threshold, threshold + 1, rng.randint(1, WINDOW + 8)])
+        prefix = [rng.randint(10, 1000) for _ in range(length)]
+        for _ in range(rng.randint(1, 5)):
+            rest = [
+                rng.randint(10, 1000) for _ in range(rng.choice([0, 1, rng.randint(0, WINDOW)]))
+            ]
+            for _ in range(rng.randint(1, 3)):
+                size = rng.choice([1, 2, rng.randint(1, WINDOW // 2)])
+                continuation = [rng.randint(10, 1000) for _ in range(size)]
+                request = Request(
+                    " ".join(map(str, prefix + rest)), " ".join(map(str, continuation))
+                )
+                requests += [request] * rng.choice([1, 1, 1, 2])
+    rng.shuffle(requests)
+    return requests
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_shared_prefixes_score_as_one_row_per_request(
+    seed: int, native_module: OLMo, tokenizer: Tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prefixes at the sharing threshold, contexts past the window, multi-token continuations,
+    small batches and a small logits budget: the tree rows change no score."""
+    from olmo_nn.eval import scoring
+
+    def token_ids(
+        tokenizer: Tokenizer, requests: list[Request], convention: str
+    ) -> list[tuple[list[int], list[int]]]:
+        return [([int(t) for t in r.context.split()], [int(t) for t in r.continuation.split()])
+                for r in requests]  # fmt: skip
+
+    monkeypatch.setattr(scoring, "encode_requests", token_ids)
+    monkeypatch.setattr(scoring, "MIN_SHARED_PREFIX_TOKENS", 8)
+    monkeypatch.setattr(scoring, "MAX_LOGITS_BYTES", 4 * PADDED_VOCAB * 5)
+    requests = _random_few_shot_requests(seed, threshold=8)
+    model = _wrap(native_module, tokenizer)
+    calls = _spy_rows(model)
+    shared = score_requests(model, requests, batch_size=3, max_batch_tokens=2 * WINDOW)
+    assert any(packed for _, _, packed in calls) or seed != 0
+    reference = score_requests(model, requests, share_prefix=False, batch_size=1)
+    _assert_same_scores(shared, reference)
+    for a, b in zip(shared, reference, strict=True):
+        assert (a.num_tokens, a.is_greedy, a.truncated) == (b.num_tokens, b.is_greedy, b.truncated)
 
 
 def test_shared_prefixes_group_contexts_with_most_of_their_tokens_in_common() -> None:
