@@ -71,3 +71,35 @@ def test_small_benchmark_writes_agreeing_rows(tmp_path: Path) -> None:
     assert agreement["ours_acc_none"] == agreement["lm_eval_acc"]
     assert rows[2]["agreement"]["max_abs_logprob_diff"] <= 1e-4
     assert rows[0]["ours"]["peak_rss_mb"] > 0 and rows[0]["theirs"]["peak_rss_mb"] > 0
+
+
+def test_whole_command_check_fails_on_a_failed_run_or_a_disagreement() -> None:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import eval_sides
+        from harness import Side
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+    def sides(peer_fails: bool = False) -> list[Side]:
+        peer = (lambda: 1 / 0) if peer_fails else (lambda: 1)
+        return [Side("ours", call=lambda: 1), Side("peer", call=peer)]
+
+    checked: list[str] = []
+
+    def check() -> dict[str, int]:
+        checked.append("run")
+        return {"requests": 3}
+
+    agreement = eval_sides.compare_whole(sides(), "tiny", check, lambda c: True, 1)
+    assert agreement == ({"requests": 3}, [])
+    assert eval_sides.compare_whole(sides(), "tiny", check, lambda c: False, 1) == (
+        {"requests": 3},
+        ["tiny: {'requests': 3}"],
+    )
+    checked.clear()
+    assert eval_sides.compare_whole(sides(peer_fails=True), "tiny", check, lambda c: True, 1) == (
+        None,
+        ["tiny: a run failed, so the sides were not compared"],
+    )
+    assert checked == []  # no output to compare
