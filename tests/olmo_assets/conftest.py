@@ -51,7 +51,11 @@ def built_lab(tmp_path_factory: pytest.TempPathFactory) -> Lab:
     root = tmp_path_factory.mktemp("lab") / "repo"
     root.mkdir()
     shutil.copytree(REPO / "configs", root / "configs")
-    (root / "params.yaml").write_text(yaml.safe_dump(small_params()), encoding="utf-8")
+    params = small_params()
+    # One process per curation and tokenization step: a pool of spawned workers costs each
+    # step seconds, and no artifact depends on it (LabParams.workers).
+    params["workers"] = 1
+    (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     with pytest.MonkeyPatch.context() as patch:
         # As Dagster launches the steps: the embedded store's URI given explicitly.
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / '.mlflow' / 'mlflow.db'}")

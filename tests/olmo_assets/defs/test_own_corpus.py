@@ -168,6 +168,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> Cor
     params["sources"] = write_corpus(data, s3_server)
     params["storage"] = "s3://lab-outputs/lab"
     params["eval"] |= {"tasks": ["arc_easy"], "checkpoints": [100]}
+    # One process per curation and tokenization stage: a pool of spawned workers costs each
+    # of the many stage runs seconds, and no artifact depends on it (LabParams.workers).
+    params["workers"] = 1
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for lock in ("dvc.lock", "sources/dvc.lock"):
         (repo / lock).unlink(missing_ok=True)

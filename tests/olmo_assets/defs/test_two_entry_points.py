@@ -228,6 +228,9 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     for section, values in TINY_PARAMS.items():
         params[section] = values if section == "sources" else params[section] | values
+    # One process per curation and tokenization stage: a pool of spawned workers costs each
+    # stage run seconds, and no artifact depends on it (LabParams.workers).
+    params["workers"] = 1
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     # The committed dvc.lock records the default parameters' pipeline; this one starts afresh.
     (repo / "dvc.lock").unlink(missing_ok=True)
