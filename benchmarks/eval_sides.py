@@ -70,12 +70,16 @@ def compare_whole(
 ) -> tuple[dict[str, Any] | None, list[str]]:
     """Time the whole commands ``sides`` (ours and the peer's first, any others after) and,
     when ours and the peer's all succeeded, ``check`` their outputs; the check (None if a run
-    failed) and the failures, each starting with ``label``."""
+    of either failed) and the failures, each starting with ``label``: a failed run of any
+    side, a check that ``agreed`` refuses."""
     compare(sides, repeats=repeats)
     if not all_ok(*sides[:2]):
         return None, [f"{label}: a run failed, so the sides were not compared"]
+    failures = [f"{label}: a run of {side.name!r} failed" for side in sides[2:] if not all_ok(side)]
     result = check()
-    return result, [] if agreed(result) else [f"{label}: {result}"]
+    if not agreed(result):
+        failures.append(f"{label}: {result}")
+    return result, failures
 
 
 def write_requests(requests: list[Request], path: Path) -> Path:

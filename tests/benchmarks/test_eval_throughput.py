@@ -103,3 +103,8 @@ def test_whole_command_check_fails_on_a_failed_run_or_a_disagreement() -> None:
         ["tiny: a run failed, so the sides were not compared"],
     )
     assert checked == []  # no output to compare
+    reference = Side("reference", call=lambda: 1 / 0)  # a third side, beside the compared two
+    assert eval_sides.compare_whole([*sides(), reference], "tiny", check, lambda c: True, 1) == (
+        {"requests": 3},
+        ["tiny: a run of 'reference' failed"],
+    )
