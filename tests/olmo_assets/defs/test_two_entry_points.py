@@ -42,10 +42,19 @@ from .webserver import free_port, reload, stale, webserver
 pytestmark = pytest.mark.slow
 
 # The whole pipeline in a few minutes: two sources, two training steps, one checkpoint,
-# one task on a few examples.
+# one task on a few examples (and no in-loop downstream evaluation, one validation batch:
+# the evaluation stages score the checkpoint).
 TINY_PARAMS = {
     "sources": {"code": {"kind": "code", "max_mb": 0.3}, "prose": {"kind": "prose"}},
-    "train": {"max_steps": 2, "checkpoint_interval": 2, "overrides": {"scheduler.warmup_steps": 1}},
+    "train": {
+        "max_steps": 2,
+        "checkpoint_interval": 2,
+        "overrides": {
+            "scheduler.warmup_steps": 1,
+            "eval.downstream_tasks": "[]",
+            "eval.max_batches": 1,
+        },
+    },
     "eval": {"checkpoints": [2], "tasks": ["arc_easy"], "limit": 4, "perplexity_documents": 2},
 }
 # The walk from a score to a raw source: each link's label, and text its page shows.
