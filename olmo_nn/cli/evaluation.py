@@ -113,7 +113,7 @@ def _print_rows(rows: list[dict[str, Any]]) -> None:
 
 
 def _downstream(args: argparse.Namespace) -> int:
-    from olmo_nn.eval.downstream import evaluate_task, resolve_normalizations, write_results
+    from olmo_nn.eval.downstream import evaluate_spec, resolve_normalizations, write_results
     from olmo_nn.eval.generative import (
         check_num_shots,
         evaluate_generative_task,
@@ -147,13 +147,10 @@ def _downstream(args: argparse.Namespace) -> int:
         spec = specs[name]
         instances = load_task(name, limit=args.limit, num_shots=args.num_shots)
         results.append(
-            evaluate_task(
+            evaluate_spec(
                 model,
-                spec.name,
+                spec,
                 instances,
-                default_normalization=spec.default_normalization,
-                unconditional_context=spec.unconditional_context,
-                f1_positive=spec.f1_positive,
                 convention=args.convention,
                 batch_size=args.batch_size,
                 normalizations=args.normalizations,

@@ -41,12 +41,14 @@ from olmo_nn.eval.scoring import (
     unconditional_requests,
 )
 from olmo_nn.eval.suites import suite_rows
+from olmo_nn.eval.task_spec import TaskSpec
 
 __all__ = [
     "FREE_NORMALIZATIONS",
     "NORMALIZATIONS",
     "TaskResult",
     "accuracy_stderr",
+    "evaluate_spec",
     "evaluate_task",
     "f1_score",
     "resolve_normalizations",
@@ -254,6 +256,23 @@ def evaluate_task(
         stderr=stderr,
         chance=chance,
         f1=f1,
+    )
+
+
+def evaluate_spec(
+    model: Any, spec: TaskSpec, instances: Sequence[Any], **options: Any
+) -> TaskResult:
+    """:func:`evaluate_task` with the task's own settings from its ``spec``: its default
+    normalization, unconditional context and F1 class; ``options`` are the rest (``convention``,
+    ``batch_size``, ``normalizations``)."""
+    return evaluate_task(
+        model,
+        spec.name,
+        instances,
+        default_normalization=spec.default_normalization,
+        unconditional_context=spec.unconditional_context,
+        f1_positive=spec.f1_positive,
+        **options,
     )
 
 

@@ -47,7 +47,7 @@ def evaluate_downstream(lab: Lab, step: int, task: str) -> StepResult:
     under OLMo's normalization for the task, or greedy generation for a generative task
     (nq_open, triviaqa, basic_arithmetic), scored by the task's main metric."""
     from olmo_assets.lab.tracking import EvaluationRun, downstream_key, log_evaluation
-    from olmo_nn.eval.downstream import evaluate_task, write_results
+    from olmo_nn.eval.downstream import evaluate_spec, write_results
     from olmo_nn.eval.formats import task_of_partition
     from olmo_nn.eval.generative import evaluate_generative_task, generative_spec
     from olmo_nn.eval.models import load_language_model
@@ -66,14 +66,7 @@ def evaluate_downstream(lab: Lab, step: int, task: str) -> StepResult:
     else:
         spec = get_task_spec(name)
         normalization = spec.default_normalization
-        result = evaluate_task(
-            model,
-            spec.name,
-            instances,
-            default_normalization=spec.default_normalization,
-            unconditional_context=spec.unconditional_context,
-            f1_positive=spec.f1_positive,
-        )
+        result = evaluate_spec(model, spec, instances)
     target = lab.downstream(step, task)
     with staged_folder(target) as staged:
         staged.mkdir()

@@ -2,7 +2,7 @@
 
 Every ``eval.interval`` steps (and at the last step) the model scores ``eval.downstream_limit``
 examples of each task in ``eval.downstream_tasks`` (sampled once, OLMo's seed 1234) with
-:func:`olmo_nn.eval.downstream.evaluate_task`; ``eval/downstream/<task>/acc`` and the
+:func:`olmo_nn.eval.downstream.evaluate_spec`; ``eval/downstream/<task>/acc`` and the
 per-normalization accuracies (and ``/f1`` for a task OLMo reports by F1: MRPC) join the
 step's metrics, so metrics.jsonl and the MLflow run
 (written by rank 0) get them. A generative task (``nq_open``, ``triviaqa``,
@@ -38,6 +38,7 @@ from olmo_nn.train.callbacks.base import Callback
 
 if TYPE_CHECKING:
     from olmo_nn.data.shards import TokenShards
+    from olmo_nn.eval.task_spec import TaskSpec
     from olmo_nn.tokenizer import Tokenizer
     from olmo_nn.train.trainer import Trainer
 
@@ -86,11 +87,8 @@ def shard_tokenizer(
 class _Task:
     name: str
     instances: list[Any]
-    default_normalization: str | None
+    spec: TaskSpec | None
     """None for a generative task (its instances are prompts)."""
-    unconditional_context: str = ""
-    f1_positive: int | None = None
-    """The choice F1 counts as positive, for a task OLMo reports by F1 (MRPC)."""
 
 
 class DownstreamEval(Callback):
@@ -124,15 +122,7 @@ class DownstreamEval(Callback):
                 continue
             spec = get_task_spec(name)
             instances = load_task(name, limit=config.eval.downstream_limit)
-            self._tasks.append(
-                _Task(
-                    name,
-                    instances,
-                    spec.default_normalization,
-                    spec.unconditional_context,
-                    spec.f1_positive,
-                )
-            )
+            self._tasks.append(_Task(name, instances, spec))
 
     def needs_model_at(self, trainer: Trainer, step: int) -> bool:
         interval = trainer.config.eval.interval
@@ -143,7 +133,7 @@ class DownstreamEval(Callback):
         if not self._tasks or self._tokenizer is None or not self.needs_model_at(trainer, step):
             return
         assert trainer.step == step, "the trainer flushes at evaluation steps"
-        from olmo_nn.eval.downstream import evaluate_task
+        from olmo_nn.eval.downstream import evaluate_spec
         from olmo_nn.eval.generative import evaluate_generative_task
         from olmo_nn.eval.models import LanguageModel
 
@@ -159,23 +149,16 @@ class DownstreamEval(Callback):
         rows: list[dict[str, Any]] = []
         with torch.no_grad(), trainer.autocast():
             for task in self._tasks:
-                if task.default_normalization is None:
+                if task.spec is None:
                     generated = evaluate_generative_task(wrapped, task.name, task.instances)
                     for metric, value in generated.scores.items():
                         metrics[f"eval/downstream/{task.name}/{metric}"] = value
                     continue
-                result = evaluate_task(
-                    wrapped,
-                    task.name,
-                    task.instances,
-                    default_normalization=task.default_normalization,
-                    unconditional_context=task.unconditional_context,
-                    f1_positive=task.f1_positive,
-                )
+                result = evaluate_spec(wrapped, task.spec, task.instances)
                 if result.f1 is not None:
                     metrics[f"eval/downstream/{task.name}/f1"] = result.f1
                 metrics[f"eval/downstream/{task.name}/acc"] = result.accuracy[
-                    task.default_normalization
+                    task.spec.default_normalization
                 ]
                 for kind, value in result.accuracy.items():
                     metrics[f"eval/downstream/{task.name}/acc_{kind}"] = value
