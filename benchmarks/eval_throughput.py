@@ -178,14 +178,17 @@ def output_layer_share(config: TransformerConfig) -> float:
     return head / (head + blocks)
 
 
-def build_model(config: TransformerConfig, folder: Path, *, seed: int = 0) -> tuple[Path, Path]:
-    """A random ``OLMo`` of ``config``: its checkpoint and its transformers export."""
+def build_model(shape: Shape, work: Path, *, seed: int = 0) -> tuple[Path, Path]:
+    """A random ``OLMo`` of ``shape`` in ``work/<shape>``: that folder and the model's
+    transformers export (its checkpoint is beside it)."""
+    folder = work / shape.name
+    print(f"{shape.name}: building a random OLMo ({shape.config.num_params():,} parameters)")
     torch.manual_seed(seed)
-    model = OLMo(config)
+    model = OLMo(shape.config)
     model.init_weights(seed=seed)
     checkpoint = save_checkpoint(model, folder / "checkpoint")
     del model
-    return checkpoint, export_hf(checkpoint, folder / "hf", dtype="float32")
+    return folder, export_hf(checkpoint, folder / "hf", dtype="float32")
 
 
 def generation_rows(
@@ -253,9 +256,7 @@ def run_generation_only(
     shape: Shape, work: Path, *, peer_venv: Path, repeats: int | None
 ) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
     """The generation row alone (``--generation-only``): rows, inputs and failures."""
-    folder = work / shape.name
-    print(f"{shape.name}: building a random OLMo ({shape.config.num_params():,} parameters)")
-    _, hf = build_model(shape.config, folder)
+    folder, hf = build_model(shape, work)
     model = load_language_model(f"hf:{hf}", dtype=torch.float32)
     repeats = repeats if repeats is not None else shape.core_repeats
     rows, failures = generation_rows(
@@ -366,9 +367,7 @@ def run_shape(
     shape: Shape, work: Path, *, peer_venv: Path, repeats: int | None
 ) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
     """Build the shape's model and tasks, compare the sides; rows, inputs and failures."""
-    folder = work / shape.name
-    print(f"{shape.name}: building a random OLMo ({shape.config.num_params():,} parameters)")
-    _, hf = build_model(shape.config, folder)
+    folder, hf = build_model(shape, work)
     limit = shape.questions if shape.questions is not None else DEFAULT_LIMIT
     instances = load_task(TASK, limit=limit)
     include, requests = write_arc_task(instances, folder / "task")
